@@ -1,0 +1,34 @@
+// Schemas of every pixelar op (namespace `pixelar`) and the Python module stub for `_C`.
+//
+// Kernels live elsewhere, one file per op and device:
+//   csrc/cpu/<op>.cpp   TORCH_LIBRARY_IMPL(pixelar, CPU, m)
+//   csrc/cuda/<op>.cu   TORCH_LIBRARY_IMPL(pixelar, CUDA, m)
+// Fake (meta) kernels and autograd are registered from Python (pixelar/ops/).
+// Shapes and semantics of each op: the docstrings in pixelar/ops/<op>.py and docs/ops.md.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// `import pixelar._C` loads this library, which runs the static registrations below.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(pixelar, m) {
+  // Diagonal LSTM scan over the skewed map. x_gates: (B, 4H, R, S), S = R + W - 1;
+  // w_ss: (4H, H, 2). Returns h, c: (B, H, R, S), zero outside the image.
+  m.def("diagonal_lstm_scan(Tensor x_gates, Tensor w_ss) -> (Tensor, Tensor)");
+  m.def("diagonal_lstm_scan_backward(Tensor grad_h, Tensor grad_c, Tensor x_gates, "
+        "Tensor w_ss, Tensor h, Tensor c) -> (Tensor, Tensor)");
+  // Row LSTM scan. x_gates: (B, 4H, R, W); w_ss: (4H, H, 3). Returns h, c: (B, H, R, W).
+  m.def("row_lstm_scan(Tensor x_gates, Tensor w_ss) -> (Tensor, Tensor)");
+  m.def("row_lstm_scan_backward(Tensor grad_h, Tensor grad_c, Tensor x_gates, "
+        "Tensor w_ss, Tensor h, Tensor c) -> (Tensor, Tensor)");
+  // NADE outputs by incremental hidden update. x: (B, D); W: (Hd, D); c: (Hd,);
+  // V: (D, O, Hd); b: (D, O). Returns (B, D, O).
+  m.def("nade_forward(Tensor x, Tensor W, Tensor c, Tensor V, Tensor b) -> Tensor");
+  m.def("nade_forward_backward(Tensor grad_out, Tensor x, Tensor W, Tensor c, Tensor V, "
+        "Tensor b) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+}

@@ -1,0 +1,20 @@
+"""pixelar's ops: each a wrapper that checks its inputs and runs the backend in force, with
+its pure-PyTorch reference ``<op>_ref`` beside it.
+
+Backends: ``set_backend(name)`` / ``with backend(name):`` where name is "auto",
+"reference", "cpp", "cuda" or "triton" (see ``pixelar.ops._backend``).
+"""
+from ._backend import BACKENDS, backend, get_backend, set_backend
+from .diagonal_lstm_scan import diagonal_lstm_scan, diagonal_lstm_scan_ref
+from .lstm_cell import lstm_cell_ref
+from .nade_forward import nade_forward, nade_forward_ref
+from .row_lstm_scan import row_lstm_scan, row_lstm_scan_ref
+from .skew import skew, skew_ref, unskew
+
+__all__ = [
+    "BACKENDS", "backend", "get_backend", "set_backend",
+    "diagonal_lstm_scan", "diagonal_lstm_scan_ref",
+    "row_lstm_scan", "row_lstm_scan_ref",
+    "nade_forward", "nade_forward_ref",
+    "lstm_cell_ref", "skew", "skew_ref", "unskew",
+]
