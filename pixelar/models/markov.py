@@ -1,0 +1,57 @@
+"""Markov pixels: p(x_i | the `order` previous dimensions), as lookup tables."""
+import torch
+import torch.nn as nn
+
+from .base import AutoregressiveModel
+from .raster import from_sequence, to_sequence
+
+MAX_PARAMETERS = 50_000_000
+
+
+class MarkovPixels(AutoregressiveModel):
+    """p(x) = prod_i p(x_i | x_{i-k}, ..., x_{i-1}), k = ``order``, in raster order.
+
+    Dimension i has a table with one categorical per context of its min(i, k) previous
+    values: levels^min(i, k) * (levels - 1) free logits (level 0 fixed at logit 0). Binary
+    images with order 1 thus have exactly 1 + 2 (n - 1) = 2n - 1 parameters.
+    forward(x: (B, C, H, W)) -> (B, C, H, W) logits (binary) or (B, C, H, W, levels).
+    """
+
+    def __init__(self, image_shape=(1, 28, 28), levels=2, order=1):
+        super().__init__(image_shape, levels)
+        if not isinstance(order, int) or order < 0:
+            raise ValueError(f"order must be an int >= 0, got {order!r}")
+        self._config = dict(image_shape=list(self.image_shape), levels=levels, order=order)
+        self.order = order
+        self.bernoulli = levels == 2
+        n, L = self.num_dims, levels
+        contexts = [L ** min(i, order) for i in range(n)]
+        total = sum(contexts) * (L - 1)
+        if total > MAX_PARAMETERS:
+            raise ValueError(f"MarkovPixels: order={order} with levels={levels} needs {total} "
+                             f"parameters (limit {MAX_PARAMETERS}); lower the order")
+        offsets = torch.tensor([0] + contexts[:-1]).cumsum(0) * (L - 1)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.table = nn.Parameter(torch.zeros(total))
+
+    def context_index(self, seq: torch.Tensor) -> torch.Tensor:
+        """seq: (B, n) int64 -> (B, n): index of each dimension's context in its table,
+        sum_j seq[i - j] * L^(j-1) over j = 1..min(i, order)."""
+        B, n = seq.shape
+        ctx = torch.zeros_like(seq)
+        for j in range(1, self.order + 1):
+            if j >= n + 1:
+                break
+            shifted = torch.nn.functional.pad(seq, (j, 0))[:, :n]  # seq[i - j], 0 for i < j
+            ctx = ctx + shifted * self.levels ** (j - 1)
+        return ctx
+
+    def forward(self, x):
+        seq = to_sequence(x.long())
+        L = self.levels
+        idx = self.offsets + self.context_index(seq) * (L - 1)  # (B, n)
+        if self.bernoulli:
+            return from_sequence(self.table[idx], self.image_shape)
+        free = self.table[idx.unsqueeze(-1) + torch.arange(L - 1, device=idx.device)]
+        full = torch.cat([free.new_zeros(*free.shape[:-1], 1), free], dim=-1)
+        return from_sequence(full, self.image_shape)

@@ -1,0 +1,107 @@
+"""PixelCNN and PixelRNN (van den Oord et al. 2016): a 7x7 mask-A convolution, a stack of
+residual blocks (masked convolutions, Row LSTMs or Diagonal BiLSTMs), and an output head
+of two ReLU + 1x1 mask-B convolutions; Bernoulli outputs for levels=2, a levels-way
+softmax per channel otherwise, R -> G -> B masking for 3-channel images."""
+import torch
+import torch.nn as nn
+
+from ..nn import ConvResidualBlock, LSTMResidualBlock, MaskedConv2d, OutputHead
+from .base import AutoregressiveModel
+
+
+def _check_positive(name, value):
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+class _PixelNetwork(AutoregressiveModel):
+    """Shared trunk: input conv (mask A) -> residual blocks -> output head."""
+
+    def __init__(self, image_shape, levels, hidden, head_hidden, blocks):
+        super().__init__(image_shape, levels)
+        C = self.image_shape[0]
+        self.bernoulli = levels == 2
+        if 2 * hidden < C or head_hidden < C:
+            raise ValueError(f"hidden and head_hidden must give each of the {C} colour "
+                             f"channels a feature, got hidden={hidden}, head_hidden={head_hidden}")
+        self.input_conv = MaskedConv2d(C, 2 * hidden, 7, "A", C)
+        self.blocks = nn.ModuleList(blocks)
+        self.head = OutputHead(2 * hidden, head_hidden, C, 1 if self.bernoulli else levels)
+
+    def trunk(self, x):
+        """Integer images (B, C, H, W) -> (B, 2h, H, W) features before the head."""
+        image = self.to_input(x)
+        y = self.input_conv(image)
+        for block in self.blocks:
+            y = block(y, image)
+        return y
+
+    def forward(self, x):
+        out = self.head(self.trunk(x))
+        if self.bernoulli:
+            return out
+        B, _, H, W = out.shape
+        return out.view(B, self.image_shape[0], self.levels, H, W).permute(0, 1, 3, 4, 2)
+
+    def features(self, x):
+        """Representation: the last block's features, averaged over positions: (B, C, H, W) -> (B, 2h)."""
+        x = self.check_images(x)
+        return self.trunk(x).mean(dim=(2, 3))
+
+
+class PixelCNN(_PixelNetwork):
+    """PixelCNN: 7x7 mask A, then ``num_layers`` residual blocks with 3x3 mask-B convolutions.
+
+    forward(x: (B, C, H, W)) -> (B, C, H, W) Bernoulli logits (levels=2) or
+    (B, C, H, W, levels) logits.
+    """
+
+    def __init__(self, image_shape=(1, 28, 28), levels=2, num_layers=15, hidden=16,
+                 head_hidden=32):
+        for name, v in (("num_layers", num_layers), ("hidden", hidden), ("head_hidden", head_hidden)):
+            _check_positive(name, v)
+        C = check_channels(image_shape)
+        super().__init__(image_shape, levels, hidden, head_hidden,
+                         [ConvResidualBlock(hidden, C) for _ in range(num_layers)])
+        self._config = dict(image_shape=list(self.image_shape), levels=levels,
+                            num_layers=num_layers, hidden=hidden, head_hidden=head_hidden)
+
+
+class PixelRNN(_PixelNetwork):
+    """PixelRNN: 7x7 mask A, then ``num_layers`` residual blocks, each a Row LSTM
+    (``layer="row"``) or Diagonal BiLSTM (``layer="diagonal"``) of ``hidden`` units.
+
+    The paper's configurations: binarized 28x28 with layer="diagonal", num_layers=7,
+    hidden=16; 32x32x3 with num_layers=12, hidden=128, levels=256, head_hidden=1024.
+    forward(x: (B, C, H, W)) -> (B, C, H, W) Bernoulli logits (levels=2) or
+    (B, C, H, W, levels) logits.
+    """
+
+    def __init__(self, image_shape=(1, 28, 28), levels=2, layer="diagonal", num_layers=7,
+                 hidden=16, head_hidden=32):
+        for name, v in (("num_layers", num_layers), ("hidden", hidden), ("head_hidden", head_hidden)):
+            _check_positive(name, v)
+        if layer not in ("row", "diagonal"):
+            raise ValueError(f"layer must be 'row' or 'diagonal', got {layer!r}")
+        C = check_channels(image_shape)
+        super().__init__(image_shape, levels, hidden, head_hidden,
+                         [LSTMResidualBlock(layer, hidden, C) for _ in range(num_layers)])
+        self.layer = layer
+        self._config = dict(image_shape=list(self.image_shape), levels=levels, layer=layer,
+                            num_layers=num_layers, hidden=hidden, head_hidden=head_hidden)
+
+    def features(self, x):
+        """Representation: the last recurrent layer's hidden state averaged over positions:
+        (B, C, H, W) -> (B, hidden)."""
+        x = self.check_images(x)
+        image = self.to_input(x)
+        y = self.input_conv(image)
+        for block in self.blocks[:-1]:
+            y = block(y, image)
+        return self.blocks[-1].features(y, image).mean(dim=(2, 3))
+
+
+def check_channels(image_shape):
+    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
+        raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")
+    return image_shape[0]

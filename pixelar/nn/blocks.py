@@ -1,0 +1,61 @@
+"""Residual blocks and the output head of PixelRNN / PixelCNN (van den Oord et al. 2016,
+section 3.3 and figure 5)."""
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .diagonal_lstm import DiagonalBiLSTM
+from .masked_conv import MaskedConv2d
+from .row_lstm import RowLSTM
+
+
+class LSTMResidualBlock(nn.Module):
+    """2h features in; a Row LSTM or Diagonal BiLSTM of h units; a 1x1 masked (B)
+    convolution back to 2h; added to the input.
+    x: (B, 2h, R, W), image: (B, C, R, W) floats (read by the Diagonal BiLSTM's
+    right-to-left direction) -> (B, 2h, R, W)"""
+
+    def __init__(self, layer, hidden, num_colors=1):
+        super().__init__()
+        if layer == "diagonal":
+            self.lstm = DiagonalBiLSTM(2 * hidden, hidden, num_colors, context_channels=num_colors)
+        elif layer == "row":
+            self.lstm = RowLSTM(2 * hidden, hidden, num_colors)
+        else:
+            raise ValueError(f"layer must be 'row' or 'diagonal', got {layer!r}")
+        self.output = MaskedConv2d(hidden, 2 * hidden, 1, "B", num_colors)
+
+    def features(self, x, image):
+        """The recurrent layer's hidden state: (B, 2h, R, W) -> (B, h, R, W)."""
+        return self.lstm(x, image) if isinstance(self.lstm, DiagonalBiLSTM) else self.lstm(x)
+
+    def forward(self, x, image):
+        return x + self.output(self.features(x, image))
+
+
+class ConvResidualBlock(nn.Module):
+    """PixelCNN block: ReLU, 1x1 (2h -> h), ReLU, 3x3 mask B (h -> h), ReLU, 1x1 (h -> 2h),
+    added to the input.  x: (B, 2h, R, W) -> (B, 2h, R, W)"""
+
+    def __init__(self, hidden, num_colors=1):
+        super().__init__()
+        self.reduce = MaskedConv2d(2 * hidden, hidden, 1, "B", num_colors)
+        self.conv = MaskedConv2d(hidden, hidden, 3, "B", num_colors)
+        self.expand = MaskedConv2d(hidden, 2 * hidden, 1, "B", num_colors)
+
+    def forward(self, x, image=None):
+        y = self.reduce(F.relu(x))
+        y = self.conv(F.relu(y))
+        return x + self.expand(F.relu(y))
+
+
+class OutputHead(nn.Module):
+    """Two ReLU + 1x1 mask-B convolutions: (B, features, R, W) -> (B, C * out_per_channel, R, W),
+    the outputs of channel ch being features ch*out_per_channel ... (ch+1)*out_per_channel-1."""
+
+    def __init__(self, in_features, head_hidden, num_colors, out_per_channel):
+        super().__init__()
+        self.hidden = MaskedConv2d(in_features, head_hidden, 1, "B", num_colors)
+        self.out = MaskedConv2d(head_hidden, num_colors * out_per_channel, 1, "B", num_colors)
+
+    def forward(self, x):
+        return self.out(F.relu(self.hidden(F.relu(x))))

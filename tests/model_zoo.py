@@ -1,0 +1,46 @@
+"""Small instances of every image model, for the model tests. Each factory takes
+(image_shape, levels) and returns None where the model does not support those levels."""
+import torch
+
+from pixelar.models import FVSBN, NADE, IndependentPixels, MarkovPixels, PixelCNN, PixelRNN
+
+
+def _binary_only(cls, **kw):
+    return lambda shape, levels: cls(image_shape=shape, **kw) if levels == 2 else None
+
+
+FACTORIES = {
+    "independent": lambda s, L: IndependentPixels(image_shape=s, levels=L),
+    "markov1": lambda s, L: MarkovPixels(image_shape=s, levels=L, order=1),
+    "markov2": lambda s, L: MarkovPixels(image_shape=s, levels=L, order=2),
+    "fvsbn": _binary_only(FVSBN),
+    "nade": _binary_only(NADE, hidden=7),
+    "pixelcnn": lambda s, L: PixelCNN(image_shape=s, levels=L, num_layers=2, hidden=6, head_hidden=6),
+    "pixelrnn_row": lambda s, L: PixelRNN(image_shape=s, levels=L, layer="row", num_layers=2,
+                                          hidden=6, head_hidden=6),
+    "pixelrnn_diagonal": lambda s, L: PixelRNN(image_shape=s, levels=L, layer="diagonal",
+                                               num_layers=2, hidden=6, head_hidden=6),
+}
+
+
+def make_model(name, image_shape, levels, seed=0):
+    """The model in fp64 with every parameter randomised (so no test passes on a model
+    that happens to be uniform), or None if it does not support ``levels``."""
+    torch.manual_seed(seed)
+    model = FACTORIES[name](image_shape, levels)
+    if model is None:
+        return None
+    model = model.double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    return model.eval()
+
+
+def all_images(image_shape, levels):
+    """Every image of the given shape: (levels ** dims, C, H, W) int64."""
+    C, H, W = image_shape
+    D = C * H * W
+    idx = torch.arange(levels ** D)
+    digits = torch.stack([(idx // levels ** k) % levels for k in range(D)], dim=1)
+    return digits.reshape(-1, C, H, W)
