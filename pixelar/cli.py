@@ -1,0 +1,475 @@
+"""The ``pixelar`` command (also ``python -m pixelar``):
+
+    pixelar demo       train PixelRNN, NADE and a baseline on the embedded digits (~3 min)
+    pixelar train      train any image model (torchrun --nproc_per_node=N -m pixelar train
+                       for DistributedDataParallel)
+    pixelar eval       test NLL in nats and bits/dim with a 95% confidence interval
+    pixelar sample     a PNG grid (+ .npy) of samples, or completions (--condition-top K)
+    pixelar score      per-image NLL; AUROC and a histogram against out-of-distribution data
+    pixelar features   a linear probe on the model's features versus on raw pixels
+    pixelar bench      run the scripts under benchmarks/
+
+Each subcommand has --help. Commands that read a checkpoint take a training folder (its
+best checkpoint) or a checkpoint path, and default to the data the model was trained on.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+import pixelar
+
+from . import data as datasets
+from .training.checkpoint import CheckpointError, atomic_write_json, load_checkpoint
+from .training.trainer import RESUME_OVERRIDES, TrainConfig, TrainingError
+
+BENCHMARKS = {"ops": "ops.py", "sampling": "sampling.py", "results": "results_table.py"}
+
+
+class CLIError(Exception):
+    """A usage error: printed as one line, exit status 2."""
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _backend_args(p, threads=None):
+    p.add_argument("--threads", type=int, default=threads,
+                   help="CPU threads for torch (default: " + (
+                       f"{threads}: the small demo models run fastest on one thread, above "
+                       f"all on a busy machine)" if threads else "torch's default)"))
+    p.add_argument("--backend", default="auto", choices=pixelar.ops.BACKENDS,
+                   help="kernels for the pixelar ops: 'auto' = compiled C++ on CPU, CUDA/Triton "
+                        "on GPU; 'reference' = pure PyTorch (slow, needs no build) "
+                        "(default: auto)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where to run (default: cuda if available, else cpu)")
+
+
+def _data_args(p, default=None, what="the data"):
+    names = ", ".join(datasets.DATASETS)
+    p.add_argument("--data", default=default,
+                   help=f"dataset for {what}: {names}" + (
+                       f" (default: {default})" if default else
+                       " (default: the one the model was trained on)"))
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the dataset's files (mnist, binarized-mnist, cifar10, png)")
+    p.add_argument("--binarize", action="store_true", default=None,
+                   help="threshold the images at half their range (levels = 2)")
+
+
+def _device(name):
+    return pixelar.training.distributed.pick_device(name, int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _parse_kv(items):
+    """['hidden=16', 'layer=diagonal'] -> {'hidden': 16, 'layer': 'diagonal'} (JSON values)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise CLIError(f"--model-arg expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _load(args):
+    """(model, checkpoint) from args.checkpoint, on args.device."""
+    ckpt = load_checkpoint(args.checkpoint)
+    model = ckpt.build_model().to(_device(args.device)).eval()
+    return model, ckpt
+
+
+def _dataset(args, ckpt, split, name=None, data_dir=None, binarize=None):
+    """Load a split of args.data (default: the checkpoint's training data)."""
+    trained = ckpt.train_state.get("config", {}) if ckpt is not None else {}
+    name = name or args.data or trained.get("data")
+    if name is None:
+        raise CLIError("this checkpoint does not record its training data; pass --data")
+    if data_dir is None:
+        data_dir = args.data_dir if args.data else args.data_dir or trained.get("data_dir")
+    if binarize is None:
+        binarize = args.binarize if args.binarize is not None else (
+            trained.get("binarize", False) if not args.data else False)
+    return datasets.load(name, split, data_dir, bool(binarize))
+
+
+def _fit(model, dataset, what):
+    """Check that ``dataset`` fits the model's image shape; binarize it for a binary model."""
+    if tuple(dataset.image_shape) != tuple(model.image_shape):
+        raise CLIError(f"{what} has images of shape {dataset.image_shape}, the model "
+                       f"expects {tuple(model.image_shape)}")
+    if dataset.levels != model.levels:
+        if model.levels != 2:
+            raise CLIError(f"{what} has {dataset.levels} levels, the model {model.levels}")
+        print(f"note: binarizing {what} ({dataset.levels} levels) for this binary model")
+        dataset = dataset.binarized()
+    return dataset
+
+
+def _out_beside(checkpoint, name):
+    """A default output path next to the checkpoint: FOLDER/name."""
+    folder = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint) or "."
+    return os.path.join(folder, name)
+
+
+# ---------------------------------------------------------------------------- commands
+
+def cmd_demo(args):
+    from .training.demo import run_demo
+    out = args.out or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
+    print(f"pixelar demo: writing to {os.path.abspath(out)}")
+    run_demo(out, quick=args.quick, seed=args.seed, device=args.device,
+             progress=not args.no_progress)
+    return 0
+
+
+def cmd_train(args):
+    from .training.trainer import train
+    config = TrainConfig(
+        model=args.model, model_args=_parse_kv(args.model_arg), data=args.data,
+        data_dir=args.data_dir, binarize=bool(args.binarize), train_subset=args.train_subset,
+        val_subset=args.val_subset, epochs=args.epochs, max_steps=args.max_steps,
+        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
+        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+        clip=args.clip if args.clip and args.clip > 0 else None,
+        patience=args.patience if args.patience and args.patience > 0 else None,
+        seed=args.seed, checkpoint_every=args.checkpoint_every, device=args.device)
+    out = args.out or os.path.join("runs", f"{args.model.lower()}-{args.data}")
+    if args.resume:
+        print(f"resuming {out}: only {', '.join(RESUME_OVERRIDES)} may change; every other "
+              f"setting comes from the checkpoint")
+    result = train(config, out, resume=args.resume, overwrite=args.overwrite,
+                   progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = result["best_val_bpd"]
+        print(f"{result['status']} after {result['global_step']} steps; best validation "
+              f"{best if best is None else round(best, 4)} bits/dim; checkpoints in "
+              f"{os.path.abspath(out)}")
+    return 0
+
+
+def cmd_eval(args):
+    from .training.evaluate import evaluate, format_metrics
+    model, ckpt = _load(args)
+    data = _fit(model, _dataset(args, ckpt, args.split).subset(args.limit),
+                f"{args.data or 'the data'} ({args.split})")
+    t0 = time.perf_counter()
+    m = evaluate(model, data.images, args.batch_size, progress=not args.no_progress)
+    m.update(data=data.name, split=args.split, model=type(model).__name__,
+             checkpoint=ckpt.path, seconds=time.perf_counter() - t0)
+    print(f"{type(model).__name__} on {data.name} {args.split}: {format_metrics(m)}")
+    if args.json:
+        atomic_write_json(args.json, m)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_sample(args):
+    from .data import save_grid
+    model, ckpt = _load(args)
+    device = _device(args.device)
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    out = args.out or _out_beside(args.checkpoint, "samples.png")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    t0 = time.perf_counter()
+    if args.condition_top is None:
+        samples = model.sample(args.n, fast=not args.naive, generator=g,
+                               progress=not args.no_progress)
+        grid, ncol, group = samples, args.ncol, 1
+    else:
+        H = model.image_shape[1]
+        if not 0 <= args.condition_top <= H:
+            raise CLIError(f"--condition-top must be in [0, {H}], got {args.condition_top}")
+        data = _fit(model, _dataset(args, ckpt, args.split), f"{args.data or 'the data'}")
+        originals = data.images[:args.n]
+        if len(originals) < args.n:
+            raise CLIError(f"{data.name} {args.split} has only {len(originals)} images")
+        condition = originals.clone()
+        condition[:, :, args.condition_top:, :] = -1
+        samples = model.sample(args.n, fast=not args.naive, generator=g,
+                               condition=condition.to(device), progress=not args.no_progress)
+        grid = torch.stack([originals, samples.cpu()], dim=1).flatten(0, 1)  # pairs
+        ncol, group = 2 * (args.ncol or math.ceil(math.sqrt(args.n))), 2
+    seconds = time.perf_counter() - t0
+    save_grid(out, grid.cpu(), model.levels, ncol=ncol, group=group)
+    npy = os.path.splitext(out)[0] + ".npy"
+    np.save(npy, samples.cpu().numpy())
+    what = "samples" if args.condition_top is None else \
+        f"completions of the top {args.condition_top} rows (each beside its original)"
+    print(f"{args.n} {what} in {seconds:.2f} s ({'naive' if args.naive else 'fast'} "
+          f"sampler): wrote {out} and {npy}")
+    return 0
+
+
+def _parse_corruption(text):
+    kind, _, frac = text.partition(":")
+    try:
+        fraction = float(frac) if frac else 0.1
+    except ValueError:
+        fraction = None
+    if kind not in ("flip", "noise") or fraction is None:
+        raise CLIError(f"--ood-corrupt expects flip:FRACTION or noise:FRACTION, got {text!r}")
+    return kind, fraction
+
+
+def cmd_score(args):
+    from .training.anomaly import auroc, corrupt, save_histogram
+    from .training.evaluate import nll_per_image, summarize
+    model, ckpt = _load(args)
+    data = _fit(model, _dataset(args, ckpt, args.split).subset(args.limit),
+                f"{args.data or 'the data'}")
+    out = args.out or _out_beside(args.checkpoint, "score")
+    os.makedirs(out, exist_ok=True)
+    nll = nll_per_image(model, data.images, args.batch_size, progress=not args.no_progress)
+    np.save(os.path.join(out, "nll_in.npy"), nll.numpy())
+    report = {"in": {"data": data.name, "split": args.split, **summarize(nll, model.num_dims)}}
+    print(f"{data.name} {args.split}: {len(nll)} images, mean NLL "
+          f"{report['in']['nll_nats']:.2f} nats; per-image NLL in {out}/nll_in.npy")
+    ood_label = None
+    if args.ood_corrupt:
+        kind, fraction = _parse_corruption(args.ood_corrupt)
+        ood = corrupt(data.images, data.levels, kind, fraction, seed=args.seed)
+        verb = "flipped" if kind == "flip" else "noised"
+        ood_label = f"{data.name} with {fraction:g} of pixels {verb}"
+    elif args.ood_data:
+        ood_set = _dataset(args, ckpt, args.ood_split, name=args.ood_data,
+                           data_dir=args.ood_data_dir, binarize=False)
+        ood_set = _fit(model, ood_set.subset(args.limit), f"--ood-data {args.ood_data}")
+        ood, ood_label = ood_set.images, f"{ood_set.name} {args.ood_split}"
+    if ood_label is not None:
+        nll_ood = nll_per_image(model, ood, args.batch_size, progress=not args.no_progress)
+        np.save(os.path.join(out, "nll_ood.npy"), nll_ood.numpy())
+        report["ood"] = {"data": ood_label, **summarize(nll_ood, model.num_dims)}
+        report["auroc"] = auroc(nll.numpy(), nll_ood.numpy())
+        hist = os.path.join(out, "histogram.png")
+        save_histogram(hist, nll.numpy(), nll_ood.numpy(), f"{data.name} {args.split}",
+                       ood_label, title=f"{type(model).__name__}: AUROC {report['auroc']:.3f}")
+        print(f"out-of-distribution: {ood_label}, mean NLL {report['ood']['nll_nats']:.2f} "
+              f"nats; AUROC (higher NLL = anomalous) {report['auroc']:.4f}; histogram {hist}")
+    atomic_write_json(os.path.join(out, "score.json"), report)
+    return 0
+
+
+def cmd_features(args):
+    from .training.features import probe
+    model, ckpt = _load(args)
+    train_set = _fit(model, _dataset(args, ckpt, "train").subset(args.limit), "the data")
+    test_set = _fit(model, _dataset(args, ckpt, args.split).subset(args.limit), "the data")
+    try:
+        report, ftr, fte = probe(model, train_set, test_set, args.batch_size)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    out = args.out or _out_beside(args.checkpoint, "features")
+    os.makedirs(out, exist_ok=True)
+    np.save(os.path.join(out, "features_train.npy"), ftr.numpy())
+    np.save(os.path.join(out, f"features_{args.split}.npy"), fte.numpy())
+    report.update(model=type(model).__name__, data=train_set.name, split=args.split)
+    atomic_write_json(os.path.join(out, "features.json"), report)
+    print(f"{type(model).__name__} features ({report['feature_dim']} dims) on "
+          f"{train_set.name}: linear-probe accuracy {report['probe_accuracy']:.4f} on "
+          f"{args.split} vs raw pixels {report['raw_pixels_accuracy']:.4f} (chance "
+          f"{report['chance']:.4f}, {report['n_train']} train / {report['n_test']} test); "
+          f"features in {out}")
+    return 0
+
+
+def benchmarks_dir():
+    """benchmarks/ of a source checkout (beside the pixelar package), or None."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pixelar.__file__)))
+    path = os.path.join(root, "benchmarks")
+    return path if os.path.isdir(path) else None
+
+
+def cmd_bench(args):
+    folder = benchmarks_dir()
+    names = list(BENCHMARKS) if args.which == "all" else [args.which]
+    status = 0
+    for name in names:
+        script = os.path.join(folder, BENCHMARKS[name]) if folder else None
+        if script is None or not os.path.isfile(script):
+            where = (os.path.join(folder, BENCHMARKS[name]) if folder else
+                     "benchmarks/ (it ships with the source checkout, not the installed package)")
+            print(f"pixelar bench {name}: the benchmark script is missing: {where}",
+                  file=sys.stderr)
+            status = 2
+            continue
+        cmd = [sys.executable, script, *args.args]
+        print("$ " + " ".join(cmd), flush=True)
+        rc = subprocess.call(cmd)
+        status = status or rc
+    return status
+
+
+# ---------------------------------------------------------------------------- parser
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="pixelar", description="Autoregressive image models (PixelRNN, PixelCNN, NADE, "
+        "...): train, evaluate, sample, score and probe them.",
+        epilog="Run 'pixelar COMMAND --help' for a command's options.")
+    parser.add_argument("--version", action="version", version=f"pixelar {pixelar.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("demo", help="train PixelRNN, NADE and a baseline on the embedded "
+                       "digits, evaluate, sample (~3 min on 2 CPU cores)",
+                       description="Train a Diagonal BiLSTM PixelRNN, a NADE and the "
+                       "independent-pixel baseline on digits28-binary (embedded, no network), "
+                       "report test NLL, sample grids, and write PNGs, metrics.json and "
+                       "checkpoints into one folder.")
+    p.add_argument("--out", help="output folder (default: runs/demo-DATE-TIME)")
+    p.add_argument("--quick", action="store_true", help="tiny models and data (seconds; for tests)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _backend_args(p, threads=1)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a model (torchrun --nproc_per_node=N -m pixelar "
+                       "train ... for several processes)",
+                       description="Train an image model by maximum likelihood, checkpointing "
+                       "OUT/last and OUT/best (safetensors + JSON). Under torchrun it uses "
+                       "DistributedDataParallel (gloo on CPU, nccl on GPU).")
+    p.add_argument("--model", default="PixelRNN",
+                   help="IndependentPixels, MarkovPixels, FVSBN, NADE, PixelCNN or PixelRNN "
+                        "(case-insensitive; default: PixelRNN)")
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                   help="constructor argument, repeatable: --model-arg layer=diagonal "
+                        "--model-arg num_layers=7 --model-arg hidden=16")
+    _data_args(p, default="digits28-binary", what="training (its train and val splits)")
+    p.add_argument("--train-subset", type=int, help="use only the first N training images")
+    p.add_argument("--val-subset", type=int, help="use only the first N validation images")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--max-steps", type=int, help="pause after this many steps in all "
+                   "(checkpoint; continue with --resume)")
+    p.add_argument("--batch-size", type=int, default=64, help="global batch size (default 64)")
+    p.add_argument("--eval-batch-size", type=int, default=256)
+    p.add_argument("--optimizer", default="adam", choices=("adam", "rmsprop"))
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--clip", type=float, default=1.0, help="max gradient norm; 0: no clipping")
+    p.add_argument("--patience", type=int, default=5,
+                   help="early stopping after N epochs without better validation bits/dim; "
+                        "0: never (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="also write OUT/last every N steps (default: each epoch)")
+    p.add_argument("--out", help="output folder (default: runs/MODEL-DATA)")
+    p.add_argument("--resume", action="store_true", help="continue OUT/last exactly where it "
+                   "stopped (weights, optimizer, RNG, position in the epoch)")
+    p.add_argument("--overwrite", action="store_true", help="start again even if OUT holds "
+                   "a checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _backend_args(p)
+    p.set_defaults(func=cmd_train)
+
+    def checkpoint_command(name, help_, description):
+        p = sub.add_parser(name, help=help_, description=description)
+        p.add_argument("checkpoint", help="a training folder (uses its best checkpoint) or a "
+                       "checkpoint PREFIX[.json|.safetensors]")
+        p.add_argument("--batch-size", type=int, default=256)
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        _backend_args(p)
+        return p
+
+    p = checkpoint_command("eval", "NLL in nats and bits/dim with a 95%% confidence interval",
+                           "Evaluate the exact NLL of a dataset split under a trained model.")
+    _data_args(p)
+    p.add_argument("--split", default="test", choices=datasets.SPLITS)
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.set_defaults(func=cmd_eval)
+
+    p = checkpoint_command("sample", "write samples (or completions) as a PNG grid and .npy",
+                           "Sample images from a trained model into a PNG grid (and the "
+                           "same images as .npy, (n, C, H, W) int64).")
+    p.add_argument("-n", type=int, default=16, help="number of images (default 16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="PNG path (default: samples.png beside the checkpoint)")
+    p.add_argument("--ncol", type=int, help="images per grid row")
+    p.add_argument("--naive", action="store_true", help="naive sampler (a full forward pass "
+                   "per dimension) instead of the fast cached one")
+    p.add_argument("--condition-top", type=int, metavar="K", help="completion: keep the top K "
+                   "rows of the first n images of --data/--split and sample the rest; the "
+                   "grid shows each original beside its completion")
+    _data_args(p, what="--condition-top")
+    p.add_argument("--split", default="test", choices=datasets.SPLITS)
+    p.set_defaults(func=cmd_sample)
+
+    p = checkpoint_command("score", "per-image NLL; AUROC + histogram vs. out-of-distribution "
+                           "images", "Density-based anomaly detection: the NLL of every image "
+                           "of a set; with --ood-corrupt or --ood-data, the AUROC of telling "
+                           "the out-of-distribution images apart by higher NLL, and a "
+                           "histogram PNG of both. Example: --ood-corrupt flip:0.1 (the test "
+                           "digits with 10% of pixels flipped).")
+    _data_args(p, what="in-distribution images")
+    p.add_argument("--split", default="test", choices=datasets.SPLITS)
+    p.add_argument("--ood-corrupt", metavar="KIND:FRACTION", help="out-of-distribution set = "
+                   "the in-distribution images with a fraction of pixels flipped (flip:0.1) or "
+                   "set to random values (noise:0.1)")
+    p.add_argument("--ood-data", help="out-of-distribution dataset name (same image shape)")
+    p.add_argument("--ood-data-dir")
+    p.add_argument("--ood-split", default="test", choices=datasets.SPLITS)
+    p.add_argument("--limit", type=int, help="only the first N images of each set")
+    p.add_argument("--seed", type=int, default=0, help="seed of the corruption")
+    p.add_argument("--out", help="output folder (default: score/ beside the checkpoint)")
+    p.set_defaults(func=cmd_score)
+
+    p = checkpoint_command("features", "linear probe on the model's features vs raw pixels",
+                           "Extract the model's hidden features (NADE's hidden layer, "
+                           "PixelRNN's last recurrent layer or PixelCNN's last block averaged "
+                           "over positions) and compare logistic-regression accuracy on the "
+                           "labels with the same probe on raw pixels.")
+    _data_args(p, what="the probe (needs labels)")
+    p.add_argument("--split", default="test", choices=datasets.SPLITS,
+                   help="split the probe is scored on (trained on train)")
+    p.add_argument("--limit", type=int, help="only the first N images of each split")
+    p.add_argument("--out", help="output folder (default: features/ beside the checkpoint)")
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("bench", help="run the benchmark scripts under benchmarks/",
+                       description="Run benchmarks/ops.py (kernels), benchmarks/sampling.py "
+                       "(fast vs naive sampling) or benchmarks/results_table.py (test NLL of "
+                       "every model on the digits). Extra arguments go to the script.")
+    p.add_argument("which", choices=(*BENCHMARKS, "all"), help="which benchmark")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"pixelar {args.command}"
+    threads, backend = torch.get_num_threads(), pixelar.ops.get_backend()
+    try:
+        if hasattr(args, "backend"):
+            pixelar.ops.set_backend(args.backend)
+        if getattr(args, "threads", None):
+            torch.set_num_threads(args.threads)
+        return args.func(args)
+    except (CLIError, TrainingError, CheckpointError, datasets.DataFileNotFoundError,
+            datasets.DataFormatError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        if not str(exc).startswith("pixelar.ops."):
+            raise
+        print(f"{prog}: error: backend '{args.backend}' cannot run this model here:\n{exc}\n"
+              f"Use --backend reference for the pure-PyTorch kernels (slow), or build the "
+              f"compiled ones: pip install --no-build-isolation -e .", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return 130
+    finally:  # leave the process as it was (main() may be called in-process)
+        torch.set_num_threads(threads)
+        pixelar.ops.set_backend(backend)

@@ -1,0 +1,95 @@
+"""Multi-process training with DistributedDataParallel, started by torchrun:
+
+    torchrun --nproc_per_node=N -m pixelar train ...
+
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; the process group uses gloo on the CPU and
+nccl on GPUs (one GPU per process, cuda:LOCAL_RANK).
+"""
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # True when setup() created the process group
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(name="auto", local_rank=0) -> torch.device:
+    """'auto' -> cuda:local_rank when CUDA is there, else cpu; 'cuda' -> cuda:local_rank."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def setup(device="auto") -> Dist:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1), else run alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device, local_rank)
+    if world <= 1:
+        return Dist(0, 1, dev, False)
+    owns = False
+    if not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        owns = True
+    return Dist(dist.get_rank(), dist.get_world_size(), dev, owns)
+
+
+def teardown(d: Dist):
+    if d.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(d: Dist, values):
+    """Sum a list of floats over the ranks (float64); identity when running alone."""
+    if not d.enabled:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64,
+                     device=d.device if d.device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def weights_sha256(model) -> str:
+    """SHA-256 of every parameter and buffer's bytes, in state_dict order."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def gather_weight_hashes(d: Dist, model):
+    """Every rank's ``weights_sha256`` (a list, rank order); [own] when running alone."""
+    own = weights_sha256(model)
+    if not d.enabled:
+        return [own]
+    out = [None] * d.world_size
+    dist.all_gather_object(out, own)
+    return out
+
+
+def barrier(d: Dist):
+    if d.enabled:
+        dist.barrier()

@@ -1,0 +1,337 @@
+"""The training loop: maximum likelihood (mean NLL per dimension) with Adam or RMSProp,
+gradient clipping, a progress bar with the running loss and throughput, validation
+bits/dim each epoch, early stopping, atomic checkpoints and exact resume.
+
+Reproducibility: the model is initialised after ``torch.manual_seed(seed)``; the order of
+the training images in epoch e is ``torch.randperm(N, generator=seeded(seed, e))``, the
+same on every rank; a checkpoint stores the weights, the optimizer's state, the torch RNG
+state and the position (epoch, step) inside the epoch. A run resumed from any checkpoint
+therefore ends with the same weights, bit for bit, as the run that was never stopped.
+
+Output folder: last.{safetensors,json} (every ``checkpoint_every`` steps and each epoch),
+best.{safetensors,json} (best validation bits/dim), metrics.json (the history).
+"""
+import dataclasses
+import inspect
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from .. import data as datasets
+from ..models import MODELS
+from . import distributed
+from .checkpoint import CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
+# Settings a resumed run may change; every other one comes from the checkpoint.
+RESUME_OVERRIDES = ("epochs", "max_steps", "checkpoint_every", "eval_batch_size", "device")
+ALIASES = {"independent": "IndependentPixels", "markov": "MarkovPixels"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in each checkpoint)."""
+    model: str = "PixelRNN"            # a name of pixelar.models.MODELS (case-insensitive)
+    model_args: dict = field(default_factory=dict)  # constructor kwargs besides shape/levels
+    data: str = "digits28-binary"      # a name of pixelar.data.DATASETS
+    data_dir: Optional[str] = None
+    binarize: bool = False
+    train_subset: Optional[int] = None  # use only the first n training images
+    val_subset: Optional[int] = None    # use only the first n validation images
+    epochs: int = 10
+    max_steps: Optional[int] = None     # pause (checkpoint and return) after this many steps
+    batch_size: int = 64                # global batch (split over the ranks)
+    eval_batch_size: int = 256
+    optimizer: str = "adam"             # "adam" or "rmsprop"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    clip: Optional[float] = 1.0         # max gradient norm; None: no clipping
+    patience: Optional[int] = 5         # early stopping after this many epochs without a
+                                        # better validation bits/dim; None: never
+    seed: int = 0
+    checkpoint_every: int = 0           # also checkpoint every n steps (0: each epoch only)
+    device: str = "auto"                # "auto", "cpu", "cuda"
+
+
+class TrainingError(ValueError):
+    """A training setting is wrong (unknown model, data the model cannot fit, ...)."""
+
+
+def resolve_model_class(name):
+    """A model class from a name of MODELS, case-insensitively ('pixelrnn', 'NADE', ...)."""
+    lookup = {k.lower(): k for k in MODELS}
+    lookup.update({k: v for k, v in ALIASES.items()})
+    key = lookup.get(str(name).lower())
+    if key is None:
+        raise TrainingError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if key == "RNADE":
+        raise TrainingError("RNADE models real-valued vectors (B, D); pixelar train fits "
+                            "image models: choose one of "
+                            + ", ".join(k for k in MODELS if k != "RNADE"))
+    return MODELS[key]
+
+
+def build_model(name, model_args, image_shape, levels):
+    """Construct model ``name`` for images of ``image_shape`` with ``levels`` values."""
+    cls = resolve_model_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    kwargs = dict(model_args or {})
+    for key in ("image_shape", "levels"):
+        if key in kwargs:
+            raise TrainingError(f"{key} comes from the data; do not pass it as a model argument")
+    unknown = set(kwargs) - set(params)
+    if unknown:
+        allowed = [p for p in params if p not in ("self", "image_shape", "levels")]
+        raise TrainingError(f"{cls.__name__} has no argument {', '.join(sorted(unknown))}; "
+                            f"it takes {', '.join(allowed)}")
+    kwargs["image_shape"] = tuple(image_shape)
+    if "levels" in params:
+        kwargs["levels"] = levels
+    model = cls(**kwargs)
+    if model.levels != levels:
+        raise TrainingError(f"{cls.__name__} models images with {model.levels} levels, but "
+                            f"the data has {levels}; pick a binary dataset or --binarize")
+    return model
+
+
+def make_optimizer(name, params, lr, weight_decay=0.0):
+    if name not in OPTIMIZERS:
+        raise TrainingError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay)
+
+
+class NegLogLikelihood(nn.Module):
+    """Wraps a model so DistributedDataParallel sees the whole loss: x -> (B,) nats."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return -self.model.log_prob(x)
+
+
+def epoch_order(n, seed, epoch):
+    """The order of the n training images in ``epoch``: (n,) int64, the same on every rank."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def _val_bpd(d, model, images, batch_size):
+    """Validation bits/dim, the images sharded over the ranks and the sums all-reduced."""
+    shard = images[d.rank::d.world_size]
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(shard), batch_size):
+            x = shard[start:start + batch_size].to(d.device)
+            total += (-model.log_prob(x)).double().sum().item()
+            count += len(x)
+    model.train(was_training)
+    total, count = distributed.all_reduce_sum(d, [total, float(count)])
+    return total / (count * model.num_dims * math.log(2.0))
+
+
+def _initial_state(config):
+    return {"config": dataclasses.asdict(config), "epoch": 0, "step_in_epoch": 0,
+            "global_step": 0, "best_val_bpd": None, "best_epoch": None, "bad_epochs": 0,
+            "epoch_loss_sum": 0.0, "epoch_images": 0, "history": [], "status": "running"}
+
+
+def train(config: TrainConfig, out_dir, *, resume=False, overwrite=False, progress=True,
+          on_step=None, log=print):
+    """Train ``config.model`` on ``config.data`` and checkpoint into ``out_dir``.
+
+    resume: continue from out_dir/last (settings other than RESUME_OVERRIDES come from
+        the checkpoint). overwrite: start afresh even if out_dir holds a checkpoint.
+    on_step: called as on_step(global_step) after every optimizer step.
+    Returns a dict: status ("finished", "early_stopped" or "paused"), history (one entry
+    per epoch), best_val_bpd, best_epoch, global_step, the checkpoint paths, and
+    rank_weight_sha256 (every rank's weight hash; all equal under DDP).
+    A KeyboardInterrupt between steps writes out_dir/last first, then propagates.
+    """
+    out_dir = os.fspath(out_dir)
+    last_prefix, best_prefix = os.path.join(out_dir, "last"), os.path.join(out_dir, "best")
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(last_prefix)
+        stored = TrainConfig(**ckpt.train_state["config"])
+        overrides = {k: getattr(config, k) for k in RESUME_OVERRIDES}
+        config = dataclasses.replace(stored, **overrides)
+    elif os.path.isfile(last_prefix + ".json") and not overwrite:
+        raise TrainingError(f"{out_dir} already holds a checkpoint; pass --resume to continue "
+                            f"it or --overwrite to start again")
+
+    d = distributed.setup(config.device)
+    try:
+        return _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step,
+                      log if d.is_main else (lambda *a, **k: None))
+    finally:
+        distributed.teardown(d)
+
+
+def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step, log):
+    train_set = datasets.load(config.data, "train", config.data_dir, config.binarize)
+    val_set = datasets.load(config.data, "val", config.data_dir, config.binarize)
+    train_set, val_set = train_set.subset(config.train_subset), val_set.subset(config.val_subset)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, config.model_args, train_set.image_shape, train_set.levels)
+    model.to(d.device)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr,
+                               config.weight_decay)
+    state = _initial_state(config)
+    if ckpt is not None:
+        try:
+            model.load_state_dict({k: v.to(d.device) for k, v in ckpt.model_state().items()})
+        except RuntimeError as exc:
+            raise CheckpointError(f"{ckpt.path}: weights do not fit the model: {exc}") from exc
+        ckpt.restore_optimizer(optimizer)
+        ckpt.restore_rng()
+        state = ckpt.train_state
+        state["config"] = dataclasses.asdict(config)
+        if state["status"] != "early_stopped":
+            state["status"] = "running"
+        log(f"resuming {out_dir} at epoch {state['epoch'] + 1}, step {state['global_step']}")
+
+    net = NegLogLikelihood(model)
+    if d.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+
+    N, D = len(train_set), model.num_dims
+    batch = min(config.batch_size, N)
+    if batch % d.world_size:
+        raise TrainingError(f"batch size {batch} must be divisible by the number of "
+                            f"processes ({d.world_size})")
+    per_rank = batch // d.world_size
+    steps_per_epoch = N // batch
+    images = train_set.images
+
+    def checkpoint(prefix):
+        if d.is_main:
+            save_checkpoint(prefix, model, optimizer, state)
+
+    def write_metrics():
+        if d.is_main:
+            atomic_write_json(os.path.join(out_dir, "metrics.json"), {
+                k: state[k] for k in ("config", "history", "best_val_bpd", "best_epoch",
+                                      "global_step", "status")})
+
+    log(f"training {type(model).__name__} ({sum(p.numel() for p in model.parameters()):,} "
+        f"parameters) on {config.data}: {N} train / {len(val_set)} val images, "
+        f"{steps_per_epoch} steps of {batch} per epoch, {d.world_size} process(es) on "
+        f"{d.device}")
+    if state["status"] == "early_stopped":
+        log("this run already stopped early; nothing to do")
+    updating = False
+    try:
+        while state["status"] != "early_stopped" and state["epoch"] < config.epochs:
+            epoch = state["epoch"]
+            if state["step_in_epoch"] == 0:
+                state["epoch_loss_sum"], state["epoch_images"] = 0.0, 0
+            order = epoch_order(N, config.seed, epoch)
+            bar = None
+            if progress and d.is_main:
+                from tqdm.auto import tqdm
+                bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"],
+                           desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                           leave=False, dynamic_ncols=True)
+            model.train()
+            t0, seen = time.perf_counter(), 0
+            while state["step_in_epoch"] < steps_per_epoch:
+                if config.max_steps is not None and state["global_step"] >= config.max_steps:
+                    if bar is not None:
+                        bar.close()
+                    state["status"] = "paused"
+                    checkpoint(last_prefix)
+                    log(f"paused after {state['global_step']} steps (max_steps); continue "
+                        f"with --resume")
+                    return _result(state, d, model, out_dir)
+                step = state["step_in_epoch"]
+                idx = order[step * batch:(step + 1) * batch]
+                x = images[idx[d.rank * per_rank:(d.rank + 1) * per_rank]].to(d.device)
+                loss = net(x).mean() / D  # nats per dimension
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+                updating = True
+                optimizer.step()
+                state["step_in_epoch"] += 1
+                state["global_step"] += 1
+                state["epoch_loss_sum"] += loss.item() * len(x)
+                state["epoch_images"] += len(x)
+                updating = False
+                seen += batch
+                if bar is not None:
+                    running = state["epoch_loss_sum"] / state["epoch_images"] / math.log(2)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{running:.4f} bpd",
+                                    img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                if config.checkpoint_every and state["global_step"] % config.checkpoint_every == 0:
+                    checkpoint(last_prefix)
+                if on_step is not None:
+                    on_step(state["global_step"])
+            if bar is not None:
+                bar.close()
+            seconds = time.perf_counter() - t0
+            loss_sum, count = distributed.all_reduce_sum(
+                d, [state["epoch_loss_sum"], float(state["epoch_images"])])
+            val = _val_bpd(d, model, val_set.images, config.eval_batch_size)
+            entry = {"epoch": epoch + 1, "train_bpd": loss_sum / max(count, 1) / math.log(2),
+                     "val_bpd": val, "seconds": seconds,
+                     "images_per_s": seen / seconds if seconds > 0 else None}
+            state["history"].append(entry)
+            improved = state["best_val_bpd"] is None or val < state["best_val_bpd"]
+            if improved:
+                state["best_val_bpd"], state["best_epoch"], state["bad_epochs"] = val, epoch + 1, 0
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"], state["step_in_epoch"] = epoch + 1, 0
+            if config.patience and state["bad_epochs"] >= config.patience:
+                state["status"] = "early_stopped"
+            if improved:
+                checkpoint(best_prefix)
+            checkpoint(last_prefix)
+            write_metrics()
+            log(f"epoch {epoch + 1}/{config.epochs}: train {entry['train_bpd']:.4f} bits/dim, "
+                f"val {val:.4f} bits/dim{' (best)' if improved else ''}, {seconds:.1f} s, "
+                f"{entry['images_per_s'] or 0:.0f} images/s")
+            if state["status"] == "early_stopped":
+                log(f"early stopping: no better validation bits/dim for {config.patience} "
+                    f"epochs (best {state['best_val_bpd']:.4f} at epoch {state['best_epoch']})")
+    except KeyboardInterrupt:
+        if not updating:
+            state["status"] = "interrupted"
+            checkpoint(last_prefix)
+            log(f"\ninterrupted: checkpoint at step {state['global_step']} written to "
+                f"{last_prefix}.json; continue with --resume")
+        raise
+    if state["status"] != "early_stopped":
+        state["status"] = "finished"
+    checkpoint(last_prefix)
+    return _result(state, d, model, out_dir)
+
+
+def _result(state, d, model, out_dir):
+    hashes = distributed.gather_weight_hashes(d, model)
+    if len(set(hashes)) > 1:
+        raise RuntimeError(f"DDP ranks ended with different weights: {hashes}")
+    result = {k: state[k] for k in ("status", "history", "best_val_bpd", "best_epoch",
+                                    "global_step")}
+    result.update(out_dir=out_dir, last=os.path.join(out_dir, "last.json"),
+                  best=os.path.join(out_dir, "best.json"), rank_weight_sha256=hashes)
+    if d.is_main:
+        path = os.path.join(out_dir, "metrics.json")
+        metrics = {k: state[k] for k in ("config", "history", "best_val_bpd", "best_epoch",
+                                         "global_step", "status")}
+        metrics["rank_weight_sha256"] = hashes
+        atomic_write_json(path, metrics)
+    return result

@@ -1,0 +1,228 @@
+"""The pixelar command end to end on tiny settings: every subcommand, resume through the
+CLI, and clear one-line errors (damaged checkpoint, missing data, backend not built)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import pixelar
+from pixelar.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAS_CPP = all(pixelar._extension.has_kernel(op, "CPU")
+              for op in ("nade_forward", "diagonal_lstm_scan"))
+BACKEND = "auto" if HAS_CPP else "reference"
+COMMON = ["--backend", BACKEND, "--device", "cpu", "--no-progress"]
+NADE_ARGS = ["--model", "nade", "--model-arg", "hidden=6", "--data", "digits-binary",
+             "--train-subset", "64", "--val-subset", "32", "--batch-size", "32",
+             "--lr", "0.01", "--epochs", "2"]
+PIXELRNN_ARGS = ["--model", "PixelRNN", "--model-arg", "layer=diagonal", "--model-arg",
+                 "num_layers=1", "--model-arg", "hidden=4", "--model-arg", "head_hidden=4",
+                 "--data", "digits-binary", "--train-subset", "32", "--val-subset", "16",
+                 "--batch-size", "16", "--lr", "0.01", "--epochs", "1"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (thread hand-offs cost more than they save,
+    above all on a busy machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def nade_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nade")
+    assert run("train", *NADE_ARGS, *COMMON, "--out", out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def pixelrnn_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pixelrnn")
+    assert run("train", *PIXELRNN_ARGS, *COMMON, "--out", out) == 0
+    return out
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "eval", "sample", "score", "features",
+                                     "bench"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: pixelar " + command in capsys.readouterr().out
+
+
+def test_python_dash_m_pixelar():
+    proc = subprocess.run([sys.executable, "-m", "pixelar", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for command in ("demo", "train", "eval", "sample", "score", "features", "bench"):
+        assert command in proc.stdout
+
+
+def test_train_writes_checkpoints_and_metrics(nade_run):
+    metrics = json.loads((nade_run / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and len(metrics["history"]) == 2
+    assert metrics["config"]["model_args"] == {"hidden": 6}
+    meta = json.loads((nade_run / "best.json").read_text())
+    assert meta["model_class"] == "NADE" and meta["model_config"]["hidden"] == 6
+
+
+def test_eval(nade_run, tmp_path, capsys):
+    assert run("eval", nade_run, "--json", tmp_path / "m.json", *COMMON) == 0
+    assert "bits/dim" in capsys.readouterr().out
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["split"] == "test" and m["n"] == 359 and m["data"] == "digits-binary"
+    assert 0 < m["bits_per_dim"] < 1.1 and m["bits_per_dim_ci95"] > 0
+    assert m["nll_nats"] == pytest.approx(m["bits_per_dim"] * 64 * np.log(2))
+
+
+def test_sample_png_and_npy_reproducible(nade_run, tmp_path):
+    for name in ("a", "b"):
+        assert run("sample", nade_run, "-n", 6, "--seed", 3, "--out", tmp_path / f"{name}.png",
+                   *COMMON) == 0
+    a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
+    assert a.shape == (6, 1, 8, 8) and a.dtype == np.int64 and np.array_equal(a, b)
+    with Image.open(tmp_path / "a.png") as im:
+        assert im.size[0] >= 3 * 64  # upscaled so it is visible
+    assert run("sample", nade_run, "-n", 6, "--seed", 3, "--naive", "--out",
+               tmp_path / "naive.png", *COMMON) == 0
+    assert np.array_equal(np.load(tmp_path / "naive.npy"), a)  # fast == naive sampler
+
+
+def test_sample_condition_top_keeps_the_top_rows(pixelrnn_run, tmp_path):
+    assert run("sample", pixelrnn_run, "-n", 4, "--condition-top", 3, "--out",
+               tmp_path / "c.png", *COMMON) == 0
+    completions = np.load(tmp_path / "c.npy")
+    originals = pixelar.data.load("digits-binary", "test").images[:4].numpy()
+    assert completions.shape == (4, 1, 8, 8)
+    assert np.array_equal(completions[:, :, :3], originals[:, :, :3])
+    with Image.open(tmp_path / "c.png") as im:
+        assert im.size[0] > 4 * 64  # originals beside completions: 4 columns or more
+
+
+def test_score_with_corrupted_digits(nade_run, tmp_path, capsys):
+    out = tmp_path / "score"
+    assert run("score", nade_run, "--ood-corrupt", "flip:0.3", "--limit", 100, "--out", out,
+               *COMMON) == 0
+    report = json.loads((out / "score.json").read_text())
+    assert report["in"]["n"] == report["ood"]["n"] == 100
+    assert report["auroc"] > 0.7  # 30% flipped pixels are clearly less likely
+    assert np.load(out / "nll_in.npy").shape == (100,)
+    assert (out / "histogram.png").stat().st_size > 1000
+    assert "AUROC" in capsys.readouterr().out
+
+
+def test_score_with_ood_dataset_and_alone(nade_run, tmp_path):
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    rng = np.random.RandomState(0)
+    for i in range(20):  # an "other" dataset: random binary 8x8 PNGs
+        bits = rng.randint(0, 2, (8, 8)).astype(bool)
+        Image.fromarray(bits).convert("1").save(folder / f"{i}.png")
+    out = tmp_path / "score"
+    assert run("score", nade_run, "--ood-data", "png", "--ood-data-dir", folder,
+               "--ood-split", "train", "--limit", 50, "--out", out, *COMMON) == 0
+    assert json.loads((out / "score.json").read_text())["auroc"] > 0.75  # noise is unlikely
+    assert run("score", nade_run, "--limit", 10, "--out", tmp_path / "alone", *COMMON) == 0
+    assert "auroc" not in json.loads((tmp_path / "alone" / "score.json").read_text())
+
+
+@pytest.mark.parametrize("which", ["nade", "pixelrnn"])
+def test_features_linear_probe(which, nade_run, pixelrnn_run, tmp_path, capsys):
+    folder = nade_run if which == "nade" else pixelrnn_run
+    out = tmp_path / "f"
+    assert run("features", folder, "--limit", 300, "--out", out, *COMMON) == 0
+    report = json.loads((out / "features.json").read_text())
+    assert report["feature_dim"] == (6 if which == "nade" else 4)
+    assert 0 <= report["probe_accuracy"] <= 1 and report["raw_pixels_accuracy"] > 0.8
+    assert np.load(out / "features_train.npy").shape == (300, report["feature_dim"])
+    assert "raw pixels" in capsys.readouterr().out
+
+
+def test_resume_through_the_cli_matches_one_run(tmp_path):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run("train", *NADE_ARGS, *COMMON, "--out", whole) == 0
+    assert run("train", *NADE_ARGS, *COMMON, "--out", part, "--max-steps", 3) == 0
+    assert json.loads((part / "metrics.json").read_text())["status"] == "paused"
+    assert run("train", *NADE_ARGS, *COMMON, "--out", part, "--resume") == 0
+    from safetensors.torch import load_file
+    a, b = load_file(whole / "last.safetensors"), load_file(part / "last.safetensors")
+    for k in a:
+        if not k.startswith("rng."):
+            assert torch.equal(a[k], b[k]), k
+
+
+def test_damaged_checkpoint_is_one_clear_line(nade_run, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("best.json", "best.safetensors"):
+        (bad / name).write_bytes((nade_run / name).read_bytes())
+    (bad / "best.safetensors").write_bytes((bad / "best.safetensors").read_bytes()[:-40])
+    assert run("eval", bad, *COMMON) == 2
+    err = capsys.readouterr().err
+    assert "truncated or corrupted" in err and "Traceback" not in err
+    assert run("sample", tmp_path / "nothing", *COMMON) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_missing_data_file_says_what_to_put_where(tmp_path, capsys):
+    assert run("train", "--model", "nade", "--data", "mnist", "--data-dir", tmp_path,
+               "--out", tmp_path / "o", *COMMON) == 2
+    err = capsys.readouterr().err
+    assert "train-images-idx3-ubyte" in err and str(tmp_path) in err
+
+
+def test_backend_that_is_not_available_is_a_clear_error(tmp_path, capsys):
+    # 'cuda' cannot run CPU tensors: the op refuses, and the CLI says what to do instead
+    assert run("train", *NADE_ARGS, "--backend", "cuda", "--device", "cpu", "--no-progress",
+               "--out", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "backend 'cuda'" in err and "--backend reference" in err and "Traceback" not in err
+
+
+def test_bench_runs_scripts_or_says_they_are_missing(capsys, monkeypatch, tmp_path):
+    import pixelar.cli as cli
+    monkeypatch.setattr(cli, "benchmarks_dir", lambda: str(tmp_path))
+    assert run("bench", "ops") == 2
+    assert "missing" in capsys.readouterr().err
+    (tmp_path / "ops.py").write_text("import sys; print('ops bench', sys.argv[1:])\n")
+    assert run("bench", "ops", "--quick") == 0
+
+
+def test_demo_quick(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert run("demo", "--quick", "--out", out, *COMMON) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "bits/dim" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"independent", "nade", "pixelrnn"}
+    for name, entry in metrics["models"].items():
+        assert entry["test"]["bits_per_dim"] > 0
+        assert (out / entry["checkpoint"]).is_file()
+    for png in ("samples_pixelrnn.png", "samples_nade.png"):
+        assert (out / png).stat().st_size > 200
+
+
+def test_grey_data_is_binarized_for_a_binary_model(nade_run, tmp_path, capsys):
+    assert run("eval", nade_run, "--data", "digits", "--limit", 20, "--json",
+               tmp_path / "grey.json", *COMMON) == 0
+    assert "binarizing" in capsys.readouterr().out
+    assert run("eval", nade_run, "--limit", 20, "--json", tmp_path / "binary.json", *COMMON) == 0
+    grey = json.loads((tmp_path / "grey.json").read_text())
+    binary = json.loads((tmp_path / "binary.json").read_text())
+    assert grey["nll_nats"] == pytest.approx(binary["nll_nats"])  # digits >= 8 == digits-binary
+    assert run("eval", nade_run, "--data", "digits28-binary", *COMMON) == 2
+    assert "shape" in capsys.readouterr().err
