@@ -1,0 +1,293 @@
+"""GPU check and benchmark of pixelar's CUDA and Triton kernels (run it when a GPU is at hand).
+
+    python benchmarks/gpu.py                      # check, then time, every op
+    python benchmarks/gpu.py --ops nade_forward --check-only
+
+1. Check: every CUDA and Triton kernel against the pure-PyTorch reference on the GPU,
+   forward and gradients, at odd small shapes and at the paper's configurations (the
+   reference runs in float64; the error is max|out - ref| / max|ref|).
+2. Time: CUDA events, warm-up, then the median of --iters runs, for the forward and for
+   forward + backward, against the reference and, for the LSTM scans, against
+   torch.nn.LSTM (cuDNN) with the same hidden size and sequence length (batch = every
+   sequence the scan advances at once; cuDNN also does the input projection the scans get
+   precomputed, so it does slightly more work).
+Prints a table and writes JSON to benchmarks/results/gpu.json. Exits with a message and
+status 1 when no CUDA GPU is visible.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import pixelar  # noqa: E402
+from pixelar import ops  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "benchmarks", "results", "gpu.json")
+TOL = {torch.float32: 2e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2, torch.float64: 1e-10}
+
+
+# --- the registry: one entry per op -------------------------------------------------------
+
+def _scan_inputs(B, H, R, S, K, device, dtype):
+    x = torch.randn(B, 4 * H, R, S, device=device, dtype=dtype)
+    w = torch.randn(4 * H, H, K, device=device, dtype=dtype) / (H * K) ** 0.5
+    return x, w
+
+
+def _nade_inputs(B, D, Hd, O, device, dtype):
+    x = torch.randint(0, 2, (B, D), device=device).to(dtype)
+    W = torch.randn(Hd, D, device=device, dtype=dtype) / D ** 0.5
+    c = torch.randn(Hd, device=device, dtype=dtype) * 0.1
+    V = torch.randn(D, O, Hd, device=device, dtype=dtype) / Hd ** 0.5
+    b = torch.randn(D, O, device=device, dtype=dtype) * 0.1
+    return x, W, c, V, b
+
+
+OPS = {
+    "diagonal_lstm_scan": dict(
+        fn=ops.diagonal_lstm_scan, ref=ops.diagonal_lstm_scan_ref,
+        # (B, H, R, W): odd shapes, then the paper's binarized MNIST layer (28x28, h=16, B=16)
+        checks=[(1, 3, 5, 7), (3, 20, 9, 4)], paper=(16, 16, 28, 28),
+        inputs=lambda B, H, R, W, dev, dt: _scan_inputs(B, H, R, R + W - 1, 2, dev, dt),
+        # cuDNN LSTM: sequence = the S skewed columns, batch = B * R rows
+        lstm=lambda B, H, R, W: dict(hidden=H, seq=R + W - 1, batch=B * R),
+        note="one scan; a 7-layer Diagonal BiLSTM runs 14"),
+    "row_lstm_scan": dict(
+        fn=ops.row_lstm_scan, ref=ops.row_lstm_scan_ref,
+        checks=[(1, 3, 5, 7), (2, 33, 6, 5)], paper=(16, 128, 32, 32),
+        inputs=lambda B, H, R, W, dev, dt: _scan_inputs(B, H, R, W, 3, dev, dt),
+        lstm=lambda B, H, R, W: dict(hidden=H, seq=R, batch=B * W),
+        note="one scan (CIFAR 32x32x3, h=128)"),
+    "nade_forward": dict(
+        fn=ops.nade_forward, ref=ops.nade_forward_ref,
+        # (B, D, Hd, O)
+        checks=[(1, 5, 3, 1), (17, 30, 70, 1), (5, 20, 40, 30)], paper=(64, 784, 500, 1),
+        inputs=lambda B, D, Hd, O, dev, dt: _nade_inputs(B, D, Hd, O, dev, dt),
+        lstm=None, note="binarized MNIST NADE, H=500"),
+}
+
+
+# --- checking -----------------------------------------------------------------------------
+
+def _outputs(result):
+    return list(result) if isinstance(result, (tuple, list)) else [result]
+
+
+def run_with_grads(fn, inputs, backend, seed=0):
+    """Outputs and input gradients of fn under ``backend`` with fixed output cotangents."""
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    with ops.backend(backend):
+        outs = _outputs(fn(*leaves))
+    gen = torch.Generator(device=outs[0].device).manual_seed(seed)
+    cot = [torch.randn(o.shape, generator=gen, device=o.device, dtype=torch.float64).to(o.dtype)
+           for o in outs]  # the same numbers whatever the dtype of the outputs
+    loss = sum((o * g).sum() for o, g in zip(outs, cot))
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    return [o.detach() for o in outs], [torch.zeros_like(t) if g is None else g
+                                         for t, g in zip(leaves, grads)]
+
+
+def rel_err(out, ref):
+    scale = ref.double().abs().max().clamp_min(1e-30)
+    return ((out.double() - ref.double()).abs().max() / scale).item()
+
+
+def available_backends():
+    names = []
+    if all(pixelar._extension.has_kernel(op, "CUDA") for op in OPS):
+        names.append("cuda")
+    if ops._backend.triton_available():
+        names.append("triton")
+    return names
+
+
+def check(op_names, backends, dtype, device="cuda", paper=True):
+    rows = []
+    for name in op_names:
+        spec = OPS[name]
+        for shape in spec["checks"] + ([spec["paper"]] if paper else []):
+            torch.manual_seed(0)
+            inputs = spec["inputs"](*shape, device, dtype)
+            ref_out, ref_grads = run_with_grads(spec["fn"], [t.double() for t in inputs],
+                                                "reference")
+            for backend in backends:
+                try:
+                    out, grads = run_with_grads(spec["fn"], inputs, backend)
+                except Exception as exc:  # report and go on: one broken kernel, one row
+                    rows.append(dict(op=name, shape=shape, backend=backend, ok=False,
+                                     error=f"{type(exc).__name__}: {exc}"[:300]))
+                    continue
+                fwd = max(rel_err(o, r) for o, r in zip(out, ref_out))
+                bwd = max(rel_err(g, r) for g, r in zip(grads, ref_grads))
+                ok = fwd <= TOL[dtype] and bwd <= TOL[dtype]
+                rows.append(dict(op=name, shape=shape, backend=backend, fwd_rel_err=fwd,
+                                 grad_rel_err=bwd, ok=ok))
+    return rows
+
+
+# --- timing -------------------------------------------------------------------------------
+
+def time_ms(fn, warmup, iters):
+    """Median milliseconds of fn() over iters runs, CUDA events, after warm-up."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def _op_runner(fn, inputs, backend, backward):
+    leaves = [t.detach().clone().requires_grad_(backward) for t in inputs]
+
+    def run():
+        with ops.backend(backend):
+            outs = _outputs(fn(*leaves))
+        if backward:
+            torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+    return run
+
+
+def _lstm_runner(hidden, seq, batch, dtype, backward):
+    lstm = torch.nn.LSTM(hidden, hidden).to("cuda", dtype)
+    x = torch.randn(seq, batch, hidden, device="cuda", dtype=dtype, requires_grad=backward)
+
+    def run():
+        out, _ = lstm(x)
+        if backward:
+            out.sum().backward()
+    return run
+
+
+def bench(op_names, backends, dtype, warmup, iters):
+    rows = []
+    for name in op_names:
+        spec = OPS[name]
+        shape = spec["paper"]
+        torch.manual_seed(0)
+        inputs = spec["inputs"](*shape, "cuda", dtype)
+        for backward in (False, True):
+            mode = "fwd+bwd" if backward else "fwd"
+            timings = {}
+            for backend in ["reference"] + backends:
+                try:
+                    timings[backend] = time_ms(_op_runner(spec["fn"], inputs, backend, backward),
+                                               warmup, iters)
+                except Exception as exc:
+                    timings[backend] = None
+                    print(f"  {name} {backend} {mode}: {type(exc).__name__}: {exc}"[:300])
+            if spec["lstm"] is not None:
+                cfg = spec["lstm"](*shape)
+                timings["cudnn_lstm"] = time_ms(
+                    _lstm_runner(cfg["hidden"], cfg["seq"], cfg["batch"], dtype, backward),
+                    warmup, iters)
+            rows.append(dict(op=name, shape=shape, mode=mode, ms=timings, note=spec["note"]))
+    return rows
+
+
+# --- report -------------------------------------------------------------------------------
+
+def print_checks(rows):
+    print(f"\n{'op':20s} {'shape':22s} {'backend':8s} {'fwd rel err':>12s} "
+          f"{'grad rel err':>12s}  result")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['op']:20s} {str(r['shape']):22s} {r['backend']:8s} "
+                  f"{'':>12s} {'':>12s}  ERROR {r['error']}")
+            continue
+        print(f"{r['op']:20s} {str(r['shape']):22s} {r['backend']:8s} "
+              f"{r['fwd_rel_err']:12.2e} {r['grad_rel_err']:12.2e}  "
+              f"{'ok' if r['ok'] else 'FAIL'}")
+
+
+def print_timings(rows):
+    cols = ["reference", "cuda", "triton", "cudnn_lstm"]
+    print(f"\n{'op':20s} {'shape':20s} {'mode':8s} " + " ".join(f"{c + ' ms':>14s}" for c in cols)
+          + "  speed-up vs reference")
+    for r in rows:
+        ms = r["ms"]
+        cells = [f"{ms[c]:14.3f}" if ms.get(c) is not None else f"{'-':>14s}" for c in cols]
+        ref = ms.get("reference")
+        best = {c: ref / ms[c] for c in ("cuda", "triton") if ms.get(c) and ref}
+        speed = ", ".join(f"{c} {s:.1f}x" for c, s in best.items())
+        print(f"{r['op']:20s} {str(r['shape']):20s} {r['mode']:8s} " + " ".join(cells)
+              + f"  {speed}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", nargs="+", choices=sorted(OPS), default=sorted(OPS))
+    parser.add_argument("--backends", nargs="+", choices=["cuda", "triton"], default=None,
+                        help="default: every GPU backend that is available")
+    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                        default="float32")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--check-only", action="store_true")
+    parser.add_argument("--quick", action="store_true",
+                        help="check the small odd shapes only, not the paper's")
+    parser.add_argument("--device", default="cuda",
+                        help="'cpu' self-tests this script: Triton under TRITON_INTERPRET=1, "
+                             "checks only")
+    parser.add_argument("--out", default=RESULTS, help="JSON results (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    if args.device == "cpu":
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            raise SystemExit("benchmarks/gpu.py --device cpu needs TRITON_INTERPRET=1")
+        rows = check(args.ops, ["triton"], getattr(torch, args.dtype), "cpu", not args.quick)
+        print_checks(rows)
+        return 0 if all(r["ok"] for r in rows) else 1
+    if not torch.cuda.is_available():
+        raise SystemExit("benchmarks/gpu.py: no CUDA GPU is visible "
+                         "(torch.cuda.is_available() is False); nothing was checked or timed.")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dtype = getattr(torch, args.dtype)
+    backends = args.backends or available_backends()
+    if not backends:
+        raise SystemExit("benchmarks/gpu.py: neither the CUDA kernels (build with "
+                         "PIXELAR_CUDA=1) nor triton are available.")
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
+          f"backends: {', '.join(backends)}  dtype: {args.dtype}")
+
+    checks = check(args.ops, backends, dtype, paper=not args.quick)
+    print_checks(checks)
+    timings = [] if args.check_only else bench(args.ops, backends, dtype, args.warmup,
+                                               args.iters)
+    if timings:
+        print_timings(timings)
+    result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                  cuda=torch.version.cuda, python=platform.python_version(),
+                  triton=_triton_version(), dtype=args.dtype, backends=backends,
+                  warmup=args.warmup, iters=args.iters, checks=checks, timings=timings)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"\nwrote {args.out}")
+    return 0 if all(r["ok"] for r in checks) else 1
+
+
+def _triton_version():
+    try:
+        import triton
+        return triton.__version__
+    except ImportError:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Backend dispatch for GPU backends, checkable without a GPU: CUDA tensors go to the backend
+asked for, a backend that is not built or does not serve the tensor's device raises a
+clear RuntimeError, nothing falls back silently to the reference; and a CUDA build
+registers a CUDA kernel for every op (CI sets PIXELAR_EXPECT_CUDA=1 for that build).
+
+Tensors on the "meta" device stand in for non-CPU tensors; resolve() is given a
+torch.device("cuda") directly, which needs no GPU.
+"""
+import importlib.util
+import os
+
+import pytest
+import torch
+
+import pixelar
+from pixelar.ops import _backend
+
+OPS = ["diagonal_lstm_scan", "diagonal_lstm_scan_backward", "row_lstm_scan",
+       "row_lstm_scan_backward", "nade_forward", "nade_forward_backward"]
+PUBLIC = ["diagonal_lstm_scan", "row_lstm_scan", "nade_forward"]
+CUDA = torch.device("cuda")
+
+
+def op_inputs(op, device="cpu"):
+    """Small valid inputs for the public wrapper of ``op``."""
+    kw = dict(device=device, dtype=torch.float32)
+    if op == "diagonal_lstm_scan":
+        return torch.randn(1, 8, 3, 5, **kw), torch.randn(8, 2, 2, **kw)
+    if op == "row_lstm_scan":
+        return torch.randn(1, 8, 3, 4, **kw), torch.randn(8, 2, 3, **kw)
+    return (torch.randn(2, 4, **kw), torch.randn(5, 4, **kw), torch.randn(5, **kw),
+            torch.randn(4, 1, 5, **kw), torch.randn(4, 1, **kw))
+
+
+def call(op, inputs):
+    return getattr(pixelar.ops, op)(*inputs)
+
+
+@pytest.fixture
+def cuda_kernels(monkeypatch):
+    """Pretend the extension has (True) or lacks (False) CUDA kernels."""
+    def set_built(built):
+        monkeypatch.setattr(_backend, "has_kernel",
+                            lambda op, key: built if key == "CUDA" else True)
+    return set_built
+
+
+@pytest.mark.parametrize("op", PUBLIC)
+def test_cuda_backend_refuses_cpu_tensors(op):
+    with pixelar.ops.backend("cuda"):
+        with pytest.raises(RuntimeError, match="backend 'cuda' runs CUDA tensors"):
+            call(op, op_inputs(op))
+
+
+@pytest.mark.parametrize("op", PUBLIC)
+def test_cpp_backend_refuses_non_cpu_tensors(op):
+    with pixelar.ops.backend("cpp"):
+        with pytest.raises(RuntimeError, match="backend 'cpp' runs CPU tensors"):
+            call(op, op_inputs(op, device="meta"))
+
+
+@pytest.mark.parametrize("op", PUBLIC)
+def test_cuda_backend_not_built_is_an_error(op, cuda_kernels):
+    cuda_kernels(False)
+    with pixelar.ops.backend("cuda"):
+        with pytest.raises(RuntimeError, match="backend 'cuda' is not available"):
+            _backend.resolve(op, CUDA)
+
+
+@pytest.mark.parametrize("op", PUBLIC)
+def test_cuda_tensors_go_to_the_backend_asked_for(op, cuda_kernels, monkeypatch):
+    monkeypatch.setattr(_backend, "triton_available", lambda: True)
+    cuda_kernels(True)
+    for name, expected in (("cuda", "cuda"), ("triton", "triton"), ("auto", "cuda"),
+                           ("reference", "reference")):
+        with pixelar.ops.backend(name):
+            assert _backend.resolve(op, CUDA) == expected
+    cuda_kernels(False)  # auto on a GPU without CUDA kernels: Triton, never the reference
+    with pixelar.ops.backend("auto"):
+        assert _backend.resolve(op, CUDA) == "triton"
+
+
+@pytest.mark.parametrize("op", PUBLIC)
+def test_triton_missing_is_an_error(op, cuda_kernels, monkeypatch):
+    monkeypatch.setattr(_backend, "triton_available", lambda: False)
+    with pixelar.ops.backend("triton"):
+        with pytest.raises(RuntimeError, match="needs the triton package"):
+            _backend.resolve(op, CUDA)
+    cuda_kernels(False)  # auto: no CUDA kernel and no Triton -> error, not the reference
+    with pixelar.ops.backend("auto"):
+        with pytest.raises(RuntimeError, match="triton"):
+            _backend.resolve(op, CUDA)
+
+
+@pytest.mark.parametrize("op", PUBLIC)
+def test_triton_refuses_cpu_tensors_without_interpreter(op, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(_backend, "triton_available", lambda: True)
+    with pixelar.ops.backend("triton"):
+        with pytest.raises(RuntimeError, match="backend 'triton' runs CUDA tensors"):
+            call(op, op_inputs(op))
+        with pytest.raises(RuntimeError, match="backend 'triton' runs CUDA tensors"):
+            call(op, op_inputs(op, device="meta"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+def test_triton_kernels_refuse_cpu_tensors_without_interpreter(monkeypatch):
+    """Called directly (not through pixelar.ops), the Triton functions check too."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    from pixelar.kernels.diagonal_lstm_scan import diagonal_lstm_scan_triton
+    from pixelar.kernels.nade_forward import nade_forward_triton
+    from pixelar.kernels.row_lstm_scan import row_lstm_scan_triton
+    for fn, op in ((diagonal_lstm_scan_triton, "diagonal_lstm_scan"),
+                   (row_lstm_scan_triton, "row_lstm_scan"),
+                   (nade_forward_triton, "nade_forward")):
+        with pytest.raises(RuntimeError, match="expects CUDA tensors"):
+            fn(*op_inputs(op))
+
+
+@pytest.mark.parametrize("op", PUBLIC)
+def test_cpp_backend_without_extension_is_an_error(op, monkeypatch):
+    monkeypatch.setattr(_backend, "extension_loaded", lambda: False)
+    monkeypatch.setattr(_backend, "extension_error", lambda: "pixelar._C failed to import")
+    with pixelar.ops.backend("cpp"):
+        with pytest.raises(RuntimeError, match="backend 'cpp' is not available"):
+            call(op, op_inputs(op))
+
+
+def test_unknown_backend_name():
+    with pytest.raises(ValueError, match="backend"):
+        pixelar.ops.set_backend("cudnn")
+
+
+@pytest.mark.skipif(torch.version.cuda is None or os.environ.get("PIXELAR_EXPECT_CUDA") != "1",
+                    reason="only for a CUDA build of pixelar (CI sets PIXELAR_EXPECT_CUDA=1 "
+                           "after building with PIXELAR_CUDA=1)")
+@pytest.mark.parametrize("op", OPS)
+def test_cuda_build_registers_every_op(op):
+    assert pixelar._extension.extension_loaded(), pixelar._extension.extension_error()
+    assert pixelar._extension.has_kernel(op, "CUDA"), (
+        f"pixelar::{op} has no CUDA kernel in this build; registered: "
+        f"{torch._C._dispatch_dump(f'pixelar::{op}')}")

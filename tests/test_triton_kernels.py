@@ -1,0 +1,232 @@
+"""Triton kernels (pixelar/kernels/) against the pure-PyTorch references, forward and
+gradients, run by Triton's interpreter on CPU tensors: no GPU needed.
+
+TRITON_INTERPRET=1 is set while this module imports pixelar.kernels (a @triton.jit function
+becomes interpreted or compiled when its module is imported), then restored, and set again
+around each test here only, so other test modules see the environment they were given.
+Small shapes only (the interpreter runs each program in numpy); odd sizes so every padding
+mask is used. Tolerances: fp32 rtol 3e-4 / atol 1e-4 (conftest.TOL); fp64 1e-9 / 1e-10.
+"""
+import importlib.util
+import os
+
+import pytest
+import torch
+
+import pixelar
+from conftest import TOL, report_diff
+from pixelar.models.draw import draw_bernoulli
+from pixelar.ops import diagonal_lstm_scan_ref, nade_forward_ref, row_lstm_scan_ref
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("triton is not installed: the Triton kernels cannot be tested "
+                "(pip install triton)", allow_module_level=True)
+
+_previous = os.environ.get("TRITON_INTERPRET")
+os.environ["TRITON_INTERPRET"] = "1"
+try:
+    from pixelar.kernels import diagonal_lstm_scan as diag_k
+    from pixelar.kernels import nade_forward as nade_k
+    from pixelar.kernels import row_lstm_scan as row_k
+finally:
+    if _previous is None:
+        del os.environ["TRITON_INTERPRET"]
+    else:
+        os.environ["TRITON_INTERPRET"] = _previous
+
+
+@pytest.fixture(autouse=True)
+def _interpreted(monkeypatch):
+    """Run each test under the interpreter; the kernels must have been created by it."""
+    from triton.runtime.interpreter import InterpretedFunction
+    if not isinstance(diag_k._diagonal_fwd_kernel, InterpretedFunction):
+        pytest.skip("pixelar.kernels was imported before TRITON_INTERPRET=1 was set; run "
+                    "this file on its own: pytest tests/test_triton_kernels.py")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def assert_close(name, out, ref, dtype):
+    report_diff(name, out, ref)
+    torch.testing.assert_close(out, ref, **TOL[dtype])
+
+
+def lstm_case(B, H, R, S, K, dtype, scale=0.5):
+    x = torch.randn(B, 4 * H, R, S, dtype=dtype, requires_grad=True)
+    w = (scale * torch.randn(4 * H, H, K, dtype=dtype)).requires_grad_()
+    return x, w
+
+
+def check_scan(name, fn, ref_fn, x, w, only_h=False):
+    h, c = fn(x, w)
+    h_ref, c_ref = ref_fn(x, w)
+    assert_close(f"{name} h", h, h_ref, x.dtype)
+    assert_close(f"{name} c", c, c_ref, x.dtype)
+    gh, gc = torch.randn_like(h), torch.randn_like(c)
+    loss = (h * gh).sum() if only_h else (h * gh).sum() + (c * gc).sum()
+    loss_ref = (h_ref * gh).sum() if only_h else (h_ref * gh).sum() + (c_ref * gc).sum()
+    grads = torch.autograd.grad(loss, (x, w))
+    grads_ref = torch.autograd.grad(loss_ref, (x, w))
+    assert_close(f"{name} grad x_gates", grads[0], grads_ref[0], x.dtype)
+    assert_close(f"{name} grad w_ss", grads[1], grads_ref[1], x.dtype)
+
+
+# (B, H, R, W): batch 1, odd sizes, H not a power of two, W < R and W > R.
+SCAN_SHAPES = [(1, 3, 5, 7), (2, 5, 4, 3), (1, 16, 3, 2), (2, 1, 1, 1)]
+
+
+@pytest.mark.parametrize("B,H,R,W", SCAN_SHAPES)
+def test_diagonal_lstm_scan(B, H, R, W):
+    x, w = lstm_case(B, H, R, R + W - 1, 2, torch.float32)
+    check_scan("diagonal", diag_k.diagonal_lstm_scan_triton, diagonal_lstm_scan_ref, x, w)
+
+
+@pytest.mark.parametrize("B,H,R,W", SCAN_SHAPES)
+def test_row_lstm_scan(B, H, R, W):
+    x, w = lstm_case(B, H, R, W, 3, torch.float32)
+    check_scan("row", row_k.row_lstm_scan_triton, row_lstm_scan_ref, x, w)
+
+
+def test_scans_float64_and_only_h_used():
+    x, w = lstm_case(2, 3, 4, 6, 2, torch.float64)  # R = 4, W = 3
+    check_scan("diagonal fp64", diag_k.diagonal_lstm_scan_triton, diagonal_lstm_scan_ref,
+               x, w, only_h=True)
+    x, w = lstm_case(2, 3, 4, 3, 3, torch.float64)
+    check_scan("row fp64", row_k.row_lstm_scan_triton, row_lstm_scan_ref, x, w,
+               only_h=True)
+
+
+@pytest.mark.parametrize("module,ref_fn,K", [(diag_k, diagonal_lstm_scan_ref, 2),
+                                             (row_k, row_lstm_scan_ref, 3)])
+def test_scan_several_hidden_blocks(module, ref_fn, K):
+    """H = 17 in blocks of 16: two output blocks and two input blocks per step (the
+    paper's Row LSTM, H = 128, runs in eight)."""
+    B, H, R, W = 1, 17, 2, 3
+    S = R + W - 1 if K == 2 else W
+    x, w = lstm_case(B, H, R, S, K, torch.float32)
+    x, w = x.detach(), w.detach()
+    h_ref, c_ref = ref_fn(x, w)
+    h, c = module._fwd(x, w, block=16)
+    assert_close("h (16-unit blocks)", h, h_ref, x.dtype)
+    assert_close("c (16-unit blocks)", c, c_ref, x.dtype)
+    gh, gc = torch.randn_like(h), torch.randn_like(c)
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    hr, cr = ref_fn(xr, wr)
+    gx_ref, gw_ref = torch.autograd.grad((hr * gh).sum() + (cr * gc).sum(), (xr, wr))
+    gx, gw = module._bwd(gh, gc, x, w, h, c, block=16)
+    assert_close("grad x_gates (16-unit blocks)", gx, gx_ref, x.dtype)
+    assert_close("grad w_ss (16-unit blocks)", gw, gw_ref, x.dtype)
+
+
+def test_diagonal_scan_zero_outside_image():
+    x, w = lstm_case(1, 2, 4, 6, 2, torch.float32)  # R = 4, W = 3, S = 6
+    h, c = diag_k.diagonal_lstm_scan_triton(x.detach(), w.detach())
+    for r in range(4):
+        for j in range(6):
+            if not 0 <= j - r < 3:
+                assert h[0, :, r, j].abs().max() == 0 and c[0, :, r, j].abs().max() == 0
+
+
+def nade_case(B, D, Hd, O, dtype):
+    x = torch.randint(0, 2, (B, D)).to(dtype).requires_grad_()
+    W = torch.randn(Hd, D, dtype=dtype, requires_grad=True)
+    c = torch.randn(Hd, dtype=dtype, requires_grad=True)
+    V = torch.randn(D, O, Hd, dtype=dtype, requires_grad=True)
+    b = torch.randn(D, O, dtype=dtype, requires_grad=True)
+    return x, W, c, V, b
+
+
+# (B, D, Hd, O): batch 1; O = 1 (NADE) and O = 3 use the broadcast sums, O = 17 the
+# tl.dot path (RNADE-like); Hd = 70 spans two hidden tiles; B = 17 two batch tiles.
+NADE_SHAPES = [(1, 5, 3, 1), (3, 7, 20, 1), (17, 5, 70, 3), (2, 4, 9, 17)]
+
+
+@pytest.mark.parametrize("B,D,Hd,O", NADE_SHAPES)
+def test_nade_forward(B, D, Hd, O):
+    inputs = nade_case(B, D, Hd, O, torch.float32)
+    out = nade_k.nade_forward_triton(*inputs)
+    ref = nade_forward_ref(*inputs)
+    assert_close("nade out", out, ref, torch.float32)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad((out * g).sum(), inputs)
+    grads_ref = torch.autograd.grad((ref * g).sum(), inputs)
+    for name, a, b in zip("xWcVb", grads, grads_ref):
+        assert_close(f"nade grad {name}", a, b, torch.float32)
+
+
+def test_nade_forward_float64_small_hidden_tiles():
+    inputs = nade_case(3, 6, 37, 2, torch.float64)
+    detached = [t.detach() for t in inputs]
+    ref = nade_forward_ref(*inputs)
+    g = torch.randn_like(ref)
+    grads_ref = torch.autograd.grad((ref * g).sum(), inputs)
+    out = nade_k._fwd(*detached, block_h=16)  # three hidden tiles
+    assert_close("nade out fp64", out, ref, torch.float64)
+    for name, a, b in zip("xWcVb", nade_k._bwd(g, *detached, block_h=16), grads_ref):
+        assert_close(f"nade grad {name} fp64", a, b, torch.float64)
+
+
+def nade_sample_loop(u, W, c, V, b, cond):
+    """The incremental sampler of pixelar.models.NADE, as a plain loop."""
+    n, D = u.shape
+    a = c.expand(n, -1).clone()
+    x = torch.zeros(n, D, dtype=torch.long)
+    for d in range(D):
+        value = draw_bernoulli(torch.sigmoid(a) @ V[d, 0] + b[d, 0], u[:, d])
+        if cond is not None:
+            value = torch.where(cond[:, d] >= 0, cond[:, d], value)
+        x[:, d] = value
+        a = a + value.to(a.dtype).unsqueeze(1) * W[:, d]
+    return x
+
+
+@pytest.mark.parametrize("with_condition", [False, True])
+def test_nade_sample(with_condition):
+    n, D, Hd = 5, 9, 7
+    W, c = torch.randn(Hd, D), torch.randn(Hd)
+    V, b = torch.randn(D, 1, Hd), torch.randn(D, 1)
+    u = torch.rand(n, D, dtype=torch.float64)
+    cond = None
+    if with_condition:
+        cond = torch.full((n, D), -1)
+        cond[0, :4] = 1
+        cond[2, 3] = 0
+    out = nade_k.nade_sample_triton(u, W, c, V, b, condition=cond)
+    assert out.dtype == torch.int64 and out.shape == (n, D)
+    assert torch.equal(out, nade_sample_loop(u, W, c, V, b, cond))
+
+
+def test_ops_dispatch_to_triton_on_cpu_under_interpreter():
+    """pixelar.ops with backend 'triton' runs these kernels (not the reference)."""
+    x, w = lstm_case(1, 2, 3, 4, 2, torch.float32)
+    calls = []
+    original = diag_k.diagonal_lstm_scan_triton
+    try:
+        diag_k.diagonal_lstm_scan_triton = lambda *a: calls.append(1) or original(*a)
+        with pixelar.ops.backend("triton"):
+            h, _ = pixelar.ops.diagonal_lstm_scan(x, w)
+    finally:
+        diag_k.diagonal_lstm_scan_triton = original
+    assert calls == [1]
+    assert_close("ops diagonal (triton)", h, diagonal_lstm_scan_ref(x, w)[0], torch.float32)
+    xr, wr = lstm_case(1, 2, 3, 4, 3, torch.float32)
+    inputs = nade_case(2, 4, 5, 1, torch.float32)
+    with pixelar.ops.backend("triton"):
+        hr, _ = pixelar.ops.row_lstm_scan(xr, wr)
+        out = pixelar.ops.nade_forward(*inputs)
+    assert_close("ops row (triton)", hr, row_lstm_scan_ref(xr, wr)[0], torch.float32)
+    assert_close("ops nade (triton)", out, nade_forward_ref(*inputs), torch.float32)
+
+
+def test_kernels_compile_for_the_gpu():
+    """The interpreter never runs Triton's GPU compiler: compile every kernel for sm_90
+    (fp32, the paper's tile sizes) in a subprocess without TRITON_INTERPRET, no GPU needed.
+    The full matrix: python -m pixelar.kernels.compile_check."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-m", "pixelar.kernels.compile_check", "--arch",
+                          "90", "--dtype", "fp32"], capture_output=True, text=True, env=env,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         timeout=600)
+    print(res.stdout[-3000:], res.stderr[-3000:])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
