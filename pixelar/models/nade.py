@@ -43,17 +43,7 @@ class NADE(AutoregressiveModel):
         return torch.sigmoid(self.c + to_sequence(self.to_input(x)) @ self.W.T)
 
     def _sample_fast(self, u, cond, progress=False):
-        """Incremental sampler: a_{d+1} = a_d + W[:, d] x_d, O(D * hidden) per image."""
-        us = to_sequence(u)
-        cs = None if cond is None else to_sequence(cond)
-        n, D = us.shape
-        a = self.c.expand(n, -1).clone()
-        x = torch.zeros(n, D, dtype=torch.long, device=u.device)
-        for d in range(D):
-            logit = torch.sigmoid(a) @ self.V[d, 0] + self.b[d, 0]
-            value = draw_bernoulli(logit, us[:, d])
-            if cs is not None:
-                value = torch.where(cs[:, d] >= 0, cs[:, d], value)
-            x[:, d] = value
-            a = a + value.to(a.dtype).unsqueeze(1) * self.W[:, d]
-        return from_sequence(x, self.image_shape)
+        """The whole D-step loop (draw, then a_{d+1} = a_d + W[:, d] x_d) in one op call
+        (pixelar.ops.nade_sample): O(D * hidden) per image. u: (n, C, H, W) float64."""
+        from ..sampling import sample_nade
+        return sample_nade(self, u, cond)

@@ -48,6 +48,13 @@ class _PixelNetwork(AutoregressiveModel):
         x = self.check_images(x)
         return self.trunk(x).mean(dim=(2, 3))
 
+    def _sample_fast(self, u, cond, progress=False):
+        """Cached sampler (pixelar.sampling.sample_pixel_network): every layer at every
+        position computed once per channel, from cached states of the rows above and the
+        pixels to the left. u: (n, C, H, W) float64 uniforms -> (n, C, H, W) int64."""
+        from ..sampling import sample_pixel_network
+        return sample_pixel_network(self, u, cond, progress)
+
 
 class PixelCNN(_PixelNetwork):
     """PixelCNN: 7x7 mask A, then ``num_layers`` residual blocks with 3x3 mask-B convolutions.

@@ -79,17 +79,16 @@ class RNADE(nn.Module):
         D, dev, dtype = self.num_inputs, self.W.device, self.W.dtype
         u = torch.rand(n, D, generator=generator, device=dev, dtype=torch.float64)
         z = torch.randn(n, D, generator=generator, device=dev, dtype=torch.float64)
+        if fast:
+            # the whole D-step loop in one op call (pixelar.ops.rnade_sample)
+            from ..sampling import sample_rnade
+            return sample_rnade(self, u, z)
         x = torch.zeros(n, D, device=dev, dtype=dtype)
-        a = self.c.expand(n, -1).clone()
         from .draw import draw_categorical
         for d in range(D):
-            if fast:
-                out = torch.sigmoid(a) @ self.V[d].T + self.b[d]
-            else:
-                out = ops.nade_forward(x, self.W, self.c, self.V, self.b)[:, d]
+            out = ops.nade_forward(x, self.W, self.c, self.V, self.b)[:, d]
             logit_pi, mu, log_sigma = self._split(out)
             k = draw_categorical(logit_pi, u[:, d]).unsqueeze(1)
             value = mu.gather(1, k)[:, 0].double() + log_sigma.gather(1, k)[:, 0].double().exp() * z[:, d]
             x[:, d] = value.to(dtype)
-            a = a + x[:, d:d + 1] * self.W[:, d]
         return x

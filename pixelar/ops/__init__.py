@@ -18,3 +18,10 @@ __all__ = [
     "nade_forward", "nade_forward_ref",
     "lstm_cell_ref", "skew", "skew_ref", "unskew",
 ]
+from .nade_sample import nade_sample, nade_sample_ref, rnade_sample, rnade_sample_ref  # noqa: E402
+from .pixel_network_sample import (  # noqa: E402
+    pixel_network_sample_state, pixel_network_sample_step, pixel_network_sample_step_ref)
+
+__all__ += ["nade_sample", "nade_sample_ref", "rnade_sample", "rnade_sample_ref",
+            "pixel_network_sample_state", "pixel_network_sample_step",
+            "pixel_network_sample_step_ref"]

@@ -1,0 +1,90 @@
+// Shared by the CPU kernels in csrc/cpu: input checks that raise clear errors, and the
+// compiler settings under which their inner loops vectorize.
+//
+// Include this after the torch headers and before pixelar/lstm_math.h: the pragma below
+// applies to every function defined after it in the translation unit (our kernels and the
+// lstm_math.h functions they inline), not to torch's own inline functions.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+
+#include <string>
+
+// Vectorization of the inner loops.
+// * -ftrapping-math (GCC's default) forbids if-converting the clamps and selects of the
+//   branch-free math in lstm_math.h (SimdMath), so no loop calling it would vectorize;
+//   torch itself is built with -fno-trapping-math. fp-contract=fast lets the AVX2 clone
+//   fuse multiply-adds.
+// * PIXELAR_SIMD_CLONES compiles a function twice, for x86-64-v3 (AVX2 + FMA) and for
+//   the baseline, and picks one at load time (GNU ifunc), so the extension stays portable
+//   while using 8-wide float vectors where the CPU has them. Hot loops live in such
+//   functions (a lambda inside one would not be cloned).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math", "fp-contract=fast")
+#endif
+#if defined(__x86_64__) && defined(__linux__) && \
+    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11) ||  \
+     (defined(__clang__) && __clang_major__ >= 14))
+#define PIXELAR_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define PIXELAR_SIMD_CLONES
+#endif
+// For helpers called from a PIXELAR_SIMD_CLONES function: inlined, they are compiled for
+// each clone's target; an out-of-line copy would be baseline code only.
+#if defined(__GNUC__)
+#define PIXELAR_INLINE inline __attribute__((always_inline))
+#else
+#define PIXELAR_INLINE inline
+#endif
+
+namespace pixelar {
+namespace cpu {
+
+inline std::string shape_str(const at::Tensor& t) {
+  std::string s = "(";
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    if (d) s += ", ";
+    s += std::to_string(t.size(d));
+  }
+  return s + (t.dim() == 1 ? ",)" : ")");
+}
+
+// A floating-point (fp32 / fp64) CPU tensor of rank `ndim`. `layout` names the dimensions
+// for the message, e.g. "(B, 4H, R, S)".
+inline void check_input(const char* op, const char* name, const at::Tensor& t, int64_t ndim,
+                        const char* layout) {
+  TORCH_CHECK(t.defined(), op, ": ", name, " is an undefined tensor");
+  TORCH_CHECK(t.dim() == ndim, op, ": ", name, " must be a ", ndim, "-D tensor ", layout,
+              ", got shape ", shape_str(t));
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor for this kernel, "
+              "got a tensor on ", t.device());
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ",
+              name, " must be float32 or float64, got ", t.scalar_type());
+}
+
+inline void check_same_dtype(const char* op, const char* name, const at::Tensor& t,
+                             const char* ref_name, const at::Tensor& ref) {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " must have the dtype of ",
+              ref_name, " (", ref.scalar_type(), "), got ", t.scalar_type());
+}
+
+inline void check_shape(const char* op, const char* name, const at::Tensor& t,
+                        at::IntArrayRef expected, const char* layout) {
+  TORCH_CHECK(t.sizes() == expected, op, ": ", name, " must have shape ", layout, " = ",
+              expected, ", got ", shape_str(t));
+}
+
+// An output laid out like `like` (what torch.empty_like gives, which is what the fake
+// kernels promise), holding `value` (contiguous). Copies only when the layouts differ.
+inline at::Tensor like_layout(const at::Tensor& value, const at::Tensor& like) {
+  if (like.is_contiguous()) return value;
+  at::Tensor out = at::empty_like(like);
+  out.copy_(value);
+  return out;
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace cpu
+}  // namespace pixelar

@@ -1,0 +1,261 @@
+// CPU kernels of pixelar::nade_sample and pixelar::rnade_sample: the whole D-step sampling
+// loop of NADE / RNADE in one call (semantics: the docstring of pixelar/ops/nade_sample.py).
+//
+// Images are split into tiles of kTile that advance through the dimensions in lockstep, so
+// that V[d] and W[:, d] are read from memory once per tile; the threads take tiles from a
+// shared counter. Per image: a (Hd) and h = sigmoid(a) (Hd); dimension d costs one dot
+// product per output, the draw, and, when x_d != 0, a += x_d W[:, d] and h = sigmoid(a)
+// (NADE skips both for x_d = 0: h does not change; see nade_tile for its float update).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <optional>
+#include <type_traits>
+#include <vector>
+
+#include "kernel_common.h"
+#include "pixelar/lstm_math.h"
+#include "pixelar/sampling_math.h"
+#include "pixelar/sampling_simd.h"
+
+namespace pixelar {
+namespace cpu {
+namespace {
+
+constexpr int64_t kTile = 8;
+
+template <typename T>
+PIXELAR_SIMD_INLINE void update_hidden(T* a, T* h, const T* w, T xd, int64_t Hd) {
+  simd::hidden_update(a, h, w, xd, Hd);
+}
+
+// out[o * nb + s] = sum_j v[o * Hd + j] * h[s * Hd + j] for o < O, s < nb (<= kTile): the
+// dot products of O weight rows with the hidden states of the tile's images.
+template <typename T>
+PIXELAR_SIMD_INLINE void tile_dots(const T* v, const T* h, int64_t O, int64_t nb, int64_t Hd,
+                                   T* out) {
+  constexpr int S = sizeof(T) == 4 ? 8 : 4;
+  for (int64_t o = 0; o < O; ++o) {
+    int64_t s = 0;
+    for (; s + S <= nb; s += S)
+      simd::dot_many<T, S>(v + o * Hd, h + s * Hd, Hd, Hd, out + o * nb + s);
+    for (; s < nb; ++s)
+      simd::dot_many<T, 1>(v + o * Hd, h + s * Hd, Hd, Hd, out + o * nb + s);
+  }
+}
+
+// Images [b0, b1) (at most kTile), in lockstep over d. Wt: (D, Hd) = W transposed;
+// a, h, e: kTile * Hd scratch. float: the hidden update for x_d = 1 multiplies e = exp(-a)
+// by ew = exp(-Wt) (no exp per unit); every kRefresh such updates of an image, the pending
+// columns are added to a (in order) and e = exp(-a) recomputed, which bounds the relative
+// error of h to ~2 * kRefresh ulp. double: a += x_d W[:, d], h = sigmoid(a) (the math
+// library) at every update.
+constexpr int kRefresh = 8;
+
+template <typename T>
+PIXELAR_SIMD_CLONES void nade_tile(const double* u, const int64_t* cond, const T* Wt,
+                                   const T* ew, const T* c, const T* V, const T* bias,
+                                   int64_t* x, int64_t b0, int64_t b1, int64_t D, int64_t Hd,
+                                   T* a, T* h, T* e) {
+  constexpr bool kProduct = std::is_same<T, float>::value;
+  const int64_t nb = b1 - b0;
+  int64_t pending[kTile][kRefresh];  // columns d multiplied into e, not yet added to a
+  int npending[kTile] = {};
+  for (int64_t s = 0; s < nb; ++s) {
+    for (int64_t j = 0; j < Hd; ++j) a[s * Hd + j] = c[j];
+    if constexpr (kProduct) {
+      simd::hidden_refresh(a + s * Hd, e + s * Hd, h + s * Hd, Hd);
+    } else {
+      for (int64_t j = 0; j < Hd; ++j) h[s * Hd + j] = math::sigmoid<T>(c[j]);
+    }
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    const T* vd = V + d * Hd;
+    const T* wd = Wt + d * Hd;
+    T logits[kTile];
+    tile_dots(vd, h, 1, nb, Hd, logits);
+    int64_t values[kTile];  // every draw of the tile first: their latencies overlap
+    for (int64_t s = 0; s < nb; ++s) {
+      const int64_t i = (b0 + s) * D + d;
+      values[s] = sampling::draw_bernoulli(logits[s] + bias[d], u[i]);
+      if (cond && cond[i] >= 0) values[s] = cond[i];
+      x[i] = values[s];
+    }
+    for (int64_t s = 0; s < nb; ++s) {
+      const int64_t value = values[s];
+      if (value == 0) continue;
+      T* as = a + s * Hd;
+      T* hs = h + s * Hd;
+      if constexpr (kProduct) {
+        if (value == 1 && npending[s] + 1 < kRefresh) {
+          pending[s][npending[s]++] = d;
+          simd::hidden_update_product(e + s * Hd, hs, ew + d * Hd, Hd);
+          continue;
+        }
+        for (int p = 0; p < npending[s]; ++p) {
+          const T* wp = Wt + pending[s][p] * Hd;
+          for (int64_t j = 0; j < Hd; ++j) as[j] += wp[j];
+        }
+        npending[s] = 0;
+        for (int64_t j = 0; j < Hd; ++j) as[j] += static_cast<T>(value) * wd[j];
+        simd::hidden_refresh(as, e + s * Hd, hs, Hd);
+      } else {
+        update_hidden(as, hs, wd, static_cast<T>(value), Hd);
+      }
+    }
+  }
+}
+
+// ew = exp(-Wt) for the float product update.
+PIXELAR_SIMD_CLONES void neg_exp_rows(const float* Wt, float* ew, int64_t begin, int64_t end,
+                                      int64_t Hd) {
+  simd::neg_exp(Wt + begin * Hd, ew + begin * Hd, (end - begin) * Hd);
+}
+
+template <typename T>
+PIXELAR_SIMD_CLONES void rnade_tile(const double* u, const double* z, const T* Wt, const T* c,
+                                    const T* V, const T* bias, T* x, int64_t b0, int64_t b1,
+                                    int64_t D, int64_t Hd, int64_t K, double ls_min,
+                                    double ls_max, T* a, T* h, T* out, T* dots) {
+  const int64_t nb = b1 - b0;
+  for (int64_t s = 0; s < nb; ++s) {
+    for (int64_t j = 0; j < Hd; ++j) a[s * Hd + j] = c[j];
+    for (int64_t j = 0; j < Hd; ++j) h[s * Hd + j] = math::sigmoid<T, math::SimdMath>(c[j]);
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    const T* vd = V + d * 3 * K * Hd;
+    const T* wd = Wt + d * Hd;
+    tile_dots(vd, h, 3 * K, nb, Hd, dots);
+    for (int64_t s = 0; s < nb; ++s) {
+      const int64_t i = (b0 + s) * D + d;
+      for (int64_t o = 0; o < 3 * K; ++o) out[o] = dots[o * nb + s] + bias[d * 3 * K + o];
+      const int64_t k = sampling::draw_categorical(out, K, 1, u[i]);
+      double log_sigma = static_cast<double>(out[2 * K + k]);
+      // clamp in the model's dtype, as the reference does
+      const T ls = static_cast<T>(log_sigma);
+      const T lo = static_cast<T>(ls_min), hi = static_cast<T>(ls_max);
+      log_sigma = static_cast<double>(ls < lo ? lo : (ls > hi ? hi : ls));
+      const double value = static_cast<double>(out[K + k]) + math::exp_(log_sigma) * z[i];
+      const T xd = static_cast<T>(value);
+      x[i] = xd;
+      update_hidden(a + s * Hd, h + s * Hd, wd, xd, Hd);
+    }
+  }
+}
+
+void check(const char* op, const at::Tensor& t, const char* name, at::ScalarType dtype,
+           at::IntArrayRef shape) {
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK(t.scalar_type() == dtype, op, ": ", name, " must be ", dtype, ", got ",
+              t.scalar_type());
+  TORCH_CHECK(t.sizes() == shape, op, ": ", name, " must have shape ", shape, ", got ",
+              shape_str(t));
+}
+
+// Checks W (Hd, D), c (Hd,), V (D, O, Hd), b (D, O) and u (n, D); returns Hd.
+int64_t check_params(const char* op, const at::Tensor& u, const at::Tensor& W,
+                     const at::Tensor& c, const at::Tensor& V, const at::Tensor& b, int64_t O) {
+  TORCH_CHECK(u.dim() == 2, op, ": u must be (n, D), got ", shape_str(u));
+  TORCH_CHECK(W.dim() == 2, op, ": W must be (Hd, D), got ", shape_str(W));
+  const int64_t D = u.size(1), Hd = W.size(0);
+  const at::ScalarType dtype = W.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, op,
+              ": W must be float32 or float64, got ", dtype);
+  check(op, u, "u", at::kDouble, u.sizes());
+  check(op, W, "W", dtype, {Hd, D});
+  check(op, c, "c", dtype, {Hd});
+  check(op, V, "V", dtype, {D, O, Hd});
+  check(op, b, "b", dtype, {D, O});
+  return Hd;
+}
+
+at::Tensor nade_sample_cpu(const at::Tensor& u_, const std::optional<at::Tensor>& cond_,
+                           const at::Tensor& W, const at::Tensor& c_, const at::Tensor& V_,
+                           const at::Tensor& b_) {
+  const char* op = "pixelar::nade_sample";
+  const int64_t Hd = check_params(op, u_, W, c_, V_, b_, 1);
+  const int64_t n = u_.size(0), D = u_.size(1);
+  if (cond_.has_value()) check(op, *cond_, "cond", at::kLong, u_.sizes());
+  const at::Tensor u = u_.contiguous(), c = c_.contiguous(), V = V_.contiguous(),
+                   b = b_.contiguous(), Wt = W.t().contiguous();
+  const at::Tensor cond = cond_.has_value() ? cond_->contiguous() : at::Tensor();
+  at::Tensor x = at::empty({n, D}, u.options().dtype(at::kLong));
+  at::Tensor ew;
+  if (W.scalar_type() == at::kFloat) {
+    ew = at::empty_like(Wt);
+    at::parallel_for(0, D, 64, [&](int64_t d0, int64_t d1) {
+      neg_exp_rows(Wt.data_ptr<float>(), ew.data_ptr<float>(), d0, d1, Hd);
+    });
+  }
+  AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "nade_sample_cpu", [&] {
+    const int64_t tiles = (n + kTile - 1) / kTile;
+    std::atomic<int64_t> next{0};  // tiles handed out one at a time (balance on a busy machine)
+    at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), tiles), 1, [&](int64_t, int64_t) {
+      std::vector<scalar_t> a(kTile * Hd), h(kTile * Hd), e(kTile * Hd);
+      for (int64_t t = next++; t < tiles; t = next++) {
+        nade_tile<scalar_t>(u.data_ptr<double>(),
+                            cond.defined() ? cond.data_ptr<int64_t>() : nullptr,
+                            Wt.data_ptr<scalar_t>(),
+                            ew.defined() ? ew.data_ptr<scalar_t>() : nullptr,
+                            c.data_ptr<scalar_t>(), V.data_ptr<scalar_t>(),
+                            b.data_ptr<scalar_t>(), x.data_ptr<int64_t>(), t * kTile,
+                            std::min(n, (t + 1) * kTile), D, Hd, a.data(), h.data(), e.data());
+      }
+    });
+  });
+  return x;
+}
+
+at::Tensor rnade_sample_cpu(const at::Tensor& u_, const at::Tensor& z_, const at::Tensor& W,
+                            const at::Tensor& c_, const at::Tensor& V_, const at::Tensor& b_,
+                            double log_scale_min, double log_scale_max) {
+  const char* op = "pixelar::rnade_sample";
+  TORCH_CHECK(V_.dim() == 3 && V_.size(1) % 3 == 0, op, ": V must be (D, 3K, Hd), got ",
+              shape_str(V_));
+  const int64_t O = V_.size(1), K = O / 3;
+  const int64_t Hd = check_params(op, u_, W, c_, V_, b_, O);
+  const int64_t n = u_.size(0), D = u_.size(1);
+  check(op, z_, "z", at::kDouble, u_.sizes());
+  const at::Tensor u = u_.contiguous(), z = z_.contiguous(), c = c_.contiguous(),
+                   V = V_.contiguous(), b = b_.contiguous(), Wt = W.t().contiguous();
+  at::Tensor x = at::empty({n, D}, W.options());
+  AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "rnade_sample_cpu", [&] {
+    const int64_t tiles = (n + kTile - 1) / kTile;
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), tiles), 1, [&](int64_t, int64_t) {
+      std::vector<scalar_t> a(kTile * Hd), h(kTile * Hd), out(O), dots(O * kTile);
+      for (int64_t t = next++; t < tiles; t = next++) {
+        rnade_tile<scalar_t>(u.data_ptr<double>(), z.data_ptr<double>(),
+                             Wt.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
+                             V.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+                             x.data_ptr<scalar_t>(), t * kTile, std::min(n, (t + 1) * kTile),
+                             D, Hd, K, log_scale_min, log_scale_max, a.data(), h.data(),
+                             out.data(), dots.data());
+      }
+    });
+  });
+  return x;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(pixelar, m) {
+  // NADE sampling, the whole loop. u: (n, D) float64; cond: (n, D) int64 or None;
+  // W: (Hd, D); c: (Hd,); V: (D, 1, Hd); b: (D, 1). Returns (n, D) int64.
+  m.def("nade_sample(Tensor u, Tensor? cond, Tensor W, Tensor c, Tensor V, Tensor b) -> Tensor");
+  // RNADE sampling, the whole loop. u, z: (n, D) float64; V: (D, 3K, Hd); b: (D, 3K).
+  // Returns (n, D) of W's dtype.
+  m.def("rnade_sample(Tensor u, Tensor z, Tensor W, Tensor c, Tensor V, Tensor b, "
+        "float log_scale_min, float log_scale_max) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(pixelar, CPU, m) {
+  m.impl("nade_sample", &nade_sample_cpu);
+  m.impl("rnade_sample", &rnade_sample_cpu);
+}
+
+}  // namespace cpu
+}  // namespace pixelar

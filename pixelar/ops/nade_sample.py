@@ -1,0 +1,140 @@
+"""Sampling of NADE (binary) and RNADE (mixture of Gaussians): the whole D-step loop
+(draw dimension d, then the incremental hidden update a += W[:, d] x_d) in one op call,
+its reference and dispatch.
+
+    a_0 = c;  h_d = sigmoid(a_d);  out_d = V[d] @ h_d + b[d];  a_{d+1} = a_d + W[:, d] x_d
+
+NADE: x_d = 1 if u_d < sigmoid(out_d) (float64), else 0; a ``cond`` entry >= 0 replaces
+the draw. RNADE: out_d = (logit_pi, mu, log_sigma) of K components each, log_sigma
+clamped to [log_scale_min, log_scale_max]; component k = the inverse-CDF draw of
+softmax(logit_pi) at u_d (float64), x_d = mu_k + exp(log_sigma_k) * z_d, computed in
+float64 and rounded to the model's dtype. The draw rule is pixelar/models/draw.py's, so
+these match the naive samplers fed the same randomness.
+
+The CPU kernel (csrc/cpu/sampling_nade.cpp) runs tiles of 8 images in lockstep over the
+dimensions. For float32 NADE it carries e = exp(-a) as a product (e *= exp(-W[:, d]) when
+x_d = 1, h = 1 / (1 + e)) and recomputes it from a every 8 updates, so h is within ~2e-6
+(relative) of sigmoid(a); float64 computes sigmoid(a) at every update.
+"""
+import torch
+
+from .._extension import extension_loaded
+from ._checks import check_float_tensor, check_like, check_shape
+from .pixel_network_sample import resolve_sampling
+
+
+def _check_params(op, W, c, V, b, O=None):
+    for name, t, nd in (("W", W, 2), ("c", c, 1), ("V", V, 3), ("b", b, 2)):
+        check_float_tensor(op, name, t, nd)
+        check_like(op, name, t, "W", W)
+    Hd, D = W.shape
+    O = V.shape[1] if O is None else O
+    check_shape(op, "c", c, (Hd,))
+    check_shape(op, "V", V, (D, O, Hd))
+    check_shape(op, "b", b, (D, O))
+    return D
+
+
+def _check_noise(op, name, t, n, D):
+    check_float_tensor(op, name, t, 2)
+    if t.dtype != torch.float64:
+        raise ValueError(f"{op}: {name} must be float64, got {t.dtype}")
+    check_shape(op, name, t, (n, D))
+
+
+def nade_sample_ref(u, cond, W, c, V, b):
+    """Pure-PyTorch reference of :func:`nade_sample`: a plain loop over the D dimensions."""
+    from ..models.draw import draw_bernoulli
+    n, D = u.shape
+    a = c.expand(n, -1)
+    x = torch.zeros(n, D, dtype=torch.long, device=u.device)
+    for d in range(D):
+        logit = torch.sigmoid(a) @ V[d, 0] + b[d, 0]
+        value = draw_bernoulli(logit, u[:, d])
+        if cond is not None:
+            value = torch.where(cond[:, d] >= 0, cond[:, d], value)
+        x[:, d] = value
+        a = a + value.to(a.dtype).unsqueeze(1) * W[:, d]
+    return x
+
+
+def nade_sample(u, cond, W, c, V, b):
+    """Sample binary NADE vectors, the whole loop in one call (backend in force).
+
+    u:    (n, D) float64 uniforms, one per dimension
+    cond: (n, D) int64 or None; entries >= 0 are kept instead of drawn
+    W: (Hd, D), c: (Hd,), V: (D, 1, Hd), b: (D, 1)   the model's parameters
+    Returns (n, D) int64 in {0, 1}.
+    """
+    op = "nade_sample"
+    D = _check_params(op, W, c, V, b, O=1)
+    _check_noise(op, "u", u, u.shape[0] if u.dim() == 2 else -1, D)
+    if cond is not None:
+        if cond.dtype != torch.int64:
+            raise ValueError(f"{op}: cond must be int64, got {cond.dtype}")
+        check_shape(op, "cond", cond, u.shape)
+    if resolve_sampling(op, u.device) == "reference":
+        return nade_sample_ref(u, cond, W, c, V, b)
+    return torch.ops.pixelar.nade_sample(
+        u.contiguous(), None if cond is None else cond.contiguous(),
+        *(t.contiguous() for t in (W, c, V, b)))
+
+
+def rnade_sample_ref(u, z, W, c, V, b, log_scale_min, log_scale_max):
+    """Pure-PyTorch reference of :func:`rnade_sample`: a plain loop over the D dimensions."""
+    from ..models.draw import draw_categorical
+    n, D = u.shape
+    K = V.shape[1] // 3
+    a = c.expand(n, -1)
+    x = W.new_zeros(n, D)
+    for d in range(D):
+        out = torch.sigmoid(a) @ V[d].T + b[d]
+        logit_pi, mu = out[:, :K], out[:, K:2 * K]
+        log_sigma = out[:, 2 * K:].clamp(log_scale_min, log_scale_max)
+        k = draw_categorical(logit_pi, u[:, d]).unsqueeze(1)
+        value = (mu.gather(1, k)[:, 0].double()
+                 + log_sigma.gather(1, k)[:, 0].double().exp() * z[:, d])
+        x[:, d] = value.to(x.dtype)
+        a = a + x[:, d:d + 1] * W[:, d]
+    return x
+
+
+def rnade_sample(u, z, W, c, V, b, log_scale_min, log_scale_max):
+    """Sample RNADE vectors, the whole loop in one call (backend in force).
+
+    u: (n, D) float64 uniforms choosing the component; z: (n, D) float64 standard normals
+    W: (Hd, D), c: (Hd,), V: (D, 3K, Hd), b: (D, 3K)   [logit_pi | mu | log_sigma] blocks
+    log_scale_min, log_scale_max: floats, the clamp of log_sigma
+    Returns (n, D) of W's dtype.
+    """
+    op = "rnade_sample"
+    D = _check_params(op, W, c, V, b)
+    if V.shape[1] % 3:
+        raise ValueError(f"{op}: V must have 3K outputs per dimension, got {V.shape[1]}")
+    n = u.shape[0] if u.dim() == 2 else -1
+    _check_noise(op, "u", u, n, D)
+    _check_noise(op, "z", z, n, D)
+    if resolve_sampling(op, u.device) == "reference":
+        return rnade_sample_ref(u, z, W, c, V, b, log_scale_min, log_scale_max)
+    return torch.ops.pixelar.rnade_sample(u.contiguous(), z.contiguous(),
+                                          *(t.contiguous() for t in (W, c, V, b)),
+                                          float(log_scale_min), float(log_scale_max))
+
+
+def _register():
+    if not extension_loaded():
+        return
+    if hasattr(torch.ops.pixelar, "nade_sample"):
+        @torch.library.register_fake("pixelar::nade_sample")
+        def _fake_nade(u, cond, W, c, V, b):
+            torch._check(u.dim() == 2, lambda: "nade_sample: u must be (n, D)")
+            return u.new_empty(u.shape, dtype=torch.int64)
+
+    if hasattr(torch.ops.pixelar, "rnade_sample"):
+        @torch.library.register_fake("pixelar::rnade_sample")
+        def _fake_rnade(u, z, W, c, V, b, log_scale_min, log_scale_max):
+            torch._check(u.dim() == 2, lambda: "rnade_sample: u must be (n, D)")
+            return W.new_empty(u.shape)
+
+
+_register()

@@ -1,0 +1,186 @@
+"""pixelar.ops.nade_forward: reference vs the direct O(D^2 H) formula, C++ kernel vs
+reference (forward and all five gradients, odd shapes, non-contiguous inputs, fp32/fp64),
+gradcheck, opcheck, bad inputs, torch.compile."""
+import pytest
+import torch
+
+import pixelar
+from pixelar._extension import has_kernel
+from pixelar.ops import nade_forward, nade_forward_ref
+
+from conftest import TOL, report_diff
+
+OP = torch.ops.pixelar.nade_forward if has_kernel("nade_forward", "CPU") else None
+BACKWARD = torch.ops.pixelar.nade_forward_backward if OP is not None else None
+needs_cpp = pytest.mark.skipif(OP is None, reason="pixelar._C has no CPU nade_forward")
+
+# (B, D, Hd, O): batch 1, odd sizes, several batch blocks (B > 8), several hidden chunks
+# (Hd > 128), several checkpoint segments (D > 32), RNADE-like O > 1.
+SHAPES = [(1, 7, 5, 1), (3, 10, 3, 4), (20, 45, 30, 1), (9, 70, 300, 1), (11, 33, 130, 6)]
+
+
+def sample_inputs(B, D, Hd, O, dtype=torch.float64, binary=True, requires_grad=False):
+    x = torch.randint(0, 2, (B, D)).to(dtype) if binary else torch.randn(B, D, dtype=dtype)
+    tensors = [x, torch.randn(Hd, D, dtype=dtype) / D ** 0.5, torch.randn(Hd, dtype=dtype),
+               torch.randn(D, O, Hd, dtype=dtype) / Hd ** 0.5, torch.randn(D, O, dtype=dtype)]
+    return [t.requires_grad_(requires_grad) for t in tensors]
+
+
+def direct_formula(x, W, c, V, b):
+    """a_d = c + W[:, :d] x[:, :d], out_d = V[d] sigmoid(a_d) + b[d]: O(D^2 H), no recurrence."""
+    B, D = x.shape
+    out = x.new_empty(B, D, V.shape[1])
+    for d in range(D):
+        a = c + x[:, :d] @ W[:, :d].T
+        out[:, d] = torch.sigmoid(a) @ V[d].T + b[d]
+    return out
+
+
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("shape", SHAPES[:3])
+def test_reference_matches_direct_formula(shape, binary):
+    inputs = sample_inputs(*shape, binary=binary)
+    out = nade_forward_ref(*inputs)
+    expected = direct_formula(*inputs)
+    report_diff("out", out, expected)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def _compare(inputs, dtype, raw_op):
+    inputs = [t.detach().requires_grad_() for t in inputs]
+    if raw_op:
+        out = OP(*inputs)
+    else:
+        with pixelar.ops.backend("cpp"):
+            out = nade_forward(*inputs)
+    inputs64 = [t.detach().double().requires_grad_() for t in inputs]
+    ref = nade_forward_ref(*inputs64)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad((out * g.to(dtype)).sum(), inputs)
+    grads_ref = torch.autograd.grad((ref * g).sum(), inputs64)
+    names = ["grad_x", "grad_W", "grad_c", "grad_V", "grad_b"]
+    for name, o, r in [("out", out, ref)] + list(zip(names, grads, grads_ref)):
+        report_diff(name, o, r)
+        assert o.dtype == dtype
+        torch.testing.assert_close(o.double(), r, **TOL[dtype])
+
+
+@needs_cpp
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cpp_matches_reference(shape, dtype, binary):
+    _compare(sample_inputs(*shape, dtype=dtype, binary=binary), dtype, raw_op=False)
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpp_non_contiguous_inputs(dtype):
+    B, D, Hd, O = 5, 12, 9, 2
+    x = torch.randint(0, 2, (D, B)).to(dtype).T                     # transposed
+    W = (torch.randn(D, Hd, dtype=dtype) / 4).T                     # W^T stored
+    c = torch.randn(2 * Hd, dtype=dtype)[::2]                       # strided
+    V = (torch.randn(Hd, O, D, dtype=dtype) / 3).permute(2, 1, 0)   # permuted
+    b = torch.randn(O, D, dtype=dtype).T
+    inputs = [x, W, c, V, b]
+    assert not any(t.is_contiguous() for t in inputs)
+    _compare(inputs, dtype, raw_op=True)
+    _compare(inputs, dtype, raw_op=False)
+
+
+@needs_cpp
+def test_zero_inputs_with_non_finite_weights_follow_the_reference():
+    # x_d = 0 leaves a unchanged only when W[:, d] is finite: 0 * inf is NaN.
+    x, W, c, V, b = sample_inputs(3, 9, 6, 1)
+    x[:, 4] = 0
+    W[2, 4] = float("inf")
+    out = OP(x, W, c, V, b)
+    ref = nade_forward_ref(x, W, c, V, b)
+    torch.testing.assert_close(out, ref, equal_nan=True)
+    assert out[:, 5:].isnan().all() and not out[:, :5].isnan().any()
+
+
+@needs_cpp
+def test_one_and_two_threads_agree():
+    inputs = sample_inputs(20, 40, 50, 2, dtype=torch.float32)
+    out = OP(*inputs)
+    g = torch.randn_like(out)
+    grads = BACKWARD(g, *inputs)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        out1 = OP(*inputs)
+        grads1 = BACKWARD(g, *inputs)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(out, out1)  # forward partial sums are combined in a fixed order
+    for a, b in zip(grads, grads1):  # backward may split the batch by thread count
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@needs_cpp
+def test_gradcheck_fp64():
+    inputs = sample_inputs(3, 6, 4, 2, binary=False, requires_grad=True)
+    with pixelar.ops.backend("cpp"):
+        assert torch.autograd.gradcheck(nade_forward, tuple(inputs))
+
+
+@needs_cpp
+def test_opcheck():
+    inputs = sample_inputs(3, 6, 4, 2, requires_grad=True)
+    torch.library.opcheck(OP, tuple(inputs))
+    inputs = sample_inputs(2, 5, 3, 1)
+    out = OP(*inputs)
+    torch.library.opcheck(BACKWARD, (torch.randn_like(out), *inputs))
+
+
+def test_wrapper_rejects_bad_inputs():
+    x, W, c, V, b = sample_inputs(3, 6, 4, 2)
+    with pytest.raises(ValueError, match="x"):
+        nade_forward(x[0], W, c, V, b)
+    with pytest.raises(ValueError, match="W must have shape"):
+        nade_forward(x, W[:, :5], c, V, b)
+    with pytest.raises(ValueError, match="V must have shape"):
+        nade_forward(x, W, c, V[:, :, :3], b)
+    with pytest.raises(ValueError, match="floating-point"):
+        nade_forward(x.long(), W, c, V, b)
+    with pytest.raises(ValueError, match="dtype"):
+        nade_forward(x, W.float(), c, V, b)
+
+
+@needs_cpp
+def test_raw_op_rejects_bad_inputs():
+    x, W, c, V, b = sample_inputs(3, 6, 4, 2)
+    bad = [
+        ((x[0], W, c, V, b), "x must be a 2-D"),
+        ((x, W[:, :5], c, V, b), "W must have shape"),
+        ((x, W, c[:3], V, b), "c must have shape"),
+        ((x, W, c, V[:, :, :3], b), "V must have shape"),
+        ((x, W, c, V, b[:, :1]), "b must have shape"),
+        ((x.long(), W, c, V, b), "float32 or float64"),
+        ((x, W.float(), c, V, b), "W must have the dtype"),
+    ]
+    for args, message in bad:
+        with pytest.raises(RuntimeError, match=message):
+            OP(*args)
+    out = OP(x, W, c, V, b)
+    with pytest.raises(RuntimeError, match="grad_out must have shape"):
+        BACKWARD(out[:, :5], x, W, c, V, b)
+
+
+@needs_cpp
+def test_torch_compile_fullgraph():
+    inputs = sample_inputs(4, 8, 6, 1, dtype=torch.float32, requires_grad=True)
+
+    def f(x, W, c, V, b):
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            OP(x, W, c, V, b).squeeze(-1), x)
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    loss = compiled(*inputs)
+    grads = torch.autograd.grad(loss, inputs[1:])
+    loss_ref = f(*inputs)
+    grads_ref = torch.autograd.grad(loss_ref, inputs[1:])
+    torch.testing.assert_close(loss, loss_ref)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref)

@@ -1,0 +1,126 @@
+"""The sampling ops (pixel_network_sample_step, nade_sample, rnade_sample) against their
+PyTorch references, from arbitrary states and over ranges that start mid-row and cross row
+ends; input checks; schema / fake-kernel checks (torch.library.opcheck)."""
+import pytest
+import torch
+
+import pixelar
+from conftest import cpp_built, report_diff
+from model_zoo import make_model
+from pixelar.sampling import pack_pixel_network
+
+pytestmark = pytest.mark.skipif(not cpp_built(), reason="pixelar._C is not built")
+
+MODELS = ["pixelcnn", "pixelrnn_row", "pixelrnn_diagonal"]
+
+
+def step_inputs(name, image_shape, levels, dtype, seed=0, batch=3):
+    """A packed model, a random state, a partially generated image, uniforms, condition."""
+    model = make_model(name, image_shape, levels).to(dtype)
+    layer, weights = pack_pixel_network(model)
+    g = torch.Generator().manual_seed(seed)
+    state = [torch.randn(s.shape, generator=g, dtype=dtype)
+             for s in pixelar.ops.pixel_network_sample_state(layer, weights, batch, image_shape)]
+    x = torch.randint(0, levels, (batch, *image_shape), generator=g)
+    u = torch.rand(x.shape, generator=g, dtype=torch.float64)
+    cond = torch.randint(0, levels, x.shape, generator=g)
+    cond[torch.rand(x.shape, generator=g) < 0.7] = -1
+    return layer, weights, state, x, u, cond
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("image_shape,levels", [((1, 3, 5), 2), ((3, 3, 4), 4)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("start,stop", [(0, 1), (3, 4), (4, 5), (6, 12)])
+def test_step_op_matches_reference_step(name, image_shape, levels, dtype, start, stop):
+    layer, weights, state, x, u, cond = step_inputs(name, image_shape, levels, dtype)
+    x_ref, state_ref = x.clone(), [s.clone() for s in state]
+    pixelar.ops.pixel_network_sample_step(x, state, u, cond, weights, layer, levels,
+                                          start, stop)
+    pixelar.ops.pixel_network_sample_step_ref(x_ref, state_ref, u, cond, weights, layer,
+                                              levels, start, stop)
+    assert torch.equal(x, x_ref)
+    tol = (dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64
+           else dict(rtol=1e-4, atol=1e-5))
+    for i, (s, s_ref) in enumerate(zip(state, state_ref)):
+        report_diff(f"{name} state[{i}]", s, s_ref)
+        torch.testing.assert_close(s, s_ref, **tol)
+
+
+def test_step_op_writes_only_its_pixels():
+    layer, weights, state, x, u, _ = step_inputs("pixelrnn_row", (1, 3, 5), 2, torch.float64)
+    x[:] = 7  # an out-of-range marker: the step must overwrite exactly pixels 5..9
+    pixelar.ops.pixel_network_sample_step(x, state, u, None, weights, layer, 2, 5, 10)
+    flat = x.flatten(2)
+    assert (flat[:, :, 5:10] < 2).all()
+    assert (flat[:, :, :5] == 7).all() and (flat[:, :, 10:] == 7).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_nade_sample_matches_reference(dtype):
+    g = torch.Generator().manual_seed(0)
+    n, D, Hd = 11, 13, 9  # n not a multiple of the kernel's tile of 8
+    W, c = (torch.randn(Hd, D, generator=g, dtype=dtype),
+            torch.randn(Hd, generator=g, dtype=dtype))
+    V, b = (torch.randn(D, 1, Hd, generator=g, dtype=dtype),
+            torch.randn(D, 1, generator=g, dtype=dtype))
+    u = torch.rand(n, D, generator=g, dtype=torch.float64)
+    cond = torch.randint(0, 2, (n, D), generator=g)
+    cond[torch.rand(n, D, generator=g) < 0.7] = -1
+    for cnd in (None, cond):
+        out = pixelar.ops.nade_sample(u, cnd, W, c, V, b)
+        ref = pixelar.ops.nade_sample_ref(u, cnd, W, c, V, b)
+        assert out.dtype == torch.int64 and torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_rnade_sample_matches_reference(dtype):
+    g = torch.Generator().manual_seed(0)
+    n, D, Hd, K = 10, 6, 7, 3
+    W, c = (torch.randn(Hd, D, generator=g, dtype=dtype),
+            torch.randn(Hd, generator=g, dtype=dtype))
+    V, b = (torch.randn(D, 3 * K, Hd, generator=g, dtype=dtype),
+            torch.randn(D, 3 * K, generator=g, dtype=dtype))
+    u = torch.rand(n, D, generator=g, dtype=torch.float64)
+    z = torch.randn(n, D, generator=g, dtype=torch.float64)
+    out = pixelar.ops.rnade_sample(u, z, W, c, V, b, -7.0, 7.0)
+    ref = pixelar.ops.rnade_sample_ref(u, z, W, c, V, b, -7.0, 7.0)
+    report_diff("rnade_sample", out, ref)
+    tol = (dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64
+           else dict(rtol=1e-4, atol=1e-4))
+    torch.testing.assert_close(out, ref, **tol)
+
+
+def test_bad_inputs_raise_value_error():
+    layer, weights, state, x, u, cond = step_inputs("pixelcnn", (1, 3, 5), 2, torch.float64)
+    step = pixelar.ops.pixel_network_sample_step
+    with pytest.raises(ValueError, match="layer"):
+        step(x, state, u, None, weights, "lstm", 2, 0, 1)
+    with pytest.raises(ValueError, match="u must be float64"):
+        step(x, state, u.float(), None, weights, layer, 2, 0, 1)
+    with pytest.raises(ValueError, match="stop"):
+        step(x, state, u, None, weights, layer, 2, 0, 16)
+    with pytest.raises(ValueError, match=r"state\[0\]"):
+        step(x, [state[0][:, :, :1]], u, None, weights, layer, 2, 0, 1)
+    with pytest.raises(ValueError, match="cond"):
+        step(x, state, u, cond.float(), weights, layer, 2, 0, 1)
+    W = torch.zeros(4, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="V"):
+        pixelar.ops.nade_sample(torch.rand(2, 5, dtype=torch.float64), None, W, W[:, 0],
+                                torch.zeros(5, 2, 4, dtype=torch.float64),
+                                torch.zeros(5, 2, dtype=torch.float64))
+
+
+def test_opcheck():
+    layer, weights, state, x, u, cond = step_inputs("pixelrnn_diagonal", (1, 2, 3), 2,
+                                                    torch.float64)
+    torch.library.opcheck(torch.ops.pixelar.pixel_network_sample_step,
+                          (x, state, u, cond, weights, layer, 2, 0, 6))
+    g = torch.Generator().manual_seed(0)
+    W, c = torch.randn(4, 5, generator=g), torch.randn(4, generator=g)
+    V, b = torch.randn(5, 1, 4, generator=g), torch.randn(5, 1, generator=g)
+    u = torch.rand(3, 5, generator=g, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.pixelar.nade_sample, (u, None, W, c, V, b))
+    V3, b3 = torch.randn(5, 6, 4, generator=g), torch.randn(5, 6, generator=g)
+    z = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.pixelar.rnade_sample, (u, z, W, c, V3, b3, -7.0, 7.0))
