@@ -306,8 +306,9 @@ def plot(results, path):
     m = results["machine"]
     load = m.get("load_average")
     ax.set_ylabel("seconds per batch (16 images; NADE 64)")
-    ax.set_title(f"pixelar sampling time vs image size (time ~ pixels^b); {m['threads']} "
-                 f"threads" + (f", load average {load[0]:.1f}" if load else ""))
+    threads = f"{m['threads']} thread" + ("s" if m["threads"] != 1 else "")
+    ax.set_title(f"pixelar sampling time vs image size (time ~ pixels^b); {threads}"
+                 + (f", load average {load[0]:.1f}" if load else ""))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
