@@ -40,7 +40,7 @@ import pixelar  # noqa: E402
 from pixelar.ops import (  # noqa: E402
     diagonal_lstm_scan, diagonal_lstm_scan_ref, nade_forward, nade_forward_ref,
     row_lstm_scan, row_lstm_scan_ref)
-from _timing import matmul_rate, median_time  # noqa: E402
+from _timing import interleaved_times, matmul_rate  # noqa: E402
 
 PAPER = dict(
     diagonal=dict(B=16, H=16, R=28, W=28),
@@ -113,9 +113,9 @@ class Bench:
         self.args = args
         self.rows = []
 
-    def time(self, fn):
-        return median_time(fn, repeats=self.args.repeats, warmup=1,
-                           max_seconds=self.args.max_seconds)
+    def times(self, fns, repeats=None):
+        return interleaved_times(fns, repeats=repeats or self.args.repeats, warmup=1,
+                                 max_seconds=self.args.max_seconds)
 
     def add(self, op, config, mode, variant, seconds, samples, flops=None, rate=None,
             baseline=None):
@@ -160,10 +160,9 @@ def scan_case(bench, name, ref_fn, op_fn, x, w, flops, rate, config):
         h_cpp, _ = cpp(x, w)
     torch.testing.assert_close(h_cpp, h_ref, rtol=1e-3, atol=1e-4)
     for mode, wrap, f in (("fwd", fwd, flops), ("fwd+bwd", fwd_bwd, 3 * flops)):
-        t_ref, s_ref = bench.time(wrap(ref_fn))
-        bench.add(name, config, mode, "reference", t_ref, s_ref, f, rate)
-        t_cpp, s_cpp = bench.time(wrap(cpp))
-        bench.add(name, config, mode, "cpp", t_cpp, s_cpp, f, rate, baseline="reference")
+        res = bench.times({"reference": wrap(ref_fn), "cpp": wrap(cpp)})
+        bench.add(name, config, mode, "reference", *res["reference"], f, rate)
+        bench.add(name, config, mode, "cpp", *res["cpp"], f, rate, baseline="reference")
 
 
 def nade_case(bench, cfg, rate):
@@ -185,6 +184,7 @@ def nade_case(bench, cfg, rate):
     flops = 2 * B * D * Hd * 2  # a update and output product, per dimension
     times = {}
     for mode in ("fwd", "fwd+bwd"):
+        runs = {}
         for name, fn in variants:
             if mode == "fwd":
                 def run(fn=fn):
@@ -196,7 +196,8 @@ def nade_case(bench, cfg, rate):
                 def run(fn=fn, leaves=leaves):
                     loss = F.binary_cross_entropy_with_logits(fn(x, *leaves), x)
                     torch.autograd.grad(loss, leaves)
-            t, s = bench.time(run)
+            runs[name] = run
+        for name, (t, s) in bench.times(runs).items():
             times[mode, name] = t
             bench.add("nade_forward", config, mode, name, t, s,
                       flops if mode == "fwd" else 3 * flops, rate,
@@ -228,6 +229,7 @@ def model_steps(bench, cfg, quick):
          lambda: torch.randint(0, 2, (cfg["nade_batch"], 1, size, size))),
     ]
     for name, make, data in cases:
+        steps = {}
         for backend_name in ("reference", "cpp"):
             torch.manual_seed(0)
             try:
@@ -238,16 +240,18 @@ def model_steps(bench, cfg, quick):
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
             x = data()
 
-            def step():
+            def step(model=model, opt=opt, x=x, backend_name=backend_name):
                 with pixelar.ops.backend(backend_name):
                     loss = -model.log_prob(x).mean()
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
-            t, s = median_time(step, repeats=max(2, bench.args.repeats // 2), warmup=1,
-                               max_seconds=bench.args.max_seconds)
-            bench.add("train step", name, "step", backend_name, t, s,
-                      baseline="reference" if backend_name == "cpp" else None)
+            steps[backend_name] = step
+        if len(steps) < 2:
+            continue
+        res = bench.times(steps, repeats=max(3, bench.args.repeats // 2))
+        bench.add("train step", name, "step", "reference", *res["reference"])
+        bench.add("train step", name, "step", "cpp", *res["cpp"], baseline="reference")
 
 
 def print_table(rows, rate, n):
