@@ -31,6 +31,7 @@ def extension_error() -> str:
             + REBUILD_HINT.format(torch=torch.__version__))
 
 
+@torch.compiler.assume_constant_result
 def has_kernel(op: str, dispatch_key: str) -> bool:
     """True when ``pixelar::<op>`` has a kernel registered for ``dispatch_key`` ('CPU', 'CUDA')."""
     if _LOAD_ERROR is not None:
