@@ -6,7 +6,6 @@ import torch.nn as nn
 
 from .. import ops
 from .base import AutoregressiveModel
-from .draw import draw_bernoulli
 from .raster import from_sequence, to_sequence
 
 
