@@ -31,9 +31,15 @@ def extension_error() -> str:
             + REBUILD_HINT.format(torch=torch.__version__))
 
 
-@torch.compiler.assume_constant_result
+_KERNELS = {}  # (op, dispatch key) -> bool; registrations happen once, at import of _C
+
+
 def has_kernel(op: str, dispatch_key: str) -> bool:
-    """True when ``pixelar::<op>`` has a kernel registered for ``dispatch_key`` ('CPU', 'CUDA')."""
-    if _LOAD_ERROR is not None:
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"pixelar::{op}", dispatch_key)
+    """True when ``pixelar::<op>`` has a kernel registered for ``dispatch_key`` ('CPU', 'CUDA').
+
+    Cached, so that under torch.compile (after one eager call) it is a plain dict lookup."""
+    key = (op, dispatch_key)
+    if key not in _KERNELS:
+        _KERNELS[key] = _LOAD_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(
+            f"pixelar::{op}", dispatch_key)
+    return _KERNELS[key]
