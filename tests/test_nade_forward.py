@@ -88,6 +88,36 @@ def test_cpp_non_contiguous_inputs(dtype):
     _compare(inputs, dtype, raw_op=False)
 
 
+def _walk_case(case):
+    """Inputs that stress the float kernel's hidden walk (csrc/cpu/nade_hidden.h), where
+    e = exp(-a) is updated by products for x_d = 1 and must restart from an exact exp in
+    time: (B, D, Hd) = (3, 70, 37): two checkpoint segments and more, a vector tail."""
+    B, D, Hd = 3, 70, 37
+    x, W, c, V, b = sample_inputs(B, D, Hd, 1)
+    if case == "saturated then back":
+        # a starts at -100 (exp(-a) saturates at the float maximum) and climbs by 6 a step:
+        # products from a saturated e would give h ~ 1 where sigmoid(a) is still ~0.
+        x = torch.ones(B, D, dtype=x.dtype)
+        W = torch.full((Hd, D), 6.0, dtype=x.dtype) + 0.1 * torch.randn(Hd, D, dtype=x.dtype)
+        c = torch.full((Hd,), -100.0, dtype=x.dtype)
+    elif case == "long runs of ones":
+        x = torch.ones(B, D, dtype=x.dtype)
+        x[1, ::9] = 0
+    elif case == "mixed inputs and a large column":
+        x = torch.randint(0, 2, (B, D)).to(x.dtype)
+        x[0, 5] = 0.5
+        x[2, 40] = -1.0
+        W[:, 17] *= 50
+    return [x, W, c, V, b]
+
+
+@needs_cpp
+@pytest.mark.parametrize("case", ["saturated then back", "long runs of ones",
+                                  "mixed inputs and a large column"])
+def test_float_hidden_walk_follows_the_reference(case):
+    _compare([t.float() for t in _walk_case(case)], torch.float32, raw_op=True)
+
+
 @needs_cpp
 def test_zero_inputs_with_non_finite_weights_follow_the_reference():
     # x_d = 0 leaves a unchanged only when W[:, d] is finite: 0 * inf is NaN.

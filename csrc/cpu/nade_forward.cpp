@@ -4,28 +4,31 @@
 //
 // Hidden units never interact except through the sums out_d = sum_h V[d, :, h] h_d[h] and
 // grad_x[b, d] = sum_h W[h, d] S_d[h]. So the work is tiled over (batch block, hidden
-// chunk): a tile keeps its running a (kBatchBlock x kHiddenChunk) in L1 and walks d once,
-// streaming W^T[d, chunk] and V[d, :, chunk]; each hidden chunk writes its partial sums of
-// those two reductions, added up afterwards in a fixed order (results do not depend on the
-// thread count). Every other gradient (W, c, V) is owned by one hidden chunk.
+// chunk): a tile keeps its rows' state (a, e = exp(-a), h: kBatchBlock x kHiddenChunk) in
+// L1 and walks d once, streaming W^T[d, chunk] and V[d, :, chunk]; each hidden chunk writes
+// its partial sums of those two reductions, added up afterwards in a fixed order (results
+// do not depend on the thread count). Every other gradient (W, c, V) is owned by one chunk.
+//
+// The hidden walk (nade_hidden.h): a step with x_d = 0 costs nothing, and a float step with
+// x_d = 1 updates e = exp(-a) by a product instead of an exp per unit. Every kSegment
+// dimensions each row restarts from an exact e = exp(-a), so the backward can replay the
+// forward from checkpoints of a kept every kSegment dimensions: it recomputes exactly the
+// forward's h (same steps, same formulas), without storing the (B, D, Hd) hidden states.
 // Backward: the hidden gradient flows to earlier dimensions, S_d = sum_{d' > d} grad_a_d',
-// so the walk runs d downwards; a_d is recomputed forwards from checkpoints kept every
-// kSegment dimensions (bitwise the forward's values, no subtraction drift).
-// Zero inputs: where x[b, d] == 0 and column d of W is finite, a_{d+1} = a_d exactly, so
-// both walks reuse h_d = sigmoid(a_d) instead of recomputing it (binary images are mostly
-// zeros: this skips most of the sigmoids, the bulk of the work). A non-finite column keeps
-// the reference's 0 * inf = NaN.
+// so per segment (last first) it replays h forwards from the checkpoint, then walks d down.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <tuple>
 #include <vector>
 
 #include "kernel_common.h"
-#include "pixelar/lstm_math.h"
+#include "nade_hidden.h"
+#include "pixelar/simd.h"
 
 namespace pixelar {
 namespace cpu {
@@ -36,104 +39,166 @@ constexpr const char* kOpBwd = "pixelar::nade_forward_backward";
 constexpr int64_t kBatchBlock = 16;
 constexpr int64_t kHiddenChunk = 128;
 constexpr int64_t kSegment = 32;
-using math::SimdMath;
+static_assert(kSegment <= nade::kMaxProducts + 1, "a segment's product chain fits the rule");
+using nade::Step;
 
 struct Dims {
   int64_t B, D, Hd, O;
 };
 
-// Pointers and strides shared by the tile functions.
+// Pointers shared by the tile functions.
 template <typename T>
 struct Args {
-  const T* x;             // (B, D)
-  const T* wt;            // W^T: (D, Hd)
-  const T* c;             // (Hd,)
-  const T* v;             // (D, O, Hd)
-  const uint8_t* finite;  // (D,): column d of W is finite
+  const T* x;          // (B, D)
+  const T* wt;         // W^T: (D, Hd)
+  const T* ew;         // exp(-W^T): (D, Hd), float only
+  const float* wmax;   // (D,): max_k |W[k, d]|, inf for a non-finite column
+  const T* c;          // (Hd,)
+  const T* v;          // (D, O, Hd)
   Dims d;
-  // a_{d+1} == a_d exactly for batch row b.
-  bool unchanged(int64_t b, int64_t dd) const { return x[b * d.D + dd] == T(0) && finite[dd]; }
 };
 
+// The step that brings batch row b to dimension dd (applying column dd - 1): the rule's
+// choice, except at segment starts, where every row restarts from an exact e.
+template <typename T>
+PIXELAR_INLINE Step step_to(const Args<T>& A, nade::Row<T>& rule, int64_t b, int64_t dd) {
+  if (dd == 0) return rule.restart();
+  const T xp = A.x[b * A.d.D + dd - 1];
+  const float wmax = A.wmax[dd - 1];
+  if (dd % kSegment == 0) {
+    const bool keep = xp == T(0) && wmax < INFINITY;
+    rule.restart();
+    return keep ? Step::kRestart : Step::kExact;
+  }
+  return rule.next(xp, wmax);
+}
+
 // Forward of one tile: batch rows [b0, b0 + nb), hidden units [h0, h0 + nh). Writes the
-// chunk's partial outputs part[b][d][o] = sum_{h in chunk} V[d, o, h] sigmoid(a_d[b, h]).
-// a, s: nb * nh scratch each (running a_d and h_d = sigmoid(a_d) per batch row).
+// chunk's partial outputs part[b][d][o] = sum_{h in chunk} V[d, o, h] h_d[b, h].
+// scratch: 3 * nb * nh (a, e, h of each row).
 template <typename T>
 PIXELAR_SIMD_CLONES void forward_tile(Args<T> A, int64_t b0, int64_t nb, int64_t h0, int64_t nh,
-                                      T* part, T* a, T* s) {
-  const int64_t D = A.d.D, Hd = A.d.Hd, O = A.d.O;
+                                      T* part, T* scratch) {
+  const int64_t D = A.d.D, Hd = A.d.Hd, O = A.d.O, tile = nb * nh;
+  T *a = scratch, *e = a + tile, *h = e + tile;
+  nade::Row<T> rows[kBatchBlock];
   for (int64_t i = 0; i < nb; ++i) std::copy(A.c + h0, A.c + h0 + nh, a + i * nh);
   for (int64_t dd = 0; dd < D; ++dd) {
-    const T* __restrict wd = A.wt + dd * Hd + h0;
-    const T* __restrict vd = A.v + dd * O * Hd + h0;
+    const T* wp = dd > 0 ? A.wt + (dd - 1) * Hd + h0 : nullptr;  // column dd - 1
+    const T* ewp = dd > 0 && A.ew ? A.ew + (dd - 1) * Hd + h0 : nullptr;
+    const T* vd = A.v + dd * O * Hd + h0;
     for (int64_t i = 0; i < nb; ++i) {
-      T* __restrict ai = a + i * nh;
-      T* __restrict si = s + i * nh;
       const int64_t b = b0 + i;
-      T* out = part + (b * D + dd) * O;
-      const bool fresh = dd == 0 || !A.unchanged(b, dd - 1);  // else h_d = h_{d-1}
-      if (O == 1 && fresh) {
-        T acc = 0;
-#pragma omp simd reduction(+ : acc)
-        for (int64_t k = 0; k < nh; ++k) {
-          const T sk = math::sigmoid<T, SimdMath>(ai[k]);
-          si[k] = sk;
-          acc += vd[k] * sk;
+      const Step s = step_to(A, rows[i], b, dd);
+      const T xp = dd > 0 ? A.x[b * D + dd - 1] : T(0);
+      nade::step<T>(s, rows[i], a + i * nh, e + i * nh, h + i * nh, wp, ewp, xp, nh);
+    }
+    // The outputs, kRows rows at a time (V[d] loaded once for them).
+    constexpr int kRows = 8;
+    const T* hr[kRows];
+    T sums[kRows];
+    for (int64_t o = 0; o < O; ++o) {
+      for (int64_t i0 = 0; i0 < nb; i0 += kRows) {
+        const int nr = static_cast<int>(std::min<int64_t>(kRows, nb - i0));
+        for (int r = 0; r < nr; ++r) hr[r] = h + (i0 + r) * nh;
+        if (nr == kRows) {
+          simd::dot_rows<kRows>(vd + o * Hd, hr, nh, sums);
+        } else {
+          for (int r = 0; r < nr; ++r) sums[r] = simd::dot(vd + o * Hd, hr[r], nh);
         }
-        out[0] = acc;
-      } else {
-        if (fresh) {
-          for (int64_t k = 0; k < nh; ++k) si[k] = math::sigmoid<T, SimdMath>(ai[k]);
-        }
-        for (int64_t o = 0; o < O; ++o) {
-          const T* __restrict vo = vd + o * Hd;
-          T acc = 0;
-#pragma omp simd reduction(+ : acc)
-          for (int64_t k = 0; k < nh; ++k) acc += vo[k] * si[k];
-          out[o] = acc;
-        }
-      }
-      if (!A.unchanged(b, dd)) {
-        const T xd = A.x[b * D + dd];
-        for (int64_t k = 0; k < nh; ++k) ai[k] += xd * wd[k];
+        for (int r = 0; r < nr; ++r) part[((b0 + i0 + r) * D + dd) * O + o] = sums[r];
       }
     }
   }
 }
 
-// One step d of the backward walk for one batch row, O = 1, fused in one pass over the
-// chunk: returns sum_k W^T[d, k] S_d[k] (the chunk's part of grad_x[b, d]); adds
-// x_d S_d to grad_W^T[d] (kGradW), g0 h_d to grad_V[d]; S += grad_a_d. h_d: sigmoid(a_d)
-// into sv (kFresh) or the h_{d+1} already in sv.
-template <typename T, bool kFresh, bool kGradW>
-PIXELAR_INLINE T step_o1(const T* __restrict ai, T* __restrict sv, T* __restrict Si,
-                         const T* __restrict wd, T* __restrict gwd, const T* __restrict vd,
-                         T* __restrict gvd, T g0, T xd, int64_t nh) {
-  T acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t k = 0; k < nh; ++k) {
-    const T s_old = Si[k];  // S_d excludes dimension d itself
-    acc += wd[k] * s_old;
-    if (kGradW) gwd[k] += xd * s_old;
-    T sk;
-    if (kFresh) {
-      sk = math::sigmoid<T, SimdMath>(ai[k]);
-      sv[k] = sk;
-    } else {
-      sk = sv[k];
+// One step d of the backward walk for R batch rows at once, O = 1, in one pass over the
+// chunk (W^T[d], V[d] and their gradients loaded once for the R rows): for each row r,
+// out[r] = sum_k W^T[d, k] S_d[k] (the chunk's part of grad_x[b, d]); adds x_d S_d to
+// grad_W^T[d] (kGradW; else every x_d of the group is 0 and S finite), g0 h_d to
+// grad_V[d]; S += grad_a_d = g0 V[d] h_d (1 - h_d). S_d excludes dimension d itself: it
+// is read before the update.
+template <int R, bool kGradW, typename T>
+PIXELAR_INLINE void backward_rows_o1(const T* const* hd, T* const* S, const T* g0, const T* xd,
+                                     const T* __restrict wd, T* __restrict gwd,
+                                     const T* __restrict vd, T* __restrict gvd, int64_t n,
+                                     T* out) {
+  using V = typename simd::Vec<T>::type;
+  constexpr int L = simd::Vec<T>::lanes;
+  V acc[R] = {};
+  int64_t k = 0;
+  for (; k + L <= n; k += L) {
+    const V w = simd::load<V>(wd + k), v = simd::load<V>(vd + k);
+    V gw = kGradW ? simd::load<V>(gwd + k) : V{};
+    V gv = simd::load<V>(gvd + k);
+    for (int r = 0; r < R; ++r) {
+      const V s_old = simd::load<V>(S[r] + k), h = simd::load<V>(hd[r] + k);
+      acc[r] += w * s_old;
+      if (kGradW) gw += xd[r] * s_old;
+      gv += g0[r] * h;
+      simd::store(S[r] + k, s_old + g0[r] * v * h * (T(1) - h));
     }
-    gvd[k] += g0 * sk;
-    Si[k] = s_old + g0 * vd[k] * sk * (T(1) - sk);
+    if (kGradW) simd::store(gwd + k, gw);
+    simd::store(gvd + k, gv);
   }
-  return acc;
+  if constexpr (R == 1) {
+    out[0] = simd::reduce_add(acc[0]);
+  } else {
+    simd::reduce_add_rows<R>(acc, out);
+  }
+  for (; k < n; ++k) {
+    for (int r = 0; r < R; ++r) {
+      const T s_old = S[r][k], h = hd[r][k];
+      out[r] += wd[k] * s_old;
+      if (kGradW) gwd[k] += xd[r] * s_old;
+      gvd[k] += g0[r] * h;
+      S[r][k] = s_old + g0[r] * vd[k] * h * (T(1) - h);
+    }
+  }
+}
+
+// backward_rows_o1 for the rows i0 .. i0 + R - 1 of a tile.
+template <int R, typename T>
+PIXELAR_INLINE void backward_group_o1(const T* const* hd, T* const* S, const T* g0, const T* xd,
+                                      bool grads_finite, const T* wd, T* gwd, const T* vd,
+                                      T* gvd, int64_t n, T* out) {
+  bool grad_w = !grads_finite;  // x_d = 0 adds 0 * S_d to grad_W: skipped when S is finite
+  for (int r = 0; r < R; ++r) grad_w = grad_w || xd[r] != T(0);
+  if (grad_w) {
+    backward_rows_o1<R, true>(hd, S, g0, xd, wd, gwd, vd, gvd, n, out);
+  } else {
+    backward_rows_o1<R, false>(hd, S, g0, xd, wd, gwd, vd, gvd, n, out);
+  }
+}
+
+// The same for any O: gh = sum_o g_o V[d, o], grad_V[d, o] += g_o h_d, S += gh h_d (1 - h_d).
+template <typename T>
+PIXELAR_INLINE T backward_step(const T* __restrict hd, T* __restrict S, const T* __restrict wd,
+                               T* __restrict gwd, const T* __restrict vd, T* __restrict gvd,
+                               const T* go, int64_t O, int64_t Hd, T xd, T* __restrict gh,
+                               int64_t n) {
+  const T total = simd::dot(wd, S, n);
+  for (int64_t k = 0; k < n; ++k) gwd[k] += xd * S[k];
+  std::fill(gh, gh + n, T(0));
+  for (int64_t o = 0; o < O; ++o) {
+    const T go_o = go[o];
+    const T* __restrict vo = vd + o * Hd;
+    T* __restrict gvo = gvd + o * Hd;
+    for (int64_t k = 0; k < n; ++k) {
+      gh[k] += go_o * vo[k];
+      gvo[k] += go_o * hd[k];
+    }
+  }
+  for (int64_t k = 0; k < n; ++k) S[k] += gh[k] * hd[k] * (T(1) - hd[k]);
+  return total;
 }
 
 // Backward of one tile (see forward_tile). g: grad_out (B, D, O). Accumulates into the
 // chunk's columns of gwt (D, Hd) (grad of W^T), gv (D, O, Hd), gc (Hd), and writes the
 // chunk's partial gx[b][d] = sum_{h in chunk} W[h, d] S_d[b, h].
-// Scratch: ckpt (ceil(D / kSegment) * nb * nh), seg (kSegment * nb * nh), S and s
-// (nb * nh each; s holds h_{d+1} of each batch row, reused when a_d = a_{d+1}), run
-// (nb * nh), gh (nh).
+// Scratch (backward_scratch): ckpt (ceil(D / kSegment) tiles: a at each segment start),
+// hseg (kSegment tiles: the h the forward computed at each step of a segment, where it
+// computed one), S, a, e (a tile each), gh (nh).
 template <typename T>
 PIXELAR_SIMD_CLONES void backward_tile(Args<T> A, const T* g, bool grads_finite, int64_t b0,
                                        int64_t nb, int64_t h0, int64_t nh, T* gwt, T* gv,
@@ -141,94 +206,85 @@ PIXELAR_SIMD_CLONES void backward_tile(Args<T> A, const T* g, bool grads_finite,
   const int64_t D = A.d.D, Hd = A.d.Hd, O = A.d.O, tile = nb * nh;
   const int64_t nseg = ceil_div(D, kSegment);
   T* ckpt = scratch;
-  T* seg = ckpt + nseg * tile;
-  T* S = seg + kSegment * tile;
-  T* s = S + tile;
-  T* run = s + tile;
-  T* gh = run + tile;
-  // Checkpoints: a at d = 0, kSegment, 2 kSegment, ...
-  T* a = run;
+  T* hseg = ckpt + nseg * tile;
+  T* S = hseg + kSegment * tile;
+  T* a = S + tile;
+  T* e = a + tile;
+  T* gh = e + tile;
+  // Checkpoints: a at d = 0, kSegment, 2 kSegment, ... (the forward's a: same updates).
   for (int64_t i = 0; i < nb; ++i) std::copy(A.c + h0, A.c + h0 + nh, a + i * nh);
   for (int64_t dd = 0; dd < D; ++dd) {
     if (dd % kSegment == 0) std::copy(a, a + tile, ckpt + (dd / kSegment) * tile);
+    if (dd + 1 == D) break;
     const T* __restrict wd = A.wt + dd * Hd + h0;
     for (int64_t i = 0; i < nb; ++i) {
-      if (A.unchanged(b0 + i, dd)) continue;
-      T* __restrict ai = a + i * nh;
       const T xd = A.x[(b0 + i) * D + dd];
+      if (xd == T(0) && A.wmax[dd] < INFINITY) continue;
+      T* __restrict ai = a + i * nh;
       for (int64_t k = 0; k < nh; ++k) ai[k] += xd * wd[k];
     }
   }
   std::fill(S, S + tile, T(0));
+  uint8_t src[kSegment][kBatchBlock];  // src[t][i]: the hseg step holding h at step t of row i
   for (int64_t sg = nseg - 1; sg >= 0; --sg) {
     const int64_t d_begin = sg * kSegment, d_end = std::min(D, d_begin + kSegment);
-    // seg[t] = a at d_begin + t, recomputed exactly as the forward did, for the (t, row)
-    // where the walk below needs it: where h_d is not h_{d+1}.
-    std::copy(ckpt + sg * tile, ckpt + (sg + 1) * tile, run);
+    // Replay the forward over the segment from its checkpoint (the rules restart there).
+    std::copy(ckpt + sg * tile, ckpt + (sg + 1) * tile, a);
+    nade::Row<T> rows[kBatchBlock];
     for (int64_t dd = d_begin; dd < d_end; ++dd) {
-      const T* __restrict wd = A.wt + dd * Hd + h0;
+      const int64_t t = dd - d_begin;
+      const T* wp = dd > 0 ? A.wt + (dd - 1) * Hd + h0 : nullptr;
+      const T* ewp = dd > 0 && A.ew ? A.ew + (dd - 1) * Hd + h0 : nullptr;
       for (int64_t i = 0; i < nb; ++i) {
-        T* __restrict ai = run + i * nh;
-        if (dd == D - 1 || !A.unchanged(b0 + i, dd)) {
-          std::copy(ai, ai + nh, seg + (dd - d_begin) * tile + i * nh);
+        const int64_t b = b0 + i;
+        // At the segment start the checkpoint already holds a_d: restart, no update.
+        const Step s = t == 0 ? rows[i].restart() : step_to(A, rows[i], b, dd);
+        if (s == Step::kKeep) {
+          src[t][i] = src[t - 1][i];
+          continue;
         }
-        if (dd + 1 < d_end && !A.unchanged(b0 + i, dd)) {
-          const T xd = A.x[(b0 + i) * D + dd];
-          for (int64_t k = 0; k < nh; ++k) ai[k] += xd * wd[k];
-        }
+        const T xp = dd > 0 ? A.x[b * D + dd - 1] : T(0);
+        nade::step<T>(s, rows[i], a + i * nh, e + i * nh, hseg + t * tile + i * nh, wp, ewp, xp,
+                      nh);
+        src[t][i] = static_cast<uint8_t>(t);
       }
     }
     for (int64_t dd = d_end - 1; dd >= d_begin; --dd) {
+      const int64_t t = dd - d_begin;
       const T* __restrict wd = A.wt + dd * Hd + h0;
       const T* __restrict vd = A.v + dd * O * Hd + h0;
       T* __restrict gwd = gwt + dd * Hd + h0;
       T* __restrict gvd = gv + dd * O * Hd + h0;
-      for (int64_t i = 0; i < nb; ++i) {
-        const T* __restrict ai = seg + (dd - d_begin) * tile + i * nh;
-        T* __restrict Si = S + i * nh;
-        T* __restrict sv = s + i * nh;
-        const bool fresh = dd == D - 1 || !A.unchanged(b0 + i, dd);  // else h_d = h_{d+1}
-        const T* go = g + ((b0 + i) * D + dd) * O;
-        const T xd = A.x[(b0 + i) * D + dd];
-        // x_d = 0 adds 0 * S_d to grad_W: skipped when the gradients are all finite.
-        const bool grad_w = !(xd == T(0) && grads_finite);
-        T* out = gx_part + (b0 + i) * D + dd;
-        if (O == 1) {
-          const T g0 = go[0];
-          if (fresh) {
-            *out = grad_w ? step_o1<T, true, true>(ai, sv, Si, wd, gwd, vd, gvd, g0, xd, nh)
-                          : step_o1<T, true, false>(ai, sv, Si, wd, gwd, vd, gvd, g0, xd, nh);
+      if (O == 1) {
+        constexpr int R = 4;
+        const T* hd[R];
+        T* Sr[R];
+        T g0[R], xd[R], out[R];
+        for (int64_t i0 = 0; i0 < nb; i0 += R) {
+          const int nr = static_cast<int>(std::min<int64_t>(R, nb - i0));
+          for (int r = 0; r < nr; ++r) {
+            const int64_t i = i0 + r, b = b0 + i;
+            hd[r] = hseg + src[t][i] * tile + i * nh;
+            Sr[r] = S + i * nh;
+            g0[r] = g[b * D + dd];
+            xd[r] = A.x[b * D + dd];
+          }
+          if (nr == R) {
+            backward_group_o1<R>(hd, Sr, g0, xd, grads_finite, wd, gwd, vd, gvd, nh, out);
           } else {
-            *out = grad_w ? step_o1<T, false, true>(ai, sv, Si, wd, gwd, vd, gvd, g0, xd, nh)
-                          : step_o1<T, false, false>(ai, sv, Si, wd, gwd, vd, gvd, g0, xd, nh);
+            for (int r = 0; r < nr; ++r)
+              backward_group_o1<1>(hd + r, Sr + r, g0 + r, xd + r, grads_finite, wd, gwd, vd,
+                                   gvd, nh, out + r);
           }
-          continue;
+          for (int r = 0; r < nr; ++r) gx_part[(b0 + i0 + r) * D + dd] = out[r];
         }
-        // S_d excludes dimension d itself: use it before adding grad_a_d.
-        T acc = 0;
-#pragma omp simd reduction(+ : acc)
-        for (int64_t k = 0; k < nh; ++k) {
-          acc += wd[k] * Si[k];
-          gwd[k] += xd * Si[k];
-        }
-        *out = acc;
-        if (fresh) {
-          for (int64_t k = 0; k < nh; ++k) sv[k] = math::sigmoid<T, SimdMath>(ai[k]);
-        }
-        {
-          T* __restrict ghv = gh;
-          for (int64_t k = 0; k < nh; ++k) ghv[k] = T(0);
-          for (int64_t o = 0; o < O; ++o) {
-            const T go_o = go[o];
-            const T* __restrict vo = vd + o * Hd;
-            T* __restrict gvo = gvd + o * Hd;
-            for (int64_t k = 0; k < nh; ++k) {
-              ghv[k] += go_o * vo[k];
-              gvo[k] += go_o * sv[k];
-            }
-          }
-          for (int64_t k = 0; k < nh; ++k) Si[k] += ghv[k] * sv[k] * (T(1) - sv[k]);
-        }
+        continue;
+      }
+      for (int64_t i = 0; i < nb; ++i) {
+        const int64_t b = b0 + i;
+        const T* hd = hseg + src[t][i] * tile + i * nh;
+        gx_part[b * D + dd] = backward_step(hd, S + i * nh, wd, gwd, vd, gvd, g + (b * D + dd) * O,
+                                            O, Hd, A.x[b * D + dd], gh, nh);
       }
     }
   }
@@ -238,6 +294,10 @@ PIXELAR_SIMD_CLONES void backward_tile(Args<T> A, const T* g, bool grads_finite,
     const T* __restrict Si = S + i * nh;
     for (int64_t k = 0; k < nh; ++k) gcc[k] += Si[k];
   }
+}
+
+int64_t backward_scratch(int64_t D, int64_t chunk) {
+  return (ceil_div(D, kSegment) + kSegment + 3) * kBatchBlock * chunk + chunk;
 }
 
 Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& W, const at::Tensor& c,
@@ -268,18 +328,6 @@ PIXELAR_SIMD_CLONES bool all_finite(const T* p, int64_t n) {
   return acc == T(0);
 }
 
-// (D,) uint8: row d of W^T (D, Hd) contiguous, i.e. column d of W, has only finite values.
-at::Tensor column_finite(const at::Tensor& wt) {
-  at::Tensor out = at::empty({wt.size(0)}, wt.options().dtype(at::kByte));
-  AT_DISPATCH_FLOATING_TYPES(wt.scalar_type(), "column_finite", [&] {
-    const scalar_t* p = wt.data_ptr<scalar_t>();
-    uint8_t* o = out.data_ptr<uint8_t>();
-    const int64_t Hd = wt.size(1);
-    for (int64_t d = 0; d < wt.size(0); ++d) o[d] = all_finite(p + d * Hd, Hd);
-  });
-  return out;
-}
-
 bool tensor_finite(const at::Tensor& t) {  // t contiguous
   bool ok = true;
   AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "tensor_finite", [&] {
@@ -297,6 +345,14 @@ Tiling tiling(const Dims& d) {
   return Tiling{ceil_div(d.B, kBatchBlock), ceil_div(d.Hd, chunk), chunk};
 }
 
+template <typename T>
+Args<T> args(const at::Tensor& x, const at::Tensor& wt, const nade::Columns& cols,
+             const at::Tensor& c, const at::Tensor& V, const Dims& d) {
+  return Args<T>{x.data_ptr<T>(), wt.data_ptr<T>(),
+                 cols.ew.defined() ? cols.ew.data_ptr<T>() : nullptr, cols.wmax.data_ptr<float>(),
+                 c.data_ptr<T>(), V.data_ptr<T>(), d};
+}
+
 at::Tensor nade_forward_cpu(const at::Tensor& x_in, const at::Tensor& W_in, const at::Tensor& c_in,
                             const at::Tensor& V_in, const at::Tensor& b_in) {
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
@@ -306,21 +362,19 @@ at::Tensor nade_forward_cpu(const at::Tensor& x_in, const at::Tensor& W_in, cons
   if (d.B * d.D * d.O == 0) return at::empty({d.B, d.D, d.O}, x.options());
   if (d.Hd == 0) return b.unsqueeze(0).expand({d.B, d.D, d.O}).contiguous();
   const at::Tensor wt = W_in.t().contiguous();
-  const at::Tensor finite = column_finite(wt);
+  const nade::Columns cols = nade::column_facts(wt);
   const Tiling t = tiling(d);
   at::Tensor part = at::empty({t.n_chunks, d.B, d.D, d.O}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nade_forward_cpu", [&] {
-    Args<scalar_t> A{x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
-                     V.data_ptr<scalar_t>(), finite.data_ptr<uint8_t>(), d};
+    const Args<scalar_t> A = args<scalar_t>(x, wt, cols, c, V, d);
     scalar_t* partp = part.data_ptr<scalar_t>();
     at::parallel_for(0, t.n_bblocks * t.n_chunks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> scratch(2 * kBatchBlock * t.chunk);
+      std::vector<scalar_t> scratch(3 * kBatchBlock * t.chunk);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t bb = task / t.n_chunks, ch = task % t.n_chunks;
         const int64_t b0 = bb * kBatchBlock, nb = std::min(kBatchBlock, d.B - b0);
         const int64_t h0 = ch * t.chunk, nh = std::min(t.chunk, d.Hd - h0);
-        forward_tile<scalar_t>(A, b0, nb, h0, nh, partp + ch * d.B * d.D * d.O,
-                               scratch.data(), scratch.data() + kBatchBlock * t.chunk);
+        forward_tile<scalar_t>(A, b0, nb, h0, nh, partp + ch * d.B * d.D * d.O, scratch.data());
       }
     });
   });
@@ -339,7 +393,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
   const at::Tensor g = grad_out_in.contiguous(), x = x_in.contiguous(), c = c_in.contiguous();
   const at::Tensor V = V_in.contiguous();
   const at::Tensor wt = W_in.t().contiguous();
-  const at::Tensor finite = column_finite(wt);
+  const nade::Columns cols = nade::column_facts(wt);
   const bool grads_finite = tensor_finite(g) && tensor_finite(V);
   const Tiling t = tiling(d);
   // Batch groups: split the batch too when there are fewer hidden chunks than threads; each
@@ -354,17 +408,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
   at::Tensor gx_part = at::zeros({t.n_chunks, d.B, d.D}, opts);
   if (d.B * d.D * d.Hd > 0) {
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nade_forward_backward_cpu", [&] {
-      Args<scalar_t> A{x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(),
-                       c.data_ptr<scalar_t>(), V.data_ptr<scalar_t>(),
-                       finite.data_ptr<uint8_t>(), d};
+      const Args<scalar_t> A = args<scalar_t>(x, wt, cols, c, V, d);
       const scalar_t* gp = g.data_ptr<scalar_t>();
       scalar_t* gwtp = gwt.data_ptr<scalar_t>();
       scalar_t* gvp = gv.data_ptr<scalar_t>();
       scalar_t* gcp = gc.data_ptr<scalar_t>();
       scalar_t* gxp = gx_part.data_ptr<scalar_t>();
-      const int64_t tile = kBatchBlock * t.chunk;
-      const int64_t scratch_size =
-          (ceil_div(d.D, kSegment) + kSegment + 3) * tile + t.chunk;
+      const int64_t scratch_size = backward_scratch(d.D, t.chunk);
       at::parallel_for(0, n_groups * t.n_chunks, 1, [&](int64_t begin, int64_t end) {
         std::vector<scalar_t> scratch(scratch_size);
         for (int64_t task = begin; task < end; ++task) {

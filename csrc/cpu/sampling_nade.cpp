@@ -5,7 +5,7 @@
 // that V[d] and W[:, d] are read from memory once per tile; the threads take tiles from a
 // shared counter. Per image: a (Hd) and h = sigmoid(a) (Hd); dimension d costs one dot
 // product per output, the draw, and, when x_d != 0, a += x_d W[:, d] and h = sigmoid(a)
-// (NADE skips both for x_d = 0: h does not change; see nade_tile for its float update).
+// (NADE skips both for x_d = 0: h does not change; its float update: nade_hidden.h).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -17,9 +17,10 @@
 #include <vector>
 
 #include "kernel_common.h"
+#include "nade_hidden.h"
 #include "pixelar/lstm_math.h"
 #include "pixelar/sampling_math.h"
-#include "pixelar/sampling_simd.h"
+#include "pixelar/simd.h"
 
 namespace pixelar {
 namespace cpu {
@@ -47,34 +48,26 @@ PIXELAR_SIMD_INLINE void tile_dots(const T* v, const T* h, int64_t O, int64_t nb
   }
 }
 
-// Images [b0, b1) (at most kTile), in lockstep over d. Wt: (D, Hd) = W transposed;
-// a, h, e: kTile * Hd scratch. float: the hidden update for x_d = 1 multiplies e = exp(-a)
-// by ew = exp(-Wt) (no exp per unit); every kRefresh such updates of an image, the pending
-// columns are added to a (in order) and e = exp(-a) recomputed, which bounds the relative
-// error of h to ~2 * kRefresh ulp. double: a += x_d W[:, d], h = sigmoid(a) (the math
-// library) at every update.
-constexpr int kRefresh = 8;
-
+// Images [b0, b1) (at most kTile), in lockstep over d. Wt: (D, Hd) = W transposed; ew, wmax:
+// nade::column_facts(Wt); a, h, e: kTile * Hd scratch. The hidden update of each image is
+// nade_hidden.h's walk (float: e = exp(-a) updated by products for x_d = 1).
 template <typename T>
 PIXELAR_SIMD_CLONES void nade_tile(const double* u, const int64_t* cond, const T* Wt,
-                                   const T* ew, const T* c, const T* V, const T* bias,
-                                   int64_t* x, int64_t b0, int64_t b1, int64_t D, int64_t Hd,
-                                   T* a, T* h, T* e) {
-  constexpr bool kProduct = std::is_same<T, float>::value;
+                                   const T* ew, const float* wmax, const T* c, const T* V,
+                                   const T* bias, int64_t* x, int64_t b0, int64_t b1, int64_t D,
+                                   int64_t Hd, T* a, T* h, T* e) {
   const int64_t nb = b1 - b0;
-  int64_t pending[kTile][kRefresh];  // columns d multiplied into e, not yet added to a
-  int npending[kTile] = {};
+  nade::Row<T> rows[kTile];
   for (int64_t s = 0; s < nb; ++s) {
-    for (int64_t j = 0; j < Hd; ++j) a[s * Hd + j] = c[j];
-    if constexpr (kProduct) {
-      simd::hidden_refresh(a + s * Hd, e + s * Hd, h + s * Hd, Hd);
-    } else {
-      for (int64_t j = 0; j < Hd; ++j) h[s * Hd + j] = math::sigmoid<T>(c[j]);
-    }
+    std::copy(c, c + Hd, a + s * Hd);
+    nade::step<nade::Step::kRestart>(rows[s], a + s * Hd, e + s * Hd, h + s * Hd,
+                                     static_cast<const T*>(nullptr),
+                                     static_cast<const T*>(nullptr), T(0), Hd);
   }
   for (int64_t d = 0; d < D; ++d) {
     const T* vd = V + d * Hd;
     const T* wd = Wt + d * Hd;
+    const T* ewd = ew ? ew + d * Hd : nullptr;
     T logits[kTile];
     tile_dots(vd, h, 1, nb, Hd, logits);
     int64_t values[kTile];  // every draw of the tile first: their latencies overlap
@@ -85,34 +78,11 @@ PIXELAR_SIMD_CLONES void nade_tile(const double* u, const int64_t* cond, const T
       x[i] = values[s];
     }
     for (int64_t s = 0; s < nb; ++s) {
-      const int64_t value = values[s];
-      if (value == 0) continue;
-      T* as = a + s * Hd;
-      T* hs = h + s * Hd;
-      if constexpr (kProduct) {
-        if (value == 1 && npending[s] + 1 < kRefresh) {
-          pending[s][npending[s]++] = d;
-          simd::hidden_update_product(e + s * Hd, hs, ew + d * Hd, Hd);
-          continue;
-        }
-        for (int p = 0; p < npending[s]; ++p) {
-          const T* wp = Wt + pending[s][p] * Hd;
-          for (int64_t j = 0; j < Hd; ++j) as[j] += wp[j];
-        }
-        npending[s] = 0;
-        for (int64_t j = 0; j < Hd; ++j) as[j] += static_cast<T>(value) * wd[j];
-        simd::hidden_refresh(as, e + s * Hd, hs, Hd);
-      } else {
-        update_hidden(as, hs, wd, static_cast<T>(value), Hd);
-      }
+      const T xd = static_cast<T>(values[s]);
+      nade::step(rows[s].next(xd, wmax[d]), rows[s], a + s * Hd, e + s * Hd, h + s * Hd, wd,
+                 ewd, xd, Hd);
     }
   }
-}
-
-// ew = exp(-Wt) for the float product update.
-PIXELAR_SIMD_CLONES void neg_exp_rows(const float* Wt, float* ew, int64_t begin, int64_t end,
-                                      int64_t Hd) {
-  simd::neg_exp(Wt + begin * Hd, ew + begin * Hd, (end - begin) * Hd);
 }
 
 template <typename T>
@@ -183,13 +153,7 @@ at::Tensor nade_sample_cpu(const at::Tensor& u_, const std::optional<at::Tensor>
                    b = b_.contiguous(), Wt = W.t().contiguous();
   const at::Tensor cond = cond_.has_value() ? cond_->contiguous() : at::Tensor();
   at::Tensor x = at::empty({n, D}, u.options().dtype(at::kLong));
-  at::Tensor ew;
-  if (W.scalar_type() == at::kFloat) {
-    ew = at::empty_like(Wt);
-    at::parallel_for(0, D, 64, [&](int64_t d0, int64_t d1) {
-      neg_exp_rows(Wt.data_ptr<float>(), ew.data_ptr<float>(), d0, d1, Hd);
-    });
-  }
+  const nade::Columns cols = nade::column_facts(Wt);
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "nade_sample_cpu", [&] {
     const int64_t tiles = (n + kTile - 1) / kTile;
     std::atomic<int64_t> next{0};  // tiles handed out one at a time (balance on a busy machine)
@@ -199,8 +163,9 @@ at::Tensor nade_sample_cpu(const at::Tensor& u_, const std::optional<at::Tensor>
         nade_tile<scalar_t>(u.data_ptr<double>(),
                             cond.defined() ? cond.data_ptr<int64_t>() : nullptr,
                             Wt.data_ptr<scalar_t>(),
-                            ew.defined() ? ew.data_ptr<scalar_t>() : nullptr,
-                            c.data_ptr<scalar_t>(), V.data_ptr<scalar_t>(),
+                            cols.ew.defined() ? cols.ew.data_ptr<scalar_t>() : nullptr,
+                            cols.wmax.data_ptr<float>(), c.data_ptr<scalar_t>(),
+                            V.data_ptr<scalar_t>(),
                             b.data_ptr<scalar_t>(), x.data_ptr<int64_t>(), t * kTile,
                             std::min(n, (t + 1) * kTile), D, Hd, a.data(), h.data(), e.data());
       }

@@ -7,7 +7,7 @@
 // (r, c) is computed from the cached states (rows above, pixels to the left) into per-layer
 // "pending" buffers; after the pixel's last channel they are written to the cache. For the
 // Diagonal BiLSTM, the right-to-left direction of row r runs after the row's last pixel.
-// Dense products and LSTM cells: pixelar/sampling_simd.h; draws: pixelar/sampling_math.h.
+// Dense products and LSTM cells: pixelar/simd.h; draws: pixelar/sampling_math.h.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -21,7 +21,7 @@
 #include "kernel_common.h"
 #include "pixelar/lstm_math.h"
 #include "pixelar/sampling_math.h"
-#include "pixelar/sampling_simd.h"
+#include "pixelar/simd.h"
 
 namespace pixelar {
 namespace cpu {

@@ -15,6 +15,12 @@
 
 #include <cmath>
 
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+// exp_poly / tanh_poly below also take GCC float vectors (pixelar/simd.h); they are always
+// inlined, so no ABI is involved in passing them.
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define PIXELAR_HD __host__ __device__ __forceinline__
 #elif defined(__GNUC__)
@@ -36,11 +42,12 @@ PIXELAR_HD double tanh_(double x) { return tanh(x); }
 // ---- Where exp and tanh come from: a policy type, the last template argument of the
 // functions below (default LibmMath, so existing calls are unchanged).
 //   LibmMath  the C / CUDA math library (expf, tanhf, ...).
-//   SimdMath  float exp and tanh as branch-free polynomial arithmetic, so that a compiler
-//             can vectorize a loop that calls them (a libm call in a loop blocks
-//             vectorization); double uses the math library. The CPU kernels use it.
+//   SimdMath  float exp and tanh as branch-free polynomial arithmetic (exp_poly, tanh_poly),
+//             so that a compiler can vectorize a loop that calls them (a libm call in a loop
+//             blocks vectorization); double uses the math library. The CPU kernels use it.
 //             Accuracy (float, measured against double libm over [-20, 20]): exp within
-//             1.4 ulp, tanh within 1e-7 absolute, sigmoid within 1.5e-7 relative.
+//             1.4 ulp, tanh within 1e-7 absolute, sigmoid within 1.5e-7 relative. NaN in,
+//             NaN out; exp saturates at the ends of the float range (0 < exp(x) <= FLT_MAX).
 struct LibmMath {
   template <typename T>
   PIXELAR_HD static T exp(T x) { return exp_(x); }
@@ -56,37 +63,63 @@ PIXELAR_HD float bits_to_float(int bits) {
 #endif
 }
 
+// 2^n for an integral n in [-127, 127], built from the exponent bits (2^-127 gives 0).
+// F: float here; float vectors specialise it (pixelar/simd.h), so that exp_poly
+// and tanh_poly below are one formula for scalars and vectors.
+template <typename F>
+struct Pow2;
+template <>
+struct Pow2<float> {
+  PIXELAR_HD static float of(float n) { return bits_to_float((static_cast<int>(n) + 127) << 23); }
+};
+
+// Cephes expf: exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln(2) / 2, exp(r) by a
+// degree-7 polynomial. x is clamped to [-87.34, 88.38] (2^n stays a normal float). Written
+// with +, *, comparisons and selects only, so F may be float or a GCC float vector.
+template <typename F>
+PIXELAR_HD F exp_poly(F x) {
+  const F zero{};
+  const F hi = zero + 88.3762626647949f, lo = zero + -87.3365447504f;
+  // Clamps that keep NaN (a comparison with NaN is false).
+  x = x > hi ? hi : x;
+  x = x < lo ? lo : x;
+  // Round to nearest with the 1.5 * 2^23 trick (|x / ln 2| < 2^22; no libm call).
+  const F n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  F r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  F p = zero + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  // n is NaN only where x is, and then so is p: the exponent is taken of a copy with NaN
+  // replaced (no float-to-int conversion of NaN).
+  const F n_low = zero + -127.0f;
+  const F n_finite = n > n_low ? n : n_low;
+  return p * Pow2<F>::of(n_finite);
+}
+
+// tanh(|x|) = (1 - e) / (1 + e) with e = exp(-2|x|); below |x| = 1/16, where that loses
+// relative precision, its Taylor series to x^7 (truncation error < 1e-13 relative).
+template <typename F>
+PIXELAR_HD F tanh_poly(F x) {
+  const F zero{};
+  const F ax = x < zero ? -x : x;
+  const F e = exp_poly(-2.0f * ax);
+  const F big = (1.0f - e) / (1.0f + e);
+  const F x2 = ax * ax;
+  const F small = ax + ax * x2 * (-0.333333333333f + x2 * (0.133333333333f
+                                                           + x2 * -0.053968253968f));
+  const F small_range = zero + 0.0625f;
+  const F t = ax < small_range ? small : big;
+  return x < zero ? -t : t;
+}
+
 struct SimdMath {
-  // Cephes expf: exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln(2) / 2, exp(r) by a
-  // degree-7 polynomial. x is clamped to [-87.34, 88.38] (2^n stays a normal float).
-  PIXELAR_HD static float exp(float x) {
-    x = x < 88.3762626647949f ? x : 88.3762626647949f;
-    x = x > -87.3365447504f ? x : -87.3365447504f;
-    // Round to nearest with the 1.5 * 2^23 trick (|x / ln 2| < 2^22; no libm call).
-    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    return p * bits_to_float((static_cast<int>(n) + 127) << 23);
-  }
-  // tanh(|x|) = (1 - e) / (1 + e) with e = exp(-2|x|); below |x| = 1/16, where that loses
-  // relative precision, its Taylor series to x^7 (truncation error < 1e-13 relative).
-  PIXELAR_HD static float tanh(float x) {
-    const float ax = x < 0.0f ? -x : x;
-    const float e = exp(-2.0f * ax);
-    const float big = (1.0f - e) / (1.0f + e);
-    const float x2 = ax * ax;
-    const float small = ax + ax * x2 * (-0.333333333333f + x2 * (0.133333333333f
-                                                                 + x2 * -0.053968253968f));
-    const float t = ax < 0.0625f ? small : big;
-    return x < 0.0f ? -t : t;
-  }
+  PIXELAR_HD static float exp(float x) { return exp_poly(x); }
+  PIXELAR_HD static float tanh(float x) { return tanh_poly(x); }
   PIXELAR_HD static double exp(double x) { return exp_(x); }
   PIXELAR_HD static double tanh(double x) { return tanh_(x); }
 };

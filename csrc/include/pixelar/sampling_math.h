@@ -27,7 +27,7 @@ namespace pixelar {
 namespace sampling {
 
 // out[g] += sum_k x[k] * w[k * ldw + g] for g < G.
-// (Portable scalar form; the CPU kernels use simd::affine, pixelar/sampling_simd.h.)
+// (Portable scalar form; the CPU kernels use simd::affine, pixelar/simd.h.)
 template <typename T>
 PIXELAR_SAMPLING_HD void affine_acc(T* __restrict__ out, const T* __restrict__ x, int64_t K,
                                     const T* __restrict__ w, int64_t G, int64_t ldw) {

@@ -1,6 +1,6 @@
-// Explicit SIMD (GCC / Clang vector extensions) for the CPU sampling kernels
-// (csrc/cpu/sampling_*.cpp): dense products with the sums held in vector registers, the
-// LSTM cell over a vector of units, and the NADE hidden update.
+// Explicit SIMD (GCC / Clang vector extensions) for the CPU kernels (csrc/cpu): dense
+// products with the sums held in vector registers, dot products, the LSTM cell over a
+// vector of units, and the float exp / sigmoid / tanh on vectors.
 //
 // Vectors are 32 bytes (8 floats, 4 doubles). Inside a function compiled for AVX2 + FMA
 // (PIXELAR_SIMD_CLONES, csrc/cpu/kernel_common.h) each vector operation is one AVX2
@@ -15,12 +15,8 @@
 #include <cstdint>
 #include <cstring>
 
-#include "pixelar/lstm_math.h"
-
-#if defined(__GNUC__) && !defined(__clang__)
-// 32-byte vector arguments of the (always inlined) helpers below: no ABI is involved.
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
+#include "pixelar/lstm_math.h"  // also silences -Wpsabi: 32-byte vector arguments of
+                                 // always-inlined helpers involve no ABI
 
 #if defined(__GNUC__)
 #define PIXELAR_SIMD_INLINE inline __attribute__((always_inline))
@@ -102,6 +98,85 @@ PIXELAR_SIMD_INLINE void affine_block(T* __restrict__ out, const T* __restrict__
   for (int v = 0; v < NV; ++v) store(out + v * L, acc0[v] + acc1[v]);
 }
 
+// Sum of the lanes, pairwise.
+PIXELAR_SIMD_INLINE float reduce_add(v8sf v) {
+  typedef float v4sf __attribute__((vector_size(16)));
+  v4sf lo, hi;
+  std::memcpy(&lo, &v, sizeof(lo));
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+  const v4sf s = lo + hi;
+  return (s[0] + s[2]) + (s[1] + s[3]);
+}
+
+PIXELAR_SIMD_INLINE double reduce_add(v4df v) { return (v[0] + v[2]) + (v[1] + v[3]); }
+
+// sum_k v[k] * h[k] over n values: two chains of vector sums, then the tail.
+template <typename T>
+PIXELAR_SIMD_INLINE T dot(const T* __restrict__ v, const T* __restrict__ h, int64_t n) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::lanes;
+  V acc0{}, acc1{};
+  int64_t k = 0;
+  for (; k + 2 * L <= n; k += 2 * L) {
+    acc0 += load<V>(v + k) * load<V>(h + k);
+    acc1 += load<V>(v + k + L) * load<V>(h + k + L);
+  }
+  if (k + L <= n) {
+    acc0 += load<V>(v + k) * load<V>(h + k);
+    k += L;
+  }
+  T total = reduce_add(acc0 + acc1);
+  for (; k < n; ++k) total += v[k] * h[k];
+  return total;
+}
+
+// out[r] = the lane sum of acc[r], r < R, for R = 4 or 8 float vectors: a transpose-and-add
+// tree of shuffles (no serial chain of scalar adds per vector). Other cases: one by one.
+template <int R>
+PIXELAR_SIMD_INLINE void reduce_add_rows(const v8sf* acc, float* out) {
+  static_assert(R == 4 || R == 8, "R = 4 or 8");
+  const v8si even = {0, 8, 2, 10, 4, 12, 6, 14}, odd = {1, 9, 3, 11, 5, 13, 7, 15};
+  const v8si lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+  // t[i] = [r0 01, r1 01, r0 23, r1 23, r0 45, r1 45, r0 67, r1 67] for rows 2i, 2i + 1
+  v8sf t[R / 2];
+  for (int i = 0; i < R / 2; ++i)
+    t[i] = __builtin_shuffle(acc[2 * i], acc[2 * i + 1], even) +
+           __builtin_shuffle(acc[2 * i], acc[2 * i + 1], odd);
+  // u[j] = [r0 0-3, r1 0-3, r2 0-3, r3 0-3, r0 4-7, r1 4-7, r2 4-7, r3 4-7], rows 4j ..
+  v8sf u[R / 4];
+  for (int j = 0; j < R / 4; ++j)
+    u[j] = __builtin_shuffle(t[2 * j], t[2 * j + 1], lo2) +
+           __builtin_shuffle(t[2 * j], t[2 * j + 1], hi2);
+  if constexpr (R == 8) {
+    const v8si lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
+    store(out, __builtin_shuffle(u[0], u[1], lo4) + __builtin_shuffle(u[0], u[1], hi4));
+  } else {
+    for (int r = 0; r < 4; ++r) out[r] = u[0][r] + u[0][r + 4];
+  }
+}
+
+template <int R>
+PIXELAR_SIMD_INLINE void reduce_add_rows(const v4df* acc, double* out) {
+  for (int r = 0; r < R; ++r) out[r] = reduce_add(acc[r]);
+}
+
+// out[r] = sum_k v[k] * h[r][k] over n values, r < R: v loaded once for the R rows.
+template <int R, typename T>
+PIXELAR_SIMD_INLINE void dot_rows(const T* __restrict__ v, const T* const* h, int64_t n,
+                                  T* out) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::lanes;
+  V acc[R] = {};
+  int64_t k = 0;
+  for (; k + L <= n; k += L) {
+    const V vk = load<V>(v + k);
+    for (int r = 0; r < R; ++r) acc[r] += vk * load<V>(h[r] + k);
+  }
+  reduce_add_rows<R>(acc, out);
+  for (; k < n; ++k)
+    for (int r = 0; r < R; ++r) out[r] += v[k] * h[r][k];
+}
+
 // out[g] += sum_k act(x[k]) * w[k * ldw + g] for g < G: w input-major (K rows of stride
 // ldw), blocks of 4, 2 and 1 vectors, then scalars.
 template <typename T, bool kRelu>
@@ -123,41 +198,28 @@ PIXELAR_SIMD_INLINE void affine(T* __restrict__ out, const T* __restrict__ x, in
   }
 }
 
-// ---- float transcendentals on 8 lanes (the formulas of math::SimdMath)
-PIXELAR_SIMD_INLINE v8sf vexp(v8sf x) {
-  const v8sf hi = broadcast<v8sf>(88.3762626647949f), lo = broadcast<v8sf>(-87.3365447504f);
-  x = x < hi ? x : hi;
-  x = x > lo ? x : lo;
-  const v8sf magic = broadcast<v8sf>(12582912.0f);
-  const v8sf n = (x * 1.44269504088896341f + magic) - magic;
-  v8sf r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  v8sf p = broadcast<v8sf>(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const v8si e = (__builtin_convertvector(n, v8si) + 127) << 23;
-  v8sf scale;
-  std::memcpy(&scale, &e, sizeof(scale));
-  return p * scale;
-}
+// ---- float transcendentals on 8 lanes: math::exp_poly / tanh_poly on vectors
+}  // namespace simd
+
+namespace math {
+template <>
+struct Pow2<simd::v8sf> {
+  PIXELAR_SIMD_INLINE static simd::v8sf of(simd::v8sf n) {
+    const simd::v8si e = (__builtin_convertvector(n, simd::v8si) + 127) << 23;
+    simd::v8sf scale;
+    std::memcpy(&scale, &e, sizeof(scale));
+    return scale;
+  }
+};
+}  // namespace math
+
+namespace simd {
+
+PIXELAR_SIMD_INLINE v8sf vexp(v8sf x) { return math::exp_poly(x); }
 
 PIXELAR_SIMD_INLINE v8sf vsigmoid(v8sf x) { return 1.0f / (1.0f + vexp(-x)); }
 
-PIXELAR_SIMD_INLINE v8sf vtanh(v8sf x) {
-  const v8sf zero = v8sf{};
-  const v8sf ax = x < zero ? -x : x;
-  const v8sf e = vexp(-2.0f * ax);
-  const v8sf big = (1.0f - e) / (1.0f + e);
-  const v8sf x2 = ax * ax;
-  const v8sf small =
-      ax + ax * x2 * (-0.333333333333f + x2 * (0.133333333333f + x2 * -0.053968253968f));
-  const v8sf t = ax < 0.0625f ? small : big;
-  return x < zero ? -t : t;
-}
+PIXELAR_SIMD_INLINE v8sf vtanh(v8sf x) { return math::tanh_poly(x); }
 
 // LSTM cells over U units: pre = [i, f, o, g] blocks of U; writes h and c.
 PIXELAR_SIMD_INLINE void lstm_cells(const float* __restrict__ pre,
@@ -188,7 +250,7 @@ PIXELAR_SIMD_INLINE void lstm_cells(const double* __restrict__ pre,
   }
 }
 
-// NADE / RNADE hidden update over n units: a += xd * w; h = sigmoid(a).
+// RNADE hidden update over n units: a += xd * w; h = sigmoid(a) (NADE: nade_hidden.h).
 PIXELAR_SIMD_INLINE void hidden_update(float* __restrict__ a, float* __restrict__ h,
                                        const float* __restrict__ w, float xd, int64_t n) {
   int64_t j = 0;
@@ -209,46 +271,6 @@ PIXELAR_SIMD_INLINE void hidden_update(double* __restrict__ a, double* __restric
   for (int64_t j = 0; j < n; ++j) {
     a[j] += xd * w[j];
     h[j] = math::sigmoid<double>(a[j]);
-  }
-}
-
-// out = exp(-in) over n floats (NADE: the factors exp(-W[:, d]) of the product update).
-PIXELAR_SIMD_INLINE void neg_exp(const float* __restrict__ in, float* __restrict__ out,
-                                 int64_t n) {
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) store(out + j, vexp(-load<v8sf>(in + j)));
-  for (; j < n; ++j) out[j] = math::SimdMath::exp(-in[j]);
-}
-
-// NADE hidden update for x_d = 1, float, without an exp per unit: e = exp(-a) is carried
-// as a product, e *= exp(-w) (ew), and h = 1 / (1 + e) = sigmoid(a). Each product adds at
-// most ~2 ulp of relative error to e; hidden_refresh recomputes e from a.
-PIXELAR_SIMD_INLINE void hidden_update_product(float* __restrict__ e, float* __restrict__ h,
-                                               const float* __restrict__ ew, int64_t n) {
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const v8sf ej = load<v8sf>(e + j) * load<v8sf>(ew + j);
-    store(e + j, ej);
-    store(h + j, 1.0f / (1.0f + ej));
-  }
-  for (; j < n; ++j) {
-    e[j] *= ew[j];
-    h[j] = 1.0f / (1.0f + e[j]);
-  }
-}
-
-// e = exp(-a), h = 1 / (1 + e) = sigmoid(a), exactly as vsigmoid computes it.
-PIXELAR_SIMD_INLINE void hidden_refresh(const float* __restrict__ a, float* __restrict__ e,
-                                        float* __restrict__ h, int64_t n) {
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const v8sf ej = vexp(-load<v8sf>(a + j));
-    store(e + j, ej);
-    store(h + j, 1.0f / (1.0f + ej));
-  }
-  for (; j < n; ++j) {
-    e[j] = math::SimdMath::exp(-a[j]);
-    h[j] = 1.0f / (1.0f + e[j]);
   }
 }
 
