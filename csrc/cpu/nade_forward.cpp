@@ -405,7 +405,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
   at::Tensor gwt = at::zeros({n_groups, d.D, d.Hd}, opts);
   at::Tensor gv = at::zeros({n_groups, d.D, d.O, d.Hd}, opts);
   at::Tensor gc = at::zeros({n_groups, d.Hd}, opts);
-  at::Tensor gx_part = at::zeros({t.n_chunks, d.B, d.D}, opts);
+  // Every (chunk, b, d) is written by exactly one tile walk: no zero fill.
+  at::Tensor gx_part = at::empty({t.n_chunks, d.B, d.D}, opts);
   if (d.B * d.D * d.Hd > 0) {
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nade_forward_backward_cpu", [&] {
       const Args<scalar_t> A = args<scalar_t>(x, wt, cols, c, V, d);
@@ -431,10 +432,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
       });
     });
   }
-  at::Tensor grad_x = gx_part.sum(0);
-  at::Tensor grad_W = gwt.sum(0).t().contiguous();
-  at::Tensor grad_c = gc.sum(0);
-  at::Tensor grad_V = gv.sum(0);
+  // One batch group (the usual case): its gradients are the totals, no copy.
+  const auto total = [](const at::Tensor& parts) {
+    return parts.size(0) == 1 ? parts[0] : parts.sum(0);
+  };
+  at::Tensor grad_x = total(gx_part);
+  at::Tensor grad_W = total(gwt).t().contiguous();
+  at::Tensor grad_c = total(gc);
+  at::Tensor grad_V = total(gv);
   at::Tensor grad_b = g.sum(0);
   return {like_layout(grad_x, x_in), like_layout(grad_W, W_in), like_layout(grad_c, c_in),
           like_layout(grad_V, V_in), like_layout(grad_b, b_in)};
