@@ -116,6 +116,22 @@ struct Row {
   }
 };
 
+// a[k .. k + NV * 8) += pend[0][..] + ... + pend[np - 1][..] (+ xd * w[..] when kUpdate), in
+// that order, one rounding each: NV independent chains of vector adds, so the adds of
+// different vectors overlap (a single chain would wait on every add's latency).
+template <int NV, bool kUpdate>
+PIXELAR_INLINE void add_columns(float* __restrict a, const float* const* pend, int np,
+                                const float* __restrict w, float xd, int64_t k) {
+  using simd::v8sf;
+  v8sf acc[NV];
+  for (int j = 0; j < NV; ++j) acc[j] = simd::load<v8sf>(a + k + 8 * j);
+  for (int p = 0; p < np; ++p)
+    for (int j = 0; j < NV; ++j) acc[j] = acc[j] + simd::load<v8sf>(pend[p] + k + 8 * j);
+  if (kUpdate)
+    for (int j = 0; j < NV; ++j) acc[j] = acc[j] + xd * simd::load<v8sf>(w + k + 8 * j);
+  for (int j = 0; j < NV; ++j) simd::store(a + k + 8 * j, acc[j]);
+}
+
 // Applies step S (not kKeep) to a row over n units: a, e, h (n each) are its state; w, ew
 // the column (W^T[d], exp(-W^T[d]), at the same unit offset), xd its input.
 template <Step S, typename T>
@@ -127,19 +143,23 @@ PIXELAR_INLINE void step(Row<T>& row, T* __restrict a, T* __restrict e, T* __res
   int64_t k = 0;
   if constexpr (std::is_same<T, float>::value) {
     using simd::v8sf;
-    for (; k + 8 <= n; k += 8) {
-      v8sf ek;
-      if constexpr (S == Step::kProduct) {
-        ek = simd::load<v8sf>(e + k) * simd::load<v8sf>(ew + k);
-      } else {
-        v8sf ak = simd::load<v8sf>(a + k);
-        for (int p = 0; p < np; ++p) ak = ak + simd::load<v8sf>(pend[p] + k);
-        if constexpr (S == Step::kExact) ak = ak + xd * simd::load<v8sf>(w + k);
-        simd::store(a + k, ak);
-        ek = simd::vexp(-ak);
+    if constexpr (S == Step::kProduct) {
+      for (; k + 8 <= n; k += 8) {
+        const v8sf ek = simd::load<v8sf>(e + k) * simd::load<v8sf>(ew + k);
+        simd::store(e + k, ek);
+        simd::store(h + k, 1.0f / (1.0f + ek));
       }
-      simd::store(e + k, ek);
-      simd::store(h + k, 1.0f / (1.0f + ek));
+    } else {
+      constexpr bool kUpdate = S == Step::kExact;
+      for (; k + 64 <= n; k += 64) add_columns<8, kUpdate>(a, pend, np, w, xd, k);
+      if (k + 32 <= n) add_columns<4, kUpdate>(a, pend, np, w, xd, k), k += 32;
+      if (k + 16 <= n) add_columns<2, kUpdate>(a, pend, np, w, xd, k), k += 16;
+      if (k + 8 <= n) add_columns<1, kUpdate>(a, pend, np, w, xd, k), k += 8;
+      for (int64_t j = 0; j < k; j += 8) {
+        const v8sf ej = simd::vexp(-simd::load<v8sf>(a + j));
+        simd::store(e + j, ej);
+        simd::store(h + j, 1.0f / (1.0f + ej));
+      }
     }
   }
   for (; k < n; ++k) {  // double, and the float tail: the same formulas per element
