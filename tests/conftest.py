@@ -18,6 +18,17 @@ def _seed_and_backend():
     pixelar.ops.set_backend(previous)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a whole test module (use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny models run fastest on one
+    thread (thread hand-offs cost more than they save, above all on a busy machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def cpp_built() -> bool:
     return pixelar._extension.extension_loaded()
 

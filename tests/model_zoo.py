@@ -1,7 +1,11 @@
 """Small instances of every image model, for the model tests. Each factory takes
-(image_shape, levels) and returns None where the model does not support those levels."""
+(image_shape, levels) and returns None where the model does not support those levels.
+Also: every image of a tiny shape, and the frequency check of samples against exact
+probabilities."""
+import pytest
 import torch
 
+import pixelar
 from pixelar.models import FVSBN, NADE, IndependentPixels, MarkovPixels, PixelCNN, PixelRNN
 
 
@@ -37,6 +41,14 @@ def make_model(name, image_shape, levels, seed=0):
     return model.eval()
 
 
+def model_or_skip(name, image_shape, levels, seed=0):
+    """make_model, skipping the test where the model does not support ``levels``."""
+    model = make_model(name, image_shape, levels, seed)
+    if model is None:
+        pytest.skip(f"{name} is binary only")
+    return model
+
+
 def all_images(image_shape, levels):
     """Every image of the given shape: (levels ** dims, C, H, W) int64."""
     C, H, W = image_shape
@@ -44,3 +56,23 @@ def all_images(image_shape, levels):
     idx = torch.arange(levels ** D)
     digits = torch.stack([(idx // levels ** k) % levels for k in range(D)], dim=1)
     return digits.reshape(-1, C, H, W)
+
+
+def exact_probabilities(model):
+    """(levels ** D,) the model's probability of every image of its shape (reference
+    backend), in the order of all_images."""
+    with pixelar.ops.backend("reference"):
+        return model.log_prob(all_images(model.image_shape, model.levels)).exp()
+
+
+def worst_deviation(samples, exact, levels):
+    """Largest |frequency - probability| over every image, in standard errors of a frequency
+    of len(samples) draws. samples: (N, C, H, W) int64; exact: (levels ** D,) the
+    probabilities of all_images(image_shape, levels), in its order."""
+    N = samples.shape[0]
+    digits = samples.reshape(N, -1)
+    # all_images enumerates dimension k of the (C, H, W) layout with weight levels ** k
+    index = (digits * levels ** torch.arange(digits.shape[1])).sum(1)
+    freq = torch.bincount(index, minlength=len(exact)).double() / N
+    se = (exact * (1 - exact) / N).sqrt()
+    return ((freq - exact).abs() / (se + 1e-12)).max().item()

@@ -13,6 +13,8 @@ from PIL import Image
 import pixelar
 from pixelar.cli import main
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: tiny models
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_CPP = all(pixelar._extension.has_kernel(op, "CPU")
               for op in ("nade_forward", "diagonal_lstm_scan"))
@@ -25,16 +27,6 @@ PIXELRNN_ARGS = ["--model", "PixelRNN", "--model-arg", "layer=diagonal", "--mode
                  "num_layers=1", "--model-arg", "hidden=4", "--model-arg", "head_hidden=4",
                  "--data", "digits-binary", "--train-subset", "32", "--val-subset", "16",
                  "--batch-size", "16", "--lr", "0.01", "--epochs", "1"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (thread hand-offs cost more than they save,
-    above all on a busy machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def run(*argv):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import pixelar
-from model_zoo import FACTORIES, make_model
+from model_zoo import FACTORIES, make_model, model_or_skip
 from pixelar.models.raster import to_sequence
 
 CASES = [((1, 5, 7), 2), ((3, 4, 5), 3)]
@@ -29,9 +29,7 @@ def influence(model, x, i):
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 @pytest.mark.parametrize("image_shape,levels", CASES)
 def test_no_dimension_sees_itself_or_later(name, image_shape, levels):
-    model = make_model(name, image_shape, levels)
-    if model is None:
-        pytest.skip(f"{name} is binary only")
+    model = model_or_skip(name, image_shape, levels)
     D = model.num_dims
     x = torch.randint(0, levels, (2, *image_shape))
     seen_later = 0.0

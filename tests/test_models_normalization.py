@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import pixelar
-from model_zoo import FACTORIES, all_images, make_model
+from model_zoo import FACTORIES, all_images, model_or_skip
 from pixelar.models import RNADE
 
 CASES = [((1, 2, 3), 2), ((3, 1, 2), 3)]
@@ -13,9 +13,7 @@ CASES = [((1, 2, 3), 2), ((3, 1, 2), 3)]
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 @pytest.mark.parametrize("image_shape,levels", CASES)
 def test_probabilities_sum_to_one(name, image_shape, levels):
-    model = make_model(name, image_shape, levels)
-    if model is None:
-        pytest.skip(f"{name} is binary only")
+    model = model_or_skip(name, image_shape, levels)
     x = all_images(image_shape, levels)
     with pixelar.ops.backend("reference"), torch.no_grad():
         log_p = torch.cat([model.log_prob(chunk) for chunk in x.split(256)])

@@ -5,7 +5,7 @@ import torch
 
 import pixelar
 from conftest import cpp_built
-from model_zoo import all_images, make_model
+from model_zoo import exact_probabilities, make_model, worst_deviation
 
 pytestmark = pytest.mark.skipif(not cpp_built(), reason="pixelar._C is not built")
 N = 20000
@@ -21,15 +21,9 @@ N = 20000
 ])
 def test_fast_samples_follow_exact_distribution(name, image_shape, levels):
     model = make_model(name, image_shape, levels)
-    images = all_images(image_shape, levels)
-    with pixelar.ops.backend("reference"):
-        exact = model.log_prob(images).exp()
+    exact = exact_probabilities(model)
     samples = model.sample(N, fast=True, generator=torch.Generator().manual_seed(1))
-    index = (samples.reshape(N, -1) * levels ** torch.arange(model.num_dims)).sum(1)
-    # all_images enumerates dimension k of the (C, H, W) layout with weight levels ** k
-    freq = torch.bincount(index, minlength=len(images)).double() / N
-    se = (exact * (1 - exact) / N).sqrt()
-    worst = ((freq - exact).abs() / (se + 1e-12)).max().item()
+    worst = worst_deviation(samples, exact, levels)
     print(f"{name} {image_shape} levels={levels}: worst deviation {worst:.2f} standard errors")
     assert worst < 5.0
 

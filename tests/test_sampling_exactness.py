@@ -6,7 +6,7 @@ import torch
 
 import pixelar
 from conftest import cpp_built
-from model_zoo import FACTORIES, make_model
+from model_zoo import FACTORIES, make_model, model_or_skip
 from pixelar.models import RNADE
 
 CASES = [((1, 3, 4), 2), ((3, 2, 3), 4), ((1, 4, 2), 2)]
@@ -39,9 +39,7 @@ def naive_and_fast(model, cond, fast_backend):
 def test_fast_equals_naive(name, image_shape, levels, with_condition):
     if not cpp_built():
         pytest.skip("pixelar._C is not built")
-    model = make_model(name, image_shape, levels)
-    if model is None:
-        pytest.skip(f"{name} is binary only")
+    model = model_or_skip(name, image_shape, levels)
     cond = condition_for(image_shape, levels) if with_condition else None
     naive, fast = naive_and_fast(model, cond, "auto")
     assert fast.dtype == torch.int64 and fast.shape == (N, *image_shape)

@@ -18,19 +18,11 @@ from pixelar.training import (CheckpointError, TrainConfig, TrainingError, auroc
                               build_model, corrupt, evaluate, linear_probe, load_checkpoint,
                               probe, save_checkpoint, save_histogram, summarize, train)
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: tiny models
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = "auto" if pixelar._extension.has_kernel("nade_forward", "CPU") else "reference"
 QUIET = dict(progress=False, log=lambda *a, **k: None)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (thread hand-offs cost more than they save,
-    above all on a busy machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True)

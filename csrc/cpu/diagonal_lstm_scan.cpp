@@ -22,6 +22,7 @@
 
 #include "kernel_common.h"
 #include "lstm_loops.h"
+#include "scan_checks.h"
 
 namespace pixelar {
 namespace cpu {
@@ -170,14 +171,8 @@ PIXELAR_SIMD_CLONES void backward_one(const T* gh, const T* gc, const T* x, cons
 }
 
 Dims check_inputs(const char* op, const at::Tensor& x_gates, const at::Tensor& w_ss) {
-  check_input(op, "x_gates", x_gates, 4, "(B, 4H, R, S)");
-  check_input(op, "w_ss", w_ss, 3, "(4H, H, 2)");
-  check_same_dtype(op, "w_ss", w_ss, "x_gates", x_gates);
-  const int64_t G = x_gates.size(1), R = x_gates.size(2), S = x_gates.size(3);
-  TORCH_CHECK(G % 4 == 0, op, ": x_gates must have 4H channels (gates i, f, o, g), got ", G,
-              " channels");
-  const int64_t H = G / 4;
-  check_shape(op, "w_ss", w_ss, {G, H, 2}, "(4H, H, 2)");
+  const int64_t H = check_scan_inputs(op, x_gates, w_ss, 2, "(B, 4H, R, S)", "(4H, H, 2)");
+  const int64_t G = 4 * H, R = x_gates.size(2), S = x_gates.size(3);
   TORCH_CHECK(S >= R, op, ": x_gates must be a skewed map with S = R + W - 1 >= R columns "
               "(W >= 1), got R = ", R, ", S = ", S);
   return Dims{H, G, R, S, S - R + 1};
@@ -229,14 +224,8 @@ std::tuple<at::Tensor, at::Tensor> diagonal_lstm_scan_backward_cpu(
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
   const Dims d = check_inputs(kOpBwd, x_gates_in, w_ss_in);
   const int64_t B = x_gates_in.size(0);
-  const std::vector<int64_t> state_shape{B, d.H, d.R, d.S};
-  const char* names[] = {"grad_h", "grad_c", "h", "c"};
-  const at::Tensor* states[] = {&grad_h_in, &grad_c_in, &h_in, &c_in};
-  for (int i = 0; i < 4; ++i) {
-    check_input(kOpBwd, names[i], *states[i], 4, "(B, H, R, S)");
-    check_same_dtype(kOpBwd, names[i], *states[i], "x_gates", x_gates_in);
-    check_shape(kOpBwd, names[i], *states[i], state_shape, "(B, H, R, S)");
-  }
+  check_scan_states(kOpBwd, x_gates_in, {B, d.H, d.R, d.S}, "(B, H, R, S)", grad_h_in,
+                    grad_c_in, h_in, c_in);
   const at::Tensor x_gates = x_gates_in.contiguous(), grad_h = grad_h_in.contiguous(),
                    grad_c = grad_c_in.contiguous(), h = h_in.contiguous(),
                    c = c_in.contiguous();

@@ -31,6 +31,7 @@
 
 #include "kernel_common.h"
 #include "lstm_loops.h"
+#include "scan_checks.h"
 
 namespace pixelar {
 namespace cpu {
@@ -114,14 +115,8 @@ struct Dims {
 };
 
 Dims check_inputs(const char* op, const at::Tensor& x_gates, const at::Tensor& w_ss) {
-  check_input(op, "x_gates", x_gates, 4, "(B, 4H, R, W)");
-  check_input(op, "w_ss", w_ss, 3, "(4H, H, 3)");
-  check_same_dtype(op, "w_ss", w_ss, "x_gates", x_gates);
-  const int64_t G = x_gates.size(1);
-  TORCH_CHECK(G % 4 == 0, op, ": x_gates must have 4H channels (gates i, f, o, g), got ", G,
-              " channels");
-  check_shape(op, "w_ss", w_ss, {G, G / 4, 3}, "(4H, H, 3)");
-  return Dims{x_gates.size(0), G / 4, G, x_gates.size(2), x_gates.size(3)};
+  const int64_t H = check_scan_inputs(op, x_gates, w_ss, 3, "(B, 4H, R, W)", "(4H, H, 3)");
+  return Dims{x_gates.size(0), H, 4 * H, x_gates.size(2), x_gates.size(3)};
 }
 
 // w_ss (G, H, 3) -> Wflat (G, 3H), Wflat[g][k*H + u] = w_ss[g, u, k].
@@ -182,14 +177,8 @@ std::tuple<at::Tensor, at::Tensor> row_lstm_scan_backward_cpu(
     const at::Tensor& w_ss_in, const at::Tensor& h_in, const at::Tensor& c_in) {
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
   const Dims d = check_inputs(kOpBwd, x_gates_in, w_ss_in);
-  const std::vector<int64_t> state_shape{d.B, d.H, d.R, d.W};
-  const char* names[] = {"grad_h", "grad_c", "h", "c"};
-  const at::Tensor* states[] = {&grad_h_in, &grad_c_in, &h_in, &c_in};
-  for (int i = 0; i < 4; ++i) {
-    check_input(kOpBwd, names[i], *states[i], 4, "(B, H, R, W)");
-    check_same_dtype(kOpBwd, names[i], *states[i], "x_gates", x_gates_in);
-    check_shape(kOpBwd, names[i], *states[i], state_shape, "(B, H, R, W)");
-  }
+  check_scan_states(kOpBwd, x_gates_in, {d.B, d.H, d.R, d.W}, "(B, H, R, W)", grad_h_in,
+                    grad_c_in, h_in, c_in);
   const auto opts = x_gates_in.options();
   at::Tensor grad_x = at::empty_like(x_gates_in);  // the layout the fake kernel promises
   if (d.B * d.H * d.R * d.W == 0) {

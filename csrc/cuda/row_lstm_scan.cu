@@ -1,4 +1,5 @@
-// Row LSTM scan, CUDA kernels (forward and backward) and their registration.
+// Row LSTM scan, CUDA kernels (forward and backward) and their registration; the launchers
+// they plug into are in lstm_scan.cuh.
 //
 // Semantics: pixelar/ops/row_lstm_scan.py. x_gates: (B, 4H, R, W); w_ss: (4H, H, 3), taps
 // over columns c - 1, c, c + 1 of the previous row.
@@ -15,21 +16,37 @@
 // contraction of grad x_gates with the shifted h (ATen, cuBLAS).
 #include <torch/library.h>
 
-#include "common.cuh"
+#include "lstm_scan.cuh"
 #include "pixelar/lstm_math.h"
 
 namespace pixelar {
 namespace cuda {
 namespace {
 
+// pre[0..3]: gate pre-activations [i, f, o, g] of hidden unit k at column col of row r,
+// x_gates (xb: this image's (4H, R, W)) plus the 1 x 3 state-to-state convolution of row
+// r - 1, whose h is hp: (H, W + 2), index kk * WP + col + 1, with a zero column at each end.
 template <typename scalar_t, typename acc_t>
-struct Weights {
-  const acc_t* smem;  // nullptr when the weights stay in global memory
-  const scalar_t* global;
-  __device__ __forceinline__ acc_t operator[](int64_t i) const {
-    return smem != nullptr ? smem[i] : static_cast<acc_t>(global[i]);
+__device__ __forceinline__ void gate_pre_activations(const scalar_t* __restrict__ xb,
+                                                     const Weights<scalar_t, acc_t>& wt,
+                                                     const acc_t* __restrict__ hp, int k,
+                                                     int col, int r, int H, int WP, int W,
+                                                     int64_t RW, acc_t (&pre)[4]) {
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    pre[q] = static_cast<acc_t>(xb[(static_cast<int64_t>(q) * H + k) * RW + r * W + col]);
   }
-};
+  for (int kk = 0; kk < H; ++kk) {
+    const acc_t left = hp[kk * WP + col];  // columns col - 1, col, col + 1
+    const acc_t mid = hp[kk * WP + col + 1];
+    const acc_t right = hp[kk * WP + col + 2];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int64_t wi = ((static_cast<int64_t>(q) * H + k) * H + kk) * 3;
+      pre[q] += wt[wi] * left + wt[wi + 1] * mid + wt[wi + 2] * right;
+    }
+  }
+}
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kMaxThreads)
@@ -47,10 +64,7 @@ row_fwd_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ w,
 
   for (int i = threadIdx.x; i < 2 * H * WP; i += blockDim.x) h_s[i] = acc_t(0);
   for (int i = threadIdx.x; i < n; i += blockDim.x) c_s[i] = acc_t(0);
-  if (weights_in_smem) {
-    for (int i = threadIdx.x; i < 12 * H * H; i += blockDim.x) w_s[i] = static_cast<acc_t>(w[i]);
-  }
-  const Weights<scalar_t, acc_t> wt{weights_in_smem ? w_s : nullptr, w};
+  const Weights<scalar_t, acc_t> wt = stage_weights(w, w_s, 12 * H * H, weights_in_smem);
   __syncthreads();
 
   const scalar_t* xb = x + b * 4 * H * RW;
@@ -62,20 +76,7 @@ row_fwd_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ w,
       const int k = idx / W;
       const int col = idx - k * W;
       acc_t pre[4];
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        pre[q] = static_cast<acc_t>(xb[(static_cast<int64_t>(q) * H + k) * RW + r * W + col]);
-      }
-      for (int kk = 0; kk < H; ++kk) {
-        const acc_t left = hp[kk * WP + col];  // columns col - 1, col, col + 1
-        const acc_t mid = hp[kk * WP + col + 1];
-        const acc_t right = hp[kk * WP + col + 2];
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const int64_t wi = ((static_cast<int64_t>(q) * H + k) * H + kk) * 3;
-          pre[q] += wt[wi] * left + wt[wi + 1] * mid + wt[wi + 2] * right;
-        }
-      }
+      gate_pre_activations(xb, wt, hp, k, col, r, H, WP, W, RW, pre);
       acc_t c_new, h_new;
       math::lstm_cell_forward(pre[0], pre[1], pre[2], pre[3], c_s[idx], &c_new, &h_new);
       hn[k * WP + col + 1] = h_new;
@@ -111,10 +112,7 @@ row_bwd_kernel(const scalar_t* __restrict__ gh, const scalar_t* __restrict__ gc,
     dh_s[i] = acc_t(0);
     dc_s[i] = acc_t(0);
   }
-  if (weights_in_smem) {
-    for (int i = threadIdx.x; i < 12 * H * H; i += blockDim.x) w_s[i] = static_cast<acc_t>(w[i]);
-  }
-  const Weights<scalar_t, acc_t> wt{weights_in_smem ? w_s : nullptr, w};
+  const Weights<scalar_t, acc_t> wt = stage_weights(w, w_s, 12 * H * H, weights_in_smem);
   auto stage = [&](int rp) {  // h of row rp into hs_s, zero when rp < 0 and at both ends
     for (int i = threadIdx.x; i < H * WP; i += blockDim.x) {
       const int k = i / WP;
@@ -136,20 +134,7 @@ row_bwd_kernel(const scalar_t* __restrict__ gh, const scalar_t* __restrict__ gc,
       const int col = idx - k * W;
       const int64_t o = (b * H + k) * RW + static_cast<int64_t>(r) * W + col;
       acc_t pre[4];
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        pre[q] = static_cast<acc_t>(xb[(static_cast<int64_t>(q) * H + k) * RW + r * W + col]);
-      }
-      for (int kk = 0; kk < H; ++kk) {
-        const acc_t left = hs_s[kk * WP + col];
-        const acc_t mid = hs_s[kk * WP + col + 1];
-        const acc_t right = hs_s[kk * WP + col + 2];
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const int64_t wi = ((static_cast<int64_t>(q) * H + k) * H + kk) * 3;
-          pre[q] += wt[wi] * left + wt[wi + 1] * mid + wt[wi + 2] * right;
-        }
-      }
+      gate_pre_activations(xb, wt, hs_s, k, col, r, H, WP, W, RW, pre);
       const acc_t c_prev = r > 0 ? static_cast<acc_t>(c[o - W]) : acc_t(0);
       const acc_t dh = static_cast<acc_t>(gh[o]) + dh_s[idx];
       const acc_t dc = static_cast<acc_t>(gc[o]) + dc_s[idx];
@@ -183,88 +168,42 @@ row_bwd_kernel(const scalar_t* __restrict__ gh, const scalar_t* __restrict__ gc,
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> row_lstm_scan_cuda(const at::Tensor& x_gates_in,
-                                                      const at::Tensor& w_ss_in) {
-  const char* op = "pixelar::row_lstm_scan (CUDA)";
-  check_cuda_inputs(op, {&x_gates_in, &w_ss_in}, {"x_gates", "w_ss"});
-  TORCH_CHECK(x_gates_in.dim() == 4 && w_ss_in.dim() == 3, op,
-              ": expected x_gates (B, 4H, R, W) and w_ss (4H, H, 3)");
-  const at::cuda::CUDAGuard guard(x_gates_in.device());
-  const at::Tensor x_gates = x_gates_in.contiguous();
-  const at::Tensor w_ss = w_ss_in.contiguous();
-  const int64_t B = x_gates.size(0), G = x_gates.size(1), R = x_gates.size(2),
-                W = x_gates.size(3);
-  const int64_t H = G / 4;
-  TORCH_CHECK(G == 4 * H && H > 0 && w_ss.size(0) == G && w_ss.size(1) == H &&
-                  w_ss.size(2) == 3,
-              op, ": expected w_ss of shape (", G, ", ", H, ", 3), got ", w_ss.sizes());
-  at::Tensor h = at::empty({B, H, R, W}, x_gates.options());
-  at::Tensor c = at::empty({B, H, R, W}, x_gates.options());
-  if (h.numel() == 0) return {h, c};
-  const int threads = block_threads(H * W);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_gates.scalar_type(), "row_lstm_scan_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const size_t state = sizeof(acc_t) * (2 * H * (W + 2) + H * W);
-    const size_t weights = sizeof(acc_t) * 12 * H * H;
-    const bool in_smem = state + weights <= std::min<size_t>(max_smem_optin(), 96 * 1024);
-    const size_t bytes = state + (in_smem ? weights : 0);
-    auto kernel = row_fwd_kernel<scalar_t, acc_t>;
-    reserve_smem(kernel, bytes, op);
-    kernel<<<B, threads, bytes, at::cuda::getCurrentCUDAStream()>>>(
-        x_gates.data_ptr<scalar_t>(), w_ss.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
-        c.data_ptr<scalar_t>(), H, R, W, in_smem);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return {h, c};
-}
+// The row scan for the launchers of lstm_scan.cuh: N = W columns; a step is a row, its
+// positions the W columns, staged with a zero column at each end.
+struct RowScan {
+  static constexpr ScanNames kNames{
+      "pixelar::row_lstm_scan (CUDA)", "pixelar::row_lstm_scan_backward (CUDA)",
+      "row_lstm_scan_cuda", "row_lstm_scan_backward_cuda",
+      "x_gates (B, 4H, R, W) and w_ss (4H, H, 3)"};
+  static constexpr int64_t kTaps = 3;
 
-std::tuple<at::Tensor, at::Tensor> row_lstm_scan_backward_cuda(
-    const at::Tensor& grad_h_in, const at::Tensor& grad_c_in, const at::Tensor& x_gates_in,
-    const at::Tensor& w_ss_in, const at::Tensor& h_in, const at::Tensor& c_in) {
-  const char* op = "pixelar::row_lstm_scan_backward (CUDA)";
-  check_cuda_inputs(op, {&x_gates_in, &w_ss_in, &grad_h_in, &grad_c_in, &h_in, &c_in},
-                    {"x_gates", "w_ss", "grad_h", "grad_c", "h", "c"});
-  const at::cuda::CUDAGuard guard(x_gates_in.device());
-  const at::Tensor x_gates = x_gates_in.contiguous(), w_ss = w_ss_in.contiguous();
-  const at::Tensor grad_h = grad_h_in.contiguous(), grad_c = grad_c_in.contiguous();
-  const at::Tensor h = h_in.contiguous(), c = c_in.contiguous();
-  const int64_t B = x_gates.size(0), G = x_gates.size(1), R = x_gates.size(2),
-                W = x_gates.size(3);
-  const int64_t H = G / 4;
-  TORCH_CHECK(h.sizes() == at::IntArrayRef({B, H, R, W}) && grad_h.sizes() == h.sizes() &&
-                  grad_c.sizes() == h.sizes() && c.sizes() == h.sizes(),
-              op, ": h, c, grad_h, grad_c must be (", B, ", ", H, ", ", R, ", ", W, ")");
-  at::Tensor grad_x = at::empty_like(x_gates);
-  if (grad_x.numel() == 0) return {grad_x, at::zeros_like(w_ss)};
-  const int threads = block_threads(H * W);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_gates.scalar_type(), "row_lstm_scan_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const size_t state = sizeof(acc_t) * (5 * H * (W + 2) + 2 * H * W);
-    const size_t weights = sizeof(acc_t) * 12 * H * H;
-    const bool in_smem = state + weights <= std::min<size_t>(max_smem_optin(), 96 * 1024);
-    const size_t bytes = state + (in_smem ? weights : 0);
-    auto kernel = row_bwd_kernel<scalar_t, acc_t>;
-    reserve_smem(kernel, bytes, op);
-    kernel<<<B, threads, bytes, at::cuda::getCurrentCUDAStream()>>>(
-        grad_h.data_ptr<scalar_t>(), grad_c.data_ptr<scalar_t>(), x_gates.data_ptr<scalar_t>(),
-        w_ss.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
-        grad_x.data_ptr<scalar_t>(), H, R, W, in_smem);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  // Tap t at (r, col) saw h[r - 1, col + t - 1] (zero-padded).
-  const at::Tensor h_prev = at::constant_pad_nd(h, {1, 1, 1, 0}).narrow(2, 0, R);
-  std::vector<at::Tensor> taps;
-  for (int64_t t = 0; t < 3; ++t) {
-    taps.push_back(at::einsum("bgrc,bkrc->gk", {grad_x, h_prev.narrow(3, t, W)}));
+  static void check_sizes(const char*, const ScanSizes&) {}  // any R, W
+  static int64_t positions(const ScanSizes& n) { return n.N; }
+  static constexpr int64_t kPad = 2;
+  template <typename scalar_t, typename acc_t>
+  static auto forward() { return row_fwd_kernel<scalar_t, acc_t>; }
+  template <typename scalar_t, typename acc_t>
+  static auto backward() { return row_bwd_kernel<scalar_t, acc_t>; }
+
+  // grad_x: (B, 4H, R, W), h: (B, H, R, W) -> (4H, H, 3).
+  static at::Tensor grad_w(const at::Tensor& grad_x, const at::Tensor& h) {
+    const int64_t R = h.size(2), W = h.size(3);
+    // Tap t at (r, col) saw h[r - 1, col + t - 1] (zero-padded).
+    const at::Tensor h_prev = at::constant_pad_nd(h, {1, 1, 1, 0}).narrow(2, 0, R);
+    std::vector<at::Tensor> taps;
+    for (int64_t t = 0; t < 3; ++t) {
+      taps.push_back(at::einsum("bgrc,bkrc->gk", {grad_x, h_prev.narrow(3, t, W)}));
+    }
+    return at::stack(taps, -1);
   }
-  return {grad_x, at::stack(taps, -1)};
-}
+};
 
 }  // namespace
 }  // namespace cuda
 }  // namespace pixelar
 
 TORCH_LIBRARY_IMPL(pixelar, CUDA, m) {
-  m.impl("row_lstm_scan", &pixelar::cuda::row_lstm_scan_cuda);
-  m.impl("row_lstm_scan_backward", &pixelar::cuda::row_lstm_scan_backward_cuda);
+  using pixelar::cuda::RowScan;
+  m.impl("row_lstm_scan", &pixelar::cuda::scan_forward_cuda<RowScan>);
+  m.impl("row_lstm_scan_backward", &pixelar::cuda::scan_backward_cuda<RowScan>);
 }

@@ -1,6 +1,6 @@
 """Pieces shared by the Triton kernels: the LSTM cell math (a line-by-line mirror of
 csrc/include/pixelar/lstm_math.h), blocked loads of the state-to-state kernel, and host-side
-helpers.
+helpers (compute dtypes, block sizes, the autograd glue of the two LSTM scans).
 
 Every kernel loads its inputs, converts them to the compute dtype ``ACC`` (float64 for
 float64 inputs, float32 otherwise), and stores its outputs in the input dtype.
@@ -88,6 +88,12 @@ def acc_torch_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def dtype_constexprs(dtype: torch.dtype) -> dict:
+    """The ACC and PREC constexprs of a kernel launched on inputs of ``dtype``: its compute
+    dtype (acc_dtype) and its tl.dot precision (dot_precision)."""
+    return dict(ACC=acc_dtype(dtype), PREC=dot_precision(dtype))
+
+
 def pow2(n: int, minimum: int = 16) -> int:
     """Smallest power of two >= max(n, minimum): tl.arange needs powers of two and
     tl.dot needs every dimension >= 16 on the GPU."""
@@ -105,3 +111,40 @@ def check_device(op: str, *tensors) -> None:
         raise RuntimeError(f"{op}_triton: expects CUDA tensors (or CPU tensors with "
                            f"TRITON_INTERPRET=1 set before triton is imported), got a "
                            f"tensor on {t.device}")
+
+
+def contiguous(*tensors):
+    """The tensors, each made contiguous (a copy only where it is not)."""
+    return tuple(t.contiguous() for t in tensors)
+
+
+def scan_sizes(x_gates: torch.Tensor, block: int):
+    """(B, H, R, N, BH) of an LSTM scan on x_gates: (B, 4H, R, N), N = S skewed columns
+    (diagonal scan) or W columns (row scan). BH: hidden units per block, at most ``block``
+    (the kernels use it for both the output block BH and the input block BK)."""
+    B, G, R, N = x_gates.shape
+    H = G // 4
+    return B, H, R, N, min(block, pow2(H))
+
+
+def lstm_scan_function(name: str, fwd, bwd):
+    """A torch.autograd.Function class, named ``name``, for a Triton LSTM scan.
+
+    fwd(x_gates, w_ss) -> (h, c); bwd(grad_h, grad_c, x_gates, w_ss, h, c) ->
+    (grad_x_gates, grad_w_ss), with x_gates: (B, 4H, R, N), w_ss: (4H, H, taps) and h, c:
+    (B, H, R, N). x_gates, w_ss, h and c are saved for the backward; an output that gets no
+    gradient (None) counts as a zero gradient.
+    """
+    def forward(ctx, x_gates, w_ss):
+        h, c = fwd(x_gates, w_ss)
+        ctx.save_for_backward(x_gates, w_ss, h, c)
+        return h, c
+
+    def backward(ctx, grad_h, grad_c):
+        x_gates, w_ss, h, c = ctx.saved_tensors
+        grad_h = torch.zeros_like(h) if grad_h is None else grad_h
+        grad_c = torch.zeros_like(c) if grad_c is None else grad_c
+        return bwd(grad_h, grad_c, x_gates, w_ss, h, c)
+
+    return type(name, (torch.autograd.Function,),
+                {"forward": staticmethod(forward), "backward": staticmethod(backward)})

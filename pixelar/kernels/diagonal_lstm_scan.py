@@ -23,8 +23,28 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ._common import (acc_dtype, acc_torch_dtype, check_device, dot2, dot_precision,
-                      lstm_cell_bwd, lstm_cell_fwd, pow2, w_tile, w_tile_t)
+from ._common import (acc_torch_dtype, check_device, contiguous, dot2, dtype_constexprs,
+                      lstm_cell_bwd, lstm_cell_fwd, lstm_scan_function, pow2, scan_sizes,
+                      w_tile, w_tile_t)
+
+
+@triton.jit
+def _inside(j, r, r_ok, W):
+    """(RP,) rows r of skewed column j that lie in the image (image column j - r in [0, W))."""
+    col = j - r
+    return r_ok & (col >= 0) & (col < W)
+
+
+@triton.jit
+def _unit_block(hb, r, r_ok, j, H, R, S, BH: tl.constexpr):
+    """Hidden units k = hb + [0, BH) at rows r of skewed column j: k, k_ok (BH,), and valid,
+    off (BH, RP): the in-range mask and the offset of (k, r, j) in one image's (H, R, S) map
+    (the same offset is gate 0's in its (4H, R, S) x_gates)."""
+    k = hb + tl.arange(0, BH)
+    k_ok = k < H
+    valid = k_ok[:, None] & r_ok[None, :]
+    off = k[:, None] * (R * S) + r[None, :] * S + j
+    return k, k_ok, valid, off
 
 
 @triton.jit
@@ -72,13 +92,9 @@ def _diagonal_fwd_kernel(x_ptr, w_ptr, h_ptr, c_ptr, H, R, S, W,
     x_base = x_ptr + b * 4 * H * RS
     hc_base = b * H * RS
     for j in range(S):
-        col = j - r  # image column of each row in skewed column j
-        inside = r_ok & (col >= 0) & (col < W)
+        inside = _inside(j, r, r_ok, W)
         for hb in range(0, H, BH):
-            k = hb + tl.arange(0, BH)
-            k_ok = k < H
-            valid = k_ok[:, None] & r_ok[None, :]
-            off = k[:, None] * RS + r[None, :] * S + j
+            k, k_ok, valid, off = _unit_block(hb, r, r_ok, j, H, R, S, BH)
             pre_i, pre_f, pre_o, pre_g = _gates(x_base, w_ptr, h_ptr, off, hc_base, k, k_ok,
                                                 r, r_ok, valid, j, H, R, S, BK, ACC, PREC)
             c_prev = tl.load(c_ptr + hc_base + off - 1, mask=valid & (j >= 1),
@@ -109,13 +125,9 @@ def _diagonal_bwd_kernel(gh_ptr, gc_ptr, x_ptr, w_ptr, h_ptr, c_ptr, gx_ptr, dc_
     for jj in range(S):
         j = S - 1 - jj
         nxt = j + 1 < S
-        col = j - r
-        inside = r_ok & (col >= 0) & (col < W)
+        inside = _inside(j, r, r_ok, W)
         for hb in range(0, H, BH):
-            k = hb + tl.arange(0, BH)
-            k_ok = k < H
-            valid = k_ok[:, None] & r_ok[None, :]
-            off = k[:, None] * RS + r[None, :] * S + j
+            k, k_ok, valid, off = _unit_block(hb, r, r_ok, j, H, R, S, BH)
             pre_i, pre_f, pre_o, pre_g = _gates(x_base, w_ptr, h_ptr, off, hc_base, k, k_ok,
                                                 r, r_ok, valid, j, H, R, S, BK, ACC, PREC)
             # dL/dh[r, j] = W1^T dpre[r, j + 1] + W0^T dpre[r + 1, j + 1], from gx.
@@ -149,37 +161,27 @@ def _diagonal_bwd_kernel(gh_ptr, gc_ptr, x_ptr, w_ptr, h_ptr, c_ptr, gx_ptr, dc_
         tl.debug_barrier()  # column j of gx and dc is read by every thread at column j - 1
 
 
-def _launch_config(x_gates, block):
-    B, G, R, S = x_gates.shape
-    H = G // 4
-    BH = BK = min(block, pow2(H))
-    return B, H, R, S, BH, BK, pow2(R)
-
-
 def _fwd(x_gates, w_ss, block=16):
     """x_gates: (B, 4H, R, S), w_ss: (4H, H, 2) -> h, c: (B, H, R, S)."""
-    x_gates, w_ss = x_gates.contiguous(), w_ss.contiguous()
-    B, H, R, S, BH, BK, RP = _launch_config(x_gates, block)
+    x_gates, w_ss = contiguous(x_gates, w_ss)
+    B, H, R, S, BH = scan_sizes(x_gates, block)
     h = x_gates.new_empty(B, H, R, S)
     c = x_gates.new_empty(B, H, R, S)
-    _diagonal_fwd_kernel[(B,)](x_gates, w_ss, h, c, H, R, S, S - R + 1, BH=BH, BK=BK, RP=RP,
-                               ACC=acc_dtype(x_gates.dtype), PREC=dot_precision(x_gates.dtype),
+    _diagonal_fwd_kernel[(B,)](x_gates, w_ss, h, c, H, R, S, S - R + 1, BH=BH, BK=BH,
+                               RP=pow2(R), **dtype_constexprs(x_gates.dtype),
                                num_warps=4, num_stages=1)
     return h, c
 
 
 def _bwd(grad_h, grad_c, x_gates, w_ss, h, c, block=16):
     """Gradients (grad_x_gates: (B, 4H, R, S), grad_w_ss: (4H, H, 2))."""
-    x_gates, w_ss = x_gates.contiguous(), w_ss.contiguous()
-    grad_h, grad_c = grad_h.contiguous(), grad_c.contiguous()
-    h, c = h.contiguous(), c.contiguous()
-    B, H, R, S, BH, BK, RP = _launch_config(x_gates, block)
+    grad_h, grad_c, x_gates, w_ss, h, c = contiguous(grad_h, grad_c, x_gates, w_ss, h, c)
+    B, H, R, S, BH = scan_sizes(x_gates, block)
     grad_x = torch.empty_like(x_gates)
     dc = x_gates.new_empty(2, B, H, R, dtype=acc_torch_dtype(x_gates.dtype))
     _diagonal_bwd_kernel[(B,)](grad_h, grad_c, x_gates, w_ss, h, c, grad_x, dc,
-                               B, H, R, S, S - R + 1, BH=BH, BK=BK, RP=RP,
-                               ACC=acc_dtype(x_gates.dtype), PREC=dot_precision(x_gates.dtype),
-                               num_warps=4, num_stages=1)
+                               B, H, R, S, S - R + 1, BH=BH, BK=BH, RP=pow2(R),
+                               **dtype_constexprs(x_gates.dtype), num_warps=4, num_stages=1)
     # w_ss[:, :, 1] saw h[:, :, r, j-1]; w_ss[:, :, 0] saw h[:, :, r-1, j-1].
     h_same = F.pad(h, (1, 0))[..., :S]
     h_above = F.pad(h_same, (0, 0, 1, 0))[..., :R, :]
@@ -188,19 +190,7 @@ def _bwd(grad_h, grad_c, x_gates, w_ss, h, c, block=16):
     return grad_x, grad_w
 
 
-class _DiagonalLSTMScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x_gates, w_ss):
-        h, c = _fwd(x_gates, w_ss)
-        ctx.save_for_backward(x_gates, w_ss, h, c)
-        return h, c
-
-    @staticmethod
-    def backward(ctx, grad_h, grad_c):
-        x_gates, w_ss, h, c = ctx.saved_tensors
-        grad_h = torch.zeros_like(h) if grad_h is None else grad_h
-        grad_c = torch.zeros_like(c) if grad_c is None else grad_c
-        return _bwd(grad_h, grad_c, x_gates, w_ss, h, c)
+_DiagonalLSTMScan = lstm_scan_function("_DiagonalLSTMScan", _fwd, _bwd)
 
 
 def diagonal_lstm_scan_triton(x_gates: torch.Tensor, w_ss: torch.Tensor):

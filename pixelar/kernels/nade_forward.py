@@ -19,10 +19,22 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import acc_dtype, acc_torch_dtype, dot_precision, check_device, pow2, sigmoid
+from ._common import acc_dtype, acc_torch_dtype, check_device, dtype_constexprs, pow2, sigmoid
 
 BLOCK_B = 16  # batch rows per program (tl.dot needs >= 16 on the GPU)
 BLOCK_H = 64  # hidden units per program
+
+
+@triton.jit
+def _program_tile(B, Hd, O, BB: tl.constexpr, BH: tl.constexpr, OP: tl.constexpr):
+    """This program's tile of the (batch tiles) x (hidden tiles) grid: ph, its hidden tile;
+    rb (BB,) int64 batch rows, rk (BH,) hidden units, ro (OP,) outputs; and bm, km, om,
+    their in-range masks."""
+    ph = tl.program_id(1)
+    rb = (tl.program_id(0) * BB + tl.arange(0, BB)).to(tl.int64)
+    rk = ph * BH + tl.arange(0, BH)
+    ro = tl.arange(0, OP)
+    return ph, rb, rk, ro, rb < B, rk < Hd, ro < O
 
 
 @triton.jit
@@ -31,14 +43,7 @@ def _nade_fwd_kernel(x_ptr, wt_ptr, c_ptr, v_ptr, part_ptr, B, D, Hd, O,
                      ACC: tl.constexpr, PREC: tl.constexpr, USE_DOT: tl.constexpr):
     """x: (B, D); wt = W.T: (D, Hd); c: (Hd,); V: (D, O, Hd) -> part: (nH, B, D, O),
     part[tile] = sigmoid(a_d[:, tile]) @ V[d, :, tile].T."""
-    pb = tl.program_id(0)
-    ph = tl.program_id(1)
-    rb = (pb * BB + tl.arange(0, BB)).to(tl.int64)
-    rk = ph * BH + tl.arange(0, BH)
-    ro = tl.arange(0, OP)
-    bm = rb < B
-    km = rk < Hd
-    om = ro < O
+    ph, rb, rk, ro, bm, km, om = _program_tile(B, Hd, O, BB, BH, OP)
     a = tl.zeros([BB, BH], dtype=ACC) + tl.load(c_ptr + rk, mask=km, other=0.0).to(ACC)[None, :]
     part = part_ptr + ((ph * B + rb[:, None]) * D) * O + ro[None, :]
     for d in range(D):
@@ -62,14 +67,7 @@ def _nade_bwd_kernel(go_ptr, x_ptr, wt_ptr, c_ptr, v_ptr, gx_part_ptr, gwt_ptr, 
                      ACC: tl.constexpr, PREC: tl.constexpr, USE_DOT: tl.constexpr):
     """Reverse scan. Accumulates into gwt: (D, Hd), gc: (Hd,), gv: (D, O, Hd) (zeroed,
     atomic adds over batch tiles); writes gx_part: (nH, B, D) (summed over hidden tiles)."""
-    pb = tl.program_id(0)
-    ph = tl.program_id(1)
-    rb = (pb * BB + tl.arange(0, BB)).to(tl.int64)
-    rk = ph * BH + tl.arange(0, BH)
-    ro = tl.arange(0, OP)
-    bm = rb < B
-    km = rk < Hd
-    om = ro < O
+    ph, rb, rk, ro, bm, km, om = _program_tile(B, Hd, O, BB, BH, OP)
     vm = om[:, None] & km[None, :]
     # a_D = c + sum_d x_d W[:, d], in float64: a_d is recovered below by subtraction.
     a = tl.zeros([BB, BH], dtype=tl.float64) + tl.load(
@@ -153,8 +151,7 @@ def _fwd(x, W, c, V, b, block_h=BLOCK_H):
     part = x.new_empty(grid[1], B, D, O, dtype=acc_torch_dtype(x.dtype))
     _nade_fwd_kernel[grid](x.contiguous(), W.t().contiguous(), c.contiguous(),
                            V.contiguous(), part, B, D, Hd, O, BB=BLOCK_B, BH=BH, OP=OP,
-                           ACC=acc_dtype(x.dtype), PREC=dot_precision(x.dtype),
-                           USE_DOT=use_dot, num_warps=4)
+                           **dtype_constexprs(x.dtype), USE_DOT=use_dot, num_warps=4)
     return (part.sum(0) + b).to(x.dtype)
 
 
@@ -172,8 +169,8 @@ def _bwd(grad_out, x, W, c, V, b, block_h=BLOCK_H):
     gv = x.new_zeros(D, O, Hd, dtype=acc)
     _nade_bwd_kernel[grid](grad_out.contiguous(), x.contiguous(), W.t().contiguous(),
                            c.contiguous(), V.contiguous(), gx_part, gwt, gc, gv,
-                           B, D, Hd, O, BB=BLOCK_B, BH=BH, OP=OP, ACC=acc_dtype(x.dtype),
-                           PREC=dot_precision(x.dtype), USE_DOT=use_dot, num_warps=4)
+                           B, D, Hd, O, BB=BLOCK_B, BH=BH, OP=OP, **dtype_constexprs(x.dtype),
+                           USE_DOT=use_dot, num_warps=4)
     return (gx_part.sum(0).to(x.dtype), gwt.t().to(W.dtype), gc.to(c.dtype), gv.to(V.dtype),
             grad_out.sum(0).to(b.dtype))
 

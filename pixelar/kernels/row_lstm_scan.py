@@ -24,8 +24,21 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ._common import (acc_dtype, acc_torch_dtype, check_device, dot2, dot_precision,
-                      lstm_cell_bwd, lstm_cell_fwd, pow2, w_tile, w_tile_t)
+from ._common import (acc_torch_dtype, check_device, contiguous, dot2, dtype_constexprs,
+                      lstm_cell_bwd, lstm_cell_fwd, lstm_scan_function, pow2, scan_sizes,
+                      w_tile, w_tile_t)
+
+
+@triton.jit
+def _unit_block(hb, col, col_ok, r, H, R, W, BH: tl.constexpr):
+    """Hidden units k = hb + [0, BH) at columns col of row r: k, k_ok (BH,), and valid,
+    off (BH, WP): the in-range mask and the offset of (k, r, col) in one image's (H, R, W)
+    map (the same offset is gate 0's in its (4H, R, W) x_gates)."""
+    k = hb + tl.arange(0, BH)
+    k_ok = k < H
+    valid = k_ok[:, None] & col_ok[None, :]
+    off = k[:, None] * (R * W) + r * W + col[None, :]
+    return k, k_ok, valid, off
 
 
 @triton.jit
@@ -79,10 +92,7 @@ def _row_fwd_kernel(x_ptr, w_ptr, h_ptr, c_ptr, H, R, W,
     hc_base = b * H * RW
     for r in range(R):
         for hb in range(0, H, BH):
-            k = hb + tl.arange(0, BH)
-            k_ok = k < H
-            valid = k_ok[:, None] & col_ok[None, :]
-            off = k[:, None] * RW + r * W + col[None, :]
+            k, k_ok, valid, off = _unit_block(hb, col, col_ok, r, H, R, W, BH)
             pre_i, pre_f, pre_o, pre_g = _gates(x_base, w_ptr, h_ptr, off, hc_base, k, k_ok,
                                                 col, col_ok, valid, r, H, R, W, BK, ACC, PREC)
             c_prev = tl.load(c_ptr + hc_base + off - W, mask=valid & (r >= 1),
@@ -111,10 +121,7 @@ def _row_bwd_kernel(gh_ptr, gc_ptr, x_ptr, w_ptr, h_ptr, c_ptr, gx_ptr, dc_ptr, 
         r = R - 1 - rr
         below = r + 1 < R
         for hb in range(0, H, BH):
-            k = hb + tl.arange(0, BH)
-            k_ok = k < H
-            valid = k_ok[:, None] & col_ok[None, :]
-            off = k[:, None] * RW + r * W + col[None, :]
+            k, k_ok, valid, off = _unit_block(hb, col, col_ok, r, H, R, W, BH)
             pre_i, pre_f, pre_o, pre_g = _gates(x_base, w_ptr, h_ptr, off, hc_base, k, k_ok,
                                                 col, col_ok, valid, r, H, R, W, BK, ACC, PREC)
             # dL/dh[r, c] = sum_t W_t^T dpre[r + 1, c + 1 - t]: row r + 1 of gx, shifted.
@@ -150,36 +157,26 @@ def _row_bwd_kernel(gh_ptr, gc_ptr, x_ptr, w_ptr, h_ptr, c_ptr, gx_ptr, dc_ptr, 
         tl.debug_barrier()  # row r of gx and dc is read by every thread at row r - 1
 
 
-def _launch_config(x_gates, block):
-    B, G, R, W = x_gates.shape
-    H = G // 4
-    BH = BK = min(block, pow2(H))
-    return B, H, R, W, BH, BK, pow2(W)
-
-
 def _fwd(x_gates, w_ss, block=16):
     """x_gates: (B, 4H, R, W), w_ss: (4H, H, 3) -> h, c: (B, H, R, W)."""
-    x_gates, w_ss = x_gates.contiguous(), w_ss.contiguous()
-    B, H, R, W, BH, BK, WP = _launch_config(x_gates, block)
+    x_gates, w_ss = contiguous(x_gates, w_ss)
+    B, H, R, W, BH = scan_sizes(x_gates, block)
     h = x_gates.new_empty(B, H, R, W)
     c = x_gates.new_empty(B, H, R, W)
-    _row_fwd_kernel[(B,)](x_gates, w_ss, h, c, H, R, W, BH=BH, BK=BK, WP=WP,
-                          ACC=acc_dtype(x_gates.dtype), PREC=dot_precision(x_gates.dtype),
-                          num_warps=4, num_stages=1)
+    _row_fwd_kernel[(B,)](x_gates, w_ss, h, c, H, R, W, BH=BH, BK=BH, WP=pow2(W),
+                          **dtype_constexprs(x_gates.dtype), num_warps=4, num_stages=1)
     return h, c
 
 
 def _bwd(grad_h, grad_c, x_gates, w_ss, h, c, block=16):
     """Gradients (grad_x_gates: (B, 4H, R, W), grad_w_ss: (4H, H, 3))."""
-    x_gates, w_ss = x_gates.contiguous(), w_ss.contiguous()
-    grad_h, grad_c = grad_h.contiguous(), grad_c.contiguous()
-    h, c = h.contiguous(), c.contiguous()
-    B, H, R, W, BH, BK, WP = _launch_config(x_gates, block)
+    grad_h, grad_c, x_gates, w_ss, h, c = contiguous(grad_h, grad_c, x_gates, w_ss, h, c)
+    B, H, R, W, BH = scan_sizes(x_gates, block)
     grad_x = torch.empty_like(x_gates)
     dc = x_gates.new_empty(2, B, H, W, dtype=acc_torch_dtype(x_gates.dtype))
     _row_bwd_kernel[(B,)](grad_h, grad_c, x_gates, w_ss, h, c, grad_x, dc, B, H, R, W,
-                          BH=BH, BK=BK, WP=WP, ACC=acc_dtype(x_gates.dtype),
-                          PREC=dot_precision(x_gates.dtype), num_warps=4, num_stages=1)
+                          BH=BH, BK=BH, WP=pow2(W), **dtype_constexprs(x_gates.dtype),
+                          num_warps=4, num_stages=1)
     # Tap t at (r, c) saw h[r - 1, c + t - 1] (zero-padded).
     h_prev = F.pad(h, (1, 1, 1, 0))[:, :, :R, :]  # (B, H, R, W + 2)
     grad_w = torch.stack([torch.einsum("bgrc,bkrc->gk", grad_x, h_prev[..., t:t + W])
@@ -187,19 +184,7 @@ def _bwd(grad_h, grad_c, x_gates, w_ss, h, c, block=16):
     return grad_x, grad_w
 
 
-class _RowLSTMScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x_gates, w_ss):
-        h, c = _fwd(x_gates, w_ss)
-        ctx.save_for_backward(x_gates, w_ss, h, c)
-        return h, c
-
-    @staticmethod
-    def backward(ctx, grad_h, grad_c):
-        x_gates, w_ss, h, c = ctx.saved_tensors
-        grad_h = torch.zeros_like(h) if grad_h is None else grad_h
-        grad_c = torch.zeros_like(c) if grad_c is None else grad_c
-        return _bwd(grad_h, grad_c, x_gates, w_ss, h, c)
+_RowLSTMScan = lstm_scan_function("_RowLSTMScan", _fwd, _bwd)
 
 
 def row_lstm_scan_triton(x_gates: torch.Tensor, w_ss: torch.Tensor):
