@@ -39,12 +39,12 @@ template <typename T>
 PIXELAR_SIMD_INLINE void tile_dots(const T* v, const T* h, int64_t O, int64_t nb, int64_t Hd,
                                    T* out) {
   constexpr int S = sizeof(T) == 4 ? 8 : 4;
+  const T* rows[kTile];
+  for (int64_t s = 0; s < nb; ++s) rows[s] = h + s * Hd;
   for (int64_t o = 0; o < O; ++o) {
     int64_t s = 0;
-    for (; s + S <= nb; s += S)
-      simd::dot_many<T, S>(v + o * Hd, h + s * Hd, Hd, Hd, out + o * nb + s);
-    for (; s < nb; ++s)
-      simd::dot_many<T, 1>(v + o * Hd, h + s * Hd, Hd, Hd, out + o * nb + s);
+    for (; s + S <= nb; s += S) simd::dot_rows<S>(v + o * Hd, rows + s, Hd, out + o * nb + s);
+    for (; s < nb; ++s) out[o * nb + s] = simd::dot(v + o * Hd, rows[s], Hd);
   }
 }
 

@@ -274,26 +274,5 @@ PIXELAR_SIMD_INLINE void hidden_update(double* __restrict__ a, double* __restric
   }
 }
 
-// out[s] = sum_j v[j] * h[s * ldh + j] for s < S (S fixed): S vector sums, one pass over v.
-template <typename T, int S>
-PIXELAR_SIMD_INLINE void dot_many(const T* __restrict__ v, const T* __restrict__ h,
-                                  int64_t ldh, int64_t n, T* __restrict__ out) {
-  using V = typename Vec<T>::type;
-  constexpr int L = Vec<T>::lanes;
-  V acc[S];
-  for (int s = 0; s < S; ++s) acc[s] = V{};
-  int64_t j = 0;
-  for (; j + L <= n; j += L) {
-    const V vj = load<V>(v + j);
-    for (int s = 0; s < S; ++s) acc[s] += vj * load<V>(h + s * ldh + j);
-  }
-  for (int s = 0; s < S; ++s) {
-    T total = T(0);
-    for (int l = 0; l < L; ++l) total += acc[s][l];
-    for (int64_t jj = j; jj < n; ++jj) total += v[jj] * h[s * ldh + jj];
-    out[s] = total;
-  }
-}
-
 }  // namespace simd
 }  // namespace pixelar
