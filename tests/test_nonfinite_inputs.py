@@ -33,17 +33,22 @@ SCANS = {"diagonal": (diagonal_lstm_scan, diagonal_lstm_scan_ref),
          "row": (row_lstm_scan, row_lstm_scan_ref)}
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", sorted(SCANS))
-def test_scan_propagates_nan_like_the_reference(kind, dtype):
+def run_scan(kind, x, w):
+    """(C++ h, c), (reference h, c) of scan `kind` on x_gates x, weights w."""
     op, ref_fn = SCANS[kind]
     if not has_kernel(f"{kind}_lstm_scan", "CPU"):
         pytest.skip("pixelar._C not built")
+    with pixelar.ops.backend("cpp"):
+        out = op(x, w)
+    return out, ref_fn(x, w)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", sorted(SCANS))
+def test_scan_propagates_nan_like_the_reference(kind, dtype):
     x, w = scan_inputs(kind, dtype)
     x[1, 5, 1, 2] = float("nan")  # inside the image for both layouts (row 1, skewed col 2)
-    with pixelar.ops.backend("cpp"):
-        h, c = op(x, w)
-    h_ref, c_ref = ref_fn(x, w)
+    (h, c), (h_ref, c_ref) = run_scan(kind, x, w)
     assert_same_nan_and_values(h, h_ref)
     assert_same_nan_and_values(c, c_ref)
 
@@ -51,14 +56,9 @@ def test_scan_propagates_nan_like_the_reference(kind, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", sorted(SCANS))
 def test_scan_saturates_infinite_gates_like_the_reference(kind, dtype):
-    op, ref_fn = SCANS[kind]
-    if not has_kernel(f"{kind}_lstm_scan", "CPU"):
-        pytest.skip("pixelar._C not built")
     x, w = scan_inputs(kind, dtype)
     x[0, :, 2, 3] = torch.tensor([float("inf"), -float("inf")]).repeat(6).to(dtype)
-    with pixelar.ops.backend("cpp"):
-        h, c = op(x, w)
-    h_ref, c_ref = ref_fn(x, w)
+    (h, c), (h_ref, c_ref) = run_scan(kind, x, w)
     assert not h_ref.isnan().any()
     torch.testing.assert_close(h, h_ref, **TOL[dtype])
     torch.testing.assert_close(c, c_ref, **TOL[dtype])
