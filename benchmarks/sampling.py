@@ -34,6 +34,9 @@ import pixelar
 from pixelar.models import NADE, PixelCNN, PixelRNN
 from pixelar.models.draw import draw
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import interleaved_times  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 CONFIGS = {
@@ -105,15 +108,20 @@ def time_naive(model, n, budget_s, min_dims=3, seed=0):
     return time.perf_counter() - start, False, x
 
 
-@torch.no_grad()
-def time_fast(model, n, repeats):
+def fast_sampler(model, n):
+    """A callable drawing n images with the fast sampler (the same seed every call)."""
     gen = torch.Generator()
 
+    @torch.no_grad()
     def run():
         gen.manual_seed(0)
         return model.sample(n, fast=True, generator=gen)
 
-    return median_time(run, repeats)
+    return run
+
+
+def time_fast(model, n, repeats):
+    return median_time(fast_sampler(model, n), repeats)
 
 
 @torch.no_grad()
@@ -240,8 +248,10 @@ def main(argv=None):
               f"{t_naive / t_fast:>9.0f}x{floor * 1e3:>10.2f}{t_fast / floor:>7.1f}x  {note}")
 
     model = build("nade", 28)
-    t_loop = median_time(lambda: nade_python_loop(model, 64), repeats)
-    t_fast = results["main"]["nade"]["fast_s"]
+    # timed in alternating rounds, so that load from other processes hits both alike
+    times = interleaved_times({"loop": lambda: nade_python_loop(model, 64),
+                               "fast": fast_sampler(model, 64)}, repeats=3 * repeats)
+    t_loop, t_fast = times["loop"][0], times["fast"][0]
     results["nade_python_loop"] = dict(batch=64, python_loop_s=t_loop, fast_s=t_fast,
                                        speedup=t_loop / t_fast)
     print(f"\nNADE H=500, D=784, 64 samples: Python loop over dimensions {t_loop * 1e3:.1f} ms, "
