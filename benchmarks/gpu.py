@@ -11,6 +11,9 @@
    torch.nn.LSTM (cuDNN) with the same hidden size and sequence length (batch = every
    sequence the scan advances at once; cuDNN also does the input projection the scans get
    precomputed, so it does slightly more work).
+3. With --sampling: the fast (cached) samplers, model.sample(n) on the binarized 28x28
+   models of benchmarks/sampling.py, on the GPU (CUDA sampling kernels) against the CPU
+   (C++ kernels): wall-clock median of --sampling-iters runs after one warm-up.
 Prints a table and writes JSON to benchmarks/results/gpu.json. Exits with a message and
 status 1 when no CUDA GPU is visible.
 """
@@ -20,6 +23,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 
 import torch
 
@@ -198,6 +202,61 @@ def bench(op_names, backends, dtype, warmup, iters):
     return rows
 
 
+# --- fast sampling: the CUDA sampling kernels against the C++ kernels ---------------------
+
+def _samplers():
+    from pixelar.models import NADE, PixelCNN, PixelRNN
+    shape = (1, 28, 28)  # binarized 28x28, the configurations of benchmarks/sampling.py
+    return {  # name: (model factory, batch)
+        "pixelrnn_diagonal": (lambda: PixelRNN(image_shape=shape, layer="diagonal",
+                                               num_layers=7, hidden=16), 16),
+        "pixelrnn_row": (lambda: PixelRNN(image_shape=shape, layer="row", num_layers=7,
+                                          hidden=16), 16),
+        "pixelcnn": (lambda: PixelCNN(image_shape=shape, num_layers=15, hidden=16), 16),
+        "nade": (lambda: NADE(image_shape=shape, hidden=500), 64),
+    }
+
+
+def bench_sampling(iters):
+    """Seconds per model.sample(batch) (fast sampler), GPU ("cuda" backend) and CPU ("cpp")."""
+    rows = []
+    for name, (make, batch) in _samplers().items():
+        torch.manual_seed(0)
+        model = make().eval()
+        row = dict(model=name, batch=batch)
+        for device, backend in (("cuda", "cuda"), ("cpu", "cpp")):
+            model.to(device)
+
+            def run():
+                with ops.backend(backend):
+                    model.sample(batch, generator=torch.Generator(device).manual_seed(0))
+                if device == "cuda":
+                    torch.cuda.synchronize()
+            try:
+                run()  # warm-up
+                row[f"{device}_s"] = statistics.median(_wall_s(run) for _ in range(iters))
+            except Exception as exc:  # report and go on
+                row[f"{device}_s"] = None
+                print(f"  sample {name} on {device}: {type(exc).__name__}: {exc}"[:300])
+        rows.append(row)
+    return rows
+
+
+def _wall_s(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def print_sampling(rows):
+    print(f"\n{'fast sampling':20s} {'batch':>5s} {'cuda s':>10s} {'cpu s':>10s}  speed-up")
+    for r in rows:
+        g, c = r.get("cuda_s"), r.get("cpu_s")
+        cells = [f"{v:10.4f}" if v is not None else f"{'-':>10s}" for v in (g, c)]
+        speed = f"{c / g:.1f}x" if g and c else "-"
+        print(f"{r['model']:20s} {r['batch']:5d} " + " ".join(cells) + f"  {speed}")
+
+
 # --- report -------------------------------------------------------------------------------
 
 def print_checks(rows):
@@ -242,6 +301,9 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda",
                         help="'cpu' self-tests this script: Triton under TRITON_INTERPRET=1, "
                              "checks only")
+    parser.add_argument("--sampling", action="store_true",
+                        help="also time the fast samplers, CUDA kernels vs C++ kernels")
+    parser.add_argument("--sampling-iters", type=int, default=3)
     parser.add_argument("--out", default=RESULTS, help="JSON results (default: %(default)s)")
     args = parser.parse_args(argv)
 
@@ -270,10 +332,14 @@ def main(argv=None):
                                                args.iters)
     if timings:
         print_timings(timings)
+    sampling = bench_sampling(args.sampling_iters) if args.sampling else []
+    if sampling:
+        print_sampling(sampling)
     result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
                   cuda=torch.version.cuda, python=platform.python_version(),
                   triton=_triton_version(), dtype=args.dtype, backends=backends,
-                  warmup=args.warmup, iters=args.iters, checks=checks, timings=timings)
+                  warmup=args.warmup, iters=args.iters, checks=checks, timings=timings,
+                  sampling=sampling)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)

@@ -1,7 +1,8 @@
 """Backend dispatch for GPU backends, checkable without a GPU: CUDA tensors go to the backend
 asked for, a backend that is not built or does not serve the tensor's device raises a
-clear RuntimeError, nothing falls back silently to the reference; and a CUDA build
-registers a CUDA kernel for every op (CI sets PIXELAR_EXPECT_CUDA=1 for that build).
+clear RuntimeError, nothing falls back silently to the reference (the sampling ops
+included: "auto" on a GPU without their CUDA kernels raises); and a CUDA build registers a
+CUDA kernel for every op (CI sets PIXELAR_EXPECT_CUDA=1 for that build).
 
 Tensors on the "meta" device stand in for non-CPU tensors; resolve() is given a
 torch.device("cuda") directly, which needs no GPU.
@@ -14,9 +15,11 @@ import torch
 
 import pixelar
 from pixelar.ops import _backend
+from pixelar.ops.pixel_network_sample import resolve_sampling
 
+SAMPLING = ["nade_sample", "rnade_sample", "pixel_network_sample_step"]
 OPS = ["diagonal_lstm_scan", "diagonal_lstm_scan_backward", "row_lstm_scan",
-       "row_lstm_scan_backward", "nade_forward", "nade_forward_backward"]
+       "row_lstm_scan_backward", "nade_forward", "nade_forward_backward"] + SAMPLING
 PUBLIC = ["diagonal_lstm_scan", "row_lstm_scan", "nade_forward"]
 CUDA = torch.device("cuda")
 
@@ -124,6 +127,62 @@ def test_cpp_backend_without_extension_is_an_error(op, monkeypatch):
     with pixelar.ops.backend("cpp"):
         with pytest.raises(RuntimeError, match="backend 'cpp' is not available"):
             call(op, op_inputs(op))
+
+
+# ---- the sampling ops (nade_sample, rnade_sample, pixel_network_sample_step): C++ and CUDA
+# kernels, no Triton kernel; "auto" on a GPU never runs the PyTorch sampler unasked
+
+@pytest.mark.parametrize("op", SAMPLING)
+def test_sampling_auto_on_cuda_without_kernel_raises(op, cuda_kernels):
+    cuda_kernels(False)
+    with pixelar.ops.backend("auto"):
+        with pytest.raises(RuntimeError, match=r"no CUDA kernel[\s\S]*backend\('reference'\)"):
+            resolve_sampling(op, CUDA)
+    with pixelar.ops.backend("cuda"):
+        with pytest.raises(RuntimeError, match="backend 'cuda' is not available"):
+            resolve_sampling(op, CUDA)
+    with pixelar.ops.backend("reference"):  # the PyTorch sampler on a GPU, asked for
+        assert resolve_sampling(op, CUDA) == "reference"
+
+
+@pytest.mark.parametrize("op", SAMPLING)
+def test_sampling_cuda_tensors_go_to_the_cuda_kernel(op, cuda_kernels, monkeypatch):
+    monkeypatch.setattr(_backend, "triton_available", lambda: True)
+    monkeypatch.setattr(_backend, "extension_loaded", lambda: True)
+    cuda_kernels(True)
+    for name, expected in (("auto", "cuda"), ("cuda", "cuda"), ("reference", "reference")):
+        with pixelar.ops.backend(name):
+            assert resolve_sampling(op, CUDA) == expected
+    with pixelar.ops.backend("auto"):
+        assert resolve_sampling(op, torch.device("cpu")) == "cpp"
+    with pixelar.ops.backend("triton"):
+        with pytest.raises(RuntimeError, match="no Triton kernel"):
+            resolve_sampling(op, CUDA)
+    with pixelar.ops.backend("cpp"):
+        with pytest.raises(RuntimeError, match="backend 'cpp' runs CPU tensors"):
+            resolve_sampling(op, CUDA)
+
+
+def test_sampling_wrappers_do_not_fall_back_to_the_reference(monkeypatch):
+    """Through the public wrappers: on a device with no sampling kernel ("meta" stands in
+    for it) "auto" raises; the PyTorch samplers (which would run on meta tensors) are never
+    called."""
+    nade_module = importlib.import_module("pixelar.ops.nade_sample")  # the module, not the op
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the PyTorch reference sampler ran without being asked for")
+    monkeypatch.setattr(nade_module, "nade_sample_ref", forbidden)
+    monkeypatch.setattr(nade_module, "rnade_sample_ref", forbidden)
+    kw = dict(device="meta", dtype=torch.float32)
+    u = torch.empty(3, 5, device="meta", dtype=torch.float64)
+    W, c = torch.empty(4, 5, **kw), torch.empty(4, **kw)
+    with pixelar.ops.backend("auto"):
+        with pytest.raises(RuntimeError, match="no compiled kernel for device meta"):
+            pixelar.ops.nade_sample(u, None, W, c, torch.empty(5, 1, 4, **kw),
+                                    torch.empty(5, 1, **kw))
+        with pytest.raises(RuntimeError, match="no compiled kernel for device meta"):
+            pixelar.ops.rnade_sample(u, u, W, c, torch.empty(5, 6, 4, **kw),
+                                     torch.empty(5, 6, **kw), -7.0, 7.0)
 
 
 def test_unknown_backend_name():

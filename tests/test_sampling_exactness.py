@@ -1,6 +1,7 @@
 """Fast (cached) sampling returns exactly the images of naive sampling: same generator
 seed, fp64 models, binary and 3-channel levels=4 images, non-square shapes, with and
-without a condition; for the compiled kernels and for the PyTorch cached samplers."""
+without a condition; for the compiled kernels (C++; CUDA when a GPU is present) and for
+the PyTorch cached samplers."""
 import pytest
 import torch
 
@@ -83,3 +84,43 @@ def test_fp32_fast_sampler_runs_and_matches_naive():
     naive, fast = naive_and_fast(model, None, "auto")
     # fp32: identical unless a uniform falls within float rounding of a threshold
     assert (naive != fast).float().mean().item() < 0.05
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["pixelcnn", "pixelrnn_row", "pixelrnn_diagonal", "nade"])
+@pytest.mark.parametrize("with_condition", [False, True])
+def test_cuda_model_fast_equals_naive(name, with_condition):
+    """model.sample() of a CUDA model: the fast sampler (backend "auto": the CUDA sampling
+    kernels) returns the images of the naive sampler (PyTorch on the GPU), fp64."""
+    op = "nade_sample" if name == "nade" else "pixel_network_sample_step"
+    if not pixelar._extension.has_kernel(op, "CUDA"):
+        pytest.skip("pixelar was built without CUDA kernels")
+    image_shape, levels = ((1, 3, 4), 2) if name == "nade" else ((3, 2, 3), 4)
+    model = make_model(name, image_shape, levels).cuda()
+    cond = condition_for(image_shape, levels).cuda() if with_condition else None
+
+    def sample(fast, backend):
+        with pixelar.ops.backend(backend):
+            return model.sample(N, fast=fast, condition=cond,
+                                generator=torch.Generator(device="cuda").manual_seed(11))
+    naive, fast = sample(False, "reference"), sample(True, "auto")
+    assert fast.is_cuda and fast.dtype == torch.int64 and fast.shape == (N, *image_shape)
+    assert torch.equal(naive, fast), f"{name}: {(naive != fast).sum().item()} values differ"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_rnade_fast_equals_naive():
+    if not pixelar._extension.has_kernel("rnade_sample", "CUDA"):
+        pytest.skip("pixelar was built without CUDA kernels")
+    torch.manual_seed(0)
+    model = RNADE(num_inputs=7, hidden=9, components=3).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    model = model.cuda()
+    with pixelar.ops.backend("reference"):
+        naive = model.sample(6, fast=False, generator=torch.Generator("cuda").manual_seed(2))
+    with pixelar.ops.backend("auto"):
+        fast = model.sample(6, fast=True, generator=torch.Generator("cuda").manual_seed(2))
+    assert fast.is_cuda and fast.dtype == torch.float64
+    torch.testing.assert_close(fast, naive, rtol=1e-10, atol=1e-10)

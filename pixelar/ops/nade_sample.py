@@ -17,6 +17,15 @@ x_d = 1, h = 1 / (1 + e)) and recomputes it from a after at most 32 products, or
 when the columns' max |W| since the last exact e add up to more than 60 (the hidden walk
 of csrc/cpu/nade_hidden.h, shared with nade_forward), so h is within ~4e-6 (relative) of
 sigmoid(a); float64 computes sigmoid(a) at every update.
+
+The CUDA kernel (csrc/cuda/sampling_nade.cu) runs one thread block per image, the whole
+loop in one launch: threads over the hidden units (a and h in shared memory), block sums
+for V[d] @ h, thread 0 draws with the same helpers (csrc/include/pixelar/sampling_math.h).
+It computes h = sigmoid(a) at every update that changes a (float32: the CPU kernels' exp
+formula, math::SimdMath). Dispatch (``resolve_sampling``): under backend "auto", CPU tensors
+run the C++ kernel and CUDA tensors the CUDA kernel; a CUDA tensor without a CUDA kernel
+built raises ``RuntimeError`` (nothing falls back silently); backend "reference" runs the
+PyTorch loops below (``nade_sample_ref``, ``rnade_sample_ref``) on any device.
 """
 import torch
 

@@ -27,6 +27,14 @@ Every value is drawn from the pre-drawn uniforms ``u`` by the rule of
 pixelar/models/draw.py (float64 inverse CDF), so this sampler and the naive one return
 identical images from identical uniforms.
 
+Kernels: C++ (csrc/cpu/sampling_pixel_networks.cpp: images in parallel, each running its
+pixel loop) and CUDA (csrc/cuda/sampling_pixel_networks.cu: one thread block per image runs
+the pixels [start, stop) in one launch, threads over the features of each dense product,
+the same draw helpers, csrc/include/pixelar/sampling_math.h). Under backend "auto" CPU
+tensors go to the C++ kernel and CUDA tensors to the CUDA kernel; a CUDA tensor with no
+CUDA kernel built raises ``RuntimeError`` (no silent fallback): backend "reference" runs
+the PyTorch sampler below (``pixel_network_sample_step_ref``) on a GPU when asked for.
+
 Packed weights (``weights``, all of the model's dtype, contiguous; F = 2h features,
 hd = hidden units of a recurrent layer, q = head hidden, O = 1 (Bernoulli) or levels):
     in_w (4, 7, C, F)  rows 0..3 (3 = centre) of the mask-A kernel, [ky, kx, c_in, f_out]
@@ -55,7 +63,8 @@ zero.
 """
 import torch
 
-from .._extension import extension_loaded, has_kernel
+from .._extension import extension_loaded
+from . import _backend
 from ._backend import get_backend, resolve
 from ._checks import check_float_tensor, check_shape
 from .lstm_cell import lstm_cell_ref
@@ -66,15 +75,25 @@ BLOCK_PARAMS = {"conv": 6, "row": 5, "diagonal": 8}
 
 
 def resolve_sampling(op: str, device: torch.device) -> str:
-    """Implementation of sampling op ``op`` for ``device``: as ``resolve``, except that under
-    "auto" a device without a compiled sampling kernel (a GPU: none is written yet) runs the
-    cached PyTorch sampler (``<op>_ref``), which is itself an O(pixels) sampler."""
-    if get_backend() == "auto" and device.type != "cpu" and not has_kernel(op, "CUDA"):
-        return "reference"
+    """Implementation ("reference", "cpp", "cuda") of sampling op ``op`` for ``device`` under
+    the backend in force, as ``pixelar.ops._backend.resolve``: "auto" runs the C++ kernel on
+    CPU tensors and the CUDA kernel on CUDA tensors. There is no Triton kernel for the
+    sampling ops, and nothing falls back silently: "auto" on a CUDA tensor when pixelar was
+    built without CUDA kernels raises ``RuntimeError``; backend "reference" runs the cached
+    PyTorch sampler (``<op>_ref``, itself an O(pixels) sampler) on any device, when asked
+    for explicitly."""
+    if (get_backend() == "auto" and device.type == "cuda"
+            and not _backend.has_kernel(op, "CUDA")):
+        detail = _backend.extension_error() or ("pixelar was built without CUDA kernels "
+                                                "(set PIXELAR_CUDA=1 and rebuild)")
+        raise RuntimeError(f"pixelar.ops.{op}: backend 'auto' found no CUDA kernel for a "
+                           f"tensor on {device}: {detail}\nTo run the PyTorch sampler on the "
+                           "GPU, ask for it explicitly: pixelar.ops.backend('reference') "
+                           "(or set_backend('reference')).")
     impl = resolve(op, device)
     if impl == "triton":
         raise RuntimeError(f"pixelar.ops.{op}: there is no Triton kernel for this op; use "
-                           "backend 'auto' or 'reference'")
+                           "backend 'auto', 'cuda' or 'reference'")
     return impl
 
 
