@@ -7,7 +7,11 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
+
+#include <algorithm>
 
 #include <string>
 
@@ -85,6 +89,31 @@ inline at::Tensor like_layout(const at::Tensor& value, const at::Tensor& like) {
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The transpose of a 2-D tensor m (R, C), contiguous (C, R): copied in 32 x 32 blocks, in
+// parallel over blocks of rows of the result (ATen's strided copy of m.t() reads a cache
+// line per element: about 10x slower for the 500 x 784 NADE weights).
+inline at::Tensor transposed(const at::Tensor& m) {
+  const int64_t R = m.size(0), C = m.size(1);
+  at::Tensor out = at::empty({C, R}, m.options());
+  if (R * C == 0) return out;
+  constexpr int64_t kBlock = 32;
+  const int64_t rs = m.stride(0), cs = m.stride(1);
+  AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "pixelar_transposed", [&] {
+    const scalar_t* src = m.data_ptr<scalar_t>();
+    scalar_t* dst = out.data_ptr<scalar_t>();
+    at::parallel_for(0, ceil_div(C, kBlock), 1, [&](int64_t cb0, int64_t cb1) {
+      for (int64_t c0 = cb0 * kBlock; c0 < std::min(C, cb1 * kBlock); c0 += kBlock) {
+        for (int64_t r0 = 0; r0 < R; r0 += kBlock) {
+          const int64_t c1 = std::min(C, c0 + kBlock), r1 = std::min(R, r0 + kBlock);
+          for (int64_t c = c0; c < c1; ++c)
+            for (int64_t r = r0; r < r1; ++r) dst[c * R + r] = src[r * rs + c * cs];
+        }
+      }
+    });
+  });
+  return out;
+}
 
 }  // namespace cpu
 }  // namespace pixelar

@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <tuple>
 #include <vector>
 
@@ -296,6 +297,12 @@ PIXELAR_SIMD_CLONES void backward_tile(Args<T> A, const T* g, bool grads_finite,
   }
 }
 
+// Zeroes columns [h0, h0 + nh) of the rows x cols matrix m.
+template <typename T>
+void zero_columns(T* m, int64_t rows, int64_t cols, int64_t h0, int64_t nh) {
+  for (int64_t r = 0; r < rows; ++r) std::fill(m + r * cols + h0, m + r * cols + h0 + nh, T(0));
+}
+
 int64_t backward_scratch(int64_t D, int64_t chunk) {
   return (ceil_div(D, kSegment) + kSegment + 3) * kBatchBlock * chunk + chunk;
 }
@@ -361,7 +368,7 @@ at::Tensor nade_forward_cpu(const at::Tensor& x_in, const at::Tensor& W_in, cons
   const at::Tensor b = b_in.contiguous();
   if (d.B * d.D * d.O == 0) return at::empty({d.B, d.D, d.O}, x.options());
   if (d.Hd == 0) return b.unsqueeze(0).expand({d.B, d.D, d.O}).contiguous();
-  const at::Tensor wt = W_in.t().contiguous();
+  const at::Tensor wt = transposed(W_in);
   const nade::Columns cols = nade::column_facts(wt);
   const Tiling t = tiling(d);
   at::Tensor part = at::empty({t.n_chunks, d.B, d.D, d.O}, x.options());
@@ -392,7 +399,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
   check_shape(kOpBwd, "grad_out", grad_out_in, {d.B, d.D, d.O}, "(B, D, O)");
   const at::Tensor g = grad_out_in.contiguous(), x = x_in.contiguous(), c = c_in.contiguous();
   const at::Tensor V = V_in.contiguous();
-  const at::Tensor wt = W_in.t().contiguous();
+  const at::Tensor wt = transposed(W_in);
   const nade::Columns cols = nade::column_facts(wt);
   const bool grads_finite = tensor_finite(g) && tensor_finite(V);
   const Tiling t = tiling(d);
@@ -402,12 +409,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
       std::max<int64_t>(1, std::min(t.n_bblocks, ceil_div(at::get_num_threads(), t.n_chunks)));
   const int64_t blocks_per_group = ceil_div(t.n_bblocks, n_groups);
   const auto opts = x.options();
-  at::Tensor gwt = at::zeros({n_groups, d.D, d.Hd}, opts);
-  at::Tensor gv = at::zeros({n_groups, d.D, d.O, d.Hd}, opts);
-  at::Tensor gc = at::zeros({n_groups, d.Hd}, opts);
+  // The weight gradients are zeroed by the tasks that accumulate them (in parallel, in the
+  // memory order they use), unless there is no work at all.
+  const bool work = d.B * d.D * d.Hd > 0;
+  const auto alloc = [&](at::IntArrayRef shape) {
+    return work ? at::empty(shape, opts) : at::zeros(shape, opts);
+  };
+  at::Tensor gwt = alloc({n_groups, d.D, d.Hd});
+  at::Tensor gv = alloc({n_groups, d.D, d.O, d.Hd});
+  at::Tensor gc = alloc({n_groups, d.Hd});
   // Every (chunk, b, d) is written by exactly one tile walk: no zero fill.
   at::Tensor gx_part = at::empty({t.n_chunks, d.B, d.D}, opts);
-  if (d.B * d.D * d.Hd > 0) {
+  if (work) {
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nade_forward_backward_cpu", [&] {
       const Args<scalar_t> A = args<scalar_t>(x, wt, cols, c, V, d);
       const scalar_t* gp = g.data_ptr<scalar_t>();
@@ -417,16 +430,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
       scalar_t* gxp = gx_part.data_ptr<scalar_t>();
       const int64_t scratch_size = backward_scratch(d.D, t.chunk);
       at::parallel_for(0, n_groups * t.n_chunks, 1, [&](int64_t begin, int64_t end) {
-        std::vector<scalar_t> scratch(scratch_size);
+        std::unique_ptr<scalar_t[]> scratch(new scalar_t[scratch_size]);  // no zero fill
         for (int64_t task = begin; task < end; ++task) {
           const int64_t grp = task / t.n_chunks, ch = task % t.n_chunks;
           const int64_t h0 = ch * t.chunk, nh = std::min(t.chunk, d.Hd - h0);
+          zero_columns(gwtp + grp * d.D * d.Hd, d.D, d.Hd, h0, nh);
+          zero_columns(gvp + grp * d.D * d.O * d.Hd, d.D * d.O, d.Hd, h0, nh);
+          zero_columns(gcp + grp * d.Hd, 1, d.Hd, h0, nh);
           const int64_t bb_end = std::min(t.n_bblocks, (grp + 1) * blocks_per_group);
           for (int64_t bb = grp * blocks_per_group; bb < bb_end; ++bb) {
             const int64_t b0 = bb * kBatchBlock, nb = std::min(kBatchBlock, d.B - b0);
             backward_tile<scalar_t>(A, gp, grads_finite, b0, nb, h0, nh, gwtp + grp * d.D * d.Hd,
                                     gvp + grp * d.D * d.O * d.Hd, gcp + grp * d.Hd,
-                                    gxp + ch * d.B * d.D, scratch.data());
+                                    gxp + ch * d.B * d.D, scratch.get());
           }
         }
       });
@@ -437,7 +453,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
     return parts.size(0) == 1 ? parts[0] : parts.sum(0);
   };
   at::Tensor grad_x = total(gx_part);
-  at::Tensor grad_W = total(gwt).t().contiguous();
+  at::Tensor grad_W = transposed(total(gwt));
   at::Tensor grad_c = total(gc);
   at::Tensor grad_V = total(gv);
   at::Tensor grad_b = g.sum(0);

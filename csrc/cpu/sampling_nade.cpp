@@ -150,7 +150,7 @@ at::Tensor nade_sample_cpu(const at::Tensor& u_, const std::optional<at::Tensor>
   const int64_t n = u_.size(0), D = u_.size(1);
   if (cond_.has_value()) check(op, *cond_, "cond", at::kLong, u_.sizes());
   const at::Tensor u = u_.contiguous(), c = c_.contiguous(), V = V_.contiguous(),
-                   b = b_.contiguous(), Wt = W.t().contiguous();
+                   b = b_.contiguous(), Wt = transposed(W);
   const at::Tensor cond = cond_.has_value() ? cond_->contiguous() : at::Tensor();
   at::Tensor x = at::empty({n, D}, u.options().dtype(at::kLong));
   const nade::Columns cols = nade::column_facts(Wt);
@@ -185,7 +185,7 @@ at::Tensor rnade_sample_cpu(const at::Tensor& u_, const at::Tensor& z_, const at
   const int64_t n = u_.size(0), D = u_.size(1);
   check(op, z_, "z", at::kDouble, u_.sizes());
   const at::Tensor u = u_.contiguous(), z = z_.contiguous(), c = c_.contiguous(),
-                   V = V_.contiguous(), b = b_.contiguous(), Wt = W.t().contiguous();
+                   V = V_.contiguous(), b = b_.contiguous(), Wt = transposed(W);
   at::Tensor x = at::empty({n, D}, W.options());
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "rnade_sample_cpu", [&] {
     const int64_t tiles = (n + kTile - 1) / kTile;
