@@ -52,13 +52,16 @@ inline size_t max_smem_optin() {
   return static_cast<size_t>(bytes);
 }
 
-// Allow `kernel` `bytes` of dynamic shared memory, or fail with a message that says why.
+// Allow `kernel` `bytes` of dynamic shared memory, or fail with a message that says why and,
+// in `hint`, what to do instead.
 template <typename Kernel>
-void reserve_smem(Kernel kernel, size_t bytes, const char* op) {
+void reserve_smem(Kernel kernel, size_t bytes, const char* op,
+                  const char* hint = "use a smaller hidden size, a 32-bit dtype, or the 'triton' "
+                                     "backend") {
   const size_t limit = max_smem_optin();
   TORCH_CHECK(bytes <= limit, op, ": the CUDA kernel needs ", bytes,
               " bytes of shared memory per block at this size, the device allows ", limit,
-              "; use a smaller hidden size, a 32-bit dtype, or the 'triton' backend");
+              "; ", hint);
   if (bytes > kDefaultSmem) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(bytes)));

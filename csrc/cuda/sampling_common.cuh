@@ -2,9 +2,9 @@
 // input checks with the CPU kernels' messages, launch sizes, dynamic shared memory, the
 // block-wide sums, and arithmetic rounded as the references round it.
 //
-// Self-contained on purpose (common.cuh serves the training kernels). The draws and the
-// per-element math come from csrc/include/pixelar/sampling_math.h and lstm_math.h, the
-// code the CPU kernels run.
+// Shared memory and warp sums come from common.cuh (the training kernels' helpers). The
+// draws and the per-element math come from csrc/include/pixelar/sampling_math.h and
+// lstm_math.h, the code the CPU kernels run.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -18,12 +18,13 @@
 #include <cstdint>
 #include <string>
 
+#include "common.cuh"
+
 namespace pixelar {
 namespace cuda {
 namespace sampling_kernels {
 
 constexpr int kMaxSampleThreads = 512;  // launch bound of the sampling kernels
-constexpr size_t kDefaultSmemBytes = 48 * 1024;
 
 // "(2, 3)", "(4,)": shapes written as the CPU kernels' messages write them.
 inline std::string shape_str(const at::Tensor& t) {
@@ -57,28 +58,14 @@ inline int sample_threads(int64_t n) {
   return static_cast<int>(warps * 32);
 }
 
-// Allow `kernel` `bytes` of dynamic shared memory, or fail saying why and what to do.
+// Allow `kernel` `bytes` of dynamic shared memory (common.cuh's reserve_smem), or fail
+// saying that `what` is kept there and what to do.
 template <typename Kernel>
 void reserve_sample_smem(Kernel kernel, size_t bytes, const char* op, const char* what) {
-  int dev = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&dev));
-  int limit = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  TORCH_CHECK(bytes <= static_cast<size_t>(limit), op, ": the CUDA kernel keeps ", what,
-              " in shared memory: ", bytes, " bytes per block at this size, the device allows ",
-              limit, "; use a smaller model, float32, or sample on the CPU (backend 'cpp') or "
-              "with pixelar.ops.backend('reference')");
-  if (bytes > kDefaultSmemBytes) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(bytes)));
-  }
-}
-
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
+  const std::string hint = std::string("the kernel keeps ") + what + " in shared memory; use a "
+                           "smaller model, float32, or sample on the CPU (backend 'cpp') or "
+                           "with pixelar.ops.backend('reference')";
+  reserve_smem(kernel, bytes, op, hint.c_str());
 }
 
 // Correctly rounded +, *, / (never contracted into a fused multiply-add, and exact division
