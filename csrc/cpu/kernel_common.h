@@ -15,6 +15,8 @@
 
 #include <string>
 
+#include "pixelar/shape_str.h"
+
 // Vectorization of the inner loops.
 // * -ftrapping-math (GCC's default) forbids if-converting the clamps and selects of the
 //   branch-free math in lstm_math.h (SimdMath), so no loop calling it would vectorize;
@@ -44,15 +46,6 @@
 
 namespace pixelar {
 namespace cpu {
-
-inline std::string shape_str(const at::Tensor& t) {
-  std::string s = "(";
-  for (int64_t d = 0; d < t.dim(); ++d) {
-    if (d) s += ", ";
-    s += std::to_string(t.size(d));
-  }
-  return s + (t.dim() == 1 ? ",)" : ")");
-}
 
 // A floating-point (fp32 / fp64) CPU tensor of rank `ndim`. `layout` names the dimensions
 // for the message, e.g. "(B, 4H, R, S)".

@@ -20,6 +20,7 @@
 
 #include "kernel_common.h"
 #include "pixelar/lstm_math.h"
+#include "pixelar/pixel_network_args.h"
 #include "pixelar/sampling_math.h"
 #include "pixelar/simd.h"
 
@@ -28,8 +29,9 @@ namespace cpu {
 namespace {
 
 constexpr const char* kOp = "pixelar::pixel_network_sample_step";
-enum Layer : int { kConv = 0, kRow = 1, kDiagonal = 2 };
-constexpr int kBlockParams[3] = {6, 5, 8};
+using pixel_network::kConv;
+using pixel_network::kDiagonal;
+using pixel_network::kRow;
 
 using sampling::copy;
 
@@ -56,7 +58,7 @@ struct Net {
   int64_t C, H, W, F, U, Q, O, L, levels;  // U: h (conv) or hidden units (LSTM); Q: head
   const T* in_w;
   const T* in_b;
-  const T* const* blk;  // L * kBlockParams[layer] pointers
+  const T* const* blk;  // L * pixel_network::block_params(layer) pointers
   const T *w1, *b1, *w2, *b2;
   T* state[4];
   int64_t state_stride[4];  // elements per image
@@ -64,7 +66,9 @@ struct Net {
   const double* u;
   const int64_t* cond;  // nullptr: none
 
-  const T* p(int64_t l, int i) const { return blk[l * kBlockParams[layer] + i]; }
+  const T* p(int64_t l, int i) const {
+    return blk[l * pixel_network::block_params(layer) + i];
+  }
   // y, t, img, pre, hid, logits, feat, pending h / c / y, zeros, right-to-left scratch
   int64_t scratch_size() const {
     return 2 * F + (F + C) + 4 * U + Q + O + 4 * U + L * (2 * U + F) + U + (6 * U + C);
@@ -269,68 +273,12 @@ void pixel_network_sample_step_cpu(const at::Tensor& x, at::TensorList state,
                                    at::TensorList weights, c10::string_view layer_name,
                                    int64_t levels, int64_t start, int64_t stop) {
   const std::string name(layer_name.data(), layer_name.size());
-  int layer;
-  if (name == "conv") layer = kConv;
-  else if (name == "row") layer = kRow;
-  else if (name == "diagonal") layer = kDiagonal;
-  else TORCH_CHECK(false, kOp, ": layer must be 'conv', 'row' or 'diagonal', got '", name, "'");
-  TORCH_CHECK(x.dim() == 4, kOp, ": x must be (B, C, H, W), got ", shape_str(x));
-  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  check_tensor(x, "x", at::kLong, x.sizes());
-  check_tensor(u, "u", at::kDouble, x.sizes());
-  if (cond.has_value()) check_tensor(*cond, "cond", at::kLong, x.sizes());
-  TORCH_CHECK(levels >= 2, kOp, ": levels must be >= 2, got ", levels);
-  TORCH_CHECK(0 <= start && start <= stop && stop <= H * W, kOp,
-              ": need 0 <= start <= stop <= H * W, got ", start, ", ", stop);
-  const int np = kBlockParams[layer];
-  const int64_t nw = static_cast<int64_t>(weights.size());
-  TORCH_CHECK(nw >= 6 + np && (nw - 6) % np == 0, kOp, ": weights must be 2 + ", np,
-              " * L + 4 tensors for layer '", name, "', got ", nw);
-  const int64_t L = (nw - 6) / np;
-  const at::Tensor& in_w = weights[0];
-  TORCH_CHECK(in_w.dim() == 4, kOp, ": in_w must be (4, 7, C, F), got ", shape_str(in_w));
-  const int64_t F = in_w.size(3);
-  const at::ScalarType dtype = in_w.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, kOp,
-              ": weights must be float32 or float64, got ", dtype);
-  const at::Tensor& blk0 = weights[2];
-  const int64_t U = layer == kConv ? blk0.size(1) : weights[2 + np - 2].size(0);
-  const int64_t G = 4 * U;
-  const at::Tensor& w2 = weights[nw - 2];
-  TORCH_CHECK(w2.dim() == 2 && w2.size(1) % C == 0, kOp, ": head_w2 must be (Q, C * O), got ",
-              shape_str(w2));
-  const int64_t Q = w2.size(0), O = w2.size(1) / C;
-  TORCH_CHECK(O == (levels == 2 ? 1 : levels), kOp, ": head_w2 must have C * ",
-              (levels == 2 ? 1 : levels), " outputs for levels=", levels, ", got ", w2.size(1));
-  // shapes of every weight
-  std::vector<std::vector<int64_t>> shapes = {{4, 7, C, F}, {F}};
-  for (int64_t l = 0; l < L; ++l) {
-    if (layer == kConv) {
-      shapes.insert(shapes.end(), {{F, U}, {U}, {2, 3, U, U}, {U}, {U, F}, {F}});
-    } else if (layer == kRow) {
-      shapes.insert(shapes.end(), {{2, F, G}, {G}, {3, U, G}, {U, F}, {F}});
-    } else {
-      shapes.insert(shapes.end(),
-                    {{F, G}, {G}, {2, U, G}, {F + C, G}, {G}, {2, U, G}, {U, F}, {F}});
-    }
-  }
-  shapes.insert(shapes.end(), {{F, Q}, {Q}, {Q, C * O}, {C * O}});
-  std::vector<std::string> wnames(nw);
-  for (int64_t i = 0; i < nw; ++i) {
-    wnames[i] = "weights[" + std::to_string(i) + "]";
-    check_tensor(weights[i], wnames[i].c_str(), dtype, shapes[i]);
-  }
-  // state
-  std::vector<std::vector<int64_t>> sshapes;
-  if (layer == kConv) sshapes = {{B, L, 2, W, U}};
-  else if (layer == kRow) sshapes = {{B, L, 2, W, U}, {B, L, 2, W, U}, {B, L, W, F}};
-  else sshapes = {{B, L, W, U}, {B, L, U}, {B, L, W, U}, {B, L, W, F}};
-  TORCH_CHECK(state.size() == sshapes.size(), kOp, ": state must be ", sshapes.size(),
-              " tensors for layer '", name, "', got ", state.size());
-  for (size_t i = 0; i < state.size(); ++i) {
-    const std::string sn = "state[" + std::to_string(i) + "]";
-    check_tensor(state[i], sn.c_str(), dtype, sshapes[i]);
-  }
+  const pixel_network::Sizes sz = pixel_network::check_args(
+      kOp, x, u, cond, weights, state, name, levels, start, stop, check_tensor);
+  const int layer = sz.layer;
+  const int64_t B = sz.B, C = sz.C, H = sz.H, W = sz.W, L = sz.L, F = sz.F, U = sz.U,
+                Q = sz.Q, O = sz.O, nw = sz.nw;
+  const at::ScalarType dtype = sz.dtype;
   if (B == 0 || start == stop) return;
 
   AT_DISPATCH_FLOATING_TYPES(dtype, "pixel_network_sample_step_cpu", [&] {

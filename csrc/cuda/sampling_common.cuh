@@ -19,22 +19,13 @@
 #include <string>
 
 #include "common.cuh"
+#include "pixelar/shape_str.h"
 
 namespace pixelar {
 namespace cuda {
 namespace sampling_kernels {
 
 constexpr int kMaxSampleThreads = 512;  // launch bound of the sampling kernels
-
-// "(2, 3)", "(4,)": shapes written as the CPU kernels' messages write them.
-inline std::string shape_str(const at::Tensor& t) {
-  std::string s = "(";
-  for (int64_t d = 0; d < t.dim(); ++d) {
-    if (d) s += ", ";
-    s += std::to_string(t.size(d));
-  }
-  return s + (t.dim() == 1 ? ",)" : ")");
-}
 
 // t is a CUDA tensor on `device`, of dtype `dtype` and shape `shape`.
 inline void check_tensor(const char* op, const at::Tensor& t, const char* name,

@@ -25,6 +25,7 @@
 
 #include "pixelar/lstm_math.h"
 #include "pixelar/sampling_math.h"
+#include "pixelar/pixel_network_args.h"
 #include "sampling_common.cuh"
 
 namespace pixelar {
@@ -34,11 +35,10 @@ namespace {
 using namespace sampling_kernels;
 
 constexpr const char* kOp = "pixelar::pixel_network_sample_step";
-enum Layer : int { kConv = 0, kRow = 1, kDiagonal = 2 };
-
-__host__ __device__ __forceinline__ int block_params(int layer) {
-  return layer == kConv ? 6 : (layer == kRow ? 5 : 8);
-}
+using pixel_network::block_params;
+using pixel_network::kConv;
+using pixel_network::kDiagonal;
+using pixel_network::kRow;
 
 // Everything the kernel reads: sizes, weight pointers, state and workspace pointers.
 // Pointers to tensors the kernel writes (x, state, pending) are not __restrict__ / const:
@@ -331,75 +331,18 @@ void pixel_network_sample_step_cuda(const at::Tensor& x, at::TensorList state,
                                     at::TensorList weights, c10::string_view layer_name,
                                     int64_t levels, int64_t start, int64_t stop) {
   const std::string name(layer_name.data(), layer_name.size());
-  int layer;
-  if (name == "conv") layer = kConv;
-  else if (name == "row") layer = kRow;
-  else if (name == "diagonal") layer = kDiagonal;
-  else TORCH_CHECK(false, kOp, ": layer must be 'conv', 'row' or 'diagonal', got '", name, "'");
-  TORCH_CHECK(x.dim() == 4, kOp, ": x must be (B, C, H, W), got ", shape_str(x));
   TORCH_CHECK(x.is_cuda(), kOp, ": x must be a CUDA tensor for this kernel, got a tensor on ",
               x.device());
   const at::Device dev = x.device();
-  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  check_tensor_c(x, "x", at::kLong, x.sizes(), dev);
-  check_tensor_c(u, "u", at::kDouble, x.sizes(), dev);
-  if (cond.has_value()) check_tensor_c(*cond, "cond", at::kLong, x.sizes(), dev);
-  TORCH_CHECK(C >= 1, kOp, ": x must have at least one channel, got ", shape_str(x));
-  TORCH_CHECK(levels >= 2, kOp, ": levels must be >= 2, got ", levels);
-  TORCH_CHECK(0 <= start && start <= stop && stop <= H * W, kOp,
-              ": need 0 <= start <= stop <= H * W, got ", start, ", ", stop);
-  const int np = block_params(layer);
-  const int64_t nw = static_cast<int64_t>(weights.size());
-  TORCH_CHECK(nw >= 6 + np && (nw - 6) % np == 0, kOp, ": weights must be 2 + ", np,
-              " * L + 4 tensors for layer '", name, "', got ", nw);
-  const int64_t L = (nw - 6) / np;
+  const auto check = [&](const at::Tensor& t, const char* tname, at::ScalarType dtype,
+                         at::IntArrayRef shape) { check_tensor_c(t, tname, dtype, shape, dev); };
+  const pixel_network::Sizes sz = pixel_network::check_args(
+      kOp, x, u, cond, weights, state, name, levels, start, stop, check);
+  const int layer = sz.layer;
+  const int64_t B = sz.B, C = sz.C, H = sz.H, W = sz.W, L = sz.L, F = sz.F, U = sz.U,
+                G = sz.G, Q = sz.Q, O = sz.O, nw = sz.nw;
+  const at::ScalarType dtype = sz.dtype;
   const at::Tensor& in_w = weights[0];
-  TORCH_CHECK(in_w.dim() == 4, kOp, ": in_w must be (4, 7, C, F), got ", shape_str(in_w));
-  const int64_t F = in_w.size(3);
-  const at::ScalarType dtype = in_w.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, kOp,
-              ": weights must be float32 or float64, got ", dtype);
-  const at::Tensor& blk0 = weights[2];
-  const at::Tensor& blk_last = weights[2 + np - 2];
-  TORCH_CHECK(layer == kConv ? blk0.dim() == 2 : blk_last.dim() == 2, kOp,
-              ": weights[", layer == kConv ? 2 : 2 + np - 2, "] must be a matrix, got ",
-              shape_str(layer == kConv ? blk0 : blk_last));
-  const int64_t U = layer == kConv ? blk0.size(1) : blk_last.size(0);
-  const int64_t G = 4 * U;
-  const at::Tensor& w2 = weights[nw - 2];
-  TORCH_CHECK(w2.dim() == 2 && w2.size(1) % C == 0, kOp, ": head_w2 must be (Q, C * O), got ",
-              shape_str(w2));
-  const int64_t Q = w2.size(0), O = w2.size(1) / C;
-  TORCH_CHECK(O == (levels == 2 ? 1 : levels), kOp, ": head_w2 must have C * ",
-              (levels == 2 ? 1 : levels), " outputs for levels=", levels, ", got ", w2.size(1));
-  // shapes of every weight
-  std::vector<std::vector<int64_t>> shapes = {{4, 7, C, F}, {F}};
-  for (int64_t l = 0; l < L; ++l) {
-    if (layer == kConv) {
-      shapes.insert(shapes.end(), {{F, U}, {U}, {2, 3, U, U}, {U}, {U, F}, {F}});
-    } else if (layer == kRow) {
-      shapes.insert(shapes.end(), {{2, F, G}, {G}, {3, U, G}, {U, F}, {F}});
-    } else {
-      shapes.insert(shapes.end(),
-                    {{F, G}, {G}, {2, U, G}, {F + C, G}, {G}, {2, U, G}, {U, F}, {F}});
-    }
-  }
-  shapes.insert(shapes.end(), {{F, Q}, {Q}, {Q, C * O}, {C * O}});
-  for (int64_t i = 0; i < nw; ++i) {
-    const std::string wn = "weights[" + std::to_string(i) + "]";
-    check_tensor_c(weights[i], wn.c_str(), dtype, shapes[i], dev);
-  }
-  // state
-  std::vector<std::vector<int64_t>> sshapes;
-  if (layer == kConv) sshapes = {{B, L, 2, W, U}};
-  else if (layer == kRow) sshapes = {{B, L, 2, W, U}, {B, L, 2, W, U}, {B, L, W, F}};
-  else sshapes = {{B, L, W, U}, {B, L, U}, {B, L, W, U}, {B, L, W, F}};
-  TORCH_CHECK(state.size() == sshapes.size(), kOp, ": state must be ", sshapes.size(),
-              " tensors for layer '", name, "', got ", state.size());
-  for (size_t i = 0; i < state.size(); ++i) {
-    const std::string sn = "state[" + std::to_string(i) + "]";
-    check_tensor_c(state[i], sn.c_str(), dtype, sshapes[i], dev);
-  }
   // offsets inside one weight, one image's state or one image are ints in the kernel
   bool fits = H * W <= INT32_MAX && L * (2 * U + F) <= INT32_MAX;
   for (const at::Tensor& w : weights) fits = fits && w.numel() <= INT32_MAX;
