@@ -7,7 +7,8 @@ timed in the same run.
 2. Scaling sweep over image sizes 8, 16, 28, 32 (fast also 64): the exponent b of
    time = a * pixels^b, fitted by least squares on log-log, for naive and fast.
 3. The FLOP floor of each fast sampler: its multiply-add FLOPs over this machine's measured
-   matmul rate (torch.mm, 1024^3, fp32, same thread count).
+   matmul rate (the best of 5 runs of a 2048^3 fp32 torch.matmul, same thread count; the
+   same measurement as benchmarks/ops.py).
 
 Naive sampling is slow: it runs until done or until its time budget (30 s per 28x28
 configuration, 10 s per sweep point; --quick: 4 s and 2 s) has passed; a partial run's total
@@ -35,7 +36,7 @@ from pixelar.models import NADE, PixelCNN, PixelRNN
 from pixelar.models.draw import draw
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import interleaved_times  # noqa: E402
+from _timing import interleaved_times, matmul_rate, median_time  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -66,16 +67,6 @@ def naive_backend(name):
     if op is None or pixelar._extension.has_kernel(op, "CPU"):
         return "auto"
     return "reference"
-
-
-def median_time(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 @torch.no_grad()
@@ -121,7 +112,7 @@ def fast_sampler(model, n):
 
 
 def time_fast(model, n, repeats):
-    return median_time(fast_sampler(model, n), repeats)
+    return median_time(fast_sampler(model, n), repeats)[0]
 
 
 @torch.no_grad()
@@ -139,12 +130,6 @@ def nade_python_loop(model, n):
         x[:, d] = torch.bernoulli(p)
         a = a + x[:, d:d + 1] * W[:, d]
     return x
-
-
-def matmul_gflops(repeats=5):
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    t = median_time(lambda: torch.mm(a, b), repeats)
-    return 2 * 1024 ** 3 / t / 1e9
 
 
 def fast_flops(model, n, ones_fraction=0.5):
@@ -207,11 +192,11 @@ def main(argv=None):
     fast_sizes = sizes + [64]
 
     load_start = os.getloadavg()[0]
-    rate = matmul_gflops()
+    rate = matmul_rate() / 1e9
     print(f"pixelar sampling benchmark  ({platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {args.threads} threads, fp32, "
           f"{'--quick' if quick else 'full'})")
-    print(f"measured matmul rate: {rate:.1f} GFLOP/s (torch.mm 1024^3 fp32); "
+    print(f"measured matmul rate: {rate:.1f} GFLOP/s (best of 5, 2048^3 fp32 matmul); "
           f"load average at start {load_start:.1f}\n")
     results = {"machine": {"cpu_count": os.cpu_count(), "threads": args.threads,
                            "torch": torch.__version__, "matmul_gflops": rate},

@@ -53,18 +53,10 @@ PIXELAR_SIMD_INLINE void lstm_cell(const T* pre, const T* c_prev, int64_t U, T* 
 
 // Everything the per-image loop reads: sizes, weight pointers, per-image state pointers.
 template <typename T>
-struct Net {
+struct Net : pixel_network::Buffers<T> {
   int layer;
   int64_t C, H, W, F, U, Q, O, L, levels;  // U: h (conv) or hidden units (LSTM); Q: head
-  const T* in_w;
-  const T* in_b;
   const T* const* blk;  // L * pixel_network::block_params(layer) pointers
-  const T *w1, *b1, *w2, *b2;
-  T* state[4];
-  int64_t state_stride[4];  // elements per image
-  int64_t* x;
-  const double* u;
-  const int64_t* cond;  // nullptr: none
 
   const T* p(int64_t l, int i) const {
     return blk[l * pixel_network::block_params(layer) + i];
@@ -285,23 +277,12 @@ void pixel_network_sample_step_cpu(const at::Tensor& x, at::TensorList state,
     std::vector<const scalar_t*> blk;
     for (int64_t i = 2; i < nw - 4; ++i) blk.push_back(weights[i].data_ptr<scalar_t>());
     Net<scalar_t> n{};
+    static_cast<pixel_network::Buffers<scalar_t>&>(n) =
+        pixel_network::buffers<scalar_t>(sz, x, u, cond, weights, state);
     n.layer = layer;
     n.C = C; n.H = H; n.W = W; n.F = F; n.U = U; n.Q = Q; n.O = O; n.L = L;
     n.levels = levels;
-    n.in_w = weights[0].data_ptr<scalar_t>();
-    n.in_b = weights[1].data_ptr<scalar_t>();
     n.blk = blk.data();
-    n.w1 = weights[nw - 4].data_ptr<scalar_t>();
-    n.b1 = weights[nw - 3].data_ptr<scalar_t>();
-    n.w2 = weights[nw - 2].data_ptr<scalar_t>();
-    n.b2 = weights[nw - 1].data_ptr<scalar_t>();
-    for (size_t i = 0; i < 4; ++i) {
-      n.state[i] = i < state.size() ? state[i].data_ptr<scalar_t>() : nullptr;
-      n.state_stride[i] = i < state.size() ? state[i].numel() / B : 0;
-    }
-    n.x = x.data_ptr<int64_t>();
-    n.u = u.data_ptr<double>();
-    n.cond = cond.has_value() ? cond->data_ptr<int64_t>() : nullptr;
     const int64_t scratch = n.scratch_size();
     // Images are handed out one at a time from a shared counter, so a thread that the OS
     // gives less time (a busy machine) takes fewer of them.

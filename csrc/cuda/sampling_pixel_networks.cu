@@ -44,22 +44,11 @@ using pixel_network::kRow;
 // Pointers to tensors the kernel writes (x, state, pending) are not __restrict__ / const:
 // they are read back in the same launch, so they must not go through the read-only cache.
 template <typename T>
-struct Net {
+struct Net : pixel_network::Buffers<T> {
   int layer;
   int C, H, W, F, U, Q, O, L;  // U: h (conv) or hidden units (LSTM); Q: head hidden
   int64_t levels;
-  const T* in_w;
-  const T* in_b;
   const T* const* blk;  // device table of L * block_params(layer) pointers
-  const T* w1;
-  const T* b1;
-  const T* w2;
-  const T* b2;
-  T* state[4];
-  int64_t state_stride[4];  // elements per image
-  int64_t* x;
-  const double* u;
-  const int64_t* cond;  // nullptr: none
   T* pend;              // (B, L * (2U + F)): new h, new cell, layer input at (r, c)
   int64_t pend_stride;
 
@@ -367,6 +356,8 @@ void pixel_network_sample_step_cuda(const at::Tensor& x, at::TensorList state,
   const int threads = sample_threads(std::max({F, G, Q, O}));
   AT_DISPATCH_FLOATING_TYPES(dtype, "pixel_network_sample_step_cuda", [&] {
     Net<scalar_t> n{};
+    static_cast<pixel_network::Buffers<scalar_t>&>(n) =
+        pixel_network::buffers<scalar_t>(sz, x, u, cond, weights, state);
     n.layer = layer;
     n.C = static_cast<int>(C);
     n.H = static_cast<int>(H);
@@ -377,20 +368,7 @@ void pixel_network_sample_step_cuda(const at::Tensor& x, at::TensorList state,
     n.O = static_cast<int>(O);
     n.L = static_cast<int>(L);
     n.levels = levels;
-    n.in_w = weights[0].data_ptr<scalar_t>();
-    n.in_b = weights[1].data_ptr<scalar_t>();
     n.blk = reinterpret_cast<const scalar_t* const*>(table.data_ptr<int64_t>());
-    n.w1 = weights[nw - 4].data_ptr<scalar_t>();
-    n.b1 = weights[nw - 3].data_ptr<scalar_t>();
-    n.w2 = weights[nw - 2].data_ptr<scalar_t>();
-    n.b2 = weights[nw - 1].data_ptr<scalar_t>();
-    for (size_t i = 0; i < 4; ++i) {
-      n.state[i] = i < state.size() ? state[i].data_ptr<scalar_t>() : nullptr;
-      n.state_stride[i] = i < state.size() ? state[i].numel() / B : 0;
-    }
-    n.x = x.data_ptr<int64_t>();
-    n.u = u.data_ptr<double>();
-    n.cond = cond.has_value() ? cond->data_ptr<int64_t>() : nullptr;
     n.pend = pend.data_ptr<scalar_t>();
     n.pend_stride = pend_stride;
     const size_t smem = static_cast<size_t>(F + G + 2 * U + Q + O) * sizeof(scalar_t);

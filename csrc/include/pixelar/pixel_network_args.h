@@ -1,7 +1,8 @@
 // Argument checks of pixelar::pixel_network_sample_step, shared by its CPU kernel
 // (csrc/cpu/sampling_pixel_networks.cpp) and CUDA kernel (csrc/cuda/...cu): the layer
 // name, x / u / cond, the packed weights and the state, laid out as the docstring of
-// pixelar/ops/pixel_network_sample.py says. Host code, but for block_params (also device).
+// pixelar/ops/pixel_network_sample.py says; and the pointers into them (Buffers). Host
+// code, but for block_params and the Buffers struct (also device).
 // What depends on the device (where a tensor lives, contiguity) is the caller's
 // `check(tensor, name, dtype, shape)`.
 #pragma once
@@ -38,6 +39,46 @@ struct Sizes {
   int64_t B, C, H, W, L, F, U, G, Q, O, nw;
   at::ScalarType dtype;
 };
+
+// The data every kernel reads or writes, besides the block weights (whose pointer table
+// differs by device): input and head weights, the state (up to 4 tensors, with the
+// elements per image), the images x, the uniforms u and cond (nullptr: none).
+template <typename T>
+struct Buffers {
+  const T* in_w;
+  const T* in_b;
+  const T* w1;
+  const T* b1;
+  const T* w2;
+  const T* b2;
+  T* state[4];
+  int64_t state_stride[4];
+  int64_t* x;
+  const double* u;
+  const int64_t* cond;
+};
+
+// The Buffers of arguments that check_args accepted (s: its result).
+template <typename T>
+Buffers<T> buffers(const Sizes& s, const at::Tensor& x, const at::Tensor& u,
+                   const std::optional<at::Tensor>& cond, at::TensorList weights,
+                   at::TensorList state) {
+  Buffers<T> n{};
+  n.in_w = weights[0].data_ptr<T>();
+  n.in_b = weights[1].data_ptr<T>();
+  n.w1 = weights[s.nw - 4].data_ptr<T>();
+  n.b1 = weights[s.nw - 3].data_ptr<T>();
+  n.w2 = weights[s.nw - 2].data_ptr<T>();
+  n.b2 = weights[s.nw - 1].data_ptr<T>();
+  for (size_t i = 0; i < 4; ++i) {
+    n.state[i] = i < state.size() ? state[i].data_ptr<T>() : nullptr;
+    n.state_stride[i] = i < state.size() && s.B > 0 ? state[i].numel() / s.B : 0;
+  }
+  n.x = x.data_ptr<int64_t>();
+  n.u = u.data_ptr<double>();
+  n.cond = cond.has_value() ? cond->data_ptr<int64_t>() : nullptr;
+  return n;
+}
 
 // Checks every argument (TORCH_CHECK, messages naming op) and returns the sizes.
 template <typename Check>
