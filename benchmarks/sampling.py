@@ -280,7 +280,11 @@ def main(argv=None):
         json.dump(results, f, indent=2)
     print(f"\nwrote {path}")
     if not args.no_plot:
-        plot(results, os.path.join(args.out, "sampling_scaling.png"))
+        try:
+            plot(results, os.path.join(args.out, "sampling_scaling.png"))
+        except ImportError as err:
+            print(f"no plot: {err} (pip install matplotlib, or pixelar[plot]; then "
+                  f"python benchmarks/sampling.py --replot --out {args.out})")
     return results
 
 
