@@ -36,6 +36,9 @@ def cpp_built() -> bool:
 def report_diff(name, out, ref):
     """Print the max and mean absolute difference (shown with pytest -s or on failure)."""
     diff = (out.double() - ref.double()).abs()
+    if diff.numel() == 0:
+        print(f"{name}: empty, shape {tuple(diff.shape)}")
+        return
     print(f"{name}: max diff {diff.max().item():.3e}, mean diff {diff.mean().item():.3e}")
 
 

@@ -23,6 +23,7 @@ class ScanOpTests:
 
         NAME         the op's name in torch.ops.pixelar and pixelar.ops
         SHAPES       (B, H, R, W) cases for the kernel; the first four for the loop too
+        EMPTY_SHAPES (B, H, R, W) cases with nothing to compute that the op accepts
         THREAD_TOL   None: results equal with one and two threads; else assert_close kwargs
 
     and defines, as static methods:
@@ -37,6 +38,7 @@ class ScanOpTests:
 
     NAME = None
     SHAPES = []
+    EMPTY_SHAPES = [(0, 2, 3, 4), (2, 3, 0, 4), (2, 3, 4, 0)]  # B, R, W = 0
     THREAD_TOL = None
 
     def pytest_generate_tests(self, metafunc):
@@ -45,6 +47,8 @@ class ScanOpTests:
             metafunc.parametrize("shape", self.SHAPES)
         if "loop_shape" in metafunc.fixturenames:
             metafunc.parametrize("loop_shape", self.SHAPES[:4])
+        if "empty_shape" in metafunc.fixturenames:
+            metafunc.parametrize("empty_shape", self.EMPTY_SHAPES)
 
     def wrapper(self, x, w):
         """The op through pixelar.ops (backend chosen by the caller)."""
@@ -76,8 +80,11 @@ class ScanOpTests:
         w64 = w.detach().double().requires_grad_()
         h_ref, c_ref = self.reference(x64, w64)
         gh, gc = torch.randn_like(h_ref), torch.randn_like(c_ref)
-        grads = torch.autograd.grad((h * gh.to(dtype)).sum() + (c * gc.to(dtype)).sum(), (x, w))
-        grads_ref = torch.autograd.grad((h_ref * gh).sum() + (c_ref * gc).sum(), (x64, w64))
+        # (an empty map need not use w: its gradient is then zero)
+        grads = torch.autograd.grad((h * gh.to(dtype)).sum() + (c * gc.to(dtype)).sum(), (x, w),
+                                    allow_unused=True, materialize_grads=True)
+        grads_ref = torch.autograd.grad((h_ref * gh).sum() + (c_ref * gc).sum(), (x64, w64),
+                                        allow_unused=True, materialize_grads=True)
         for name, out, ref in [("h", h, h_ref), ("c", c, c_ref), ("grad_x", grads[0], grads_ref[0]),
                                ("grad_w", grads[1], grads_ref[1])]:
             report_diff(name, out, ref)
@@ -98,6 +105,13 @@ class ScanOpTests:
         self.op()
         x, w = self.sample_inputs(*shape, dtype=dtype)
         self.compare(x, w, dtype, raw_op=False)
+
+    def test_empty_maps_match_reference(self, empty_shape):
+        # B, R or W = 0: empty h, c and zero gradients, from the kernel and the reference
+        self.op()
+        x, w = self.sample_inputs(*empty_shape)
+        self.compare(x, w, torch.float64, raw_op=True)
+        self.compare(x, w, torch.float64, raw_op=False)
 
     @pytest.mark.parametrize("dtype", DTYPES)
     def test_cpp_non_contiguous_inputs(self, dtype):

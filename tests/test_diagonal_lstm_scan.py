@@ -19,6 +19,7 @@ class TestDiagonalLSTMScan(ScanOpTests):
     NAME = "diagonal_lstm_scan"
     # (B, H, R, W): odd, non-square, batch 1, H = 3, one row or column, the paper's H = 16.
     SHAPES = [(2, 3, 5, 7), (1, 2, 7, 3), (3, 4, 1, 6), (2, 5, 6, 1), (1, 16, 11, 9)]
+    EMPTY_SHAPES = [(0, 2, 3, 4), (2, 3, 0, 4)]  # W = 0 is no skewed map: an error
     THREAD_TOL = None  # work split by batch element, summed in a fixed order: equal results
 
     @staticmethod

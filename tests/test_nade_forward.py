@@ -56,8 +56,11 @@ def _compare(inputs, dtype, raw_op):
     inputs64 = [t.detach().double().requires_grad_() for t in inputs]
     ref = nade_forward_ref(*inputs64)
     g = torch.randn_like(ref)
-    grads = torch.autograd.grad((out * g.to(dtype)).sum(), inputs)
-    grads_ref = torch.autograd.grad((ref * g).sum(), inputs64)
+    # (an input that an empty output does not use has a zero gradient)
+    grads = torch.autograd.grad((out * g.to(dtype)).sum(), inputs, allow_unused=True,
+                                materialize_grads=True)
+    grads_ref = torch.autograd.grad((ref * g).sum(), inputs64, allow_unused=True,
+                                    materialize_grads=True)
     names = ["grad_x", "grad_W", "grad_c", "grad_V", "grad_b"]
     for name, o, r in [("out", out, ref)] + list(zip(names, grads, grads_ref)):
         report_diff(name, o, r)
@@ -71,6 +74,14 @@ def _compare(inputs, dtype, raw_op):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_cpp_matches_reference(shape, dtype, binary):
     _compare(sample_inputs(*shape, dtype=dtype, binary=binary), dtype, raw_op=False)
+
+
+@needs_cpp
+@pytest.mark.parametrize("shape", [(0, 5, 4, 1), (3, 0, 4, 1), (3, 5, 0, 1), (3, 5, 4, 0)])
+def test_cpp_empty_dimensions_match_reference(shape):
+    # B, D, Hd or O = 0: forward and every gradient as the reference (Hd = 0: out = b and
+    # zero gradients but grad_b; the backward once divided by the number of hidden chunks)
+    _compare(sample_inputs(*shape), torch.float64, raw_op=True)
 
 
 @needs_cpp

@@ -109,6 +109,15 @@ def test_bad_inputs_raise_value_error():
         pixelar.ops.nade_sample(torch.rand(2, 5, dtype=torch.float64), None, W, W[:, 0],
                                 torch.zeros(5, 2, 4, dtype=torch.float64),
                                 torch.zeros(5, 2, dtype=torch.float64))
+    # RNADE with no mixture component (V: (D, 0, Hd)): an error, from the wrapper and from
+    # the raw op (which once read past its buffers)
+    u = torch.rand(2, 5, dtype=torch.float64)
+    rnade_args = (u, torch.randn_like(u), W, W[:, 0], torch.zeros(5, 0, 4, dtype=torch.float64),
+                  torch.zeros(5, 0, dtype=torch.float64), -5.0, 5.0)
+    with pytest.raises(ValueError, match="K >= 1"):
+        pixelar.ops.rnade_sample(*rnade_args)
+    with pytest.raises(RuntimeError, match="K >= 1"):
+        torch.ops.pixelar.rnade_sample(*rnade_args)
 
 
 def test_opcheck():

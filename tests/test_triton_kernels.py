@@ -153,6 +153,23 @@ def test_nade_forward(B, D, Hd, O):
         assert_close(f"nade grad {name}", a, b, torch.float32)
 
 
+@pytest.mark.parametrize("B,D,Hd,O", [(0, 5, 3, 1), (3, 0, 3, 1), (3, 5, 0, 1), (3, 5, 3, 0)])
+def test_nade_forward_empty_dimensions(B, D, Hd, O):
+    # nothing to launch (O = 0 once failed inside the kernel): out = b, zero gradients but b's
+    inputs = nade_case(B, D, Hd, O, torch.float32)
+    out = nade_k.nade_forward_triton(*inputs)
+    ref = nade_forward_ref(*inputs)
+    assert out.shape == ref.shape == (B, D, O)
+    assert_close("nade out", out, ref, torch.float32)
+    g = torch.randn_like(out)
+    kw = dict(allow_unused=True, materialize_grads=True)
+    grads = torch.autograd.grad((out * g).sum(), inputs, **kw)
+    grads_ref = torch.autograd.grad((ref * g).sum(), inputs, **kw)
+    for name, a, b in zip("xWcVb", grads, grads_ref):
+        assert a.shape == b.shape
+        assert_close(f"nade grad {name}", a, b, torch.float32)
+
+
 def test_nade_forward_float64_small_hidden_tiles():
     inputs = nade_case(3, 6, 37, 2, torch.float64)
     detached = [t.detach() for t in inputs]

@@ -405,8 +405,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
   const Tiling t = tiling(d);
   // Batch groups: split the batch too when there are fewer hidden chunks than threads; each
   // group then accumulates its own copy of the weight gradients.
-  const int64_t n_groups =
-      std::max<int64_t>(1, std::min(t.n_bblocks, ceil_div(at::get_num_threads(), t.n_chunks)));
+  const int64_t n_groups = t.n_chunks == 0 ? 1  // Hd = 0: no tiles, all-zero gradients
+      : std::max<int64_t>(1, std::min(t.n_bblocks, ceil_div(at::get_num_threads(), t.n_chunks)));
   const int64_t blocks_per_group = ceil_div(t.n_bblocks, n_groups);
   const auto opts = x.options();
   // The weight gradients are zeroed by the tasks that accumulate them (in parallel, in the

@@ -178,8 +178,8 @@ at::Tensor rnade_sample_cpu(const at::Tensor& u_, const at::Tensor& z_, const at
                             const at::Tensor& c_, const at::Tensor& V_, const at::Tensor& b_,
                             double log_scale_min, double log_scale_max) {
   const char* op = "pixelar::rnade_sample";
-  TORCH_CHECK(V_.dim() == 3 && V_.size(1) % 3 == 0, op, ": V must be (D, 3K, Hd), got ",
-              shape_str(V_));
+  TORCH_CHECK(V_.dim() == 3 && V_.size(1) % 3 == 0 && V_.size(1) > 0, op,
+              ": V must be (D, 3K, Hd) with K >= 1 components, got ", shape_str(V_));
   const int64_t O = V_.size(1), K = O / 3;
   const int64_t Hd = check_params(op, u_, W, c_, V_, b_, O);
   const int64_t n = u_.size(0), D = u_.size(1);

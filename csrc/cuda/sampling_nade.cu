@@ -185,9 +185,9 @@ at::Tensor rnade_sample_cuda(const at::Tensor& u_, const at::Tensor& z_, const a
   const c10::cuda::CUDAGuard guard(u_.device());
   const at::Tensor u = u_.contiguous(), z = z_.contiguous(), c = c_.contiguous(),
                    V = V_.contiguous(), b = b_.contiguous(), Wt = W.t().contiguous();
+  TORCH_CHECK(O > 0, op, ": V must have K >= 1 components (3K outputs), got 0");
   at::Tensor x = at::empty({n, D}, W.options());
   if (n == 0 || D == 0) return x;
-  TORCH_CHECK(O > 0, op, ": V must have K >= 1 components (3K outputs), got 0");
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "rnade_sample_cuda", [&] {
     launch<scalar_t, true>(op, u, &z, nullptr, Wt, c, V, b, x, O, log_scale_min,
                            log_scale_max);

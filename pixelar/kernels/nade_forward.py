@@ -145,6 +145,8 @@ def _fwd(x, W, c, V, b, block_h=BLOCK_H):
     """x: (B, D), W: (Hd, D), c: (Hd,), V: (D, O, Hd), b: (D, O) -> (B, D, O)."""
     B, D = x.shape
     Hd, O = W.shape[0], V.shape[1]
+    if B * D * O * Hd == 0:  # nothing to launch: out = b
+        return (x.new_zeros(B, D, O) + b).to(x.dtype)
     BH = min(block_h, pow2(Hd))
     OP, use_dot = _out_block(O)
     grid = _grid(B, Hd, BH)
@@ -159,6 +161,9 @@ def _bwd(grad_out, x, W, c, V, b, block_h=BLOCK_H):
     """Gradients (x: (B, D), W: (Hd, D), c: (Hd,), V: (D, O, Hd), b: (D, O))."""
     B, D = x.shape
     Hd, O = W.shape[0], V.shape[1]
+    if B * D * O * Hd == 0:  # nothing to launch: only b has a (possibly) nonzero gradient
+        return (torch.zeros_like(x), torch.zeros_like(W), torch.zeros_like(c),
+                torch.zeros_like(V), grad_out.sum(0).to(b.dtype))
     BH = min(block_h, pow2(Hd))
     OP, use_dot = _out_block(O)
     grid = _grid(B, Hd, BH)

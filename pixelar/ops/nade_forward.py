@@ -30,6 +30,8 @@ def nade_forward_ref(x, W, c, V, b):
         h = torch.sigmoid(a)
         outs.append(h @ V[d].T + b[d])
         a = a + x[:, d:d + 1] * W[:, d]
+    if not outs:  # D = 0
+        return b.unsqueeze(0).expand(B, 0, V.shape[1])
     return torch.stack(outs, dim=1)
 
 

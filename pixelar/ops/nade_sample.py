@@ -120,8 +120,9 @@ def rnade_sample(u, z, W, c, V, b, log_scale_min, log_scale_max):
     """
     op = "rnade_sample"
     D = _check_params(op, W, c, V, b)
-    if V.shape[1] % 3:
-        raise ValueError(f"{op}: V must have 3K outputs per dimension, got {V.shape[1]}")
+    if V.shape[1] % 3 or V.shape[1] == 0:
+        raise ValueError(f"{op}: V must have 3K outputs per dimension (K >= 1 components), "
+                         f"got {V.shape[1]}")
     n = u.shape[0] if u.dim() == 2 else -1
     _check_noise(op, "u", u, n, D)
     _check_noise(op, "z", z, n, D)

@@ -28,6 +28,9 @@ def row_lstm_scan_ref(x_gates: torch.Tensor, w_ss: torch.Tensor):
     """
     B, G, R, W = x_gates.shape
     H = G // 4
+    if R == 0 or W == 0:  # an empty map: empty states (conv1d refuses a zero-width row)
+        empty = x_gates[:, :H] * 0
+        return empty, empty.clone()
     h_prev = x_gates.new_zeros(B, H, W)
     c_prev = x_gates.new_zeros(B, H, W)
     hs, cs = [], []
