@@ -12,6 +12,10 @@ Environment variables:
     TORCH_CUDA_ARCH_LIST architectures for the CUDA build (default "8.0;9.0").
     MAX_JOBS             parallel compile jobs (ninja), honoured by torch's BuildExtension.
     DEBUG=1              -O0 -g instead of -O3.
+    PIXELAR_BUILD_DIR    where object files are kept between builds (default ``build/``
+                         in the source tree), so a reinstall recompiles only what changed.
+    PIXELAR_CCACHE=0     do not put ccache in front of the compilers (torch does when it is
+                         on PATH).
 """
 import glob
 import os
@@ -81,6 +85,35 @@ def _cuda_library_includes():
     return sorted({d for d in dirs if os.path.isdir(d)})
 
 
+BUILD_DIR = os.environ.get("PIXELAR_BUILD_DIR", os.path.join(ROOT, "build"))
+
+
+def _build_temp():
+    """Persistent object-file folder: one per build flavour, so flipping PIXELAR_CUDA or DEBUG
+    never reuses objects compiled with other flags. pip's editable install would otherwise
+    compile into a fresh temporary folder every time (a full rebuild on every install)."""
+    flavour = ("cuda" if _want_cuda() else "cpu") + ("-debug" if os.environ.get("DEBUG") == "1"
+                                                     else "")
+    return os.path.join(BUILD_DIR, f"temp-{flavour}-py{sys.version_info[0]}{sys.version_info[1]}")
+
+
+if os.environ.get("PIXELAR_CCACHE") == "0":
+    # torch's cpp_extension puts ccache (or sccache) in front of the compilers when it is on
+    # PATH; this turns that off.
+    os.environ["TORCH_NO_COMPILER_WRAPPER"] = "1"
+
+
+class PersistentBuildExt(BuildExtension):
+    """torch's BuildExtension (ninja, MAX_JOBS) with a build folder that outlives the
+    install: ninja's dependency files there make a no-change reinstall a no-op and a
+    one-file change recompile one file."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.build_temp = _build_temp()
+        os.makedirs(self.build_temp, exist_ok=True)
+
+
 def extensions():
     debug = os.environ.get("DEBUG", "0") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
@@ -115,7 +148,7 @@ setup(
                 "kernels and cached sampling for PyTorch",
     packages=find_packages(include=["pixelar", "pixelar.*"]),
     ext_modules=extensions(),
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": PersistentBuildExt},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "safetensors", "tqdm", "pillow",
                       "scikit-learn"],
