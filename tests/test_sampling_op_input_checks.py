@@ -147,3 +147,33 @@ def test_diagonal_scan_reference_refuses_s_below_r_like_the_op():
         with pytest.raises(RuntimeError) as err:
             torch.ops.pixelar.diagonal_lstm_scan(x, w)
         assert messages[0] in str(err.value).replace("pixelar::", "")
+
+
+@pytest.mark.skipif(not cpp_built(), reason="pixelar._C is not built")
+def test_kernels_called_directly_refuse_the_same_values():
+    """torch.ops.pixelar.* (no Python wrapper) refuse the same values with the same words
+    (csrc/include/pixelar/sampling_checks.h)."""
+    def same_words(call, wrapped):
+        with pytest.raises(ValueError) as direct:
+            call()
+        with pytest.raises(ValueError) as python:
+            wrapped()
+        head = str(python.value).split(", got")[0]
+        assert "pixelar::" + head in str(direct.value), (str(direct.value), head)
+
+    u, W, c, V, b = _nade_args()
+    cond = torch.full(u.shape, -1, dtype=torch.long)
+    cond[0, 0] = 7
+    same_words(lambda: torch.ops.pixelar.nade_sample(u, cond, W, c, V, b),
+               lambda: nade_sample(u, cond, W, c, V, b))
+    u_bad = u.clone()
+    u_bad[1, 1] = 5.0
+    same_words(lambda: torch.ops.pixelar.nade_sample(u_bad, None, W, c, V, b),
+               lambda: nade_sample(u_bad, None, W, c, V, b))
+    for kwargs in (dict(lo=NAN, hi=-100.0), dict(lo=3.0, hi=-3.0), dict(z_bad=NAN)):
+        args = _rnade_args(**kwargs)()
+        same_words(lambda: torch.ops.pixelar.rnade_sample(*args), lambda: rnade_sample(*args))
+    for kwargs in (dict(cond_value=99), dict(u_bad=NAN)):
+        args = _step_args(**kwargs)()
+        same_words(lambda: torch.ops.pixelar.pixel_network_sample_step(*args),
+                   lambda: pixel_network_sample_step(*args))

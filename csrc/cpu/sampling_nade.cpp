@@ -19,6 +19,7 @@
 #include "kernel_common.h"
 #include "nade_hidden.h"
 #include "pixelar/lstm_math.h"
+#include "pixelar/sampling_checks.h"
 #include "pixelar/sampling_math.h"
 #include "pixelar/simd.h"
 
@@ -162,6 +163,8 @@ at::Tensor nade_sample_cpu(const at::Tensor& u_, const std::optional<at::Tensor>
   const int64_t Hd = check_params(op, u_, W, c_, V_, b_, 1);
   const int64_t n = u_.size(0), D = u_.size(1);
   if (cond_.has_value()) check(op, *cond_, "cond", at::kLong, u_.sizes());
+  sampling::check_uniforms(op, u_);
+  if (cond_.has_value()) sampling::check_condition(op, *cond_, 2);
   const at::Tensor u = u_.contiguous(), c = c_.contiguous(), V = V_.contiguous(),
                    b = b_.contiguous(), Wt = transposed(W);
   const at::Tensor cond = cond_.has_value() ? cond_->contiguous() : at::Tensor();
@@ -203,6 +206,9 @@ at::Tensor rnade_sample_cpu(const at::Tensor& u_, const at::Tensor& z_, const at
   const int64_t Hd = check_params(op, u_, W, c_, V_, b_, O);
   const int64_t n = u_.size(0), D = u_.size(1);
   check(op, z_, "z", at::kDouble, u_.sizes());
+  sampling::check_uniforms(op, u_);
+  sampling::check_finite(op, z_, "z");
+  sampling::check_clamp(op, log_scale_min, log_scale_max);
   const at::Tensor u = u_.contiguous(), z = z_.contiguous(), c = c_.contiguous(),
                    V = V_.contiguous(), b = b_.contiguous(), Wt = transposed(W);
   at::Tensor x = at::empty({n, D}, W.options());
