@@ -153,3 +153,11 @@ def test_rnade_sample_and_meta_inputs():
         model.sample(True)
     with pytest.raises(ValueError, match="meta"):
         model.log_prob(torch.zeros(2, 3, device="meta"))
+
+
+def test_sample_sizes_beyond_memory_are_refused(model):
+    """U8: sample(10**12) reached the allocator; now a ValueError with the memory needed."""
+    with pytest.raises(ValueError, match=r"n=1,000,000,000,000 samples of 20 dimensions need .* GiB"):
+        model.sample(10**12)
+    with pytest.raises(ValueError, match="GiB"):
+        RNADE(num_inputs=3).sample(10**13)

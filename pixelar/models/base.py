@@ -48,6 +48,17 @@ def memory_limit() -> int:
         return 64 * 2**30
 
 
+def check_sample_size(n, num_dims):
+    """ValueError if n samples of num_dims dimensions need more than memory_limit(): their
+    float64 uniforms and int64 (or float) values, 16 bytes a dimension."""
+    nbytes = 16 * n * num_dims
+    if nbytes > memory_limit():
+        raise ValueError(f"n={n:,} samples of {num_dims:,} dimensions need "
+                         f"{nbytes / 2**30:,.1f} GiB (uniforms and values), more than this "
+                         f"machine's memory ({memory_limit() / 2**30:,.1f} GiB); draw fewer "
+                         f"at a time")
+
+
 def check_model_size(model_name, nbytes, what):
     """ValueError if building a model needs more than ``memory_limit()`` bytes.
 
@@ -182,6 +193,7 @@ class AutoregressiveModel(nn.Module):
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator or None, got "
                              f"{type(generator).__name__}")
+        check_sample_size(n, self.num_dims)
         cond = self._check_condition(n, condition)
         u = self._draw_uniforms(n, generator)
         was_training = self.training

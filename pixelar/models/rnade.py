@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .. import ops
-from .base import check_model_size, check_positive_int
+from .base import check_model_size, check_positive_int, check_sample_size
 
 LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 7.0
 
@@ -81,6 +81,7 @@ class RNADE(nn.Module):
         (n, D) float64 choosing the component, then normals (n, D) float64; fast and naive
         sampling with generators seeded alike return identical samples."""
         check_positive_int("n", n)
+        check_sample_size(n, self.num_inputs)
         if not isinstance(fast, bool):
             raise ValueError(f"fast must be True or False, got {fast!r}")
         D, dev, dtype = self.num_inputs, self.W.device, self.W.dtype
