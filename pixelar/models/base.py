@@ -97,7 +97,7 @@ def check_images(x, image_shape, levels, name="x", allow_negative=False):
     # value ranges are data-dependent: checked in eager mode, skipped inside torch.compile
     # (a compiled model(x) takes what log_prob validated)
     if x.numel() and not torch.compiler.is_compiling():
-        lo, hi = int(x.min()), int(x.max())
+        lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one device sync
         if hi >= levels or (lo < 0 and not allow_negative):
             allowed = f"[0, {levels})" if not allow_negative else f"< {levels} (negative: sample)"
             raise ValueError(f"{name} values must be {allowed}, got values in [{lo}, {hi}]")
