@@ -119,9 +119,10 @@ def test_constructors_refuse_bools_as_ints(build, words):
     (lambda: IndependentPixels((3, 32, 32), levels=10**9), ["levels=1000000000", "GiB"]),
     (lambda: RNADE(num_inputs=10, hidden=10**9), ["RNADE", "hidden=1000000000", "GiB"]),
 ])
-def test_absurd_sizes_are_refused_before_allocating(build, words):
+def test_absurd_sizes_are_refused_before_allocating(build, words, monkeypatch):
     """U8: FVSBN((1, 512, 512)) or hidden=10**9 reached the allocator ('tried to allocate
     549753716736 bytes'); now a ValueError naming the arguments and the memory needed."""
+    monkeypatch.setattr(pixelar.models.base, "memory_limit", lambda: 64 * 2**30)
     with pytest.raises(ValueError) as err:
         build()
     for w in words:
@@ -155,8 +156,9 @@ def test_rnade_sample_and_meta_inputs():
         model.log_prob(torch.zeros(2, 3, device="meta"))
 
 
-def test_sample_sizes_beyond_memory_are_refused(model):
+def test_sample_sizes_beyond_memory_are_refused(model, monkeypatch):
     """U8: sample(10**12) reached the allocator; now a ValueError with the memory needed."""
+    monkeypatch.setattr(pixelar.models.base, "memory_limit", lambda: 64 * 2**30)
     with pytest.raises(ValueError, match=r"n=1,000,000,000,000 samples of 20 dimensions need .* GiB"):
         model.sample(10**12)
     with pytest.raises(ValueError, match="GiB"):
