@@ -37,3 +37,11 @@ def test_skew_gradient_round_trip():
 def test_unskew_rejects_wrong_width():
     with pytest.raises(ValueError, match="unskew"):
         unskew(torch.randn(3, 8), 5)
+
+
+@pytest.mark.parametrize("width", [-1, 0, True, 2.0])
+def test_unskew_refuses_a_width_that_is_not_positive(width):
+    """W7: unskew(y, -1) returned a map of width 1."""
+    y = torch.randn(3, 3)  # R = 3, S = 3: would match R + width - 1 for width = 1 only
+    with pytest.raises(ValueError, match="width must be a positive int"):
+        unskew(y, width)

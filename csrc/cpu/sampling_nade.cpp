@@ -19,6 +19,7 @@
 #include "kernel_common.h"
 #include "nade_hidden.h"
 #include "pixelar/lstm_math.h"
+#include "pixelar/sampling_checks.h"
 #include "pixelar/sampling_math.h"
 #include "pixelar/simd.h"
 
@@ -50,13 +51,15 @@ PIXELAR_SIMD_INLINE void tile_dots(const T* v, const T* h, int64_t O, int64_t nb
 
 // Images [b0, b1) (at most kTile), in lockstep over d. Wt: (D, Hd) = W transposed; ew, wmax:
 // nade::column_facts(Wt); a, h, e: kTile * Hd scratch. The hidden update of each image is
-// nade_hidden.h's walk (float: e = exp(-a) updated by products for x_d = 1).
+// nade_hidden.h's walk (float: e = exp(-a) updated by products for x_d = 1). Returns the
+// smallest dimension drawn from a non-finite logit (sampling::kNoBadDimension if none).
 template <typename T>
-PIXELAR_SIMD_CLONES void nade_tile(const double* u, const int64_t* cond, const T* Wt,
+PIXELAR_SIMD_CLONES int64_t nade_tile(const double* u, const int64_t* cond, const T* Wt,
                                    const T* ew, const float* wmax, const T* c, const T* V,
                                    const T* bias, int64_t* x, int64_t b0, int64_t b1, int64_t D,
                                    int64_t Hd, T* a, T* h, T* e) {
   const int64_t nb = b1 - b0;
+  int64_t bad = sampling::kNoBadDimension;
   nade::Row<T> rows[kTile];
   for (int64_t s = 0; s < nb; ++s) {
     std::copy(c, c + Hd, a + s * Hd);
@@ -73,8 +76,13 @@ PIXELAR_SIMD_CLONES void nade_tile(const double* u, const int64_t* cond, const T
     int64_t values[kTile];  // every draw of the tile first: their latencies overlap
     for (int64_t s = 0; s < nb; ++s) {
       const int64_t i = (b0 + s) * D + d;
-      values[s] = sampling::draw_bernoulli(logits[s] + bias[d], u[i]);
-      if (cond && cond[i] >= 0) values[s] = cond[i];
+      const T logit = logits[s] + bias[d];
+      values[s] = sampling::draw_bernoulli(logit, u[i]);
+      if (cond && cond[i] >= 0) {
+        values[s] = cond[i];
+      } else if (!sampling::logit_finite(logit) && bad == sampling::kNoBadDimension) {
+        bad = d;
+      }
       x[i] = values[s];
     }
     for (int64_t s = 0; s < nb; ++s) {
@@ -83,14 +91,18 @@ PIXELAR_SIMD_CLONES void nade_tile(const double* u, const int64_t* cond, const T
                  ewd, xd, Hd);
     }
   }
+  return bad;
 }
 
+// As nade_tile, for RNADE: every one of the 3K outputs (logit_pi, mu, log_sigma) of a
+// dimension must be finite. Returns the smallest dimension where one is not.
 template <typename T>
-PIXELAR_SIMD_CLONES void rnade_tile(const double* u, const double* z, const T* Wt, const T* c,
+PIXELAR_SIMD_CLONES int64_t rnade_tile(const double* u, const double* z, const T* Wt, const T* c,
                                     const T* V, const T* bias, T* x, int64_t b0, int64_t b1,
                                     int64_t D, int64_t Hd, int64_t K, double ls_min,
                                     double ls_max, T* a, T* h, T* out, T* dots) {
   const int64_t nb = b1 - b0;
+  int64_t bad = sampling::kNoBadDimension;
   for (int64_t s = 0; s < nb; ++s) {
     for (int64_t j = 0; j < Hd; ++j) a[s * Hd + j] = c[j];
     for (int64_t j = 0; j < Hd; ++j) h[s * Hd + j] = math::sigmoid<T, math::SimdMath>(c[j]);
@@ -102,6 +114,7 @@ PIXELAR_SIMD_CLONES void rnade_tile(const double* u, const double* z, const T* W
     for (int64_t s = 0; s < nb; ++s) {
       const int64_t i = (b0 + s) * D + d;
       for (int64_t o = 0; o < 3 * K; ++o) out[o] = dots[o * nb + s] + bias[d * 3 * K + o];
+      if (!sampling::logits_finite(out, 3 * K, 1) && bad == sampling::kNoBadDimension) bad = d;
       const int64_t k = sampling::draw_categorical(out, K, 1, u[i]);
       double log_sigma = static_cast<double>(out[2 * K + k]);
       // clamp in the model's dtype, as the reference does
@@ -114,6 +127,7 @@ PIXELAR_SIMD_CLONES void rnade_tile(const double* u, const double* z, const T* W
       update_hidden(a + s * Hd, h + s * Hd, wd, xd, Hd);
     }
   }
+  return bad;
 }
 
 void check(const char* op, const at::Tensor& t, const char* name, at::ScalarType dtype,
@@ -149,10 +163,14 @@ at::Tensor nade_sample_cpu(const at::Tensor& u_, const std::optional<at::Tensor>
   const int64_t Hd = check_params(op, u_, W, c_, V_, b_, 1);
   const int64_t n = u_.size(0), D = u_.size(1);
   if (cond_.has_value()) check(op, *cond_, "cond", at::kLong, u_.sizes());
+  sampling::check_uniforms(op, u_);
+  if (cond_.has_value()) sampling::check_condition(op, *cond_, 2);
   const at::Tensor u = u_.contiguous(), c = c_.contiguous(), V = V_.contiguous(),
                    b = b_.contiguous(), Wt = transposed(W);
   const at::Tensor cond = cond_.has_value() ? cond_->contiguous() : at::Tensor();
   at::Tensor x = at::empty({n, D}, u.options().dtype(at::kLong));
+  // the smallest dimension drawn from a non-finite logit: raised after the parallel region
+  std::atomic<int64_t> bad{sampling::kNoBadDimension};
   const nade::Columns cols = nade::column_facts(Wt);
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "nade_sample_cpu", [&] {
     const int64_t tiles = (n + kTile - 1) / kTile;
@@ -160,7 +178,7 @@ at::Tensor nade_sample_cpu(const at::Tensor& u_, const std::optional<at::Tensor>
     at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), tiles), 1, [&](int64_t, int64_t) {
       std::vector<scalar_t> a(kTile * Hd), h(kTile * Hd), e(kTile * Hd);
       for (int64_t t = next++; t < tiles; t = next++) {
-        nade_tile<scalar_t>(u.data_ptr<double>(),
+        const int64_t d = nade_tile<scalar_t>(u.data_ptr<double>(),
                             cond.defined() ? cond.data_ptr<int64_t>() : nullptr,
                             Wt.data_ptr<scalar_t>(),
                             cols.ew.defined() ? cols.ew.data_ptr<scalar_t>() : nullptr,
@@ -168,9 +186,13 @@ at::Tensor nade_sample_cpu(const at::Tensor& u_, const std::optional<at::Tensor>
                             V.data_ptr<scalar_t>(),
                             b.data_ptr<scalar_t>(), x.data_ptr<int64_t>(), t * kTile,
                             std::min(n, (t + 1) * kTile), D, Hd, a.data(), h.data(), e.data());
+        sampling::record_nonfinite(bad, d);
       }
     });
   });
+  const int64_t first_bad = bad.load();
+  TORCH_CHECK_VALUE(first_bad == sampling::kNoBadDimension,
+                    sampling::nonfinite_message(first_bad));
   return x;
 }
 
@@ -184,24 +206,32 @@ at::Tensor rnade_sample_cpu(const at::Tensor& u_, const at::Tensor& z_, const at
   const int64_t Hd = check_params(op, u_, W, c_, V_, b_, O);
   const int64_t n = u_.size(0), D = u_.size(1);
   check(op, z_, "z", at::kDouble, u_.sizes());
+  sampling::check_uniforms(op, u_);
+  sampling::check_finite(op, z_, "z");
+  sampling::check_clamp(op, log_scale_min, log_scale_max);
   const at::Tensor u = u_.contiguous(), z = z_.contiguous(), c = c_.contiguous(),
                    V = V_.contiguous(), b = b_.contiguous(), Wt = transposed(W);
   at::Tensor x = at::empty({n, D}, W.options());
+  std::atomic<int64_t> bad{sampling::kNoBadDimension};  // as in nade_sample_cpu
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "rnade_sample_cpu", [&] {
     const int64_t tiles = (n + kTile - 1) / kTile;
     std::atomic<int64_t> next{0};
     at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), tiles), 1, [&](int64_t, int64_t) {
       std::vector<scalar_t> a(kTile * Hd), h(kTile * Hd), out(O), dots(O * kTile);
       for (int64_t t = next++; t < tiles; t = next++) {
-        rnade_tile<scalar_t>(u.data_ptr<double>(), z.data_ptr<double>(),
+        const int64_t d = rnade_tile<scalar_t>(u.data_ptr<double>(), z.data_ptr<double>(),
                              Wt.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
                              V.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
                              x.data_ptr<scalar_t>(), t * kTile, std::min(n, (t + 1) * kTile),
                              D, Hd, K, log_scale_min, log_scale_max, a.data(), h.data(),
                              out.data(), dots.data());
+        sampling::record_nonfinite(bad, d);
       }
     });
   });
+  const int64_t first_bad = bad.load();
+  TORCH_CHECK_VALUE(first_bad == sampling::kNoBadDimension,
+                    sampling::nonfinite_message(first_bad));
   return x;
 }
 

@@ -105,9 +105,11 @@ PIXELAR_SIMD_CLONES void right_to_left_row(const Net<T>& n, int64_t b, int64_t r
   }
 }
 
-// Pixels [start, stop) of image b. Scratch: n.scratch_size() elements.
+// Pixels [start, stop) of image b. Scratch: n.scratch_size() elements. Returns the smallest
+// dimension (raster index p * C + ch) drawn from a non-finite logit, or
+// sampling::kNoBadDimension.
 template <typename T>
-PIXELAR_SIMD_CLONES void sample_image(const Net<T>& n, int64_t b, int64_t start,
+PIXELAR_SIMD_CLONES int64_t sample_image(const Net<T>& n, int64_t b, int64_t start,
                                       int64_t stop, T* scratch) {
   const int64_t C = n.C, H = n.H, W = n.W, F = n.F, U = n.U, Q = n.Q, O = n.O, L = n.L;
   const int64_t G = 4 * U;
@@ -135,6 +137,7 @@ PIXELAR_SIMD_CLONES void sample_image(const Net<T>& n, int64_t b, int64_t start,
   T* r2l = zeros + U;          // 6U + C right-to-left scratch
   std::fill(zeros, zeros + U, T(0));
   const T norm = static_cast<T>(n.levels - 1);  // image value = x / (levels - 1)
+  int64_t bad = sampling::kNoBadDimension;
 
   for (int64_t p = start; p < stop; ++p) {
     const int64_t r = p / W, c = p % W;
@@ -229,7 +232,13 @@ PIXELAR_SIMD_CLONES void sample_image(const Net<T>& n, int64_t b, int64_t start,
       const int64_t i = (ch * H + r) * W + c;
       int64_t value = O == 1 ? sampling::draw_bernoulli(logits[0], u[i])
                              : sampling::draw_categorical(logits, O, 1, u[i]);
-      if (cond && cond[i] >= 0) value = cond[i];
+      if (cond && cond[i] >= 0) {
+        value = cond[i];
+      } else if (bad == sampling::kNoBadDimension &&
+                 !(O == 1 ? sampling::logit_finite(logits[0])
+                          : sampling::logits_finite(logits, O, 1))) {
+        bad = p * C + ch;
+      }
       x[i] = value;
     }
     // commit the column at (r, c)
@@ -248,6 +257,7 @@ PIXELAR_SIMD_CLONES void sample_image(const Net<T>& n, int64_t b, int64_t start,
     }
     if (n.layer == kDiagonal && c == W - 1) right_to_left_row(n, b, r, r2l);
   }
+  return bad;
 }
 
 void check_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype,
@@ -272,6 +282,8 @@ void pixel_network_sample_step_cpu(const at::Tensor& x, at::TensorList state,
                 Q = sz.Q, O = sz.O, nw = sz.nw;
   const at::ScalarType dtype = sz.dtype;
   if (B == 0 || start == stop) return;
+  // the smallest dimension drawn from a non-finite logit: raised after the parallel region
+  std::atomic<int64_t> bad{sampling::kNoBadDimension};
 
   AT_DISPATCH_FLOATING_TYPES(dtype, "pixel_network_sample_step_cpu", [&] {
     std::vector<const scalar_t*> blk;
@@ -290,9 +302,13 @@ void pixel_network_sample_step_cpu(const at::Tensor& x, at::TensorList state,
     const int64_t workers = std::min<int64_t>(at::get_num_threads(), B);
     at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
       std::vector<scalar_t> buf(scratch);
-      for (int64_t b = next++; b < B; b = next++) sample_image(n, b, start, stop, buf.data());
+      for (int64_t b = next++; b < B; b = next++)
+        sampling::record_nonfinite(bad, sample_image(n, b, start, stop, buf.data()));
     });
   });
+  const int64_t first_bad = bad.load();
+  TORCH_CHECK_VALUE(first_bad == sampling::kNoBadDimension,
+                    sampling::nonfinite_message(first_bad));
 }
 
 }  // namespace

@@ -4,27 +4,72 @@ Images are integer tensors (B, C, H, W) with values in [0, levels). The order of
 dimensions is raster order over (row, column), and channel 0, 1, 2 inside a pixel.
 """
 import itertools
+import os
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .draw import draw
+from .draw import check_finite_logits, draw
 
 INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
+def is_int(value) -> bool:
+    """An int that is not a bool (True would pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_positive_int(name, value):
+    if not is_int(value) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
 def check_image_shape(image_shape):
     if (not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3
-            or not all(isinstance(s, int) and s > 0 for s in image_shape)):
+            or not all(is_int(s) and s > 0 for s in image_shape)):
         raise ValueError(f"image_shape must be (C, H, W) with positive ints, got {image_shape!r}")
     return tuple(image_shape)
 
 
 def check_levels(levels):
-    if not isinstance(levels, int) or levels < 2:
+    if not is_int(levels) or levels < 2:
         raise ValueError(f"levels must be an int >= 2, got {levels!r}")
     return levels
+
+
+def memory_limit() -> int:
+    """Bytes a model may take when built: this machine's physical memory (64 GiB where it
+    cannot be read). Constructors refuse larger requests before allocating anything."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 64 * 2**30
+
+
+def check_sample_size(n, num_dims):
+    """ValueError if n samples of num_dims dimensions need more than memory_limit(): their
+    float64 uniforms and int64 (or float) values, 16 bytes a dimension."""
+    nbytes = 16 * n * num_dims
+    if nbytes > memory_limit():
+        raise ValueError(f"n={n:,} samples of {num_dims:,} dimensions need "
+                         f"{nbytes / 2**30:,.1f} GiB (uniforms and values), more than this "
+                         f"machine's memory ({memory_limit() / 2**30:,.1f} GiB); draw fewer "
+                         f"at a time")
+
+
+def check_model_size(model_name, nbytes, what):
+    """ValueError if building a model needs more than ``memory_limit()`` bytes.
+
+    nbytes: the bytes its parameters (and buffers) would take in float32 (a lower bound
+    will do); what: the arguments that ask for them, in words.
+    """
+    limit = memory_limit()
+    if nbytes > limit:
+        raise ValueError(f"{model_name}: {what} needs {nbytes / 2**30:,.1f} GiB for its "
+                         f"parameters (float32), more than this machine's memory "
+                         f"({limit / 2**30:,.1f} GiB); choose smaller sizes")
 
 
 def check_images(x, image_shape, levels, name="x", allow_negative=False):
@@ -36,6 +81,9 @@ def check_images(x, image_shape, levels, name="x", allow_negative=False):
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got "
                          f"{type(x).__name__}")
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device (shapes without values); give "
+                         f"images on the model's device")
     if x.dtype not in INTEGER_DTYPES:
         raise ValueError(f"{name} must be an integer tensor (int64 or uint8) with values in "
                          f"[0, {levels}), got dtype {x.dtype}")
@@ -46,8 +94,10 @@ def check_images(x, image_shape, levels, name="x", allow_negative=False):
         raise ValueError(f"{name} must have shape (B, {', '.join(map(str, image_shape))}), got "
                          f"{tuple(x.shape)}")
     x = x.long()
-    if x.numel():
-        lo, hi = int(x.min()), int(x.max())
+    # value ranges are data-dependent: checked in eager mode, skipped inside torch.compile
+    # (a compiled model(x) takes what log_prob validated)
+    if x.numel() and not torch.compiler.is_compiling():
+        lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one device sync
         if hi >= levels or (lo < 0 and not allow_negative):
             allowed = f"[0, {levels})" if not allow_negative else f"< {levels} (negative: sample)"
             raise ValueError(f"{name} values must be {allowed}, got values in [{lo}, {hi}]")
@@ -78,6 +128,10 @@ class AutoregressiveModel(nn.Module):
         super().__init__()
         self.image_shape = check_image_shape(image_shape)
         self.levels = check_levels(levels)
+
+    def check_size(self, nbytes, what):
+        """Refuse (ValueError naming ``what``) before allocating more than memory_limit()."""
+        check_model_size(type(self).__name__, nbytes, what)
 
     @property
     def num_dims(self) -> int:
@@ -132,8 +186,14 @@ class AutoregressiveModel(nn.Module):
         condition: (n, C, H, W) integers; negative entries are sampled, the others kept.
         progress: show a progress bar over the dimensions.
         """
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        check_positive_int("n", n)
+        for name, flag in (("fast", fast), ("progress", progress)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None, got "
+                             f"{type(generator).__name__}")
+        check_sample_size(n, self.num_dims)
         cond = self._check_condition(n, condition)
         u = self._draw_uniforms(n, generator)
         was_training = self.training
@@ -157,6 +217,8 @@ class AutoregressiveModel(nn.Module):
             if cond is not None and bool((cond[:, ch, r, c] >= 0).all()):
                 continue
             logits = self(x)[:, ch, r, c]
+            check_finite_logits(logits, self.bernoulli, (r * W + c) * C + ch,
+                                None if cond is None else cond[:, ch, r, c] < 0)
             value = draw(logits, u[:, ch, r, c], self.bernoulli)
             if cond is not None:
                 value = torch.where(cond[:, ch, r, c] >= 0, cond[:, ch, r, c], value)

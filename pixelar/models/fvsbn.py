@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 
 from .base import AutoregressiveModel
-from .draw import draw_bernoulli
+from .draw import check_finite_logits, draw_bernoulli
 from .raster import from_sequence, to_sequence
 
 
@@ -20,6 +20,9 @@ class FVSBN(AutoregressiveModel):
         super().__init__(image_shape, 2)
         self._config = dict(image_shape=list(self.image_shape))
         D = self.num_dims
+        # D(D-1)/2 weights (float32) and their row and column indices (int64)
+        self.check_size(D * (D - 1) // 2 * (4 + 16) + 4 * D,
+                        f"image_shape={self.image_shape} (D = {D} dimensions)")
         rows, cols = torch.tril_indices(D, D, offset=-1)
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("cols", cols, persistent=False)
@@ -33,7 +36,8 @@ class FVSBN(AutoregressiveModel):
         return W.index_put((self.rows, self.cols), self.weights)
 
     def forward(self, x):
-        seq = to_sequence(self.to_input(x))
+        """x: (B, C, H, W) integers in {0, 1} -> (B, C, H, W) Bernoulli logits."""
+        seq = to_sequence(self.to_input(self.check_images(x)))
         return from_sequence(seq @ self.weight_matrix().T + self.bias, self.image_shape)
 
     def _sample_fast(self, u, cond, progress=False):
@@ -44,6 +48,7 @@ class FVSBN(AutoregressiveModel):
         x = torch.zeros_like(us, dtype=self.bias.dtype)
         for d in range(self.num_dims):
             logit = self.bias[d] + x[:, :d] @ W[d, :d]
+            check_finite_logits(logit, True, d, None if cs is None else cs[:, d] < 0)
             value = draw_bernoulli(logit, us[:, d])
             if cs is not None:
                 value = torch.where(cs[:, d] >= 0, cs[:, d], value)

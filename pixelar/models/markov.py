@@ -2,7 +2,7 @@
 import torch
 import torch.nn as nn
 
-from .base import AutoregressiveModel
+from .base import AutoregressiveModel, is_int
 from .raster import from_sequence, to_sequence
 
 MAX_PARAMETERS = 50_000_000
@@ -19,7 +19,7 @@ class MarkovPixels(AutoregressiveModel):
 
     def __init__(self, image_shape=(1, 28, 28), levels=2, order=1):
         super().__init__(image_shape, levels)
-        if not isinstance(order, int) or order < 0:
+        if not is_int(order) or order < 0:
             raise ValueError(f"order must be an int >= 0, got {order!r}")
         self._config = dict(image_shape=list(self.image_shape), levels=levels, order=order)
         self.order = order
@@ -47,7 +47,8 @@ class MarkovPixels(AutoregressiveModel):
         return ctx
 
     def forward(self, x):
-        seq = to_sequence(x.long())
+        """x: (B, C, H, W) integers in [0, levels) -> logits (see the class docstring)."""
+        seq = to_sequence(self.check_images(x))
         L = self.levels
         idx = self.offsets + self.context_index(seq) * (L - 1)  # (B, n)
         if self.bernoulli:
@@ -60,7 +61,7 @@ class MarkovPixels(AutoregressiveModel):
         """One table lookup per dimension (no forward pass over the whole image): the logits
         of dimension i are read at the context of the ``order`` values just drawn.
         u: (n, C, H, W) float64 uniforms -> (n, C, H, W) int64."""
-        from .draw import draw
+        from .draw import check_finite_logits, draw
         us = to_sequence(u)
         cs = None if cond is None else to_sequence(cond)
         n, D = us.shape
@@ -77,6 +78,7 @@ class MarkovPixels(AutoregressiveModel):
             else:
                 logits = torch.cat([self.table.new_zeros(n, 1),
                                     self.table[idx[:, None] + free]], dim=1)
+            check_finite_logits(logits, self.bernoulli, i, None if cs is None else cs[:, i] < 0)
             value = draw(logits, us[:, i], self.bernoulli)
             if cs is not None:
                 value = torch.where(cs[:, i] >= 0, cs[:, i], value)

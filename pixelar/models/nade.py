@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from .. import ops
-from .base import AutoregressiveModel
+from .base import AutoregressiveModel, check_positive_int
 from .raster import from_sequence, to_sequence
 
 
@@ -21,10 +21,11 @@ class NADE(AutoregressiveModel):
 
     def __init__(self, image_shape=(1, 28, 28), hidden=500):
         super().__init__(image_shape, 2)
-        if not isinstance(hidden, int) or hidden < 1:
-            raise ValueError(f"hidden must be a positive int, got {hidden!r}")
+        check_positive_int("hidden", hidden)
         self._config = dict(image_shape=list(self.image_shape), hidden=hidden)
         D = self.num_dims
+        self.check_size(4 * (2 * hidden * D + hidden + D),
+                        f"hidden={hidden} with image_shape={self.image_shape}")
         self.hidden = hidden
         self.W = nn.Parameter(torch.randn(hidden, D) / math.sqrt(D))
         self.c = nn.Parameter(torch.zeros(hidden))
@@ -32,7 +33,8 @@ class NADE(AutoregressiveModel):
         self.b = nn.Parameter(torch.zeros(D, 1))
 
     def forward(self, x):
-        seq = to_sequence(self.to_input(x))
+        """x: (B, C, H, W) integers in {0, 1} -> (B, C, H, W) Bernoulli logits."""
+        seq = to_sequence(self.to_input(self.check_images(x)))
         logits = ops.nade_forward(seq, self.W, self.c, self.V, self.b)[..., 0]
         return from_sequence(logits, self.image_shape)
 

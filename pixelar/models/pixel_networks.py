@@ -6,12 +6,25 @@ import torch
 import torch.nn as nn
 
 from ..nn import ConvResidualBlock, LSTMResidualBlock, MaskedConv2d, OutputHead
-from .base import AutoregressiveModel
+from .base import (AutoregressiveModel, check_image_shape, check_levels, check_model_size,
+                   check_positive_int)
 
 
-def _check_positive(name, value):
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+def _check_args(cls_name, image_shape, levels, num_layers, hidden, head_hidden):
+    """Check the constructor's arguments, and the memory they ask for, before any layer is
+    built; returns C."""
+    for name, v in (("num_layers", num_layers), ("hidden", hidden), ("head_hidden", head_hidden)):
+        check_positive_int(name, v)
+    C = check_image_shape(image_shape)[0]
+    levels = check_levels(levels)
+    O = 1 if levels == 2 else levels
+    # a lower bound: the input convolution, 4 hidden^2 per block, the head
+    params = (98 * C * hidden + 4 * num_layers * hidden ** 2 + 2 * hidden * head_hidden
+              + head_hidden * C * O)
+    check_model_size(cls_name, 4 * params,
+                     f"num_layers={num_layers}, hidden={hidden}, head_hidden={head_hidden}, "
+                     f"levels={levels}")
+    return C
 
 
 class _PixelNetwork(AutoregressiveModel):
@@ -37,7 +50,8 @@ class _PixelNetwork(AutoregressiveModel):
         return y
 
     def forward(self, x):
-        out = self.head(self.trunk(x))
+        """x: (B, C, H, W) integers in [0, levels) -> logits (see the class docstring)."""
+        out = self.head(self.trunk(self.check_images(x)))
         if self.bernoulli:
             return out
         B, _, H, W = out.shape
@@ -65,9 +79,7 @@ class PixelCNN(_PixelNetwork):
 
     def __init__(self, image_shape=(1, 28, 28), levels=2, num_layers=15, hidden=16,
                  head_hidden=32):
-        for name, v in (("num_layers", num_layers), ("hidden", hidden), ("head_hidden", head_hidden)):
-            _check_positive(name, v)
-        C = check_channels(image_shape)
+        C = _check_args("PixelCNN", image_shape, levels, num_layers, hidden, head_hidden)
         super().__init__(image_shape, levels, hidden, head_hidden,
                          [ConvResidualBlock(hidden, C) for _ in range(num_layers)])
         self._config = dict(image_shape=list(self.image_shape), levels=levels,
@@ -86,11 +98,9 @@ class PixelRNN(_PixelNetwork):
 
     def __init__(self, image_shape=(1, 28, 28), levels=2, layer="diagonal", num_layers=7,
                  hidden=16, head_hidden=32):
-        for name, v in (("num_layers", num_layers), ("hidden", hidden), ("head_hidden", head_hidden)):
-            _check_positive(name, v)
         if layer not in ("row", "diagonal"):
             raise ValueError(f"layer must be 'row' or 'diagonal', got {layer!r}")
-        C = check_channels(image_shape)
+        C = _check_args("PixelRNN", image_shape, levels, num_layers, hidden, head_hidden)
         super().__init__(image_shape, levels, hidden, head_hidden,
                          [LSTMResidualBlock(layer, hidden, C) for _ in range(num_layers)])
         self.layer = layer
@@ -106,9 +116,3 @@ class PixelRNN(_PixelNetwork):
         for block in self.blocks[:-1]:
             y = block(y, image)
         return self.blocks[-1].features(y, image).mean(dim=(2, 3))
-
-
-def check_channels(image_shape):
-    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
-        raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")
-    return image_shape[0]

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from .. import ops
+from .base import check_model_size, check_positive_int, check_sample_size
 
 LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 7.0
 
@@ -22,8 +23,10 @@ class RNADE(nn.Module):
     def __init__(self, num_inputs=2, hidden=50, components=5):
         super().__init__()
         for name, v in (("num_inputs", num_inputs), ("hidden", hidden), ("components", components)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            check_positive_int(name, v)
+        D, K = num_inputs, components
+        check_model_size("RNADE", 4 * (hidden * D + hidden + 3 * K * D * (hidden + 1)),
+                         f"num_inputs={num_inputs}, hidden={hidden}, components={components}")
         self._config = dict(num_inputs=num_inputs, hidden=hidden, components=components)
         self.num_inputs, self.hidden, self.components = num_inputs, hidden, components
         D, K = num_inputs, components
@@ -48,6 +51,9 @@ class RNADE(nn.Module):
                              f"{getattr(x, 'dtype', type(x).__name__)}")
         if x.dim() != 2 or x.shape[1] != self.num_inputs:
             raise ValueError(f"{name} must have shape (B, {self.num_inputs}), got {tuple(x.shape)}")
+        if x.device.type == "meta":
+            raise ValueError(f"{name} is on the meta device (shapes without values); give "
+                             f"vectors on the model's device")
         if not torch.isfinite(x).all():
             raise ValueError(f"{name} must be finite, got NaN or inf values")
         return x.to(self.W.dtype)
@@ -74,8 +80,10 @@ class RNADE(nn.Module):
         """Draw n vectors: (n, D). All randomness is drawn first, in this order: uniforms
         (n, D) float64 choosing the component, then normals (n, D) float64; fast and naive
         sampling with generators seeded alike return identical samples."""
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        check_positive_int("n", n)
+        check_sample_size(n, self.num_inputs)
+        if not isinstance(fast, bool):
+            raise ValueError(f"fast must be True or False, got {fast!r}")
         D, dev, dtype = self.num_inputs, self.W.device, self.W.dtype
         u = torch.rand(n, D, generator=generator, device=dev, dtype=torch.float64)
         z = torch.randn(n, D, generator=generator, device=dev, dtype=torch.float64)
@@ -84,9 +92,10 @@ class RNADE(nn.Module):
             from ..sampling import sample_rnade
             return sample_rnade(self, u, z)
         x = torch.zeros(n, D, device=dev, dtype=dtype)
-        from .draw import draw_categorical
+        from .draw import check_finite_logits, draw_categorical
         for d in range(D):
             out = ops.nade_forward(x, self.W, self.c, self.V, self.b)[:, d]
+            check_finite_logits(out, False, d)  # logit_pi, mu and log_sigma
             logit_pi, mu, log_sigma = self._split(out)
             k = draw_categorical(logit_pi, u[:, d]).unsqueeze(1)
             value = mu.gather(1, k)[:, 0].double() + log_sigma.gather(1, k)[:, 0].double().exp() * z[:, d]

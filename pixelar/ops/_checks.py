@@ -28,3 +28,42 @@ def check_shape(op, name, t, expected):
     if tuple(t.shape) != tuple(expected):
         raise ValueError(f"{op}: {name} must have shape {tuple(expected)}, got "
                          f"{tuple(t.shape)}")
+
+
+def _has_values(t):
+    """False for tensors without data to check: meta tensors, and fake tensors while
+    tracing (the value checks are data-dependent; the kernels check again)."""
+    return t.numel() > 0 and t.device.type != "meta" and not torch.compiler.is_compiling()
+
+
+def _range_str(t):
+    """'[lo, hi]' of a non-empty tensor, NaN shown when present."""
+    if t.is_floating_point() and bool(t.isnan().any()):
+        return "values including NaN"
+    return f"values in [{t.min().item()}, {t.max().item()}]"
+
+
+def check_uniforms(op, name, u):
+    """u holds uniforms: every value in [0, 1) (NaN refused)."""
+    if _has_values(u) and not bool(((u >= 0) & (u < 1)).all()):
+        raise ValueError(f"{op}: {name} must hold uniforms in [0, 1), got {_range_str(u)}")
+
+
+def check_finite(op, name, t):
+    if _has_values(t) and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{op}: {name} must be finite, got NaN or inf values")
+
+
+def check_condition(op, name, cond, levels):
+    """cond: values < levels; negative entries mean 'sample this dimension'."""
+    if _has_values(cond) and int(cond.max()) >= levels:
+        raise ValueError(f"{op}: {name} values must be < {levels} (negative: sample), got "
+                         f"{_range_str(cond)}")
+
+
+def check_real(op, name, value):
+    """A finite real number (int or float, not bool) -> float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{op}: {name} must be a finite number, got {value!r}")
+    return float(value)

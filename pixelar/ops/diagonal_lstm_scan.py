@@ -22,13 +22,25 @@ from .lstm_cell import lstm_cell_ref
 OP = "diagonal_lstm_scan"
 
 
+def check_inputs(x_gates, w_ss):
+    """The op's checks (wrapper and reference alike; the C++ op's check_inputs says the
+    same): shapes, dtypes, and a skewed map of S = R + W - 1 >= R columns."""
+    check_lstm_scan_inputs(OP, x_gates, w_ss, kernel_width=2)
+    R, S = x_gates.shape[2:]
+    if S < R:
+        raise ValueError(f"{OP}: x_gates must be a skewed map with S = R + W - 1 >= R columns "
+                         f"(W >= 1), got R = {R}, S = {S}")
+
+
 def diagonal_lstm_scan_ref(x_gates: torch.Tensor, w_ss: torch.Tensor):
     """Pure-PyTorch reference (the specification; autograd by construction).
 
     x_gates: (B, 4H, R, S)  input-to-state pre-activations on the skewed map, S = R + W - 1
     w_ss:    (4H, H, 2)     state-to-state column kernel: [..., 0] row above, [..., 1] same row
     Returns h, c: (B, H, R, S), zero outside the image.
+    Raises ValueError for inputs the op refuses (S < R among them), with its messages.
     """
+    check_inputs(x_gates, w_ss)
     B, G, R, S = x_gates.shape
     H = G // 4
     W = S - R + 1
@@ -58,7 +70,7 @@ def diagonal_lstm_scan(x_gates: torch.Tensor, w_ss: torch.Tensor):
     w_ss:    (4H, H, 2)     state-to-state kernel: [..., 0] row above, [..., 1] same row
     Returns (h, c), each (B, H, R, S), zero outside the image. Differentiable in both inputs.
     """
-    check_lstm_scan_inputs(OP, x_gates, w_ss, kernel_width=2)
+    check_inputs(x_gates, w_ss)
     impl = resolve(OP, x_gates.device)
     if impl == "reference":
         return diagonal_lstm_scan_ref(x_gates, w_ss)

@@ -5,7 +5,9 @@ its reference and dispatch.
     a_0 = c;  h_d = sigmoid(a_d);  out_d = V[d] @ h_d + b[d];  a_{d+1} = a_d + W[:, d] x_d
 
 NADE: x_d = 1 if u_d < sigmoid(out_d) (float64), else 0; a ``cond`` entry >= 0 replaces
-the draw. RNADE: out_d = (logit_pi, mu, log_sigma) of K components each, log_sigma
+the draw (cond values must be < 2; negative: sample). Uniforms must lie in [0, 1); a NaN or
+infinite logit (RNADE: any of the 3K outputs) at a drawn dimension raises ValueError with
+pixelar/models/draw.py's NONFINITE_MESSAGE, in the references and the kernels alike. RNADE: out_d = (logit_pi, mu, log_sigma) of K components each, log_sigma
 clamped to [log_scale_min, log_scale_max]; component k = the inverse-CDF draw of
 softmax(logit_pi) at u_d (float64), x_d = mu_k + exp(log_sigma_k) * z_d, computed in
 float64 and rounded to the model's dtype. The draw rule is pixelar/models/draw.py's, so
@@ -30,7 +32,8 @@ PyTorch loops below (``nade_sample_ref``, ``rnade_sample_ref``) on any device.
 import torch
 
 from .._extension import extension_loaded
-from ._checks import check_float_tensor, check_like, check_shape
+from ._checks import (check_condition, check_finite, check_float_tensor, check_like,
+                      check_real, check_shape, check_uniforms)
 from .pixel_network_sample import resolve_sampling
 
 
@@ -53,14 +56,50 @@ def _check_noise(op, name, t, n, D):
     check_shape(op, name, t, (n, D))
 
 
+def _check_nade(u, cond, W, c, V, b):
+    """The checks of nade_sample (shared by the wrapper and the reference)."""
+    op = "nade_sample"
+    D = _check_params(op, W, c, V, b, O=1)
+    _check_noise(op, "u", u, u.shape[0] if u.dim() == 2 else -1, D)
+    check_uniforms(op, "u", u)
+    if cond is not None:
+        if not isinstance(cond, torch.Tensor) or cond.dtype != torch.int64:
+            raise ValueError(f"{op}: cond must be an int64 tensor, got "
+                             f"{getattr(cond, 'dtype', type(cond).__name__)}")
+        check_shape(op, "cond", cond, u.shape)
+        check_condition(op, "cond", cond, 2)
+
+
+def _check_rnade(u, z, W, c, V, b, log_scale_min, log_scale_max):
+    """The checks of rnade_sample (shared by the wrapper and the reference); returns the
+    clamp bounds as floats."""
+    op = "rnade_sample"
+    D = _check_params(op, W, c, V, b)
+    if V.shape[1] % 3 or V.shape[1] == 0:
+        raise ValueError(f"{op}: V must have 3K outputs per dimension (K >= 1 components), "
+                         f"got {V.shape[1]}")
+    n = u.shape[0] if u.dim() == 2 else -1
+    _check_noise(op, "u", u, n, D)
+    _check_noise(op, "z", z, n, D)
+    check_uniforms(op, "u", u)
+    check_finite(op, "z", z)
+    lo = check_real(op, "log_scale_min", log_scale_min)
+    hi = check_real(op, "log_scale_max", log_scale_max)
+    if lo > hi:
+        raise ValueError(f"{op}: need log_scale_min <= log_scale_max, got {lo} > {hi}")
+    return lo, hi
+
+
 def nade_sample_ref(u, cond, W, c, V, b):
     """Pure-PyTorch reference of :func:`nade_sample`: a plain loop over the D dimensions."""
-    from ..models.draw import draw_bernoulli
+    _check_nade(u, cond, W, c, V, b)
+    from ..models.draw import check_finite_logits, draw_bernoulli
     n, D = u.shape
     a = c.expand(n, -1)
     x = torch.zeros(n, D, dtype=torch.long, device=u.device)
     for d in range(D):
         logit = torch.sigmoid(a) @ V[d, 0] + b[d, 0]
+        check_finite_logits(logit, True, d, None if cond is None else cond[:, d] < 0)
         value = draw_bernoulli(logit, u[:, d])
         if cond is not None:
             value = torch.where(cond[:, d] >= 0, cond[:, d], value)
@@ -76,14 +115,11 @@ def nade_sample(u, cond, W, c, V, b):
     cond: (n, D) int64 or None; entries >= 0 are kept instead of drawn
     W: (Hd, D), c: (Hd,), V: (D, 1, Hd), b: (D, 1)   the model's parameters
     Returns (n, D) int64 in {0, 1}.
+    Raises ValueError for u outside [0, 1), cond values >= 2, or a non-finite logit at a
+    drawn dimension (pixelar/models/draw.py: NONFINITE_MESSAGE).
     """
     op = "nade_sample"
-    D = _check_params(op, W, c, V, b, O=1)
-    _check_noise(op, "u", u, u.shape[0] if u.dim() == 2 else -1, D)
-    if cond is not None:
-        if cond.dtype != torch.int64:
-            raise ValueError(f"{op}: cond must be int64, got {cond.dtype}")
-        check_shape(op, "cond", cond, u.shape)
+    _check_nade(u, cond, W, c, V, b)
     if resolve_sampling(op, u.device) == "reference":
         return nade_sample_ref(u, cond, W, c, V, b)
     return torch.ops.pixelar.nade_sample(
@@ -93,13 +129,15 @@ def nade_sample(u, cond, W, c, V, b):
 
 def rnade_sample_ref(u, z, W, c, V, b, log_scale_min, log_scale_max):
     """Pure-PyTorch reference of :func:`rnade_sample`: a plain loop over the D dimensions."""
-    from ..models.draw import draw_categorical
+    log_scale_min, log_scale_max = _check_rnade(u, z, W, c, V, b, log_scale_min, log_scale_max)
+    from ..models.draw import check_finite_logits, draw_categorical
     n, D = u.shape
     K = V.shape[1] // 3
     a = c.expand(n, -1)
     x = W.new_zeros(n, D)
     for d in range(D):
         out = torch.sigmoid(a) @ V[d].T + b[d]
+        check_finite_logits(out, False, d)  # logit_pi, mu and log_sigma
         logit_pi, mu = out[:, :K], out[:, K:2 * K]
         log_sigma = out[:, 2 * K:].clamp(log_scale_min, log_scale_max)
         k = draw_categorical(logit_pi, u[:, d]).unsqueeze(1)
@@ -115,17 +153,13 @@ def rnade_sample(u, z, W, c, V, b, log_scale_min, log_scale_max):
 
     u: (n, D) float64 uniforms choosing the component; z: (n, D) float64 standard normals
     W: (Hd, D), c: (Hd,), V: (D, 3K, Hd), b: (D, 3K)   [logit_pi | mu | log_sigma] blocks
-    log_scale_min, log_scale_max: floats, the clamp of log_sigma
+    log_scale_min, log_scale_max: finite floats, min <= max, the clamp of log_sigma
     Returns (n, D) of W's dtype.
+    Raises ValueError for u outside [0, 1), non-finite z, or a non-finite output (logit_pi,
+    mu or log_sigma) at some dimension (pixelar/models/draw.py: NONFINITE_MESSAGE).
     """
     op = "rnade_sample"
-    D = _check_params(op, W, c, V, b)
-    if V.shape[1] % 3 or V.shape[1] == 0:
-        raise ValueError(f"{op}: V must have 3K outputs per dimension (K >= 1 components), "
-                         f"got {V.shape[1]}")
-    n = u.shape[0] if u.dim() == 2 else -1
-    _check_noise(op, "u", u, n, D)
-    _check_noise(op, "z", z, n, D)
+    log_scale_min, log_scale_max = _check_rnade(u, z, W, c, V, b, log_scale_min, log_scale_max)
     if resolve_sampling(op, u.device) == "reference":
         return rnade_sample_ref(u, z, W, c, V, b, log_scale_min, log_scale_max)
     return torch.ops.pixelar.rnade_sample(u.contiguous(), z.contiguous(),

@@ -66,7 +66,7 @@ import torch
 from .._extension import extension_loaded
 from . import _backend
 from ._backend import get_backend, resolve
-from ._checks import check_float_tensor, check_shape
+from ._checks import check_condition, check_float_tensor, check_shape, check_uniforms
 from .lstm_cell import lstm_cell_ref
 
 OP = "pixel_network_sample_step"
@@ -219,9 +219,10 @@ _BLOCKS = {"conv": _conv_block, "row": _row_block, "diagonal": _diagonal_block}
 
 
 def pixel_network_sample_step_ref(x, state, u, cond, weights, layer, levels, start, stop):
-    """Pure-PyTorch reference of :func:`pixel_network_sample_step` (same arguments): a
-    plain loop over the pixels, channels and layers, batched over images."""
-    from ..models.draw import draw
+    """Pure-PyTorch reference of :func:`pixel_network_sample_step` (same arguments and
+    checks): a plain loop over the pixels, channels and layers, batched over images."""
+    from ..models.draw import check_finite_logits, draw
+    _check(x, state, u, cond, weights, layer, levels, start, stop)
     in_w, in_b, blocks, (w1, b1, w2, b2) = unpack_weights(weights, layer)
     B, C, H, W = x.shape
     O = w2.shape[1] // C
@@ -238,7 +239,10 @@ def pixel_network_sample_step_ref(x, state, u, cond, weights, layer, levels, sta
                 writes += w
             hidden = torch.relu(torch.relu(y) @ w1 + b1)
             logits = hidden @ w2[:, ch * O:(ch + 1) * O] + b2[ch * O:(ch + 1) * O]
-            value = draw(logits[:, 0] if O == 1 else logits, u[:, ch, r, c], O == 1)
+            logits = logits[:, 0] if O == 1 else logits
+            check_finite_logits(logits, O == 1, p * C + ch,
+                                None if cond is None else cond[:, ch, r, c] < 0)
+            value = draw(logits, u[:, ch, r, c], O == 1)
             if cond is not None:
                 value = torch.where(cond[:, ch, r, c] >= 0, cond[:, ch, r, c], value)
             x[:, ch, r, c] = value
@@ -280,11 +284,17 @@ def _check(x, state, u, cond, weights, layer, levels, start, stop):
                              + ("" if s.is_contiguous() else " (not contiguous)"))
     if not x.is_contiguous():
         raise ValueError(f"{OP}: x must be contiguous (it is written in place)")
-    if not isinstance(levels, int) or levels < 2:
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
         raise ValueError(f"{OP}: levels must be an int >= 2, got {levels!r}")
+    for name, v in (("start", start), ("stop", stop)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"{OP}: {name} must be an int, got {v!r}")
     if not 0 <= start <= stop <= H * W:
         raise ValueError(f"{OP}: need 0 <= start <= stop <= H * W = {H * W}, got "
                          f"start={start}, stop={stop}")
+    check_uniforms(OP, "u", u)
+    if cond is not None:
+        check_condition(OP, "cond", cond, levels)
 
 
 def pixel_network_sample_step(x, state, u, cond, weights, layer, levels, start, stop):
@@ -296,11 +306,15 @@ def pixel_network_sample_step(x, state, u, cond, weights, layer, levels, start, 
              values, the others their condition value or 0
     state:   list of cache tensors, updated in place (``pixel_network_sample_state``)
     u:       (B, C, H, W) float64 uniforms; dimension (r, c, ch) uses u[:, ch, r, c]
-    cond:    (B, C, H, W) int64 or None; entries >= 0 are kept instead of sampled
+    cond:    (B, C, H, W) int64 or None, values < levels; entries >= 0 are kept instead
+             of sampled, negative ones sampled
     weights: list of tensors, packed as in the module docstring
     layer:   "conv" (PixelCNN), "row" (Row LSTM) or "diagonal" (Diagonal BiLSTM)
     levels:  values per dimension (2: Bernoulli head, else ``levels`` logits per channel)
     Returns None. Not differentiable (sampling).
+    Raises ValueError for u outside [0, 1), cond values >= levels,
+    or a NaN / infinite logit at a drawn dimension (pixelar/models/draw.py:
+    NONFINITE_MESSAGE; the kernels raise it after their parallel region).
     """
     _check(x, state, u, cond, weights, layer, levels, start, stop)
     impl = resolve_sampling(OP, x.device)

@@ -24,8 +24,9 @@ def row_lstm_scan_ref(x_gates: torch.Tensor, w_ss: torch.Tensor):
 
     x_gates: (B, 4H, R, W)  input-to-state pre-activations [i, f, o, g]
     w_ss:    (4H, H, 3)     state-to-state kernel over columns c-1, c, c+1 of the row above
-    Returns h, c: (B, H, R, W).
+    Returns h, c: (B, H, R, W). Raises ValueError for inputs the op refuses.
     """
+    check_lstm_scan_inputs(OP, x_gates, w_ss, kernel_width=3)
     B, G, R, W = x_gates.shape
     H = G // 4
     if R == 0 or W == 0:  # an empty map: empty states (conv1d refuses a zero-width row)

@@ -21,6 +21,8 @@ def skew(x: torch.Tensor) -> torch.Tensor:
 
 def unskew(y: torch.Tensor, width: int) -> torch.Tensor:
     """Inverse of :func:`skew`: y: (..., R, R + width - 1) -> (..., R, width), out[r, c] = y[r, r + c]."""
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"unskew: width must be a positive int, got {width!r}")
     *lead, R, S = y.shape
     if S != R + width - 1:
         raise ValueError(f"unskew: y must have R + width - 1 = {R + width - 1} columns, "

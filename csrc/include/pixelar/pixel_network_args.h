@@ -4,7 +4,8 @@
 // pixelar/ops/pixel_network_sample.py says; and the pointers into them (Buffers). Host
 // code, but for block_params and the Buffers struct (also device).
 // What depends on the device (where a tensor lives, contiguity) is the caller's
-// `check(tensor, name, dtype, shape)`.
+// `check(tensor, name, dtype, shape)`. The values of u and cond are checked here too
+// (pixelar/sampling_checks.h: uniforms in [0, 1), cond < levels), on either device.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "pixelar/sampling_checks.h"
 #include "pixelar/shape_str.h"
 
 #if defined(__CUDACC__)
@@ -100,6 +102,8 @@ Sizes check_args(const char* op, const at::Tensor& x, const at::Tensor& u,
   TORCH_CHECK(levels >= 2, op, ": levels must be >= 2, got ", levels);
   TORCH_CHECK(0 <= start && start <= stop && stop <= s.H * s.W, op,
               ": need 0 <= start <= stop <= H * W, got ", start, ", ", stop);
+  sampling::check_uniforms(op, u);
+  if (cond.has_value()) sampling::check_condition(op, *cond, levels);
   const int np = block_params(s.layer);
   s.nw = static_cast<int64_t>(weights.size());
   TORCH_CHECK(s.nw >= 6 + np && (s.nw - 6) % np == 0, op, ": weights must be 2 + ", np,

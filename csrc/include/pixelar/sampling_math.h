@@ -7,9 +7,20 @@
 // The draws take logits of the model's dtype, convert them to double and apply the rule of
 // pixelar/models/draw.py (and math::bernoulli_from_uniform / categorical_from_uniform), so
 // every sampler fed the same uniforms returns the same values.
+//
+// Non-finite logits (one rule for every sampler): a draw whose logits hold NaN or +-inf is
+// refused. Each sampler checks the logits of every dimension it draws (not those the
+// condition replaces) with logit_finite / logits_finite, and reports the smallest such
+// dimension d (the raster index (row * W + column) * C + channel, or d of a NADE vector)
+// as ValueError(nonfinite_message(d)), the text of pixelar/models/draw.py's
+// NONFINITE_MESSAGE. Kernels never throw inside a parallel region: a worker records its
+// smallest bad dimension (record_nonfinite: an atomic minimum, kNoBadDimension when none)
+// and the host raises after the region (CPU: after at::parallel_for; CUDA: after copying
+// the flag back once the launch is done).
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "pixelar/lstm_math.h"
 
@@ -49,6 +60,51 @@ PIXELAR_SAMPLING_HD void lstm_cells(const T* __restrict__ pre, const T* __restri
     math::lstm_cell_forward<T, M>(pre[j], pre[U + j], pre[2 * U + j], pre[3 * U + j],
                                   c_prev[j], &c[j], &h[j]);
   }
+}
+
+// True when v is neither NaN nor +-inf (v - v is NaN exactly then; no <cmath>, works on both
+// host and device, and is not folded away without -ffinite-math-only).
+PIXELAR_SAMPLING_HD bool finite(double v) { return v - v == 0.0; }
+
+// The Bernoulli logit that draw_bernoulli reads is finite.
+template <typename T>
+PIXELAR_SAMPLING_HD bool logit_finite(T logit) {
+  return finite(static_cast<double>(logit));
+}
+
+// Every one of the `n` logits (stride `stride`) that draw_categorical reads is finite.
+template <typename T>
+PIXELAR_SAMPLING_HD bool logits_finite(const T* logits, int64_t n, int64_t stride) {
+  bool ok = true;
+  for (int64_t k = 0; k < n; ++k) ok = ok && finite(static_cast<double>(logits[k * stride]));
+  return ok;
+}
+
+// "No non-finite logit seen": the initial value of a sampler's error flag.
+constexpr int64_t kNoBadDimension = INT64_MAX;
+
+// flag = min(flag, d) for a flag shared by the workers (std::atomic<int64_t> on the host).
+template <typename Atomic>
+inline void record_nonfinite(Atomic& flag, int64_t d) {
+  int64_t seen = flag.load();
+  while (d < seen && !flag.compare_exchange_weak(seen, d)) {
+  }
+}
+
+#if defined(__CUDACC__)
+// The device side: *flag = min(*flag, d), flag one int64 in device memory set to
+// kNoBadDimension before the launch (d >= 0, so the unsigned minimum is the signed one).
+__device__ __forceinline__ void record_nonfinite_device(int64_t* flag, int64_t d) {
+  atomicMin(reinterpret_cast<unsigned long long*>(flag), static_cast<unsigned long long>(d));
+}
+#endif
+
+// The error of a sampler that met a non-finite logit at dimension d (pixelar/models/draw.py:
+// NONFINITE_MESSAGE, the same text).
+inline std::string nonfinite_message(int64_t d) {
+  return "sampling: a logit is not finite (NaN or inf) at dimension " + std::to_string(d) +
+         " (raster order), so no value can be drawn; the model's parameters hold NaN or inf "
+         "values";
 }
 
 // The Bernoulli draw of pixelar/models/draw.py: 1 if u < sigmoid(logit), in double.
