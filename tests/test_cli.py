@@ -68,7 +68,7 @@ def test_train_writes_checkpoints_and_metrics(nade_run):
     metrics = json.loads((nade_run / "metrics.json").read_text())
     assert metrics["status"] == "finished" and len(metrics["history"]) == 2
     assert metrics["config"]["model_args"] == {"hidden": 6}
-    meta = json.loads((nade_run / "best.json").read_text())
+    meta = pixelar.training.load_checkpoint(nade_run / "best.safetensors").meta
     assert meta["model_class"] == "NADE" and meta["model_config"]["hidden"] == 6
 
 
@@ -160,12 +160,11 @@ def test_resume_through_the_cli_matches_one_run(tmp_path):
 def test_damaged_checkpoint_is_one_clear_line(nade_run, tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()
-    for name in ("best.json", "best.safetensors"):
-        (bad / name).write_bytes((nade_run / name).read_bytes())
-    (bad / "best.safetensors").write_bytes((bad / "best.safetensors").read_bytes()[:-40])
+    (bad / "best.safetensors").write_bytes((nade_run / "best.safetensors").read_bytes()[:-40])
     assert run("eval", bad, *COMMON) == 2
     err = capsys.readouterr().err
     assert "truncated or corrupted" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
     assert run("sample", tmp_path / "nothing", *COMMON) == 2
     assert "not found" in capsys.readouterr().err
 
