@@ -34,7 +34,7 @@ from . import data as datasets
 from .training.atomic import OutputWriteError
 from .training.checkpoint import (CheckpointError, CheckpointWarning, atomic_write_json,
                                   load_checkpoint)
-from .training.distributed import DEFAULT_TIMEOUT, DeviceError
+from .training.distributed import DEFAULT_TIMEOUT, DeviceError, PeerError
 from .training.run_lock import RunLockedError
 from .training.trainer import RESUME_OVERRIDES, TrainConfig, TrainingDiverged, TrainingError
 
@@ -576,13 +576,8 @@ def main(argv=None):
             datasets.DataFormatError, RunLockedError, DeviceError) as exc:
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except (TrainingDiverged, OutputWriteError) as exc:
+    except (TrainingDiverged, OutputWriteError, PeerError) as exc:
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
-        return 1
-    except torch.distributed.DistError as exc:
-        print(f"{prog}: error: another process failed or stopped answering (waited up to "
-              f"--ddp-timeout {getattr(args, 'ddp_timeout', DEFAULT_TIMEOUT):g} s): "
-              f"{_one_line(exc)[:300]}", file=sys.stderr)
         return 1
     except OSError as exc:  # writing an output failed midway (disk full, permissions, ...)
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""

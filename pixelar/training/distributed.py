@@ -22,6 +22,21 @@ class DeviceError(ValueError):
     """The device asked for is not there (e.g. --device cuda without a GPU)."""
 
 
+class PeerError(RuntimeError):
+    """Another process of the group failed, or did not answer within the timeout."""
+
+
+def peer_error(d, exc, timeout):
+    """A PeerError for ``exc`` raised by a collective (gloo and nccl raise RuntimeError or
+    torch.distributed.DistError), or None when ``exc`` is something else."""
+    text = " ".join(str(exc).split())
+    if not d.enabled or not (isinstance(exc, dist.DistError) or any(
+            word in text for word in ("Timed out", "timed out", "gloo", "NCCL", "Connection"))):
+        return None
+    return PeerError(f"process {d.rank} of {d.world_size}: another process failed or did not "
+                     f"answer within {float(timeout):g} s (--ddp-timeout): {text[:300]}")
+
+
 @dataclass
 class Dist:
     rank: int = 0

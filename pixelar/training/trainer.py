@@ -268,6 +268,11 @@ def train(config: TrainConfig, out_dir, *, resume=False, overwrite=False, progre
         try:
             return _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress,
                           on_step, log if d.is_main else (lambda *a, **k: None))
+        except RuntimeError as exc:
+            failure = distributed.peer_error(d, exc, ddp_timeout)
+            if failure is None:
+                raise
+            raise failure from exc
         finally:
             distributed.teardown(d)
     finally:
@@ -389,8 +394,8 @@ def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step
         kept = (f"the last good checkpoint, {last_prefix}.safetensors (step {saved['step']}), "
                 f"is kept" if saved["step"] is not None else "no checkpoint was written")
         raise TrainingDiverged(f"training diverged at step {state['global_step'] + 1} (epoch "
-                               f"{state['epoch'] + 1}): {what}; stopped before applying it, "
-                               f"{kept}; try a lower --lr or --clip")
+                               f"{state['epoch'] + 1}): {what}; stopped there, {kept}; try a "
+                               f"lower --lr or --clip")
 
     def write_metrics():
         if d.is_main:
@@ -441,7 +446,10 @@ def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step
                         [p.grad for p in model.parameters() if p.grad is not None])
                 _check_finite(d, loss.item(), norm.item(), diverged)
                 updating = True
-                optimizer.step()
+                try:
+                    optimizer.step()
+                except (RuntimeError, OverflowError) as exc:  # e.g. lr * moment overflows
+                    diverged(f"the optimizer step failed ({exc})")
                 state["step_in_epoch"] += 1
                 state["global_step"] += 1
                 state["epoch_loss_sum"] += loss.item() * len(x)
