@@ -108,15 +108,18 @@ def check_output_file(path, what, extensions=None):
         raise CLIError(f"{what} {path} is a folder; give a file name")
     ext = os.path.splitext(path)[1].lower()
     if extensions is not None and ext not in extensions:
-        raise CLIError(f"{what} {path} must end in one of {', '.join(sorted(extensions))}")
+        raise CLIError(f"{what} {path} must end in an image extension: "
+                       f"{', '.join(sorted(extensions))}")
     _probe_folder(os.path.dirname(os.path.abspath(path)), what)
 
 
 def _image_extensions():
+    """Extensions PIL can write a grey or RGB grid to, among the usual ones."""
     from PIL import Image
     Image.init()
-    return {ext for ext, fmt in Image.registered_extensions().items()
-            if fmt in Image.SAVE and fmt in ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")}
+    known = Image.registered_extensions()
+    return {ext for ext in (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+            if known.get(ext) in Image.SAVE}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -267,12 +270,8 @@ def cmd_eval(args):
 def cmd_sample(args):
     from .data import save_grid
     out = args.out or _out_beside(args.checkpoint, "samples.png")
-    exts = _image_extensions()
-    if os.path.splitext(out)[1].lower() not in exts:
-        raise CLIError(f"--out {out} must end in an image extension: "
-                       f"{', '.join(sorted(exts))}")
+    check_output_file(out, "--out", _image_extensions())
     model, ckpt = _load(args)
-    check_output_file(out, "--out", exts)
     device = _device(args.device)
     g = torch.Generator(device=device).manual_seed(args.seed)
     t0 = time.perf_counter()
