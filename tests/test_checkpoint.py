@@ -8,6 +8,7 @@ import json
 import os
 import struct
 import threading
+import time
 
 import pytest
 import torch
@@ -295,3 +296,70 @@ def test_disk_full_during_a_write_keeps_the_previous_checkpoint(tmp_path, monkey
         save_checkpoint(tmp_path / "ck", model, opt, {"global_step": 2})
     assert os.listdir(tmp_path) == ["ck.safetensors"]  # no temporary left
     assert use(tmp_path / "ck").train_state["global_step"] == 1
+
+
+def test_format1_reads_during_an_older_writer_retry_instead_of_reporting_corruption(tmp_path):
+    """An older pixelar writes a pair one file after the other; a reader that catches the
+    new tensors with the old JSON reads again instead of calling it corrupted."""
+    model, opt = nade_and_adam(hidden=64)
+    save_checkpoint_v1(tmp_path / "last", model, opt, {"global_step": 0})
+    stop, errors = threading.Event(), []
+
+    def writer():
+        while not stop.is_set():
+            with torch.no_grad():
+                model.W.add_(1.0)
+            save_checkpoint_v1(tmp_path / "last", model, opt, {"global_step": 1})
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for _ in range(40):
+            try:
+                load_checkpoint(tmp_path / "last")
+            except CheckpointError as exc:
+                errors.append(exc)
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+
+
+def resumable_run(folder):
+    from pixelar.training import TrainConfig, train
+    config = TrainConfig(model="NADE", model_args={"hidden": 4}, data="digits-binary",
+                         epochs=1, batch_size=32, train_subset=96, val_subset=32, max_steps=2,
+                         patience=None)
+    train(config, folder, progress=False, log=lambda *a, **k: None)
+    config.max_steps = None  # the resumed run goes on to the end
+    return config
+
+
+STATE_EDITS = {
+    "config_not_a_dict": lambda s: s.update(config="adam"),
+    "config_unknown_key": lambda s: s["config"].update(layers=3),
+    "config_missing_key_is_a_default": None,
+    "config_bad_epochs": lambda s: s["config"].update(batch_size="32"),
+    "config_bad_model_args": lambda s: s["config"].update(model_args=[1]),
+    "epoch_string": lambda s: s.update(epoch="1"),
+    "global_step_negative": lambda s: s.update(global_step=-3),
+    "history_missing": lambda s: s.pop("history"),
+    "best_val_bpd_string": lambda s: s.update(best_val_bpd="0.5"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STATE_EDITS))
+def test_resume_from_an_edited_training_state(tmp_path, case):
+    from pixelar.training import train
+    config = resumable_run(tmp_path)
+    change = STATE_EDITS[case]
+    if change is None:  # a setting added after the checkpoint was written: its default
+        edit(tmp_path / "last", 2, lambda m: m["train_state"]["config"].pop("checkpoint_every"))
+        assert train(config, tmp_path, resume=True, progress=False,
+                     log=lambda *a, **k: None)["status"] == "finished"
+        return
+    edit(tmp_path / "last", 2, lambda m: change(m["train_state"]))
+    with pytest.raises(CheckpointError, match="training state"):
+        train(config, tmp_path, resume=True, progress=False, log=lambda *a, **k: None)

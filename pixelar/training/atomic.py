@@ -31,11 +31,15 @@ def fault_point(label, stage):
     spec = os.environ.get("PIXELAR_FAULT")
     if not spec:
         return
-    want_label, want_stage, want_k = spec.split(":")
+    try:
+        want_label, want_stage, want_k = spec.split(":")
+        want_k = int(want_k)
+    except ValueError:
+        return
     if (label, stage) != (want_label, want_stage):
         return
     _fault_counts[label, stage] = n = _fault_counts.get((label, stage), 0) + 1
-    if n != int(want_k):
+    if n != want_k:
         return
     marker = os.environ.get("PIXELAR_FAULT_MARKER")
     if marker:

@@ -489,27 +489,15 @@ def _read_json(path):
                               f"checkpoint is truncated or corrupted") from exc
 
 
-def _stamp(*paths):
-    out = []
-    for p in paths:
-        try:
-            s = os.stat(p)
-            out.append((s.st_ino, s.st_size, s.st_mtime_ns))
-        except OSError:
-            out.append(None)
-    return out
-
-
-def _load_v1(prefix, attempts=5):
-    """A version-1 pair PREFIX.safetensors + PREFIX.json. Reads again (a few times) when a
-    file changed during the read: an older pixelar may be writing the pair."""
+def _load_v1(prefix, attempts=4):
+    """A version-1 pair PREFIX.safetensors + PREFIX.json. A pair that does not match is read
+    again a few times, 0.1 s apart: an older pixelar may be between writing its two files."""
     tensors_path, json_path = prefix + ".safetensors", prefix + ".json"
     for p in (json_path, tensors_path):
         if not os.path.isfile(p):
             raise CheckpointError(f"checkpoint file {p} not found (a version-1 checkpoint is "
                                   f"PREFIX.json plus PREFIX.safetensors)")
     for attempt in range(attempts):
-        before = _stamp(json_path, tensors_path)
         try:
             meta = _read_json(json_path)
             _check_meta(meta, json_path)
@@ -522,9 +510,9 @@ def _load_v1(prefix, attempts=5):
                     f"{json_path}")
             break
         except CheckpointError:
-            if attempt + 1 == attempts or _stamp(json_path, tensors_path) == before:
+            if attempt + 1 == attempts:
                 raise
-            time.sleep(0.1)
+            time.sleep(0.1)  # a writer between its two files: read again
     _check_shapes(meta, header, json_path)
     return Checkpoint(meta, _load_tensors(raw, tensors_path), json_path, version=1)
 
