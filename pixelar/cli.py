@@ -61,8 +61,8 @@ def _number(kind, low=None, high=None, finite=True):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if kind is float and finite and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if (low is not None and value < low) or (high is not None and value > high):
@@ -215,6 +215,7 @@ def _out_beside(checkpoint, name):
 def cmd_demo(args):
     from .training.demo import run_demo
     out = args.out or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
+    check_output_folder(out, "--out")
     print(f"pixelar demo: writing to {os.path.abspath(out)}")
     run_demo(out, quick=args.quick, seed=args.seed, device=args.device,
              progress=not args.no_progress)
@@ -432,7 +433,8 @@ def build_parser():
     p = sub.add_parser("train", help="train a model (torchrun --nproc_per_node=N -m pixelar "
                        "train ... for several processes)",
                        description="Train an image model by maximum likelihood, checkpointing "
-                       "OUT/last and OUT/best (safetensors + JSON). Under torchrun it uses "
+                       "OUT/last.safetensors and OUT/best.safetensors (each one file, replaced "
+                       "atomically). Under torchrun it uses "
                        "DistributedDataParallel (gloo on CPU, nccl on GPU).")
     p.add_argument("--model", default="PixelRNN",
                    help="IndependentPixels, MarkovPixels, FVSBN, NADE, PixelCNN or PixelRNN "

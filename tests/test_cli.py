@@ -239,7 +239,8 @@ def assert_one_line(err, command, *words):
 
 
 TRAIN_ERRORS = [
-    (["--lr", "nan"], "--lr"), (["--lr", "-1"], "--lr"), (["--weight-decay", "-1"], "--weight-decay"),
+    (["--lr", "nan"], "--lr"), (["--lr", "-1"], "--lr"),
+    (["--weight-decay", "-1"], "--weight-decay"),
     (["--batch-size", "0"], "--batch-size"), (["--batch-size", "-5"], "--batch-size"),
     (["--train-subset", "0"], "--train-subset"), (["--train-subset", "-10"], "--train-subset"),
     (["--val-subset", "0"], "--val-subset"), (["--eval-batch-size", "0"], "--eval-batch-size"),

@@ -3,7 +3,6 @@ run first (U9), a non-finite loss or gradient stops training and keeps the last 
 checkpoint (W2), settings are checked before any work (W5, U1), stale temporaries are
 removed, and a stopped DDP peer fails the run after --ddp-timeout (U6)."""
 import datetime
-import importlib.util
 import os
 import signal
 import socket

@@ -36,7 +36,9 @@ from safetensors.torch import save as _save_bytes
 from safetensors.torch import load as _load_bytes
 
 from ..models import MODELS
-from .atomic import OutputWriteError, atomic_write, atomic_write_bytes, atomic_write_json  # noqa: F401
+# atomic_write, atomic_write_json and OutputWriteError are re-exported from here
+from .atomic import (OutputWriteError, atomic_write, atomic_write_bytes,  # noqa: F401
+                     atomic_write_json)
 
 FORMAT = "pixelar-checkpoint"
 VERSION = 2

@@ -34,8 +34,8 @@ from .. import data as datasets
 from ..models import MODELS
 from . import distributed
 from .atomic import clean_stale_temporaries
-from .checkpoint import (NAMES, CheckpointError, atomic_write_json, has_checkpoint,
-                         load_checkpoint, nonfinite_names, remove_checkpoint, save_checkpoint)
+from .checkpoint import (CheckpointError, atomic_write_json, has_checkpoint, load_checkpoint,
+                         nonfinite_names, remove_checkpoint, save_checkpoint)
 from .run_lock import RunLock
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
@@ -384,18 +384,19 @@ def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step
         bad = nonfinite_names({**model.state_dict(), **{
             f"optimizer.{i}.{k}": v for i, st in enumerate(optimizer.state.values())
             for k, v in st.items()}})
-        if bad:
-            diverged(f"the weights or optimizer state hold NaN or inf ({', '.join(bad[:3])})")
+        if bad:  # the step just applied made them so
+            diverged(f"the weights or optimizer state hold NaN or inf ({', '.join(bad[:3])})",
+                     step=state["global_step"])
         if d.is_main:
             save_checkpoint(prefix, model, optimizer, state)
         saved["step"] = state["global_step"]
 
-    def diverged(what):
+    def diverged(what, step=None):
         kept = (f"the last good checkpoint, {last_prefix}.safetensors (step {saved['step']}), "
                 f"is kept" if saved["step"] is not None else "no checkpoint was written")
-        raise TrainingDiverged(f"training diverged at step {state['global_step'] + 1} (epoch "
-                               f"{state['epoch'] + 1}): {what}; stopped there, {kept}; try a "
-                               f"lower --lr or --clip")
+        step = state["global_step"] + 1 if step is None else step
+        raise TrainingDiverged(f"training diverged at step {step} (epoch {state['epoch'] + 1}): "
+                               f"{what}; stopped there, {kept}; try a lower --lr or --clip")
 
     def write_metrics():
         if d.is_main:
