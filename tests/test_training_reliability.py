@@ -115,6 +115,25 @@ def test_stale_temporaries_are_removed_at_start(tmp_path):
     assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == ["keep.tmp"]
 
 
+def test_resume_from_a_damaged_last_falls_back_to_best(tmp_path):
+    """`last` damaged (bit rot): --resume warns and continues from `best` (end of epoch 1);
+    the run still ends bit for bit equal to one never stopped."""
+    from pixelar.training.checkpoint import CheckpointWarning
+    whole = train(tiny(epochs=3), tmp_path / "whole", **QUIET)
+    part = tmp_path / "part"
+    train(tiny(epochs=3, max_steps=5), part, **QUIET)
+    raw = bytearray((part / "last.safetensors").read_bytes())
+    raw[-3] ^= 0x10
+    (part / "last.safetensors").write_bytes(bytes(raw))
+    with pytest.warns(CheckpointWarning, match="last.safetensors is truncated or corrupted.*"
+                                               r"best.safetensors \(step 3\)"):
+        result = train(tiny(epochs=3), part, resume=True, **QUIET)
+    assert result["global_step"] == whole["global_step"] == 9
+    a = load_checkpoint(part / "last").model_state()
+    b = load_checkpoint(tmp_path / "whole" / "last").model_state()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 # ---------------------------------------------------------------- W2: divergence
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -363,7 +363,7 @@ def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step
         state["config"] = dataclasses.asdict(config)
         if state["status"] != "early_stopped":
             state["status"] = "running"
-        log(f"resuming {out_dir} at epoch {state['epoch'] + 1}, step {state['global_step']}")
+        log(f"resuming {ckpt.path} at epoch {state['epoch'] + 1}, step {state['global_step']}")
 
     net = NegLogLikelihood(model)
     if d.enabled:
