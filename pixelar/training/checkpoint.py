@@ -363,7 +363,7 @@ class Checkpoint:
         """A new model of the stored class and config, with the stored weights. Raises
         CheckpointError for weights holding NaN or inf (a diverged run) unless
         ``allow_nonfinite``."""
-        name = self.meta["model_class"]
+        name = self.meta.get("model_class")
         try:
             model = MODELS[name](**self.meta["model_config"])
             model.load_state_dict(self.model_state(), strict=True)
