@@ -11,6 +11,9 @@
 
 Each subcommand has --help. Commands that read a checkpoint take a training folder (its
 best checkpoint) or a checkpoint path, and default to the data the model was trained on.
+Every user error (a bad value, an unusable output path, a damaged checkpoint) is one line
+on stderr and exit status 2, found before any work starts; a failure while running (a
+diverged training, a full disk, a lost DDP peer) is one line and exit status 1.
 """
 import argparse
 import json
@@ -18,7 +21,9 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -26,20 +31,101 @@ import torch
 import pixelar
 
 from . import data as datasets
-from .training.checkpoint import CheckpointError, atomic_write_json, load_checkpoint
-from .training.trainer import RESUME_OVERRIDES, TrainConfig, TrainingError
+from .training.atomic import OutputWriteError
+from .training.checkpoint import (CheckpointError, CheckpointWarning, atomic_write_json,
+                                  load_checkpoint)
+from .training.distributed import DEFAULT_TIMEOUT, DeviceError, PeerError
+from .training.run_lock import RunLockedError
+from .training.trainer import RESUME_OVERRIDES, TrainConfig, TrainingDiverged, TrainingError
 
 BENCHMARKS = {"ops": "ops.py", "sampling": "sampling.py", "results": "results_table.py"}
+MAX_SAMPLES = 10_000  # images per `pixelar sample` call (one PNG grid)
 
 
 class CLIError(Exception):
     """A usage error: printed as one line, exit status 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error printed as one line (exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------------------- values
+
+def _number(kind, low=None, high=None, finite=True):
+    """An argparse type: ``kind`` (int or float) in [low, high], finite for floats."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if kind is float and finite and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = (f"between {low} and {high}" if low is not None and high is not None
+                      else f">= {low}" if low is not None else f"<= {high}")
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+COUNT = _number(int, 1)          # sizes, counts: 1 or more
+NONNEG = _number(int, 0)
+RATE = _number(float, 0.0)       # learning rate, weight decay, clip: finite, >= 0
+SEED = _number(int, 0, 2 ** 32 - 1)
+
+
+# ---------------------------------------------------------------------------- output paths
+
+def _probe_folder(folder, what):
+    """Create ``folder`` and check a file can be written in it (CLIError otherwise)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if not os.path.isdir(folder):
+            raise NotADirectoryError(20, "not a folder")
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise CLIError(f"{what} {folder}: cannot write there ({exc.strerror or exc})") from exc
+
+
+def check_output_folder(path, what):
+    """An output folder is usable: it is (or can be made) a writable folder."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CLIError(f"{what} {path} is a file, not a folder")
+    _probe_folder(path, what)
+
+
+def check_output_file(path, what, extensions=None):
+    """An output file can be written: not a folder, an allowed extension, a writable
+    folder."""
+    if os.path.isdir(path):
+        raise CLIError(f"{what} {path} is a folder; give a file name")
+    ext = os.path.splitext(path)[1].lower()
+    if extensions is not None and ext not in extensions:
+        raise CLIError(f"{what} {path} must end in an image extension: "
+                       f"{', '.join(sorted(extensions))}")
+    _probe_folder(os.path.dirname(os.path.abspath(path)), what)
+
+
+def _image_extensions():
+    """Extensions PIL can write a grey or RGB grid to, among the usual ones."""
+    from PIL import Image
+    Image.init()
+    known = Image.registered_extensions()
+    return {ext for ext in (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+            if known.get(ext) in Image.SAVE}
+
+
 # ---------------------------------------------------------------------------- helpers
 
 def _backend_args(p, threads=None):
-    p.add_argument("--threads", type=int, default=threads,
+    p.add_argument("--threads", type=COUNT, default=threads,
                    help="CPU threads for torch (default: " + (
                        f"{threads}: the small demo models run fastest on one thread, above "
                        f"all on a busy machine)" if threads else "torch's default)"))
@@ -82,7 +168,8 @@ def _parse_kv(items):
 
 
 def _load(args):
-    """(model, checkpoint) from args.checkpoint, on args.device."""
+    """(model, checkpoint) from args.checkpoint, on args.device. A checkpoint with NaN or
+    inf weights is refused (CheckpointError)."""
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.build_model().to(_device(args.device)).eval()
     return model, ckpt
@@ -94,6 +181,8 @@ def _dataset(args, ckpt, split, name=None, data_dir=None, binarize=None):
     name = name or args.data or trained.get("data")
     if name is None:
         raise CLIError("this checkpoint does not record its training data; pass --data")
+    if name not in datasets.DATASETS:
+        raise CLIError(f"unknown dataset {name!r}; choose one of {', '.join(datasets.DATASETS)}")
     if data_dir is None:
         data_dir = args.data_dir if args.data else args.data_dir or trained.get("data_dir")
     if binarize is None:
@@ -126,6 +215,7 @@ def _out_beside(checkpoint, name):
 def cmd_demo(args):
     from .training.demo import run_demo
     out = args.out or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
+    check_output_folder(out, "--out")
     print(f"pixelar demo: writing to {os.path.abspath(out)}")
     run_demo(out, quick=args.quick, seed=args.seed, device=args.device,
              progress=not args.no_progress)
@@ -140,15 +230,18 @@ def cmd_train(args):
         val_subset=args.val_subset, epochs=args.epochs, max_steps=args.max_steps,
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-        clip=args.clip if args.clip and args.clip > 0 else None,
-        patience=args.patience if args.patience and args.patience > 0 else None,
+        clip=args.clip if args.clip > 0 else None,
+        patience=args.patience if args.patience > 0 else None,
         seed=args.seed, checkpoint_every=args.checkpoint_every, device=args.device)
     out = args.out or os.path.join("runs", f"{args.model.lower()}-{args.data}")
+    if args.resume and args.overwrite:
+        raise CLIError("--resume continues the run in --out, --overwrite deletes it: pass one")
+    check_output_folder(out, "--out")
     if args.resume:
         print(f"resuming {out}: only {', '.join(RESUME_OVERRIDES)} may change; every other "
               f"setting comes from the checkpoint")
     result = train(config, out, resume=args.resume, overwrite=args.overwrite,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, ddp_timeout=args.ddp_timeout)
     if int(os.environ.get("RANK", "0")) == 0:
         best = result["best_val_bpd"]
         print(f"{result['status']} after {result['global_step']} steps; best validation "
@@ -160,6 +253,8 @@ def cmd_train(args):
 def cmd_eval(args):
     from .training.evaluate import evaluate, format_metrics
     model, ckpt = _load(args)
+    if args.json:
+        check_output_file(args.json, "--json")
     data = _fit(model, _dataset(args, ckpt, args.split).subset(args.limit),
                 f"{args.data or 'the data'} ({args.split})")
     t0 = time.perf_counter()
@@ -175,11 +270,11 @@ def cmd_eval(args):
 
 def cmd_sample(args):
     from .data import save_grid
+    out = args.out or _out_beside(args.checkpoint, "samples.png")
+    check_output_file(out, "--out", _image_extensions())
     model, ckpt = _load(args)
     device = _device(args.device)
     g = torch.Generator(device=device).manual_seed(args.seed)
-    out = args.out or _out_beside(args.checkpoint, "samples.png")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     t0 = time.perf_counter()
     if args.condition_top is None:
         samples = model.sample(args.n, fast=not args.naive, generator=g,
@@ -216,27 +311,29 @@ def _parse_corruption(text):
         fraction = float(frac) if frac else 0.1
     except ValueError:
         fraction = None
-    if kind not in ("flip", "noise") or fraction is None:
-        raise CLIError(f"--ood-corrupt expects flip:FRACTION or noise:FRACTION, got {text!r}")
+    if kind not in ("flip", "noise") or fraction is None or not 0 <= fraction <= 1:
+        raise CLIError(f"--ood-corrupt expects flip:FRACTION or noise:FRACTION with FRACTION "
+                       f"in [0, 1], got {text!r}")
     return kind, fraction
 
 
 def cmd_score(args):
     from .training.anomaly import auroc, corrupt, save_histogram
     from .training.evaluate import nll_per_image, summarize
+    corruption = _parse_corruption(args.ood_corrupt) if args.ood_corrupt else None
     model, ckpt = _load(args)
+    out = args.out or _out_beside(args.checkpoint, "score")
+    check_output_folder(out, "--out")
     data = _fit(model, _dataset(args, ckpt, args.split).subset(args.limit),
                 f"{args.data or 'the data'}")
-    out = args.out or _out_beside(args.checkpoint, "score")
-    os.makedirs(out, exist_ok=True)
     nll = nll_per_image(model, data.images, args.batch_size, progress=not args.no_progress)
     np.save(os.path.join(out, "nll_in.npy"), nll.numpy())
     report = {"in": {"data": data.name, "split": args.split, **summarize(nll, model.num_dims)}}
     print(f"{data.name} {args.split}: {len(nll)} images, mean NLL "
           f"{report['in']['nll_nats']:.2f} nats; per-image NLL in {out}/nll_in.npy")
     ood_label = None
-    if args.ood_corrupt:
-        kind, fraction = _parse_corruption(args.ood_corrupt)
+    if corruption is not None:
+        kind, fraction = corruption
         ood = corrupt(data.images, data.levels, kind, fraction, seed=args.seed)
         verb = "flipped" if kind == "flip" else "noised"
         ood_label = f"{data.name} with {fraction:g} of pixels {verb}"
@@ -262,14 +359,14 @@ def cmd_score(args):
 def cmd_features(args):
     from .training.features import probe
     model, ckpt = _load(args)
+    out = args.out or _out_beside(args.checkpoint, "features")
+    check_output_folder(out, "--out")
     train_set = _fit(model, _dataset(args, ckpt, "train").subset(args.limit), "the data")
     test_set = _fit(model, _dataset(args, ckpt, args.split).subset(args.limit), "the data")
     try:
         report, ftr, fte = probe(model, train_set, test_set, args.batch_size)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
-    out = args.out or _out_beside(args.checkpoint, "features")
-    os.makedirs(out, exist_ok=True)
     np.save(os.path.join(out, "features_train.npy"), ftr.numpy())
     np.save(os.path.join(out, f"features_{args.split}.npy"), fte.numpy())
     report.update(model=type(model).__name__, data=train_set.name, split=args.split)
@@ -312,7 +409,7 @@ def cmd_bench(args):
 # ---------------------------------------------------------------------------- parser
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="pixelar", description="Autoregressive image models (PixelRNN, PixelCNN, NADE, "
         "...): train, evaluate, sample, score and probe them.",
         epilog="Run 'pixelar COMMAND --help' for a command's options.")
@@ -328,7 +425,7 @@ def build_parser():
                        "checkpoints into one folder.")
     p.add_argument("--out", help="output folder (default: runs/demo-DATE-TIME)")
     p.add_argument("--quick", action="store_true", help="tiny models and data (seconds; for tests)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _backend_args(p, threads=1)
     p.set_defaults(func=cmd_demo)
@@ -336,7 +433,8 @@ def build_parser():
     p = sub.add_parser("train", help="train a model (torchrun --nproc_per_node=N -m pixelar "
                        "train ... for several processes)",
                        description="Train an image model by maximum likelihood, checkpointing "
-                       "OUT/last and OUT/best (safetensors + JSON). Under torchrun it uses "
+                       "OUT/last.safetensors and OUT/best.safetensors (each one file, replaced "
+                       "atomically). Under torchrun it uses "
                        "DistributedDataParallel (gloo on CPU, nccl on GPU).")
     p.add_argument("--model", default="PixelRNN",
                    help="IndependentPixels, MarkovPixels, FVSBN, NADE, PixelCNN or PixelRNN "
@@ -345,28 +443,31 @@ def build_parser():
                    help="constructor argument, repeatable: --model-arg layer=diagonal "
                         "--model-arg num_layers=7 --model-arg hidden=16")
     _data_args(p, default="digits28-binary", what="training (its train and val splits)")
-    p.add_argument("--train-subset", type=int, help="use only the first N training images")
-    p.add_argument("--val-subset", type=int, help="use only the first N validation images")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--max-steps", type=int, help="pause after this many steps in all "
+    p.add_argument("--train-subset", type=COUNT, help="use only the first N training images")
+    p.add_argument("--val-subset", type=COUNT, help="use only the first N validation images")
+    p.add_argument("--epochs", type=COUNT, default=10)
+    p.add_argument("--max-steps", type=COUNT, help="pause after this many steps in all "
                    "(checkpoint; continue with --resume)")
-    p.add_argument("--batch-size", type=int, default=64, help="global batch size (default 64)")
-    p.add_argument("--eval-batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=COUNT, default=64, help="global batch size (default 64)")
+    p.add_argument("--eval-batch-size", type=COUNT, default=256)
     p.add_argument("--optimizer", default="adam", choices=("adam", "rmsprop"))
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--clip", type=float, default=1.0, help="max gradient norm; 0: no clipping")
-    p.add_argument("--patience", type=int, default=5,
+    p.add_argument("--lr", type=RATE, default=1e-3)
+    p.add_argument("--weight-decay", type=RATE, default=0.0)
+    p.add_argument("--clip", type=RATE, default=1.0, help="max gradient norm; 0: no clipping")
+    p.add_argument("--patience", type=NONNEG, default=5,
                    help="early stopping after N epochs without better validation bits/dim; "
                         "0: never (default 5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=0,
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--checkpoint-every", type=NONNEG, default=0,
                    help="also write OUT/last every N steps (default: each epoch)")
     p.add_argument("--out", help="output folder (default: runs/MODEL-DATA)")
     p.add_argument("--resume", action="store_true", help="continue OUT/last exactly where it "
                    "stopped (weights, optimizer, RNG, position in the epoch)")
     p.add_argument("--overwrite", action="store_true", help="start again even if OUT holds "
-                   "a checkpoint")
+                   "a run: its checkpoints and metrics.json are deleted first")
+    p.add_argument("--ddp-timeout", type=_number(float, 1.0), default=DEFAULT_TIMEOUT,
+                   metavar="SECONDS", help="under torchrun, fail when another process does "
+                   f"not answer for this long (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _backend_args(p)
     p.set_defaults(func=cmd_train)
@@ -375,7 +476,7 @@ def build_parser():
         p = sub.add_parser(name, help=help_, description=description)
         p.add_argument("checkpoint", help="a training folder (uses its best checkpoint) or a "
                        "checkpoint PREFIX[.json|.safetensors]")
-        p.add_argument("--batch-size", type=int, default=256)
+        p.add_argument("--batch-size", type=COUNT, default=256)
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         _backend_args(p)
         return p
@@ -384,20 +485,21 @@ def build_parser():
                            "Evaluate the exact NLL of a dataset split under a trained model.")
     _data_args(p)
     p.add_argument("--split", default="test", choices=datasets.SPLITS)
-    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--limit", type=COUNT, help="only the first N images")
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.set_defaults(func=cmd_eval)
 
     p = checkpoint_command("sample", "write samples (or completions) as a PNG grid and .npy",
                            "Sample images from a trained model into a PNG grid (and the "
                            "same images as .npy, (n, C, H, W) int64).")
-    p.add_argument("-n", type=int, default=16, help="number of images (default 16)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", type=_number(int, 1, MAX_SAMPLES), default=16,
+                   help=f"number of images (default 16, at most {MAX_SAMPLES})")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", help="PNG path (default: samples.png beside the checkpoint)")
-    p.add_argument("--ncol", type=int, help="images per grid row")
+    p.add_argument("--ncol", type=COUNT, help="images per grid row")
     p.add_argument("--naive", action="store_true", help="naive sampler (a full forward pass "
                    "per dimension) instead of the fast cached one")
-    p.add_argument("--condition-top", type=int, metavar="K", help="completion: keep the top K "
+    p.add_argument("--condition-top", type=NONNEG, metavar="K", help="completion: keep the top K "
                    "rows of the first n images of --data/--split and sample the rest; the "
                    "grid shows each original beside its completion")
     _data_args(p, what="--condition-top")
@@ -418,8 +520,8 @@ def build_parser():
     p.add_argument("--ood-data", help="out-of-distribution dataset name (same image shape)")
     p.add_argument("--ood-data-dir")
     p.add_argument("--ood-split", default="test", choices=datasets.SPLITS)
-    p.add_argument("--limit", type=int, help="only the first N images of each set")
-    p.add_argument("--seed", type=int, default=0, help="seed of the corruption")
+    p.add_argument("--limit", type=COUNT, help="only the first N images of each set")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the corruption")
     p.add_argument("--out", help="output folder (default: score/ beside the checkpoint)")
     p.set_defaults(func=cmd_score)
 
@@ -431,7 +533,7 @@ def build_parser():
     _data_args(p, what="the probe (needs labels)")
     p.add_argument("--split", default="test", choices=datasets.SPLITS,
                    help="split the probe is scored on (trained on train)")
-    p.add_argument("--limit", type=int, help="only the first N images of each split")
+    p.add_argument("--limit", type=COUNT, help="only the first N images of each split")
     p.add_argument("--out", help="output folder (default: features/ beside the checkpoint)")
     p.set_defaults(func=cmd_features)
 
@@ -445,31 +547,56 @@ def build_parser():
     return parser
 
 
+def _one_line(exc):
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"pixelar {args.command}"
     threads, backend = torch.get_num_threads(), pixelar.ops.get_backend()
+
+    def show_warning(message, category, *rest, **kw):
+        if issubclass(category, CheckpointWarning):
+            print(f"{prog}: warning: {_one_line(message)}", file=sys.stderr)
+        else:
+            previous_show(message, category, *rest, **kw)
+
+    previous_show = warnings.showwarning
+    warnings.showwarning = show_warning
     try:
         if hasattr(args, "backend"):
             pixelar.ops.set_backend(args.backend)
+        if getattr(args, "device", None) is not None:
+            _device(args.device)  # --device cuda without a GPU: say so before any work
         if getattr(args, "threads", None):
             torch.set_num_threads(args.threads)
         return args.func(args)
     except (CLIError, TrainingError, CheckpointError, datasets.DataFileNotFoundError,
-            datasets.DataFormatError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+            datasets.DataFormatError, RunLockedError, DeviceError) as exc:
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except (TrainingDiverged, OutputWriteError, PeerError) as exc:
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # writing an output failed midway (disk full, permissions, ...)
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"{prog}: error: cannot write{where}: {exc.strerror or _one_line(exc)}",
+              file=sys.stderr)
+        return 1
     except RuntimeError as exc:
         if not str(exc).startswith("pixelar.ops."):
             raise
-        print(f"{prog}: error: backend '{args.backend}' cannot run this model here:\n{exc}\n"
-              f"Use --backend reference for the pure-PyTorch kernels (slow), or build the "
-              f"compiled ones: pip install --no-build-isolation -e .", file=sys.stderr)
+        print(f"{prog}: error: backend '{args.backend}' cannot run this model here: "
+              f"{_one_line(exc)} Use --backend reference for the pure-PyTorch kernels (slow), "
+              f"or build the compiled ones: pip install --no-build-isolation -e .",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)
         return 130
     finally:  # leave the process as it was (main() may be called in-process)
+        warnings.showwarning = previous_show
         torch.set_num_threads(threads)
         pixelar.ops.set_backend(backend)

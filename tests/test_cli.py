@@ -68,7 +68,7 @@ def test_train_writes_checkpoints_and_metrics(nade_run):
     metrics = json.loads((nade_run / "metrics.json").read_text())
     assert metrics["status"] == "finished" and len(metrics["history"]) == 2
     assert metrics["config"]["model_args"] == {"hidden": 6}
-    meta = json.loads((nade_run / "best.json").read_text())
+    meta = pixelar.training.load_checkpoint(nade_run / "best.safetensors").meta
     assert meta["model_class"] == "NADE" and meta["model_config"]["hidden"] == 6
 
 
@@ -160,12 +160,11 @@ def test_resume_through_the_cli_matches_one_run(tmp_path):
 def test_damaged_checkpoint_is_one_clear_line(nade_run, tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()
-    for name in ("best.json", "best.safetensors"):
-        (bad / name).write_bytes((nade_run / name).read_bytes())
-    (bad / "best.safetensors").write_bytes((bad / "best.safetensors").read_bytes()[:-40])
+    (bad / "best.safetensors").write_bytes((nade_run / "best.safetensors").read_bytes()[:-40])
     assert run("eval", bad, *COMMON) == 2
     err = capsys.readouterr().err
     assert "truncated or corrupted" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
     assert run("sample", tmp_path / "nothing", *COMMON) == 2
     assert "not found" in capsys.readouterr().err
 
@@ -218,3 +217,201 @@ def test_grey_data_is_binarized_for_a_binary_model(nade_run, tmp_path, capsys):
     assert grey["nll_nats"] == pytest.approx(binary["nll_nats"])  # digits >= 8 == digits-binary
     assert run("eval", nade_run, "--data", "digits28-binary", *COMMON) == 2
     assert "shape" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- one-line user errors
+
+def run_err(capsys, *argv):
+    """(exit status, stderr) of ``pixelar argv``; argparse's exits count as statuses."""
+    try:
+        rc = run(*argv)
+    except SystemExit as exc:
+        rc = exc.code
+    return rc, capsys.readouterr().err
+
+
+def assert_one_line(err, command, *words):
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"pixelar {command}: error: "), err
+    for word in words:
+        assert word in lines[0], (word, err)
+
+
+TRAIN_ERRORS = [
+    (["--lr", "nan"], "--lr"), (["--lr", "-1"], "--lr"),
+    (["--weight-decay", "-1"], "--weight-decay"),
+    (["--batch-size", "0"], "--batch-size"), (["--batch-size", "-5"], "--batch-size"),
+    (["--train-subset", "0"], "--train-subset"), (["--train-subset", "-10"], "--train-subset"),
+    (["--val-subset", "0"], "--val-subset"), (["--eval-batch-size", "0"], "--eval-batch-size"),
+    (["--epochs", "-1"], "--epochs"), (["--checkpoint-every", "-1"], "--checkpoint-every"),
+    (["--clip", "nan"], "--clip"), (["--threads", "-1"], "--threads"),
+    (["--max-steps", "0"], "--max-steps"), (["--patience", "-2"], "--patience"),
+    (["--ddp-timeout", "0"], "--ddp-timeout"), (["--seed", "-1"], "--seed"),
+    (["--model-arg", "hidden=abc"], "hidden"), (["--model-arg", "hidden=-5"], "hidden"),
+    (["--model-arg", "hidden=1000000000"], "GiB"), (["--model-arg", "hidden"], "KEY=VALUE"),
+    (["--model", "pixelrnn", "--model-arg", "layer=bogus"], "layer"),
+    (["--data", "foo"], "unknown dataset"), (["--model", "vae"], "unknown model"),
+    (["--resume", "--overwrite"], "--overwrite"),
+]
+
+
+@pytest.mark.parametrize("extra, word", TRAIN_ERRORS, ids=[" ".join(e) for e, _ in TRAIN_ERRORS])
+def test_train_user_errors_are_one_line_and_status_2(tmp_path, capsys, extra, word):
+    rc, err = run_err(capsys, "train", *NADE_ARGS, *COMMON, "--out", tmp_path / "o", *extra)
+    assert rc == 2
+    assert_one_line(err, "train", word)
+    assert not (tmp_path / "o").exists() or not [
+        f for f in os.listdir(tmp_path / "o") if f != "run.lock"]
+
+
+CHECKPOINT_ERRORS = [
+    ("eval", ["--limit", "0"], "--limit"), ("eval", ["--limit", "-5"], "--limit"),
+    ("eval", ["--batch-size", "0"], "--batch-size"), ("eval", ["--data", "foo"], "foo"),
+    ("sample", ["-n", "0"], "-n"), ("sample", ["-n", "-3"], "-n"),
+    ("sample", ["-n", "100000000"], "-n"), ("sample", ["--ncol", "-1"], "--ncol"),
+    ("sample", ["--condition-top", "99"], "--condition-top"),
+    ("score", ["--ood-corrupt", "flip:2"], "--ood-corrupt"),
+    ("score", ["--ood-corrupt", "flip:nan"], "--ood-corrupt"),
+    ("score", ["--limit", "0"], "--limit"), ("features", ["--limit", "0"], "--limit"),
+    ("eval", ["--threads", "0"], "--threads"),
+]
+
+
+@pytest.mark.parametrize("command, extra, word", CHECKPOINT_ERRORS,
+                         ids=[f"{c} {' '.join(e)}" for c, e, _ in CHECKPOINT_ERRORS])
+def test_checkpoint_command_user_errors_are_one_line(nade_run, tmp_path, capsys, command,
+                                                     extra, word):
+    out = ["--out", tmp_path / "o.png" if command == "sample" else tmp_path / "o"]
+    rc, err = run_err(capsys, command, nade_run, *COMMON, *(out if command != "eval" else []),
+                      *extra)
+    assert rc == 2
+    assert_one_line(err, command, word)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_device_cuda_without_a_gpu(nade_run, tmp_path, capsys, command):
+    args = [*NADE_ARGS, "--out", tmp_path / "o"] if command == "train" else [nade_run]
+    rc, err = run_err(capsys, command, *args, "--backend", BACKEND, "--device", "cuda",
+                      "--no-progress")
+    assert rc == 2
+    assert_one_line(err, command, "CUDA")
+
+
+# ---------------------------------------------------------------- output paths, up front
+
+def test_train_output_folder_is_checked_before_any_work(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    no_data = ["--data", "mnist", "--data-dir", tmp_path / "missing"]  # would fail later
+    for out, word in [(tmp_path / "file", "is a file"), (tmp_path / "file" / "x", "cannot write"),
+                      ("/proc/pixelar-run", "cannot write")]:
+        rc, err = run_err(capsys, "train", "--model", "nade", *no_data, *COMMON, "--out", out)
+        assert rc == 2
+        assert_one_line(err, "train", word, "--out")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_folder(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        rc, err = run_err(capsys, "train", *NADE_ARGS, *COMMON, "--out", ro / "run")
+        assert rc == 2
+        assert_one_line(err, "train", "cannot write")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_checkpoint_command_outputs_are_checked_before_the_work(nade_run, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    under_file = tmp_path / "file" / "x"
+    cases = [("sample", ["--out", tmp_path / "grid.txt"], "image extension"),
+             ("sample", ["--out", tmp_path], "is a folder"),
+             ("sample", ["--out", under_file / "s.png"], "cannot write"),
+             ("eval", ["--json", under_file / "m.json"], "cannot write"),
+             ("eval", ["--json", tmp_path], "is a folder"),
+             ("score", ["--out", tmp_path / "file"], "is a file"),
+             ("features", ["--out", under_file], "cannot write"),
+             ("score", ["--out", "/proc/pixelar-score"], "cannot write")]
+    for command, extra, word in cases:
+        rc, err = run_err(capsys, command, nade_run, *COMMON, *extra)
+        assert rc == 2, (command, extra)
+        assert_one_line(err, command, word)
+
+
+# ---------------------------------------------------------------- failures while running
+
+def test_non_finite_weights_are_refused_by_every_reading_command(nade_run, tmp_path, capsys):
+    ckpt = pixelar.training.load_checkpoint(nade_run / "best")
+    model = ckpt.build_model()
+    with torch.no_grad():
+        model.W[0, 0] = float("nan")
+    bad = tmp_path / "nan"
+    pixelar.training.save_checkpoint(bad / "best", model, train_state=ckpt.train_state)
+    for command in ("eval", "sample", "score", "features"):
+        extra = ["--out", tmp_path / "s.png"] if command == "sample" else []
+        rc, err = run_err(capsys, command, bad, *COMMON, *extra)
+        assert rc == 2
+        assert_one_line(err, command, "non-finite")
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_lr_inf_is_refused_and_divergence_is_one_line(tmp_path, capsys):
+    rc, err = run_err(capsys, "train", *NADE_ARGS, *COMMON, "--lr", "inf", "--out", tmp_path / "a")
+    assert rc == 2
+    assert_one_line(err, "train", "--lr")
+    rc, err = run_err(capsys, "train", *NADE_ARGS, *COMMON, "--lr", "1e38", "--clip", "0",
+                      "--out", tmp_path / "b")
+    assert rc == 1
+    assert_one_line(err, "train", "diverged")
+
+
+def test_disk_full_during_training_is_one_line_and_keeps_the_checkpoint(tmp_path, capsys,
+                                                                        monkeypatch):
+    import errno
+    from pixelar.training import atomic
+    calls, write_chunks = [], atomic.write_chunks
+
+    def full_on_third(f, data, label=None):
+        calls.append(label)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        write_chunks(f, data, label)
+
+    monkeypatch.setattr(atomic, "write_chunks", full_on_third)
+    out = tmp_path / "run"
+    rc, err = run_err(capsys, "train", *NADE_ARGS, *COMMON, "--checkpoint-every", "1",
+                      "--out", out)
+    assert rc == 1 and calls == ["last", "last", "best"]
+    assert_one_line(err, "train", "No space left on device", "previous")
+    assert [f for f in os.listdir(out) if f.endswith(".tmp")] == []
+    monkeypatch.setattr(atomic, "write_chunks", write_chunks)
+    ckpt = pixelar.training.load_checkpoint(out / "last")
+    assert ckpt.train_state["global_step"] == 2
+    assert run("train", *NADE_ARGS, *COMMON, "--checkpoint-every", "1", "--out", out,
+               "--resume") == 0
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path, capsys):
+    from pixelar.training.run_lock import RunLock
+    out = tmp_path / "run"
+    out.mkdir()
+    with RunLock(out):
+        rc, err = run_err(capsys, "train", *NADE_ARGS, *COMMON, "--out", out)
+    assert rc == 2
+    assert_one_line(err, "train", "in use by", f"pid {os.getpid()}")
+
+
+def test_a_damaged_best_is_skipped_with_a_one_line_warning(nade_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("best.safetensors", "last.safetensors"):
+        (run_dir / name).write_bytes((nade_run / name).read_bytes())
+    (run_dir / "best.safetensors").write_bytes((run_dir / "best.safetensors").read_bytes()[:-9])
+    assert run("eval", run_dir, "--limit", 10, *COMMON) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("pixelar eval: warning: skipping a damaged")
+    assert "last.safetensors" in lines[0]

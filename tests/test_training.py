@@ -67,9 +67,9 @@ def _trained_nade_and_adam():
 def test_checkpoint_round_trip(tmp_path):
     model, opt = _trained_nade_and_adam()
     save_checkpoint(tmp_path / "ck", model, opt, {"epoch": 3})
-    assert sorted(os.listdir(tmp_path)) == ["ck.json", "ck.safetensors"]  # no temp files
+    assert sorted(os.listdir(tmp_path)) == ["ck.safetensors"]  # one file, no temp files
     ckpt = load_checkpoint(tmp_path / "ck.safetensors")
-    meta = json.loads((tmp_path / "ck.json").read_text())
+    meta = ckpt.meta
     assert meta["model_class"] == "NADE" and meta["model_config"] == {"image_shape": [1, 3, 3],
                                                                        "hidden": 4}
     assert ckpt.train_state == {"epoch": 3}
@@ -101,43 +101,47 @@ def test_checkpoint_loading_never_unpickles(tmp_path, monkeypatch):
     ckpt.restore_rng()
 
 
-@pytest.mark.parametrize("damage", ["flip_byte", "truncate_tensors", "truncate_json",
-                                    "missing_tensors", "not_a_checkpoint"])
+@pytest.mark.parametrize("damage", ["flip_byte", "truncate", "garbage_header", "missing",
+                                    "not_a_checkpoint"])
 def test_damaged_checkpoint_gives_clear_error(tmp_path, damage):
     model, opt = _trained_nade_and_adam()
     save_checkpoint(tmp_path / "ck", model, opt)
-    st, js = tmp_path / "ck.safetensors", tmp_path / "ck.json"
+    st = tmp_path / "ck.safetensors"
     if damage == "flip_byte":
         raw = bytearray(st.read_bytes())
         raw[len(raw) // 2] ^= 0xFF
         st.write_bytes(bytes(raw))
         match = "corrupted"
-    elif damage == "truncate_tensors":
-        st.write_bytes(st.read_bytes()[:100])
+    elif damage == "truncate":
+        st.write_bytes(st.read_bytes()[:-100])
         match = "truncated"
-    elif damage == "truncate_json":
-        js.write_text(js.read_text()[:50])
+    elif damage == "garbage_header":
+        raw = bytearray(st.read_bytes())
+        raw[8:16] = b"\xff" * 8
+        st.write_bytes(bytes(raw))
         match = "not valid JSON"
-    elif damage == "missing_tensors":
+    elif damage == "missing":
         os.remove(st)
         match = "not found"
     else:
-        js.write_text('{"hello": 1}')
+        from safetensors.torch import save_file
+        save_file({"w": torch.zeros(3)}, st)
         match = "not a pixelar checkpoint"
     with pytest.raises(CheckpointError, match=match):
         load_checkpoint(tmp_path / "ck")
 
 
 def test_unhashed_garbage_safetensors_is_caught(tmp_path):
-    """Even when the recorded hash matches, a file that is not safetensors is reported."""
+    """Even when the recorded hash matches, a file that is not safetensors is reported
+    (format 1: the hash of the tensors file is in PREFIX.json)."""
+    from legacy_checkpoint import save_checkpoint_v1, sha256_file
     model, _ = _trained_nade_and_adam()
-    save_checkpoint(tmp_path / "ck", model)
+    save_checkpoint_v1(tmp_path / "ck", model)
     (tmp_path / "ck.safetensors").write_bytes(b"\x00" * 64)
     meta = json.loads((tmp_path / "ck.json").read_text())
-    from pixelar.training.checkpoint import sha256_file
     meta["tensors_sha256"] = sha256_file(tmp_path / "ck.safetensors")
     (tmp_path / "ck.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="cannot be read as safetensors"):
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
         load_checkpoint(tmp_path / "ck")
 
 
@@ -148,8 +152,7 @@ def test_training_lowers_validation_bits_and_writes_checkpoints(tmp_path):
     assert result["status"] == "finished" and result["global_step"] == 9
     bpd = [h["val_bpd"] for h in result["history"]]
     assert bpd[-1] < bpd[0] < 1.0
-    assert {"best.json", "best.safetensors", "last.json", "last.safetensors",
-            "metrics.json"} <= set(os.listdir(tmp_path))
+    assert {"best.safetensors", "last.safetensors", "metrics.json"} <= set(os.listdir(tmp_path))
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["best_val_bpd"] == min(bpd) and len(metrics["history"]) == 3

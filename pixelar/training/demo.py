@@ -66,7 +66,7 @@ def run_demo(out_dir, quick=False, seed=0, device="auto", progress=True, log=pri
         entry = {"label": LABELS[name], "config": config.model_args | {"model": config.model},
                  "test": m, "train_seconds": train_s, "eval_seconds": eval_s,
                  "steps": result["global_step"], "history": result["history"],
-                 "checkpoint": os.path.join(name, "best.json")}
+                 "checkpoint": os.path.join(name, "best.safetensors")}
         if name != "independent":
             g = torch.Generator(device=_device(device)).manual_seed(seed)
             t0 = time.perf_counter()

@@ -3,14 +3,38 @@
     torchrun --nproc_per_node=N -m pixelar train ...
 
 torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; the process group uses gloo on the CPU and
-nccl on GPUs (one GPU per process, cuda:LOCAL_RANK).
+nccl on GPUs (one GPU per process, cuda:LOCAL_RANK). A process waits at most ``timeout``
+seconds (``pixelar train --ddp-timeout``, default DEFAULT_TIMEOUT) for its peers in a
+collective; then it fails with an error instead of hanging (torch's default is 30 minutes).
 """
+import datetime
 import hashlib
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+DEFAULT_TIMEOUT = 300.0  # seconds
+
+
+class DeviceError(ValueError):
+    """The device asked for is not there (e.g. --device cuda without a GPU)."""
+
+
+class PeerError(RuntimeError):
+    """Another process of the group failed, or did not answer within the timeout."""
+
+
+def peer_error(d, exc, timeout):
+    """A PeerError for ``exc`` raised by a collective (gloo and nccl raise RuntimeError or
+    torch.distributed.DistError), or None when ``exc`` is something else."""
+    text = " ".join(str(exc).split())
+    if not d.enabled or not (isinstance(exc, dist.DistError) or any(
+            word in text for word in ("Timed out", "timed out", "gloo", "NCCL", "Connection"))):
+        return None
+    return PeerError(f"process {d.rank} of {d.world_size}: another process failed or did not "
+                     f"answer within {float(timeout):g} s (--ddp-timeout): {text[:300]}")
 
 
 @dataclass
@@ -35,13 +59,17 @@ def pick_device(name="auto", local_rank=0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
+            raise DeviceError("--device cuda was asked for but torch sees no CUDA device")
         return torch.device("cuda", local_rank)
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}") from exc
 
 
-def setup(device="auto") -> Dist:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1), else run alone."""
+def setup(device="auto", timeout=DEFAULT_TIMEOUT) -> Dist:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1), else run alone.
+    timeout: seconds a collective waits for the other processes before raising."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local_rank)
@@ -51,7 +79,8 @@ def setup(device="auto") -> Dist:
     if not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=float(timeout)))
         owns = True
     return Dist(dist.get_rank(), dist.get_world_size(), dev, owns)
 

@@ -8,8 +8,16 @@ same on every rank; a checkpoint stores the weights, the optimizer's state, the 
 state and the position (epoch, step) inside the epoch. A run resumed from any checkpoint
 therefore ends with the same weights, bit for bit, as the run that was never stopped.
 
-Output folder: last.{safetensors,json} (every ``checkpoint_every`` steps and each epoch),
-best.{safetensors,json} (best validation bits/dim), metrics.json (the history).
+Output folder: last.safetensors (every ``checkpoint_every`` steps and each epoch),
+best.safetensors (best validation bits/dim), metrics.json (the history), run.lock (held
+while a run writes the folder; a second run into it refuses). Each checkpoint is one file
+switched in by one rename (see checkpoint.py); checkpoints of format 1 (a .safetensors +
+.json pair) are resumed and replaced by format 2 at their next write.
+
+Failures stop the run with one clear error and leave the last good checkpoint: settings
+are checked before any work (``check_config``); a non-finite loss or gradient norm stops
+training before that step is applied (``TrainingDiverged``); a failed checkpoint write (disk
+full) raises ``OutputWriteError`` and keeps the previous checkpoint.
 """
 import dataclasses
 import inspect
@@ -25,7 +33,10 @@ import torch.nn as nn
 from .. import data as datasets
 from ..models import MODELS
 from . import distributed
-from .checkpoint import CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint
+from .atomic import clean_stale_temporaries
+from .checkpoint import (CheckpointError, atomic_write_json, has_checkpoint, load_checkpoint,
+                         nonfinite_names, remove_checkpoint, save_checkpoint)
+from .run_lock import RunLock
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 # Settings a resumed run may change; every other one comes from the checkpoint.
@@ -62,6 +73,61 @@ class TrainingError(ValueError):
     """A training setting is wrong (unknown model, data the model cannot fit, ...)."""
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN or inf; the last good checkpoint is kept."""
+
+
+# field -> (smallest allowed value, None allowed); integers unless listed in _FLOATS
+_LIMITS = {"train_subset": (1, True), "val_subset": (1, True), "epochs": (1, False),
+           "max_steps": (1, True), "batch_size": (1, False), "eval_batch_size": (1, False),
+           "lr": (0.0, False), "weight_decay": (0.0, False), "clip": (0.0, True),
+           "patience": (0, True), "seed": (0, False), "checkpoint_every": (0, False)}
+_FLOATS = ("lr", "weight_decay", "clip")
+
+
+def check_config(config):
+    """Raise TrainingError, naming the setting, for a value no run can use: counts below 1
+    (epochs, batch sizes, subsets), negative or non-finite rates, unknown names."""
+    for name, (low, optional) in _LIMITS.items():
+        value = getattr(config, name)
+        if value is None and optional:
+            continue
+        if name in _FLOATS:
+            ok = type(value) in (int, float) and math.isfinite(value) and value >= low
+            kind = "a finite number"
+        else:
+            ok = type(value) is int and value >= low
+            kind = "an integer"
+        if not ok:
+            raise TrainingError(f"{name.replace('_', '-')} must be {kind} >= {low}"
+                                f"{' (or unset)' if optional else ''}, got {value!r}")
+    if config.seed >= 2 ** 32:
+        raise TrainingError(f"seed must be below 2**32, got {config.seed}")
+    if config.data not in datasets.DATASETS:
+        raise TrainingError(f"unknown dataset {config.data!r}; choose one of "
+                            f"{', '.join(datasets.DATASETS)}")
+    if config.optimizer not in OPTIMIZERS:
+        raise TrainingError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got "
+                            f"{config.optimizer!r}")
+    if not isinstance(config.model_args, dict):
+        raise TrainingError(f"model_args must be a dict, got {config.model_args!r}")
+    resolve_model_class(config.model)
+    try:
+        distributed.pick_device(config.device)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
+
+
+def _memory_bytes(device):
+    """The memory of ``device`` (bytes), or None when unknown."""
+    try:
+        if device is not None and torch.device(device).type == "cuda":
+            return torch.cuda.get_device_properties(torch.device(device)).total_memory
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError, AssertionError):
+        return None
+
+
 def resolve_model_class(name):
     """A model class from a name of MODELS, case-insensitively ('pixelrnn', 'NADE', ...)."""
     lookup = {k.lower(): k for k in MODELS}
@@ -76,8 +142,10 @@ def resolve_model_class(name):
     return MODELS[key]
 
 
-def build_model(name, model_args, image_shape, levels):
-    """Construct model ``name`` for images of ``image_shape`` with ``levels`` values."""
+def build_model(name, model_args, image_shape, levels, device=None):
+    """Construct model ``name`` for images of ``image_shape`` with ``levels`` values.
+    Bad arguments, and a model too large for ``device``'s memory (parameters, gradients,
+    optimizer state), raise TrainingError before anything is allocated."""
     cls = resolve_model_class(name)
     params = inspect.signature(cls.__init__).parameters
     kwargs = dict(model_args or {})
@@ -92,6 +160,18 @@ def build_model(name, model_args, image_shape, levels):
     kwargs["image_shape"] = tuple(image_shape)
     if "levels" in params:
         kwargs["levels"] = levels
+    shown = ", ".join(f"{k}={v!r}" for k, v in (model_args or {}).items())
+    try:  # first on the meta device: bad arguments and absurd sizes cost no memory
+        with torch.device("meta"):
+            probe = cls(**kwargs)
+        need = 4 * sum(t.numel() * t.element_size() for t in probe.state_dict().values())
+    except (TypeError, ValueError, OverflowError, RuntimeError, MemoryError) as exc:
+        raise TrainingError(f"{cls.__name__}({shown}): {exc}") from exc
+    have = _memory_bytes(device)
+    if have is not None and need > have:
+        raise TrainingError(f"{cls.__name__}({shown}) is too large: its parameters, gradients "
+                            f"and optimizer state need {need / 2 ** 30:.1f} GiB, the device "
+                            f"has {have / 2 ** 30:.1f} GiB")
     model = cls(**kwargs)
     if model.levels != levels:
         raise TrainingError(f"{cls.__name__} models images with {model.levels} levels, but "
@@ -145,35 +225,113 @@ def _initial_state(config):
 
 
 def train(config: TrainConfig, out_dir, *, resume=False, overwrite=False, progress=True,
-          on_step=None, log=print):
+          on_step=None, log=print, ddp_timeout=distributed.DEFAULT_TIMEOUT):
     """Train ``config.model`` on ``config.data`` and checkpoint into ``out_dir``.
 
     resume: continue from out_dir/last (settings other than RESUME_OVERRIDES come from
-        the checkpoint). overwrite: start afresh even if out_dir holds a checkpoint.
+        the checkpoint; a damaged last falls back to best with a warning). overwrite: start
+        afresh even if out_dir holds a run: its checkpoints and metrics are deleted first.
     on_step: called as on_step(global_step) after every optimizer step.
+    ddp_timeout: seconds a process waits for its peers (DDP) before failing.
     Returns a dict: status ("finished", "early_stopped" or "paused"), history (one entry
     per epoch), best_val_bpd, best_epoch, global_step, the checkpoint paths, and
     rank_weight_sha256 (every rank's weight hash; all equal under DDP).
     A KeyboardInterrupt between steps writes out_dir/last first, then propagates.
+    Raises TrainingError (bad setting, unusable out_dir), RunLockedError (another run
+    writes out_dir), CheckpointError, TrainingDiverged, OutputWriteError.
     """
     out_dir = os.fspath(out_dir)
     last_prefix, best_prefix = os.path.join(out_dir, "last"), os.path.join(out_dir, "best")
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(last_prefix)
-        stored = TrainConfig(**ckpt.train_state["config"])
-        overrides = {k: getattr(config, k) for k in RESUME_OVERRIDES}
-        config = dataclasses.replace(stored, **overrides)
-    elif os.path.isfile(last_prefix + ".json") and not overwrite:
-        raise TrainingError(f"{out_dir} already holds a checkpoint; pass --resume to continue "
-                            f"it or --overwrite to start again")
-
-    d = distributed.setup(config.device)
+    if resume and overwrite:
+        raise TrainingError("resume and overwrite exclude each other: --resume continues the "
+                            "run in the folder, --overwrite deletes it")
+    check_config(config)
+    lock = None
+    if int(os.environ.get("RANK", "0")) == 0:  # the process that writes the folder
+        lock = _open_out_dir(out_dir)
     try:
-        return _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step,
-                      log if d.is_main else (lambda *a, **k: None))
+        ckpt = None
+        if resume:
+            ckpt = load_checkpoint(out_dir if os.path.isdir(out_dir) else last_prefix,
+                                   prefer=("last", "best"))
+            stored = _stored_config(ckpt)
+            overrides = {k: getattr(config, k) for k in RESUME_OVERRIDES}
+            config = dataclasses.replace(stored, **overrides)
+            check_config(config)
+        elif has_checkpoint(out_dir) and not overwrite:
+            raise TrainingError(f"{out_dir} already holds a checkpoint; pass --resume to "
+                                f"continue it or --overwrite to start again")
+        elif overwrite and lock is not None:
+            clear_run(out_dir)
+
+        d = distributed.setup(config.device, timeout=ddp_timeout)
+        try:
+            return _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress,
+                          on_step, log if d.is_main else (lambda *a, **k: None))
+        except RuntimeError as exc:
+            failure = distributed.peer_error(d, exc, ddp_timeout)
+            if failure is None:
+                raise
+            raise failure from exc
+        finally:
+            distributed.teardown(d)
     finally:
-        distributed.teardown(d)
+        if lock is not None:
+            lock.release()
+
+
+# Files of a run besides its checkpoints; --overwrite deletes them with the checkpoints.
+RUN_OUTPUTS = ["metrics.json"]
+
+
+def clear_run(out_dir):
+    """Delete the run in ``out_dir`` (last first, so nothing can resume it; then best,
+    then RUN_OUTPUTS). Other files in the folder are left alone."""
+    for name in ("last", "best"):
+        remove_checkpoint(os.path.join(out_dir, name))
+    for name in RUN_OUTPUTS:
+        try:
+            os.remove(os.path.join(out_dir, name))
+        except FileNotFoundError:
+            pass
+
+
+def _open_out_dir(out_dir):
+    """Create ``out_dir``, lock it (RunLockedError names the holder) and remove the
+    temporaries an interrupted write left there; TrainingError when it cannot be written."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        lock = RunLock(out_dir).acquire()
+    except OSError as exc:
+        raise TrainingError(f"cannot write the output folder {out_dir}: "
+                            f"{exc.strerror or exc}") from exc
+    clean_stale_temporaries(out_dir)
+    return lock
+
+
+_STATE_FIELDS = {"epoch": int, "step_in_epoch": int, "global_step": int, "bad_epochs": int,
+                 "epoch_loss_sum": (int, float), "epoch_images": int, "history": list,
+                 "status": str}
+
+
+def _stored_config(ckpt):
+    """The TrainConfig and counters a checkpoint holds, checked (CheckpointError)."""
+    state = ckpt.train_state
+    try:
+        stored = TrainConfig(**state["config"])
+        for key, kind in _STATE_FIELDS.items():
+            if not isinstance(state[key], kind) or isinstance(state[key], bool):
+                raise TypeError(f"{key} is {state[key]!r}")
+            if kind is int and state[key] < 0:
+                raise ValueError(f"{key} is {state[key]}")
+        for key in ("best_val_bpd", "best_epoch"):
+            if state[key] is not None and not isinstance(state[key], (int, float)):
+                raise TypeError(f"{key} is {state[key]!r}")
+        check_config(stored)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{ckpt.path}: the stored training state is not usable "
+                              f"({type(exc).__name__}: {exc})") from exc
+    return stored
 
 
 def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step, log):
@@ -182,23 +340,30 @@ def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step
     train_set, val_set = train_set.subset(config.train_subset), val_set.subset(config.val_subset)
 
     torch.manual_seed(config.seed)
-    model = build_model(config.model, config.model_args, train_set.image_shape, train_set.levels)
+    model = build_model(config.model, config.model_args, train_set.image_shape, train_set.levels,
+                        d.device)
     model.to(d.device)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr,
                                config.weight_decay)
     state = _initial_state(config)
+    saved = {"step": None}  # the global step of the last checkpoint written or resumed
     if ckpt is not None:
+        bad = nonfinite_names(ckpt.model_state())
+        if bad:
+            raise CheckpointError(f"{ckpt.path}: non-finite weights ({', '.join(bad[:3])}): "
+                                  f"the run that wrote it diverged; start again with --overwrite")
         try:
             model.load_state_dict({k: v.to(d.device) for k, v in ckpt.model_state().items()})
         except RuntimeError as exc:
             raise CheckpointError(f"{ckpt.path}: weights do not fit the model: {exc}") from exc
+        saved["step"] = ckpt.train_state["global_step"]
         ckpt.restore_optimizer(optimizer)
         ckpt.restore_rng()
         state = ckpt.train_state
         state["config"] = dataclasses.asdict(config)
         if state["status"] != "early_stopped":
             state["status"] = "running"
-        log(f"resuming {out_dir} at epoch {state['epoch'] + 1}, step {state['global_step']}")
+        log(f"resuming {ckpt.path} at epoch {state['epoch'] + 1}, step {state['global_step']}")
 
     net = NegLogLikelihood(model)
     if d.enabled:
@@ -215,8 +380,23 @@ def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step
     images = train_set.images
 
     def checkpoint(prefix):
+        # every rank checks (the weights are the same on all), so all stop together
+        bad = nonfinite_names({**model.state_dict(), **{
+            f"optimizer.{i}.{k}": v for i, st in enumerate(optimizer.state.values())
+            for k, v in st.items()}})
+        if bad:  # the step just applied made them so
+            diverged(f"the weights or optimizer state hold NaN or inf ({', '.join(bad[:3])})",
+                     step=state["global_step"])
         if d.is_main:
             save_checkpoint(prefix, model, optimizer, state)
+        saved["step"] = state["global_step"]
+
+    def diverged(what, step=None):
+        kept = (f"the last good checkpoint, {last_prefix}.safetensors (step {saved['step']}), "
+                f"is kept" if saved["step"] is not None else "no checkpoint was written")
+        step = state["global_step"] + 1 if step is None else step
+        raise TrainingDiverged(f"training diverged at step {step} (epoch {state['epoch'] + 1}): "
+                               f"{what}; stopped there, {kept}; try a lower --lr or --clip")
 
     def write_metrics():
         if d.is_main:
@@ -261,9 +441,16 @@ def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+                    norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+                else:
+                    norm = nn.utils.get_total_norm(
+                        [p.grad for p in model.parameters() if p.grad is not None])
+                _check_finite(d, loss.item(), norm.item(), diverged)
                 updating = True
-                optimizer.step()
+                try:
+                    optimizer.step()
+                except (RuntimeError, OverflowError) as exc:  # e.g. lr * moment overflows
+                    diverged(f"the optimizer step failed ({exc})")
                 state["step_in_epoch"] += 1
                 state["global_step"] += 1
                 state["epoch_loss_sum"] += loss.item() * len(x)
@@ -312,12 +499,23 @@ def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step
             state["status"] = "interrupted"
             checkpoint(last_prefix)
             log(f"\ninterrupted: checkpoint at step {state['global_step']} written to "
-                f"{last_prefix}.json; continue with --resume")
+                f"{last_prefix}.safetensors; continue with --resume")
         raise
     if state["status"] != "early_stopped":
         state["status"] = "finished"
     checkpoint(last_prefix)
     return _result(state, d, model, out_dir)
+
+
+def _check_finite(d, loss, norm, diverged):
+    """Call ``diverged(message)`` when the loss or the gradient norm is NaN or inf on any
+    rank (the flag is summed over the ranks, so every rank stops at the same step)."""
+    bad = not (math.isfinite(loss) and math.isfinite(norm))
+    if d.enabled:
+        bad = distributed.all_reduce_sum(d, [float(bad)])[0] > 0
+    if bad:
+        diverged(f"non-finite loss ({loss:g} nats/dim) or gradient norm ({norm:g})"
+                 if not d.enabled else "non-finite loss or gradient norm on some process")
 
 
 def _result(state, d, model, out_dir):
@@ -326,8 +524,8 @@ def _result(state, d, model, out_dir):
         raise RuntimeError(f"DDP ranks ended with different weights: {hashes}")
     result = {k: state[k] for k in ("status", "history", "best_val_bpd", "best_epoch",
                                     "global_step")}
-    result.update(out_dir=out_dir, last=os.path.join(out_dir, "last.json"),
-                  best=os.path.join(out_dir, "best.json"), rank_weight_sha256=hashes)
+    result.update(out_dir=out_dir, last=os.path.join(out_dir, "last.safetensors"),
+                  best=os.path.join(out_dir, "best.safetensors"), rank_weight_sha256=hashes)
     if d.is_main:
         path = os.path.join(out_dir, "metrics.json")
         metrics = {k: state[k] for k in ("config", "history", "best_val_bpd", "best_epoch",
