@@ -23,7 +23,7 @@ def read_mnist_images(root, part):
                                        MNIST_HOW + " " + CSV_HOW))
     if images.ndim != 3:
         raise DataFormatError(f"mnist {part}: expected images (N, H, W), got {images.shape}")
-    return np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.uint8)
+    return np.array(images.reshape(len(images), -1), dtype=np.uint8)  # a writable copy
 
 
 def make_binarized_mnist(data_dir, out_dir, seed=0, overwrite=False, log=print):

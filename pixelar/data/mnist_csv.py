@@ -41,13 +41,14 @@ def _read_text(path):
 def read_mnist_csv(path):
     """A MNIST CSV file -> (images (N, S, S) uint8, labels (N,) uint8), S * S pixels a line.
 
-    The first line is skipped when it holds anything but numbers (a header). Raises
+    The first line is skipped when its first field is not a number (a header such as
+    ``label,pixel0,...``). Raises
     DataFormatError for lines of different lengths, non-integer values, values outside
     0..255, labels outside 0..9, or a pixel count that is not a square.
     """
     raw = _read_text(path)
     first, _, rest = raw.partition(b"\n")
-    has_header = any(c.isalpha() for c in first.decode("utf-8", "replace"))
+    has_header = not first.split(b",")[0].strip().isdigit()  # e.g. "label,1x1,..."
     body = rest if has_header else raw
     if not body.strip():
         raise DataFormatError(f"{path}: no images (an MNIST CSV holds one image a line: "
