@@ -140,8 +140,10 @@ def train_model(key, args):
                 f"process seems to be training it (--busy-minutes 0 to override)")
             return None
         with open(os.path.join(run_dir, "last.json")) as f:
-            status = (json.load(f).get("train_state") or {}).get("status")
-        if status in ("early_stopped", "finished"):
+            state = json.load(f).get("train_state") or {}
+        status = state.get("status")
+        if status == "early_stopped" or (status == "finished"
+                                         and state.get("epoch", 0) >= wanted.epochs):
             log(f"{key}: already {status}")
             return None
     log(f"{key}: {'continuing' if stored else 'starting'} {run_dir} (budget {args.budget} s)")
