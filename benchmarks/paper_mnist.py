@@ -285,8 +285,14 @@ def report(args):
         if r.get("epochs"):
             runs.append(load_run(os.path.join(args.runs_dir, r["key"]), label=r["model"]))
     curves = os.path.join(args.results_dir, "paper_mnist_curves.png")
+    papers = [m[1] for m in MODELS.values()]
+    ylim = (min(papers) - 4, max(papers) + 22)  # the paper's range; first epochs may be above
+    vals = [r["val_nats"] for run in runs for r in run["rows"] if r["val_nats"] is not None]
+    if not vals or min(vals) > ylim[1]:
+        ylim = None
     drawn = plot_runs(curves, runs, unit="nats", reference=reference,
-                      title="binarized MNIST: validation NLL (paper's test NLL dashed)")
+                      title="binarized MNIST: validation NLL (paper's test NLL dashed)",
+                      ylim=ylim)
     if drawn is None:
         log("no curves PNG: pip install matplotlib")
     meta = {"paper": PAPER_SOURCE, "data_dir": os.path.abspath(args.data_dir),

@@ -168,13 +168,14 @@ def plot_curve(path, rows, num_dims=None, title=None):
     return _save(fig, path)
 
 
-def plot_runs(path, runs, unit="bpd", train=False, reference=None, title=None):
+def plot_runs(path, runs, unit="bpd", train=False, reference=None, title=None, ylim=None):
     """Several runs on one figure: validation (and with ``train`` also training) ``unit``
     ("bpd" or "nats") against epochs and against wall-clock hours.
 
     runs: list of load_run() dicts (label, rows); reference: {label: value in ``unit``}
     drawn as dashed horizontal lines in the colour of the run with that label (grey
-    otherwise). Returns ``path``, or None when matplotlib is missing.
+    otherwise). ylim: (bottom, top) or None (matplotlib's choice). Returns ``path``, or
+    None when matplotlib is missing.
     """
     if unit not in ("bpd", "nats"):
         raise ValueError(f"unit must be 'bpd' or 'nats', got {unit!r}")
@@ -204,6 +205,8 @@ def plot_runs(path, runs, unit="bpd", train=False, reference=None, title=None):
                        + {"bpd": "bits / dim", "nats": "nats / image"}[unit])
     for ax in axes:
         ax.grid(alpha=0.3)
+    if ylim is not None:
+        axes[0].set_ylim(*ylim)
     axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
