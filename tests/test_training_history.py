@@ -187,3 +187,11 @@ def test_old_bool_binarize_still_loads(tmp_path):
     assert main(["eval", str(tmp_path / "old"), "--no-progress", "--limit", "8"]) == 0
     with pytest.raises(TrainingError, match="binarize"):
         train(tiny(binarize="sometimes"), tmp_path / "bad", **QUIET)
+
+
+@pytest.mark.parametrize("command", ["plot", "data"])
+def test_new_subcommands_have_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: pixelar " + command in capsys.readouterr().out

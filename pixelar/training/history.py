@@ -197,8 +197,10 @@ def plot_runs(path, runs, unit="bpd", train=False, reference=None, title=None, y
                     ax.plot(*zip(*pts), style, color=color, marker="o", markersize=2.5,
                             label=run["label"] + ("" if part == "val" else " (train)"))
     for label, value in (reference or {}).items():
+        color = colors.setdefault(label, f"C{len(colors) % 10}")
         for ax in axes:
-            ax.axhline(value, linestyle="--", linewidth=1, color=colors.get(label, "grey"))
+            ax.axhline(value, linestyle="--", linewidth=1, color=color,
+                       label=f"{label}: {value:g}" if ax is axes[0] else None)
     axes[0].set_xlabel("epoch")
     axes[1].set_xlabel("wall-clock hours")
     axes[0].set_ylabel(("" if train else "validation ")
