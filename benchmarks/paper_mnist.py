@@ -242,6 +242,11 @@ def _fmt(v, spec, none="–"):
     return none if v is None else format(v, spec)
 
 
+STATUS_WORDS = {"early_stopped": "converged (early-stopped)", "training": "still training",
+                "paused": "paused (rerun to continue)", "running": "stopped mid-run (rerun "
+                "to continue)", "finished": "finished (epoch limit)"}
+
+
 def markdown(rows, meta):
     lines = [
         "| model | paper (nats) | pixelar test NLL (nats, 95%) | bits/dim | parameters | "
@@ -252,8 +257,9 @@ def markdown(rows, meta):
             lines.append(f"| {r['model']} | {r['paper_nats']:.2f} | not trained | | | | | |")
             continue
         t = r["test"]
-        status = r["status"] + ("" if r["epochs"] else
-                                f" (epoch 1, step {r.get('step_in_epoch')}: no validation yet)")
+        status = STATUS_WORDS.get(r["status"], r["status"]) + (
+            "" if r["epochs"] else f" (epoch 1, step {r.get('step_in_epoch')}: no validation "
+                                   f"yet)")
         if r["epochs"]:
             status += ", still improving" if r["improving"] else ""
         lines.append(
