@@ -260,8 +260,10 @@ def markdown(rows, meta):
         status = STATUS_WORDS.get(r["status"], r["status"]) + (
             "" if r["epochs"] else f" (epoch 1, step {r.get('step_in_epoch')}: no validation "
                                    f"yet)")
-        if r["epochs"]:
-            status += ", still improving" if r["improving"] else ""
+        if r["epochs"] == 1:
+            status += ", 1 epoch so far"
+        elif r["epochs"] and r["improving"]:
+            status += ", still improving"
         lines.append(
             f"| {r['model']} | {r['paper_nats']:.2f} | {t['nll_nats']:.2f} ± "
             f"{t['nll_nats_ci95']:.2f} | {t['bits_per_dim']:.4f} | {r['parameters']:,} | "
