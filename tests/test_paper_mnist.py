@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 import pixelar
 from pixelar.data.binarize import AMAT_NAMES, write_amat
