@@ -8,6 +8,8 @@
     pixelar score      per-image NLL; AUROC and a histogram against out-of-distribution data
     pixelar features   a linear probe on the model's features versus on raw pixels
     pixelar bench      run the scripts under benchmarks/
+    pixelar data       prepare datasets (binarize-mnist: the fixed binarization of MNIST)
+    pixelar plot       learning curves of one or more training folders on one figure
 
 Each subcommand has --help. Commands that read a checkpoint take a training folder (its
 best checkpoint) or a checkpoint path, and default to the data the model was trained on.
@@ -78,6 +80,7 @@ COUNT = _number(int, 1)          # sizes, counts: 1 or more
 NONNEG = _number(int, 0)
 RATE = _number(float, 0.0)       # learning rate, weight decay, clip: finite, >= 0
 SEED = _number(int, 0, 2 ** 32 - 1)
+SECONDS = _number(float, 1e-3)   # a time budget: finite, > 0
 
 
 # ---------------------------------------------------------------------------- output paths
@@ -145,8 +148,12 @@ def _data_args(p, default=None, what="the data"):
                        " (default: the one the model was trained on)"))
     p.add_argument("--data-dir", default=None,
                    help="folder with the dataset's files (mnist, binarized-mnist, cifar10, png)")
-    p.add_argument("--binarize", action="store_true", default=None,
-                   help="threshold the images at half their range (levels = 2)")
+    p.add_argument("--binarize", nargs="?", const="threshold", default=None,
+                   choices=("threshold", "dynamic"),
+                   help="make the images binary: --binarize (or 'threshold') thresholds them "
+                        "at half their range; 'dynamic' draws each pixel from "
+                        "Bernoulli(value / max), afresh each epoch when training (one fixed "
+                        "draw for validation and evaluation)")
 
 
 def _device(name):
@@ -188,7 +195,7 @@ def _dataset(args, ckpt, split, name=None, data_dir=None, binarize=None):
     if binarize is None:
         binarize = args.binarize if args.binarize is not None else (
             trained.get("binarize", False) if not args.data else False)
-    return datasets.load(name, split, data_dir, bool(binarize))
+    return datasets.load(name, split, data_dir, binarize or False)
 
 
 def _fit(model, dataset, what):
@@ -226,13 +233,14 @@ def cmd_train(args):
     from .training.trainer import train
     config = TrainConfig(
         model=args.model, model_args=_parse_kv(args.model_arg), data=args.data,
-        data_dir=args.data_dir, binarize=bool(args.binarize), train_subset=args.train_subset,
+        data_dir=args.data_dir, binarize=args.binarize or False, train_subset=args.train_subset,
         val_subset=args.val_subset, epochs=args.epochs, max_steps=args.max_steps,
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         clip=args.clip if args.clip > 0 else None,
         patience=args.patience if args.patience > 0 else None,
-        seed=args.seed, checkpoint_every=args.checkpoint_every, device=args.device)
+        seed=args.seed, checkpoint_every=args.checkpoint_every, device=args.device,
+        max_time=args.time_budget, tensorboard=args.tensorboard)
     out = args.out or os.path.join("runs", f"{args.model.lower()}-{args.data}")
     if args.resume and args.overwrite:
         raise CLIError("--resume continues the run in --out, --overwrite deletes it: pass one")
@@ -379,6 +387,33 @@ def cmd_features(args):
     return 0
 
 
+def cmd_data(args):
+    from .data.binarized_mnist import make_binarized_mnist
+    paths = make_binarized_mnist(args.data_dir, args.out, seed=args.seed,
+                                 overwrite=args.overwrite, log=print)
+    print(f"wrote {', '.join(paths)}; train with --data binarized-mnist --data-dir {args.out}")
+    return 0
+
+
+def cmd_plot(args):
+    from .training.history import load_run, plot_runs
+    try:
+        runs = [load_run(r) for r in args.runs]
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from exc
+    if args.unit == "nats":
+        missing = [r["dir"] for r in runs if not r["num_dims"]]
+        if missing:
+            raise CLIError(f"cannot convert to nats: no checkpoint JSON with the image shape "
+                           f"in {', '.join(missing)}; use --unit bpd")
+    out = args.out or "curves.png"
+    if plot_runs(out, runs, unit=args.unit, train=args.train, title=args.title) is None:
+        raise CLIError("pixelar plot needs matplotlib: pip install matplotlib")
+    print(f"wrote {out} ({len(runs)} run(s): "
+          + ", ".join(f"{r['label']} {len(r['rows'])} epochs" for r in runs) + ")")
+    return 0
+
+
 def benchmarks_dir():
     """benchmarks/ of a source checkout (beside the pixelar package), or None."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(pixelar.__file__)))
@@ -448,6 +483,11 @@ def build_parser():
     p.add_argument("--epochs", type=COUNT, default=10)
     p.add_argument("--max-steps", type=COUNT, help="pause after this many steps in all "
                    "(checkpoint; continue with --resume)")
+    p.add_argument("--time-budget", type=SECONDS, metavar="SECONDS",
+                   help="pause after this many seconds of this sitting (checkpoint; continue "
+                        "with --resume)")
+    p.add_argument("--tensorboard", action="store_true", help="also log the per-epoch "
+                   "scalars to OUT/tensorboard (needs: pip install tensorboard)")
     p.add_argument("--batch-size", type=COUNT, default=64, help="global batch size (default 64)")
     p.add_argument("--eval-batch-size", type=COUNT, default=256)
     p.add_argument("--optimizer", default="adam", choices=("adam", "rmsprop"))
@@ -544,6 +584,31 @@ def build_parser():
     p.add_argument("which", choices=(*BENCHMARKS, "all"), help="which benchmark")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("data", help="prepare datasets (binarize-mnist)",
+                       description="binarize-mnist: the fixed stochastic binarization of "
+                       "Larochelle & Murray (each pixel drawn once from Bernoulli(value/255), "
+                       "seeded), split 50,000 train / 10,000 valid (the last 10,000 training "
+                       "images) / 10,000 test, written as binarized_mnist_{train,valid,test}"
+                       ".amat for --data binarized-mnist.")
+    p.add_argument("action", choices=("binarize-mnist",))
+    p.add_argument("--data-dir", required=True, help="folder with MNIST: the IDX files or "
+                   "mnist_train.csv / mnist_test.csv (.gz or not)")
+    p.add_argument("--out", required=True, help="folder for the three .amat files")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace existing .amat files")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("plot", help="learning curves of training folders on one figure",
+                       description="Draw the validation curves (bits/dim or nats against "
+                       "epochs and against wall-clock hours) of one or more training folders "
+                       "(their metrics.json) on one PNG. Needs matplotlib.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="training folders")
+    p.add_argument("--out", help="PNG path (default: curves.png)")
+    p.add_argument("--unit", default="bpd", choices=("bpd", "nats"))
+    p.add_argument("--train", action="store_true", help="also draw the training curves")
+    p.add_argument("--title")
+    p.set_defaults(func=cmd_plot)
     return parser
 
 
@@ -574,7 +639,7 @@ def main(argv=None):
             torch.set_num_threads(args.threads)
         return args.func(args)
     except (CLIError, TrainingError, CheckpointError, datasets.DataFileNotFoundError,
-            datasets.DataFormatError, RunLockedError, DeviceError) as exc:
+            datasets.DataFormatError, RunLockedError, DeviceError, FileExistsError) as exc:
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except (TrainingDiverged, OutputWriteError, PeerError) as exc:

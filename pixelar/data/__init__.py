@@ -10,6 +10,9 @@ folder of PNGs). Every loader returns an :class:`ImageSet` of int64 images (N, C
 """
 import os
 
+import torch
+
+from .binarize import FIXED_DRAW_SEED, bernoulli_binarize, binarize_mode
 from .cifar import load_cifar10
 from .digits import load_digits
 from .errors import DataFileNotFoundError, DataFormatError
@@ -33,14 +36,17 @@ DATASETS = {
 }
 
 
-def load(name: str, split: str = "train", root=None, binarize: bool = False) -> ImageSet:
+def load(name: str, split: str = "train", root=None, binarize=False) -> ImageSet:
     """Load one split of a dataset.
 
     name: one of DATASETS ("digits", "digits-binary", "digits28-binary", "mnist",
         "binarized-mnist", "cifar10", "png")
     split: "train", "val" or "test" (fixed splits; see each loader)
     root: the folder holding the files (not needed for the embedded digits)
-    binarize: threshold at half the range (value >= (levels - 1) / 2), giving levels = 2
+    binarize: False; True or "threshold": threshold at half the range (value >=
+        (levels - 1) / 2), giving levels = 2; "dynamic": one fixed stochastic draw,
+        Bernoulli(value / (levels - 1)) with seed FIXED_DRAW_SEED (the trainer draws the
+        training images afresh each epoch instead)
     Returns an ImageSet: images (N, C, H, W) int64, labels (N,) int64 or None, levels.
     """
     if name not in DATASETS:
@@ -48,8 +54,13 @@ def load(name: str, split: str = "train", root=None, binarize: bool = False) -> 
     loader, _, _ = DATASETS[name]
     if root is not None:
         root = os.path.expanduser(os.fspath(root))
+    mode = binarize_mode(binarize)
     data = loader(root, split)
-    return data.binarized() if binarize else data
+    if mode == "dynamic" and data.levels != 2:
+        g = torch.Generator().manual_seed(FIXED_DRAW_SEED)
+        return ImageSet(bernoulli_binarize(data.images, data.levels, g), data.labels, 2,
+                        data.name + "-stochastic", data.split)
+    return data.binarized() if mode == "threshold" else data
 
 
 __all__ = ["DATASETS", "SPLITS", "ImageSet", "load", "load_digits", "load_mnist",

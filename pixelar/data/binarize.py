@@ -50,3 +50,38 @@ def write_amat(path, binary: np.ndarray) -> None:
         for row in lines:
             f.write(b" ".join(row.tolist()) + b"\n")
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- modes
+
+BINARIZE_MODES = ("threshold", "dynamic")
+
+
+def binarize_mode(value):
+    """Normalise a ``binarize`` setting: False/None/"none" -> None; True/"threshold" ->
+    "threshold" (older checkpoints store a bool); "dynamic" -> "dynamic"."""
+    if value is None or value is False or value == "none":
+        return None
+    if value is True or value == "threshold":
+        return "threshold"
+    if value == "dynamic":
+        return "dynamic"
+    raise ValueError(f"binarize must be one of False, 'threshold', 'dynamic', got {value!r}")
+
+
+def bernoulli_binarize(images: torch.Tensor, levels: int, generator: torch.Generator):
+    """images: (N, ...) integers in [0, levels) -> (N, ...) int64 in {0, 1}, each value
+    drawn from Bernoulli(images / (levels - 1)); for levels = 256 the same draws as
+    ``stochastic_binarize`` (float64 uniforms, C order)."""
+    u = torch.rand(images.shape, generator=generator, dtype=torch.float64)
+    return (u * float(levels - 1) < images.to(torch.float64)).to(torch.int64)
+
+
+def dynamic_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """The generator of the dynamic binarization of training batch ``step`` of ``epoch``:
+    a function of (seed, epoch, step) only, so a resumed run draws the same pixels."""
+    key = (int(seed) * 1_000_003 + int(epoch)) * 1_000_003 + int(step) + 1
+    return torch.Generator().manual_seed(key % (1 << 63))
+
+
+FIXED_DRAW_SEED = 0  # the seed of the one fixed draw of a non-training split ("dynamic")

@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import DataFormatError, require_file
 from .imageset import ImageSet, check_split, make_imageset
+from .mnist_csv import CSV_HOW, find_mnist_csv, read_mnist_csv
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -132,13 +133,22 @@ def read_idx(path, dtype=None) -> np.ndarray:
 
 
 def load_mnist(root, split="train") -> ImageSet:
-    """MNIST from IDX files in ``root``: (N, 1, 28, 28) values 0..255, with labels."""
+    """MNIST from IDX files in ``root`` (or, when there are none, mnist_train.csv /
+    mnist_test.csv: see mnist_csv): (N, 1, 28, 28) values 0..255, with labels."""
     check_split(split)
     part = "test" if split == "test" else "train"
     names = MNIST_FILES[part]
-    image_path = require_file(root, [names[0], names[0] + ".gz"], "mnist", MNIST_HOW)
-    label_path = require_file(root, [names[1], names[1] + ".gz"], "mnist", MNIST_HOW)
-    images, labels = read_idx(image_path, np.uint8), read_idx(label_path, np.uint8)
+    idx_present = root is not None and any(
+        os.path.isfile(os.path.join(root, n)) for n in (names[0], names[0] + ".gz"))
+    csv_path = None if idx_present else find_mnist_csv(root, part)
+    if csv_path is not None:
+        images, labels = read_mnist_csv(csv_path)
+        image_path = label_path = csv_path
+    else:
+        how = MNIST_HOW + " " + CSV_HOW
+        image_path = require_file(root, [names[0], names[0] + ".gz"], "mnist", how)
+        label_path = require_file(root, [names[1], names[1] + ".gz"], "mnist", how)
+        images, labels = read_idx(image_path, np.uint8), read_idx(label_path, np.uint8)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataFormatError(f"mnist: expected images (N, H, W) and labels (N,), got "
                               f"{images.shape} in {image_path} and {labels.shape} in {label_path}")

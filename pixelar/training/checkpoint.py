@@ -347,10 +347,12 @@ def save_checkpoint(prefix, model, optimizer=None, train_state=None, rng=True):
 
 class Checkpoint:
     """A loaded checkpoint: ``meta`` (the JSON), ``tensors`` (name -> CPU tensor), ``path``
-    (the file it came from) and ``version`` (its format)."""
+    (the file it came from), ``version`` (its format) and ``sha256`` (the verified digest
+    that identifies its content: format 2 the whole checkpoint's, format 1 the tensors')."""
 
-    def __init__(self, meta, tensors, path, version=VERSION):
+    def __init__(self, meta, tensors, path, version=VERSION, sha256=None):
         self.meta, self.tensors, self.path, self.version = meta, tensors, path, version
+        self.sha256 = sha256 if sha256 is not None else meta.get("tensors_sha256")
 
     @property
     def train_state(self):
@@ -472,7 +474,7 @@ def _load_v2(path, raw, header, start):
         raise CheckpointError(f"{path}: its metadata is not valid JSON ({exc})") from exc
     _check_meta(meta, path)
     _check_shapes(meta, header, path)
-    return Checkpoint(meta, _load_tensors(raw, path), path, version=2)
+    return Checkpoint(meta, _load_tensors(raw, path), path, version=2, sha256=digest)
 
 
 def _read_json(path):
@@ -529,6 +531,44 @@ def _load_prefix(prefix):
             raise CheckpointError(f"{path} is not a pixelar checkpoint: it holds no "
                                   f"{META_KEY} metadata and no {prefix}.json is beside it")
     return _load_v1(prefix)
+
+
+def read_meta(prefix):
+    """The metadata JSON of checkpoint PREFIX (either format) without reading or verifying
+    its tensors: a dict with model_class, model_config, train_state ..., or None when there
+    is no such checkpoint or its metadata cannot be parsed. For a quick look at a run (its
+    config, epoch, status); use load_checkpoint for anything that must be trusted."""
+    prefix = _strip(prefix)
+    try:
+        if os.path.isfile(prefix + ".safetensors"):
+            with open(prefix + ".safetensors", "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                head = f.read(8)
+                if len(head) == 8:
+                    (n,) = struct.unpack("<Q", head)
+                    head += f.read(min(n, HEADER_LIMIT, max(size - 8, 0)))
+            header, _ = _read_header(head, size, prefix + ".safetensors")
+            meta_str = header.get("__metadata__", {}).get(META_KEY)
+            if meta_str is not None:
+                meta = json.loads(meta_str)
+                return meta if isinstance(meta, dict) else None
+        if os.path.isfile(prefix + ".json"):
+            meta = _read_json(prefix + ".json")
+            return meta if isinstance(meta, dict) else None
+    except (OSError, ValueError, RecursionError, CheckpointError):
+        return None
+    return None
+
+
+def checkpoint_file(prefix):
+    """The file whose modification time is checkpoint PREFIX's last write (format 2: the
+    .safetensors file; format 1: the .json written after it), or None when absent."""
+    prefix = _strip(prefix)
+    for path in (prefix + ".json", prefix + ".safetensors"):
+        if os.path.isfile(path) and (path.endswith(".json") or
+                                     not os.path.isfile(prefix + ".json")):
+            return path
+    return None
 
 
 def load_checkpoint(path, prefer=NAMES) -> Checkpoint:

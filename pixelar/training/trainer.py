@@ -18,6 +18,13 @@ Failures stop the run with one clear error and leave the last good checkpoint: s
 are checked before any work (``check_config``); a non-finite loss or gradient norm stops
 training before that step is applied (``TrainingDiverged``); a failed checkpoint write (disk
 full) raises ``OutputWriteError`` and keeps the previous checkpoint.
+
+Also in the folder: history.csv and curve.png (the learning curve, rewritten after every
+epoch; see ``history``), tensorboard/ with ``tensorboard=True``.
+
+Dynamic binarization (``binarize="dynamic"``): each training batch is drawn afresh from
+Bernoulli(value / (levels - 1)) with a generator seeded by (seed, epoch, step), so every
+epoch sees new draws and a resumed run draws the same ones; validation uses one fixed draw.
 """
 import dataclasses
 import inspect
@@ -32,7 +39,8 @@ import torch.nn as nn
 
 from .. import data as datasets
 from ..models import MODELS
-from . import distributed
+from ..data.binarize import bernoulli_binarize, binarize_mode, dynamic_generator
+from . import distributed, history
 from .atomic import clean_stale_temporaries
 from .checkpoint import (CheckpointError, atomic_write_json, has_checkpoint, load_checkpoint,
                          nonfinite_names, remove_checkpoint, save_checkpoint)
@@ -40,7 +48,8 @@ from .run_lock import RunLock
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 # Settings a resumed run may change; every other one comes from the checkpoint.
-RESUME_OVERRIDES = ("epochs", "max_steps", "checkpoint_every", "eval_batch_size", "device")
+RESUME_OVERRIDES = ("epochs", "max_steps", "max_time", "checkpoint_every", "eval_batch_size",
+                    "device", "tensorboard")
 ALIASES = {"independent": "IndependentPixels", "markov": "MarkovPixels"}
 
 
@@ -51,11 +60,14 @@ class TrainConfig:
     model_args: dict = field(default_factory=dict)  # constructor kwargs besides shape/levels
     data: str = "digits28-binary"      # a name of pixelar.data.DATASETS
     data_dir: Optional[str] = None
-    binarize: bool = False
+    binarize: object = False            # False, "threshold" (True in older checkpoints)
+                                        # or "dynamic" (a fresh Bernoulli draw each epoch)
     train_subset: Optional[int] = None  # use only the first n training images
     val_subset: Optional[int] = None    # use only the first n validation images
     epochs: int = 10
     max_steps: Optional[int] = None     # pause (checkpoint and return) after this many steps
+    max_time: Optional[float] = None    # pause after this many seconds of this call (a
+                                        # time budget per sitting; continue with resume)
     batch_size: int = 64                # global batch (split over the ranks)
     eval_batch_size: int = 256
     optimizer: str = "adam"             # "adam" or "rmsprop"
@@ -67,6 +79,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 0           # also checkpoint every n steps (0: each epoch only)
     device: str = "auto"                # "auto", "cpu", "cuda"
+    tensorboard: bool = False           # also log the epoch scalars to OUT/tensorboard
 
 
 class TrainingError(ValueError):
@@ -81,8 +94,9 @@ class TrainingDiverged(RuntimeError):
 _LIMITS = {"train_subset": (1, True), "val_subset": (1, True), "epochs": (1, False),
            "max_steps": (1, True), "batch_size": (1, False), "eval_batch_size": (1, False),
            "lr": (0.0, False), "weight_decay": (0.0, False), "clip": (0.0, True),
-           "patience": (0, True), "seed": (0, False), "checkpoint_every": (0, False)}
-_FLOATS = ("lr", "weight_decay", "clip")
+           "patience": (0, True), "seed": (0, False), "checkpoint_every": (0, False),
+           "max_time": (1e-3, True)}
+_FLOATS = ("lr", "weight_decay", "clip", "max_time")
 
 
 def check_config(config):
@@ -111,6 +125,10 @@ def check_config(config):
                             f"{config.optimizer!r}")
     if not isinstance(config.model_args, dict):
         raise TrainingError(f"model_args must be a dict, got {config.model_args!r}")
+    try:
+        binarize_mode(config.binarize)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
     resolve_model_class(config.model)
     try:
         distributed.pick_device(config.device)
@@ -281,7 +299,7 @@ def train(config: TrainConfig, out_dir, *, resume=False, overwrite=False, progre
 
 
 # Files of a run besides its checkpoints; --overwrite deletes them with the checkpoints.
-RUN_OUTPUTS = ["metrics.json"]
+RUN_OUTPUTS = ["metrics.json", "history.csv", "curve.png"]
 
 
 def clear_run(out_dir):
@@ -335,13 +353,22 @@ def _stored_config(ckpt):
 
 
 def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step, log):
-    train_set = datasets.load(config.data, "train", config.data_dir, config.binarize)
+    sitting_t0 = time.perf_counter()
+    dynamic = binarize_mode(config.binarize) == "dynamic"
+    train_set = datasets.load(config.data, "train", config.data_dir,
+                              False if dynamic else config.binarize)
     val_set = datasets.load(config.data, "val", config.data_dir, config.binarize)
     train_set, val_set = train_set.subset(config.train_subset), val_set.subset(config.val_subset)
+    writer = None
+    if config.tensorboard and d.is_main:
+        try:
+            writer = history.tensorboard_writer(out_dir)
+        except ImportError as exc:
+            raise TrainingError(str(exc)) from exc
 
     torch.manual_seed(config.seed)
-    model = build_model(config.model, config.model_args, train_set.image_shape, train_set.levels,
-                        d.device)
+    model = build_model(config.model, config.model_args, train_set.image_shape,
+                        2 if dynamic else train_set.levels, d.device)
     model.to(d.device)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr,
                                config.weight_decay)
@@ -364,6 +391,14 @@ def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step
         if state["status"] != "early_stopped":
             state["status"] = "running"
         log(f"resuming {ckpt.path} at epoch {state['epoch'] + 1}, step {state['global_step']}")
+    if state.get("elapsed_s") is None:  # runs from before the wall clock was recorded
+        state["elapsed_s"] = sum(e.get("seconds") or 0.0 for e in state["history"])
+    elapsed_base = state["elapsed_s"]
+
+    def clock():
+        """Wall-clock seconds of the whole run so far (all sittings), stored in the state."""
+        state["elapsed_s"] = elapsed_base + (time.perf_counter() - sitting_t0)
+        return state["elapsed_s"]
 
     net = NegLogLikelihood(model)
     if d.enabled:
@@ -380,6 +415,7 @@ def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step
     images = train_set.images
 
     def checkpoint(prefix):
+        clock()
         # every rank checks (the weights are the same on all), so all stop together
         bad = nonfinite_names({**model.state_dict(), **{
             f"optimizer.{i}.{k}": v for i, st in enumerate(optimizer.state.values())
@@ -426,17 +462,28 @@ def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step
             model.train()
             t0, seen = time.perf_counter(), 0
             while state["step_in_epoch"] < steps_per_epoch:
+                reason = None
                 if config.max_steps is not None and state["global_step"] >= config.max_steps:
+                    reason = "max_steps"
+                elif config.max_time is not None and _budget_spent(d, sitting_t0,
+                                                                   config.max_time):
+                    reason = f"time budget of {config.max_time:g} s"
+                if reason is not None:
                     if bar is not None:
                         bar.close()
                     state["status"] = "paused"
                     checkpoint(last_prefix)
-                    log(f"paused after {state['global_step']} steps (max_steps); continue "
+                    log(f"paused after {state['global_step']} steps ({reason}); continue "
                         f"with --resume")
                     return _result(state, d, model, out_dir)
                 step = state["step_in_epoch"]
                 idx = order[step * batch:(step + 1) * batch]
-                x = images[idx[d.rank * per_rank:(d.rank + 1) * per_rank]].to(d.device)
+                if dynamic:  # the whole global batch is drawn, then each rank takes its part
+                    x = bernoulli_binarize(images[idx], train_set.levels,
+                                           dynamic_generator(config.seed, epoch, step))
+                    x = x[d.rank * per_rank:(d.rank + 1) * per_rank].to(d.device)
+                else:
+                    x = images[idx[d.rank * per_rank:(d.rank + 1) * per_rank]].to(d.device)
                 loss = net(x).mean() / D  # nats per dimension
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -474,7 +521,10 @@ def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step
             val = _val_bpd(d, model, val_set.images, config.eval_batch_size)
             entry = {"epoch": epoch + 1, "train_bpd": loss_sum / max(count, 1) / math.log(2),
                      "val_bpd": val, "seconds": seconds,
-                     "images_per_s": seen / seconds if seconds > 0 else None}
+                     "images_per_s": seen / seconds if seconds > 0 else None,
+                     "step": state["global_step"], "elapsed_s": clock()}
+            entry["train_nats"] = entry["train_bpd"] * D * math.log(2)
+            entry["val_nats"] = val * D * math.log(2)
             state["history"].append(entry)
             improved = state["best_val_bpd"] is None or val < state["best_val_bpd"]
             if improved:
@@ -488,6 +538,8 @@ def _train(config, d, out_dir, last_prefix, best_prefix, ckpt, progress, on_step
                 checkpoint(best_prefix)
             checkpoint(last_prefix)
             write_metrics()
+            if d.is_main:
+                history.on_epoch(out_dir, state["history"], D, writer, log)
             log(f"epoch {epoch + 1}/{config.epochs}: train {entry['train_bpd']:.4f} bits/dim, "
                 f"val {val:.4f} bits/dim{' (best)' if improved else ''}, {seconds:.1f} s, "
                 f"{entry['images_per_s'] or 0:.0f} images/s")
@@ -516,6 +568,15 @@ def _check_finite(d, loss, norm, diverged):
     if bad:
         diverged(f"non-finite loss ({loss:g} nats/dim) or gradient norm ({norm:g})"
                  if not d.enabled else "non-finite loss or gradient norm on some process")
+
+
+def _budget_spent(d, t0, max_time):
+    """Whether ``max_time`` seconds have passed since ``t0`` on any rank (so that every
+    rank pauses at the same step)."""
+    spent = float(time.perf_counter() - t0 >= max_time)
+    if d.enabled:
+        spent = distributed.all_reduce_sum(d, [spent])[0]
+    return spent > 0
 
 
 def _result(state, d, model, out_dir):
