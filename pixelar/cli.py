@@ -80,7 +80,7 @@ COUNT = _number(int, 1)          # sizes, counts: 1 or more
 NONNEG = _number(int, 0)
 RATE = _number(float, 0.0)       # learning rate, weight decay, clip: finite, >= 0
 SEED = _number(int, 0, 2 ** 32 - 1)
-SECONDS = _number(float, 1e-3)   # a time budget: finite, > 0
+SECONDS = _number(float, 0.0)    # a time budget: finite, >= 0 (0 pauses at once)
 
 
 # ---------------------------------------------------------------------------- output paths

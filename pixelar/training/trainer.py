@@ -95,7 +95,7 @@ _LIMITS = {"train_subset": (1, True), "val_subset": (1, True), "epochs": (1, Fal
            "max_steps": (1, True), "batch_size": (1, False), "eval_batch_size": (1, False),
            "lr": (0.0, False), "weight_decay": (0.0, False), "clip": (0.0, True),
            "patience": (0, True), "seed": (0, False), "checkpoint_every": (0, False),
-           "max_time": (1e-3, True)}
+           "max_time": (0.0, True)}
 _FLOATS = ("lr", "weight_decay", "clip", "max_time")
 
 
@@ -125,6 +125,9 @@ def check_config(config):
                             f"{config.optimizer!r}")
     if not isinstance(config.model_args, dict):
         raise TrainingError(f"model_args must be a dict, got {config.model_args!r}")
+    if config.max_time is not None and config.max_time <= 0:
+        raise TrainingError(f"max_time (--time-budget) must be a positive number of seconds, got "
+                            f"{config.max_time!r}")
     try:
         binarize_mode(config.binarize)
     except ValueError as exc:
