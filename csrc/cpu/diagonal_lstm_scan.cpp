@@ -66,6 +66,14 @@ PIXELAR_INLINE void column_rows(const Dims& d, int64_t j, int64_t* r0, int64_t* 
   *r1 = std::min<int64_t>(d.R - 1, j);
 }
 
+// std::copy(first, last, dst) inline: the runs here are a column's rows (tens of values),
+// where a call of memmove per run costs more than the copy.
+template <typename T>
+PIXELAR_INLINE void copy_run(const T* __restrict first, const T* last, T* __restrict dst) {
+  const int64_t n = last - first;
+  for (int64_t t = 0; t < n; ++t) dst[t] = first[t];
+}
+
 // dst[t] = src[t * stride], t < n.
 template <typename T>
 PIXELAR_INLINE void gather(T* __restrict dst, const T* __restrict src, int64_t stride,
@@ -90,7 +98,7 @@ PIXELAR_INLINE void column_pre_activations(const T* x, const T* wcat, const T* h
   const int64_t H = d.H, G = d.G, lo = r0 + 1;
   if (d.xr == 1) {
     for (int64_t g = 0; g < G; ++g)
-      std::copy(x + g * d.xg + r0, x + g * d.xg + r0 + n, pre + g * Rp + lo);
+      copy_run(x + g * d.xg + r0, x + g * d.xg + r0 + n, pre + g * Rp + lo);
   } else {
     for (int64_t g = 0; g < G; ++g) gather(pre + g * Rp + lo, x + g * d.xg + r0 * d.xr, d.xr, n);
   }
@@ -136,8 +144,8 @@ PIXELAR_SIMD_CLONES void forward_one(const T* x, const T* wcat, T* h, T* c, Dims
       lstm_forward_loop<T>(pre + u * Rp + lo, pre + (H + u) * Rp + lo,
                            pre + (2 * H + u) * Rp + lo, pre + (3 * H + u) * Rp + lo, zeros,
                            zeros, zeros, zeros, cu, cnew, hnew, nv);
-      std::copy(cnew, cnew + n, cu);
-      std::copy(hnew, hnew + n, hu);
+      copy_run(cnew, cnew + n, cu);
+      copy_run(hnew, hnew + n, hu);
       scatter(h + u * RS + r0 * S + j, S, hnew, n);
       scatter(c + u * RS + r0 * S + j, S, cnew, n);
     }
@@ -211,22 +219,22 @@ PIXELAR_SIMD_CLONES void backward_one(const T* gh, const T* gc, const T* x, cons
     std::fill(dp_cur, dp_cur + G * Rp, T(0));
     for (int64_t u = 0; u < H; ++u) {
       const int64_t o = u * Rp + lo;
-      std::copy(dcr + o, dcr + o + n, carry);
+      copy_run(dcr + o, dcr + o + n, carry);
       lstm_backward_loop<T>(pre + o, pre + H * Rp + o, pre + 2 * H * Rp + o,
                             pre + 3 * H * Rp + o, zeros, zeros, zeros, zeros, cpv + o,
                             ccur + o, dh + o, gcb + o, carry, di, df, d_o, dg, nv);
-      std::copy(carry, carry + n, dcr + o);
-      std::copy(di, di + n, dp_cur + o);
-      std::copy(df, df + n, dp_cur + H * Rp + o);
-      std::copy(d_o, d_o + n, dp_cur + 2 * H * Rp + o);
-      std::copy(dg, dg + n, dp_cur + 3 * H * Rp + o);
+      copy_run(carry, carry + n, dcr + o);
+      copy_run(di, di + n, dp_cur + o);
+      copy_run(df, df + n, dp_cur + H * Rp + o);
+      copy_run(d_o, d_o + n, dp_cur + 2 * H * Rp + o);
+      copy_run(dg, dg + n, dp_cur + 3 * H * Rp + o);
     }
     for (int64_t g = 0; g < G; ++g) {
       const T* dpg = dp_cur + g * Rp + lo;
       scatter(gx + g * RS + r0 * S + j, S, dpg, n);
       T* out = gx_out + g * d.gg + r0 * d.gr + j * d.gj;
       if (d.gr == 1) {
-        std::copy(dpg, dpg + n, out);
+        copy_run(dpg, dpg + n, out);
       } else {
         scatter(out, d.gr, dpg, n);
       }
