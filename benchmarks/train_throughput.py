@@ -30,6 +30,10 @@ shared machine the absolute figures are depressed; the ratios much less so.
     python benchmarks/train_throughput.py --quick         # 1 process, fewer rounds
     python benchmarks/train_throughput.py --rows pixelrnn_diagonal --threads 1
 
+On a machine shared with other busy processes, run it with OMP_WAIT_POLICY=PASSIVE as well
+(the workers inherit the environment; the JSON records it): see the README's note on
+OpenMP spin-waiting.
+
 Writes benchmarks/results/train_throughput.json (or --out).
 """
 import argparse
@@ -305,7 +309,8 @@ def main(argv=None):
     import pixelar
     print(f"pixelar from {os.path.dirname(pixelar.__file__)}")
     print(f"matmul rate {rate / 1e9:.1f} GFLOP/s ({args.threads} threads); "
-          f"load average {load_before:.2f}")
+          f"load average {load_before:.2f}; OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     rows = []
     for name in args.rows:
         rows.append(summarize(name, run_row(name, args), rate))
@@ -319,6 +324,7 @@ def main(argv=None):
           f"({os.cpu_count()} CPUs)")
     meta = dict(threads=args.threads, procs=args.procs, rounds=args.rounds,
                 fast_only=args.fast_only,
+                omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
                 matmul_rate=rate, load_average_before=load_before,
                 load_average_after=load_after, cpus=os.cpu_count(),
                 torch=torch.__version__, machine=platform.processor() or platform.machine(),
