@@ -34,7 +34,12 @@ class DiagonalLSTM(nn.Module):
 
     def forward(self, x):
         width = x.shape[-1]
-        h, _ = ops.diagonal_lstm_scan(ops.skew(self.input_to_state(x)), self.w_ss)
+        x_gates = ops.skew(self.input_to_state(x))
+        if x_gates.device.type == "cpu":
+            # (B, S, 4H, R) in memory: the C++ scan then reads each skewed column's rows as
+            # contiguous runs (one copy, in place of the one .contiguous() would make).
+            x_gates = x_gates.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+        h, _ = ops.diagonal_lstm_scan(x_gates, self.w_ss)
         return ops.unskew(h, width)
 
 

@@ -77,7 +77,11 @@ def diagonal_lstm_scan(x_gates: torch.Tensor, w_ss: torch.Tensor):
     if impl == "triton":
         from ..kernels.diagonal_lstm_scan import diagonal_lstm_scan_triton
         return diagonal_lstm_scan_triton(x_gates, w_ss)
-    return torch.ops.pixelar.diagonal_lstm_scan(x_gates.contiguous(), w_ss.contiguous())
+    if x_gates.device.type != "cpu":
+        x_gates = x_gates.contiguous()
+    # The CPU kernel reads x_gates in place, whatever its strides (fastest when each skewed
+    # column's rows are contiguous: (B, S, 4H, R) memory order, see DiagonalLSTM.forward).
+    return torch.ops.pixelar.diagonal_lstm_scan(x_gates, w_ss.contiguous())
 
 
 register_lstm_scan(OP)

@@ -1,0 +1,340 @@
+"""Training throughput at the paper's configurations (issue 11): images/s of a whole
+training step, timed the way ``pixelar train`` runs it, beside its FLOP floor.
+
+Rows (28x28 binary images, batch 16 unless said):
+  pixelrnn_diagonal   PixelRNN Diagonal BiLSTM 7x16      vs the reference backend
+  pixelrnn_row        PixelRNN Row LSTM 7x16             vs the reference backend
+  pixelcnn            PixelCNN 15x16 (head 32)           vs the reference backend
+  nade_digits         NADE H=500, batch 64, data images  vs NADE as a Python loop (autograd)
+  nade_bernoulli      NADE H=500, batch 64, Bernoulli(0.5) pixels, same comparison
+  nade_sample         NADE H=500: sampling 64 images from a fresh model (p ~ 0.5) vs a
+                      Python-loop sampler
+
+A training step is the trainer's own: the model from ``pixelar.training.trainer.build_model``,
+its ``NegLogLikelihood`` wrapper and ``make_optimizer("adam")``, and the trainer's step
+(loss = mean NLL / D, zero_grad(set_to_none=True), backward, Adam step, loss.item()).
+Data: binarized MNIST (the validation split of /work/data/binarized_mnist, or $PIXELAR_MNIST)
+when present, else the embedded digits28-binary.
+
+Timing: every row runs in ``--procs`` fresh processes; in each, the fast path and its
+baseline alternate for ``--rounds`` rounds (so bursts of load from other processes hit both),
+and the row's ratio is min(baseline) / min(fast) per process. The table gives the median
+over processes of the per-process best img/s, the spread (min..max) across processes, the
+FLOPs per step (multiply-adds x 2 of the convolutions, scans and NADE products; backward
+counted as twice the forward) and x floor = time / (FLOPs / matmul rate), the matmul rate
+being the best of 5 runs of a 2048^3 fp32 torch.matmul at the same thread count
+(benchmarks/_timing.py). The 1-minute load average before and after is recorded: on a
+shared machine the absolute figures are depressed; the ratios much less so.
+
+    python benchmarks/train_throughput.py                 # 2 threads, 3 processes per row
+    python benchmarks/train_throughput.py --quick         # 1 process, fewer rounds
+    python benchmarks/train_throughput.py --rows pixelrnn_diagonal --threads 1
+
+On a machine shared with other busy processes, run it with OMP_WAIT_POLICY=PASSIVE as well
+(the workers inherit the environment; the JSON records it): see the README's note on
+OpenMP spin-waiting.
+
+Writes benchmarks/results/train_throughput.json (or --out).
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # this checkout's pixelar, not an installed one
+sys.path.insert(0, HERE)
+ROWS = ("pixelrnn_diagonal", "pixelrnn_row", "pixelcnn", "nade_digits", "nade_bernoulli",
+        "nade_sample")
+LABELS = {
+    "pixelrnn_diagonal": "PixelRNN Diagonal BiLSTM 7x16, B=16",
+    "pixelrnn_row": "PixelRNN Row LSTM 7x16, B=16",
+    "pixelcnn": "PixelCNN 15x16 (head 32), B=16",
+    "nade_digits": "NADE H=500, B=64, data images",
+    "nade_bernoulli": "NADE H=500, B=64, Bernoulli(0.5) pixels",
+    "nade_sample": "NADE H=500, sample 64 images (fresh model)",
+}
+BASELINE = {"pixelrnn_diagonal": "reference backend", "pixelrnn_row": "reference backend",
+            "pixelcnn": "reference backend", "nade_digits": "Python-loop NADE",
+            "nade_bernoulli": "Python-loop NADE", "nade_sample": "Python-loop sampler"}
+BARS = {"pixelrnn_diagonal": "img/s >= 150", "pixelrnn_row": "img/s >= 200",
+        "pixelcnn": "x floor <= 2", "nade_digits": "speedup >= 20",
+        "nade_bernoulli": "speedup >= 20", "nade_sample": "speedup >= 15"}
+MODELS = {
+    "pixelrnn_diagonal": ("pixelrnn", dict(layer="diagonal", num_layers=7, hidden=16)),
+    "pixelrnn_row": ("pixelrnn", dict(layer="row", num_layers=7, hidden=16)),
+    "pixelcnn": ("pixelcnn", dict(num_layers=15, hidden=16, head_hidden=32)),
+}
+
+
+# ------------------------------------------------------------------------------ FLOPs
+
+def conv_flops(model, pixels):
+    """Multiply-adds x 2 of every Conv2d (dense kernels, masks not discounted) per image."""
+    total = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            kh, kw = m.kernel_size
+            total += 2 * pixels * m.out_channels * m.in_channels * kh * kw
+    return total
+
+
+def step_flops(name, model, batch, pixels):
+    """FLOPs of one training step: forward, and twice the forward for the backward."""
+    fwd = conv_flops(model, pixels)
+    if name == "pixelrnn_diagonal":
+        H = model.blocks[0].lstm.hidden
+        fwd += len(model.blocks) * 2 * (2 * pixels * 4 * H * 2 * H)  # two directions
+    elif name == "pixelrnn_row":
+        H = model.blocks[0].lstm.hidden
+        fwd += len(model.blocks) * 2 * pixels * 4 * H * 3 * H
+    elif name.startswith("nade"):
+        fwd = 4 * pixels * model.hidden  # a update and output product per dimension
+    return 3 * fwd * batch
+
+
+# ------------------------------------------------------------------------------ worker
+
+def load_images(n):
+    """(images (n, 1, 28, 28) int64, dataset name)."""
+    from pixelar import data
+    root = os.environ.get("PIXELAR_MNIST", "/work/data/binarized_mnist")
+    if os.path.exists(os.path.join(root, "binarized_mnist_valid.amat")):
+        return data.load("binarized-mnist", "val", root).images[:n], "binarized-mnist (val)"
+    return data.load("digits28-binary", "train").images[:n], "digits28-binary"
+
+
+def trainer_step(model, x):
+    """The trainer's step (pixelar/training/trainer.py), as a callable."""
+    from pixelar.training.trainer import NegLogLikelihood, make_optimizer
+    net = NegLogLikelihood(model)
+    opt = make_optimizer("adam", model.parameters(), 1e-3)
+    D = model.num_dims
+
+    def step():
+        loss = net(x).mean() / D
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def nade_loop_step(W, c, V, b, x):
+    """Training step of NADE written as a Python loop over the dimensions (autograd), with
+    its own Adam: the baseline public code writes."""
+    params = [p.detach().clone().requires_grad_(True) for p in (W, c, V, b)]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    xs = x.reshape(x.shape[0], -1).float()
+
+    def step():
+        W_, c_, V_, b_ = params
+        B, D = xs.shape
+        a = c_.expand(B, -1)
+        logits = []
+        for d in range(D):
+            h = torch.sigmoid(a)
+            logits.append(h @ V_[d] + b_[d])
+            a = a + torch.outer(xs[:, d], W_[:, d])
+        logits = torch.stack(logits, dim=1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, xs, reduction="sum") / (B * D)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def nade_loop_sampler(model, n):
+    """NADE sampling as a Python loop over the dimensions (one batched update per step)."""
+    W, c, V, b = (p.detach() for p in (model.W, model.c, model.V[:, 0], model.b[:, 0]))
+    D = W.shape[1]
+
+    def sample():
+        g = torch.Generator().manual_seed(0)
+        a = c.expand(n, -1).clone()
+        x = torch.empty(n, D)
+        for d in range(D):
+            p = torch.sigmoid(torch.sigmoid(a) @ V[d] + b[d])
+            x[:, d] = (torch.rand(n, generator=g) < p).float()
+            a += x[:, d:d + 1] * W[:, d]
+        return x
+    return sample
+
+
+def make_pair(name):
+    """{"fast": fn, "baseline": fn}, FLOPs per call, images per call, data name."""
+    import pixelar
+    from pixelar.models import NADE
+    from pixelar.training.trainer import build_model
+    torch.manual_seed(0)
+    if name in MODELS:
+        batch = 16
+        x, data_name = load_images(batch)
+        fns = {}
+        for variant, backend in (("fast", "auto"), ("baseline", "reference")):
+            torch.manual_seed(0)
+            model = build_model(MODELS[name][0], MODELS[name][1], (1, 28, 28), 2)
+            step = trainer_step(model, x)
+
+            def run(step=step, backend=backend):
+                with pixelar.ops.backend(backend):
+                    step()
+            fns[variant] = run
+        return fns, step_flops(name, model, batch, 784), batch, data_name
+    if name in ("nade_digits", "nade_bernoulli"):
+        batch = 64
+        if name == "nade_digits":
+            x, data_name = load_images(batch)
+        else:
+            g = torch.Generator().manual_seed(0)
+            x, data_name = (torch.rand(batch, 1, 28, 28, generator=g) < 0.5).long(), "Bernoulli(0.5)"
+        model = build_model("nade", {"hidden": 500}, (1, 28, 28), 2)
+        baseline = nade_loop_step(model.W, model.c, model.V[:, 0], model.b[:, 0], x)
+        return ({"fast": trainer_step(model, x), "baseline": baseline},
+                step_flops(name, model, batch, 784), batch, data_name)
+    if name == "nade_sample":
+        n = 64
+        model = NADE(image_shape=(1, 28, 28), hidden=500).eval()
+        g = torch.Generator().manual_seed(0)
+
+        def fast():
+            with torch.no_grad():
+                model.sample(n, generator=g)
+        flops = n * 784 * 4 * model.hidden
+        return {"fast": fast, "baseline": nade_loop_sampler(model, n)}, flops, n, "-"
+    raise ValueError(f"unknown row {name!r}; expected one of {ROWS}")
+
+
+def worker(name, threads, rounds, max_seconds, fast_only=False):
+    torch.set_num_threads(threads)
+    fns, flops, images, data_name = make_pair(name)
+    if fast_only:
+        del fns["baseline"]
+    for fn in fns.values():  # warm-up (allocator, thread pool, first-call paths)
+        fn()
+    fns["fast"]()
+    samples = {k: [] for k in fns}
+    start = time.perf_counter()
+    for i in range(rounds):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[k].append(time.perf_counter() - t0)
+        if i >= 2 and time.perf_counter() - start > max_seconds:
+            break
+    # More samples of the fast path alone (cheap), for the within-process spread.
+    for _ in range(2 * len(samples["fast"])):
+        t0 = time.perf_counter()
+        fns["fast"]()
+        samples["fast"].append(time.perf_counter() - t0)
+    print(json.dumps(dict(name=name, samples=samples, flops=flops, images=images,
+                          data=data_name)))
+
+
+# ------------------------------------------------------------------------------ driver
+
+def run_row(name, args):
+    results = []
+    for _ in range(args.procs):
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--threads",
+               str(args.threads), "--rounds", str(args.rounds), "--max-seconds",
+               str(args.max_seconds)] + (["--fast-only"] if args.fast_only else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"{name}: worker failed:\n{out.stderr[-2000:]}")
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def summarize(name, procs, rate):
+    images, flops = procs[0]["images"], procs[0]["flops"]
+    best = [min(p["samples"]["fast"]) for p in procs]
+    med = [statistics.median(p["samples"]["fast"]) for p in procs]
+    base = [min(p["samples"]["baseline"]) for p in procs if "baseline" in p["samples"]]
+    ratios = [b / f for b, f in zip(base, best)]
+    t = statistics.median(best)
+    floor = flops / rate
+    return dict(row=name, label=LABELS[name], baseline=BASELINE[name], bar=BARS[name],
+                data=procs[0]["data"], images_per_call=images, flops=flops,
+                seconds_best=t, images_per_s=images / t,
+                images_per_s_procs=[images / b for b in best],
+                images_per_s_median_procs=[images / m for m in med],
+                baseline_seconds=statistics.median(base) if base else None,
+                speedup_vs_baseline=statistics.median(ratios) if ratios else None,
+                speedup_procs=ratios,
+                floor_seconds=floor, x_floor=t / floor)
+
+
+def print_table(rows):
+    print(f"\n{'row':44s} {'img/s':>7s} {'procs min..max':>15s} {'GFLOP':>6s} "
+          f"{'x floor':>7s} {'vs baseline':>11s}  bar")
+    for r in rows:
+        lo, hi = min(r["images_per_s_procs"]), max(r["images_per_s_procs"])
+        ratio = r["speedup_vs_baseline"]
+        ratio = f"{ratio:10.1f}x" if ratio is not None else f"{'-':>11s}"
+        print(f"{r['label']:44s} {r['images_per_s']:7.1f} {lo:7.1f}..{hi:<7.1f} "
+              f"{r['flops'] / 1e9:6.2f} {r['x_floor']:7.1f} {ratio}  {r['bar']}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--procs", type=int, default=3, help="fresh processes per row")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per process")
+    p.add_argument("--max-seconds", type=float, default=60.0,
+                   help="stop a process's rounds after this long (at least 3 rounds)")
+    p.add_argument("--quick", action="store_true", help="1 process, 3 rounds per row")
+    p.add_argument("--fast-only", action="store_true",
+                   help="time the fast path alone (no baseline, no speedup column)")
+    p.add_argument("--out", default=None)
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker(args.worker, args.threads, args.rounds, args.max_seconds, args.fast_only)
+    if args.quick:
+        args.procs, args.rounds = 1, 3
+    from _timing import matmul_rate
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
+    rate = matmul_rate()
+    import pixelar
+    print(f"pixelar from {os.path.dirname(pixelar.__file__)}")
+    print(f"matmul rate {rate / 1e9:.1f} GFLOP/s ({args.threads} threads); "
+          f"load average {load_before:.2f}; OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
+    rows = []
+    for name in args.rows:
+        rows.append(summarize(name, run_row(name, args), rate))
+        r = rows[-1]
+        vs = (f", {r['speedup_vs_baseline']:.1f}x vs {r['baseline']}"
+              if r["speedup_vs_baseline"] is not None else "")
+        print(f"  {r['label']}: {r['images_per_s']:.1f} img/s, x floor {r['x_floor']:.1f}{vs}")
+    load_after = os.getloadavg()[0]
+    print_table(rows)
+    print(f"load average: {load_before:.2f} before, {load_after:.2f} after "
+          f"({os.cpu_count()} CPUs)")
+    meta = dict(threads=args.threads, procs=args.procs, rounds=args.rounds,
+                fast_only=args.fast_only,
+                omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+                matmul_rate=rate, load_average_before=load_before,
+                load_average_after=load_after, cpus=os.cpu_count(),
+                torch=torch.__version__, machine=platform.processor() or platform.machine(),
+                date=time.strftime("%Y-%m-%d %H:%M"))
+    out = args.out or os.path.join(HERE, "results", "train_throughput.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
