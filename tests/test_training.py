@@ -11,7 +11,6 @@ import sys
 import pytest
 import torch
 
-import pixelar
 from pixelar import data
 from pixelar.models import NADE, IndependentPixels
 from pixelar.training import (CheckpointError, TrainConfig, TrainingError, auroc,
@@ -21,22 +20,7 @@ from pixelar.training import (CheckpointError, TrainConfig, TrainingError, auroc
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: tiny models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BACKEND = "auto" if pixelar._extension.has_kernel("nade_forward", "CPU") else "reference"
-QUIET = dict(progress=False, log=lambda *a, **k: None)
-
-
-@pytest.fixture(autouse=True)
-def _backend():
-    with pixelar.ops.backend(BACKEND):
-        yield
-
-
-def tiny(**kw):
-    """A NADE on 96 binary 8x8 digits: 3 steps of 32 per epoch."""
-    base = dict(model="NADE", model_args={"hidden": 6}, data="digits-binary", epochs=2,
-                batch_size=32, train_subset=96, val_subset=32, lr=1e-2, patience=None)
-    base.update(kw)
-    return TrainConfig(**base)
+from training_testing import BACKEND, QUIET, tiny, training_backend  # noqa: F401
 
 
 def weights(folder, name="last"):

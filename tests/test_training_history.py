@@ -17,25 +17,12 @@ from pixelar.training import history
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: tiny models
 
-BACKEND = "auto" if pixelar._extension.has_kernel("nade_forward", "CPU") else "reference"
-QUIET = dict(progress=False, log=lambda *a, **k: None)
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 HAS_TB = importlib.util.find_spec("tensorboard") is not None
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def _backend():
-    with pixelar.ops.backend(BACKEND):
-        yield
-
-
-def tiny(**kw):
-    """A NADE on 96 binary 8x8 digits: 3 steps of 32 per epoch."""
-    base = dict(model="NADE", model_args={"hidden": 6}, data="digits-binary", epochs=2,
-                batch_size=32, train_subset=96, val_subset=32, lr=1e-2, patience=None)
-    base.update(kw)
-    return TrainConfig(**base)
+from training_testing import BACKEND, QUIET, tiny, training_backend  # noqa: E402,F401
 
 
 def weights(folder):

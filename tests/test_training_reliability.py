@@ -13,8 +13,7 @@ import time
 import pytest
 import torch
 
-import pixelar
-from pixelar.training import CheckpointError, TrainConfig, TrainingError, load_checkpoint, train
+from pixelar.training import CheckpointError, TrainingError, load_checkpoint, train
 from pixelar.training import distributed
 from pixelar.training import trainer as trainer_module
 from pixelar.training.checkpoint import has_checkpoint
@@ -24,22 +23,7 @@ from pixelar.training.trainer import TrainingDiverged, build_model
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BACKEND = "auto" if pixelar._extension.has_kernel("nade_forward", "CPU") else "reference"
-QUIET = dict(progress=False, log=lambda *a, **k: None)
-
-
-@pytest.fixture(autouse=True)
-def _backend():
-    with pixelar.ops.backend(BACKEND):
-        yield
-
-
-def tiny(**kw):
-    """A NADE on 96 binary 8x8 digits: 3 steps of 32 per epoch."""
-    base = dict(model="NADE", model_args={"hidden": 6}, data="digits-binary", epochs=2,
-                batch_size=32, train_subset=96, val_subset=32, lr=1e-2, patience=None)
-    base.update(kw)
-    return TrainConfig(**base)
+from training_testing import BACKEND, QUIET, tiny, training_backend  # noqa: F401
 
 
 # ---------------------------------------------------------------- S5: one run per folder
