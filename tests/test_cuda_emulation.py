@@ -412,11 +412,16 @@ sanitize = pytest.mark.skipif(os.environ.get("PIXELAR_SANITIZE") != "1",
                               reason="sanitizer runs are opt-in: PIXELAR_SANITIZE=1")
 
 
+def runtime_library(name):
+    return subprocess.run([os.environ.get("CXX", "c++"), f"-print-file-name={name}"],
+                          capture_output=True, text=True).stdout.strip()
+
+
 def sanitizer_env(kind):
-    runtime = subprocess.run([os.environ.get("CXX", "c++"),
-                              f"-print-file-name=lib{kind}.so"],
-                             capture_output=True, text=True).stdout.strip()
-    env = dict(os.environ, LD_PRELOAD=runtime, PIXELAR_EMU_SANITIZER=kind,
+    """The environment of a process that loads the `kind` build: its runtime preloaded
+    (with libstdc++ after it, so that ASan's __cxa_throw interceptor finds the real one)."""
+    preload = [runtime_library(f"lib{kind}.so"), runtime_library("libstdc++.so")]
+    env = dict(os.environ, LD_PRELOAD=" ".join(preload), PIXELAR_EMU_SANITIZER=kind,
                OMP_NUM_THREADS="1", PIXELAR_SANITIZE="0",
                ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1",
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
@@ -425,12 +430,13 @@ def sanitizer_env(kind):
 
 
 def build_sanitized(kind, cuda_dir=None):
-    """Build in a plain process (the sanitized module only loads with its runtime preloaded,
-    so the import at the end of the build fails here and is ignored)."""
-    code = ("import sys; sys.path.insert(0, %r); import build\n"
-            "try:\n    build.load(%r, %r)\nexcept ImportError:\n    pass\n"
+    """Build (and load) the sanitized module in a process with its runtime preloaded (the
+    module refuses to load without it); the compilers run under the preload too."""
+    code = ("import sys; sys.path.insert(0, %r); import build; build.load(%r, %r)"
             % (os.path.join(HERE, "cuda_emulation"), kind, cuda_dir))
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=900)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=sanitizer_env(kind),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 @sanitize
@@ -438,7 +444,7 @@ def build_sanitized(kind, cuda_dir=None):
 def test_sanitizers_on_every_case(kind):
     build_sanitized(kind)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "-q", "-x", "-s", "-p", "no:cacheprovider",
          os.path.join(HERE, "test_cuda_emulation.py"), "-k", "not sanitizer and not ptx"],
         cwd=ROOT, env=sanitizer_env(kind), capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]

@@ -75,7 +75,7 @@ struct Block {
     for (int w = 0; w < (n + 31) / 32; ++w) {
       warps.emplace_back(std::make_unique<Warp>(std::min(32, n - 32 * w)));
     }
-    std::memset(smem.data(), 0xFF, smem.size());
+    if (!smem.empty()) std::memset(smem.data(), 0xFF, smem.size());
   }
   std::barrier<> bar;
   std::vector<unsigned char> smem;  // exact size: ASan catches accesses past it
