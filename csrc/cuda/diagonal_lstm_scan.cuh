@@ -29,13 +29,25 @@ namespace diagonal_scan {
 
 constexpr int kPrefetch = 4;  // items per thread whose x_gates are loaded a column early
 
-// x of item idx of a column (xc: the column's (4H, R) block, n = H * R): the four gates.
+// Offsets of item idx = k * R + r (n = H * R items) of column j of image b in the kernels'
+// column-major maps: gate q of x_gates (B, S, 4H, R), and h, c (B, S, H, R). Consecutive
+// items are consecutive addresses (the tests check it: a warp's access is 128 bytes).
+__host__ __device__ __forceinline__ int64_t x_offset(int64_t b, int j, int q, int idx, int S,
+                                                     int n) {
+  return ((b * S + j) * 4 + q) * n + idx;
+}
+__host__ __device__ __forceinline__ int64_t state_offset(int64_t b, int j, int idx, int S,
+                                                         int n) {
+  return (b * S + j) * n + idx;
+}
+
+// x of item idx of column j of image b (zero past the last item): the four gates.
 template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ void load_x(const scalar_t* __restrict__ xc, int n, int idx,
-                                       acc_t (&x)[4]) {
+__device__ __forceinline__ void load_x(const scalar_t* __restrict__ x, int64_t b, int j, int S,
+                                       int n, int idx, acc_t (&xv)[4]) {
 #pragma unroll
   for (int q = 0; q < 4; ++q) {
-    x[q] = idx < n ? static_cast<acc_t>(xc[static_cast<int64_t>(q) * n + idx]) : acc_t(0);
+    xv[q] = idx < n ? static_cast<acc_t>(x[x_offset(b, j, q, idx, S, n)]) : acc_t(0);
   }
 }
 
@@ -82,19 +94,15 @@ forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ w,
   for (int i = tid; i < n; i += nt) c_s[i] = acc_t(0);
   const Weights<scalar_t, acc_t> wt = stage_weights(w, w_s, 8 * H * H, weights_in_smem);
 
-  const int64_t xcol = 4 * static_cast<int64_t>(n);  // x_gates of one column
-  const scalar_t* xb = x + b * S * xcol;
   acc_t xn[kPrefetch][4];
 #pragma unroll
-  for (int m = 0; m < kPrefetch; ++m) load_x(xb, n, tid + m * nt, xn[m]);
+  for (int m = 0; m < kPrefetch; ++m) load_x(x, b, 0, S, n, tid + m * nt, xn[m]);
   __syncthreads();
 
   int cur = 0;
   for (int j = 0; j < S; ++j) {
     const acc_t* hp = h_s + cur * H * RP;
     acc_t* hn = h_s + (cur ^ 1) * H * RP;
-    const scalar_t* xc = xb + j * xcol;
-    const int64_t ob = (b * S + j) * n;  // column j of h, c
     auto item = [&](int idx, const acc_t (&xv)[4]) {
       const int k = idx / R;
       const int r = idx - k * R;
@@ -102,8 +110,8 @@ forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ w,
       if (col < 0 || col >= W) {  // the skew's padding: state zero, never read
         hn[k * RP + r + 1] = acc_t(0);
         c_s[idx] = acc_t(0);
-        h[ob + idx] = scalar_t(0);
-        c[ob + idx] = scalar_t(0);
+        h[state_offset(b, j, idx, S, n)] = scalar_t(0);
+        c[state_offset(b, j, idx, S, n)] = scalar_t(0);
         return;
       }
       acc_t pre[4];
@@ -112,8 +120,8 @@ forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ w,
       math::lstm_cell_forward(pre[0], pre[1], pre[2], pre[3], c_s[idx], &c_new, &h_new);
       hn[k * RP + r + 1] = h_new;
       c_s[idx] = c_new;
-      h[ob + idx] = static_cast<scalar_t>(h_new);
-      c[ob + idx] = static_cast<scalar_t>(c_new);
+      h[state_offset(b, j, idx, S, n)] = static_cast<scalar_t>(h_new);
+      c[state_offset(b, j, idx, S, n)] = static_cast<scalar_t>(c_new);
     };
 #pragma unroll
     for (int m = 0; m < kPrefetch; ++m) {
@@ -121,12 +129,12 @@ forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ w,
     }
     for (int idx = tid + kPrefetch * nt; idx < n; idx += nt) {
       acc_t xv[4];
-      load_x(xc, n, idx, xv);
+      load_x(x, b, j, S, n, idx, xv);
       item(idx, xv);
     }
     if (j + 1 < S) {  // column j + 1's x_gates, in flight across the barrier
 #pragma unroll
-      for (int m = 0; m < kPrefetch; ++m) load_x(xc + xcol, n, tid + m * nt, xn[m]);
+      for (int m = 0; m < kPrefetch; ++m) load_x(x, b, j + 1, S, n, tid + m * nt, xn[m]);
     }
     __syncthreads();
     cur ^= 1;
@@ -155,7 +163,6 @@ backward_kernel(const scalar_t* __restrict__ gh, const scalar_t* __restrict__ gc
   acc_t* w_s = scan_weights_smem<acc_t>(smem_raw, state_elems, state_in_smem);
   const int tid = threadIdx.x, nt = blockDim.x;
   const int64_t b = blockIdx.x;
-  const int64_t xcol = 4 * static_cast<int64_t>(n);
 
   for (int i = tid; i < 4 * H * RP; i += nt) dp_s[i] = acc_t(0);
   for (int i = tid; i < n; i += nt) {
@@ -169,23 +176,18 @@ backward_kernel(const scalar_t* __restrict__ gh, const scalar_t* __restrict__ gc
       const int k = i / RP;
       const int rr = i - k * RP;  // rr = r + 1
       hs_s[i] = (jp >= 0 && rr >= 1)
-                    ? static_cast<acc_t>(h[(b * S + jp) * n + k * R + rr - 1])
+                    ? static_cast<acc_t>(h[state_offset(b, jp, k * R + rr - 1, S, n)])
                     : acc_t(0);
     }
   };
   stage(S - 2);  // the state the last column saw
-  const scalar_t* xb = x + b * S * xcol;
   acc_t xn[kPrefetch][4];
 #pragma unroll
-  for (int m = 0; m < kPrefetch; ++m) load_x(xb + (S - 1) * xcol, n, tid + m * nt, xn[m]);
+  for (int m = 0; m < kPrefetch; ++m) load_x(x, b, S - 1, S, n, tid + m * nt, xn[m]);
   __syncthreads();
 
-  scalar_t* gxb = gx + b * S * xcol;
   for (int j = S - 1; j >= 0; --j) {
     // Phase A: gate gradients of column j.
-    const scalar_t* xc = xb + j * xcol;
-    scalar_t* gxc = gxb + j * xcol;
-    const int64_t ob = (b * S + j) * n;
     auto item = [&](int idx, const acc_t (&xv)[4]) {
       const int k = idx / R;
       const int r = idx - k * R;
@@ -194,24 +196,26 @@ backward_kernel(const scalar_t* __restrict__ gh, const scalar_t* __restrict__ gc
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
           dp_s[(q * H + k) * RP + r] = acc_t(0);
-          gxc[static_cast<int64_t>(q) * n + idx] = scalar_t(0);
+          gx[x_offset(b, j, q, idx, S, n)] = scalar_t(0);
         }
         dc_s[idx] = acc_t(0);
         return;
       }
       acc_t pre[4];
       gate_pre_activations(xv, wt, hs_s, k, r, H, RP, pre);
-      const acc_t c_prev = j > 0 ? static_cast<acc_t>(c[ob - n + idx]) : acc_t(0);
-      const acc_t dh = static_cast<acc_t>(gh[ob + idx]) + dh_s[idx];
-      const acc_t dc = static_cast<acc_t>(gc[ob + idx]) + dc_s[idx];
+      const int64_t o = state_offset(b, j, idx, S, n);
+      const acc_t c_prev = j > 0 ? static_cast<acc_t>(c[state_offset(b, j - 1, idx, S, n)])
+                                 : acc_t(0);
+      const acc_t dh = static_cast<acc_t>(gh[o]) + dh_s[idx];
+      const acc_t dc = static_cast<acc_t>(gc[o]) + dc_s[idx];
       acc_t d[4], dc_prev;
       math::lstm_cell_backward(pre[0], pre[1], pre[2], pre[3], c_prev,
-                               static_cast<acc_t>(c[ob + idx]), dh, dc, &d[0], &d[1], &d[2],
+                               static_cast<acc_t>(c[o]), dh, dc, &d[0], &d[1], &d[2],
                                &d[3], &dc_prev);
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         dp_s[(q * H + k) * RP + r] = d[q];
-        gxc[static_cast<int64_t>(q) * n + idx] = static_cast<scalar_t>(d[q]);
+        gx[x_offset(b, j, q, idx, S, n)] = static_cast<scalar_t>(d[q]);
       }
       dc_s[idx] = dc_prev;
     };
@@ -221,12 +225,12 @@ backward_kernel(const scalar_t* __restrict__ gh, const scalar_t* __restrict__ gc
     }
     for (int idx = tid + kPrefetch * nt; idx < n; idx += nt) {
       acc_t xv[4];
-      load_x(xc, n, idx, xv);
+      load_x(x, b, j, S, n, idx, xv);
       item(idx, xv);
     }
     if (j > 0) {  // column j - 1's x_gates, in flight across the barriers
 #pragma unroll
-      for (int m = 0; m < kPrefetch; ++m) load_x(xc - xcol, n, tid + m * nt, xn[m]);
+      for (int m = 0; m < kPrefetch; ++m) load_x(x, b, j - 1, S, n, tid + m * nt, xn[m]);
     }
     __syncthreads();
     // Phase B: dL/dh of column j - 1 = W1^T dpre[r] + W0^T dpre[r + 1]; stage h of j - 2.

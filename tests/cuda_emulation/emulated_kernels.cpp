@@ -85,6 +85,16 @@ int64_t nade_partials(int64_t B, int64_t D, int64_t O, int64_t Hd) {
   return nade_forward_partials(B, D, O, Hd);
 }
 
+// The diagonal kernels' offsets of item idx of column j, image b: (x_gates gate q, h / c).
+std::tuple<int64_t, int64_t> diagonal_offsets(int64_t b, int64_t j, int64_t q, int64_t idx,
+                                              int64_t S, int64_t n) {
+  return {diagonal_scan::x_offset(b, static_cast<int>(j), static_cast<int>(q),
+                                  static_cast<int>(idx), static_cast<int>(S),
+                                  static_cast<int>(n)),
+          diagonal_scan::state_offset(b, static_cast<int>(j), static_cast<int>(idx),
+                                      static_cast<int>(S), static_cast<int>(n))};
+}
+
 void pixel_step(const at::Tensor& x, std::vector<at::Tensor> state, const at::Tensor& u,
                 const std::optional<at::Tensor>& cond, std::vector<at::Tensor> weights,
                 const std::string& layer, int64_t levels, int64_t start, int64_t stop) {
@@ -99,6 +109,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("plan_scan", &plan_scan_launch);
   m.def("nade_grid", &nade_grid_of);
   m.def("nade_partials", &nade_partials);
+  m.def("diagonal_offsets", &diagonal_offsets);
   m.def("diagonal_lstm_scan", &scan_forward<DiagonalScan, EmuDevice>);
   m.def("diagonal_lstm_scan_backward", &scan_backward<DiagonalScan, EmuDevice>);
   m.def("row_lstm_scan", &scan_forward<RowScan, EmuDevice>);
