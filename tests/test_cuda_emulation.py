@@ -6,7 +6,7 @@ the NADE forward and backward, and the three sampling kernels, at odd shapes, in
 fp64 (half / bfloat16 for the training kernels), with weights and state in shared and in
 global memory and with fewer threads than work items. The kernels and their launchers
 are the files the CUDA build compiles (csrc/cuda/*.cuh, built here by
-tests/cuda_emulation/build.py, cached under build/). Also: the launch arithmetic
+tests/cuda_emulation/emulation_build.py, cached under build/). Also: the launch arithmetic
 (launch_plan.h) at sizes no emulation could run, the PTX of the CUDA math flags, and the
 sanitizer runs (opt-in: PIXELAR_SANITIZE=1).
 
@@ -30,7 +30,7 @@ from conftest import report_diff
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "cuda_emulation"))
-import build as emu_build  # noqa: E402
+import emulation_build as emu_build  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -454,7 +454,7 @@ def sanitizer_env(kind):
 def build_sanitized(kind, cuda_dir=None):
     """Build (and load) the sanitized module in a process with its runtime preloaded (the
     module refuses to load without it); the compilers run under the preload too."""
-    code = ("import sys; sys.path.insert(0, %r); import build; build.load(%r, %r)"
+    code = ("import sys; sys.path.insert(0, %r); import emulation_build as b; b.load(%r, %r)"
             % (os.path.join(HERE, "cuda_emulation"), kind, cuda_dir))
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=sanitizer_env(kind),
                           capture_output=True, text=True, timeout=900)
@@ -487,8 +487,8 @@ def test_tsan_catches_a_deleted_syncthreads(tmp_path):
     build_sanitized("tsan", str(scratch / "cuda"))
     code = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {os.path.join(HERE, 'cuda_emulation')!r})
-        import torch, build
-        m = build.load("tsan", {str(scratch / 'cuda')!r})
+        import torch, emulation_build
+        m = emulation_build.load("tsan", {str(scratch / 'cuda')!r})
         x = torch.randn(1, 16, 6, 40, dtype=torch.float64)
         m.row_lstm_scan(x, torch.randn(16, 4, 3, dtype=torch.float64))
     """)
