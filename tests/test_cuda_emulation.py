@@ -95,7 +95,8 @@ def scan_inputs(scan, B, H, R, W, dtype):
 
 
 def scan_ref(scan):
-    return pixelar.ops.diagonal_lstm_scan_ref if scan == "diagonal" else pixelar.ops.row_lstm_scan_ref
+    ops = pixelar.ops
+    return ops.diagonal_lstm_scan_ref if scan == "diagonal" else ops.row_lstm_scan_ref
 
 
 @pytest.mark.parametrize("scan,B,H,R,W,dtype,max_threads,smem", SCAN_CASES)

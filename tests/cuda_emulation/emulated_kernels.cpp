@@ -58,7 +58,8 @@ int64_t launches() { return pixelar::emu::launches().load(); }
 // The scan's state bytes per block at (H, L) for an element size: forward or backward.
 template <typename Scan>
 std::tuple<int64_t, int64_t> scan_bytes(bool backward, int64_t H, int64_t L, int64_t elem) {
-  const int64_t state = backward ? backward_state(H, L, Scan::kPad) : forward_state(H, L, Scan::kPad);
+  const int64_t state =
+      backward ? backward_state(H, L, Scan::kPad) : forward_state(H, L, Scan::kPad);
   return {state * elem, 4 * Scan::kTaps * H * H * elem};
 }
 
