@@ -6,7 +6,9 @@ launchers (csrc/cuda/*.cuh) for the host emulation of csrc/emulation/cuda_host_e
 (ThreadSanitizer); a sanitized build runs only in a process that preloads the sanitizer's
 runtime (tests/test_cuda_emulation.py does that in a subprocess). ``cuda_dir`` replaces
 csrc/cuda (a scratch copy with a deleted barrier, for the check that TSan notices).
-Environment: PIXELAR_EMU_SANITIZER picks the sanitizer of ``load()`` without arguments.
+Environment: PIXELAR_EMU_SANITIZER picks the sanitizer of ``load()`` without arguments,
+PIXELAR_EMU_CUDA_DIR its ``cuda_dir`` (to run the tests on an experimental copy of the
+kernels).
 """
 import hashlib
 import os
@@ -28,7 +30,8 @@ def load(sanitizer=None, cuda_dir=None, verbose=False):
 
     if sanitizer is None:
         sanitizer = os.environ.get("PIXELAR_EMU_SANITIZER") or None
-    cuda_dir = cuda_dir or os.path.join(ROOT, "csrc", "cuda")
+    cuda_dir = (cuda_dir or os.environ.get("PIXELAR_EMU_CUDA_DIR")
+                or os.path.join(ROOT, "csrc", "cuda"))
     tag = sanitizer or "plain"
     if cuda_dir != os.path.join(ROOT, "csrc", "cuda"):
         tag += "_" + hashlib.sha1(cuda_dir.encode()).hexdigest()[:8]
