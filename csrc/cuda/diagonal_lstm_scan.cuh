@@ -11,7 +11,7 @@
 // (the launchers transpose, coalesced, with ATen): in the op's (R, S) layout the rows of
 // one column are S elements apart, so every load of a warp would touch 32 sectors; here a
 // warp reads and writes consecutive addresses. Each thread loads the x_gates of its first
-// kPrefetch items of column j + 1 into registers before the barrier that ends column j.
+// prefetch_items() items of column j + 1 into registers before the barrier that ends column j.
 // The previous column's h (H x R) and c live in shared memory (h double-buffered, with a
 // zero row -1 in front of row 0), and so do the recurrent weights when they fit; the state
 // moves to a global scratch buffer when it does not fit (launch_plan.h, plan_scan).
@@ -27,7 +27,12 @@ namespace pixelar {
 namespace cuda {
 namespace diagonal_scan {
 
-constexpr int kPrefetch = 4;  // items per thread whose x_gates are loaded a column early
+// Items per thread whose x_gates are loaded a column early: 4 in float (16 registers), none
+// in double (even one spilled under the 64-register cap of a 1,024-thread block: ptxas -v).
+template <typename acc_t>
+constexpr int prefetch_items() {
+  return sizeof(acc_t) > 4 ? 0 : 4;
+}
 
 // Offsets of item idx = k * R + r (n = H * R items) of column j of image b in the kernels'
 // column-major maps: gate q of x_gates (B, S, 4H, R), and h, c (B, S, H, R). Consecutive
@@ -89,12 +94,13 @@ forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ w,
   acc_t* w_s = scan_weights_smem<acc_t>(smem_raw, state_elems, state_in_smem);
   const int tid = threadIdx.x, nt = blockDim.x;
   const int64_t b = blockIdx.x;
+  constexpr int kPrefetch = prefetch_items<acc_t>();
 
   for (int i = tid; i < 2 * H * RP; i += nt) h_s[i] = acc_t(0);
   for (int i = tid; i < n; i += nt) c_s[i] = acc_t(0);
   const Weights<scalar_t, acc_t> wt = stage_weights(w, w_s, 8 * H * H, weights_in_smem);
 
-  acc_t xn[kPrefetch][4];
+  acc_t xn[kPrefetch > 0 ? kPrefetch : 1][4];
 #pragma unroll
   for (int m = 0; m < kPrefetch; ++m) load_x(x, b, 0, S, n, tid + m * nt, xn[m]);
   __syncthreads();
@@ -163,6 +169,7 @@ backward_kernel(const scalar_t* __restrict__ gh, const scalar_t* __restrict__ gc
   acc_t* w_s = scan_weights_smem<acc_t>(smem_raw, state_elems, state_in_smem);
   const int tid = threadIdx.x, nt = blockDim.x;
   const int64_t b = blockIdx.x;
+  constexpr int kPrefetch = prefetch_items<acc_t>();
 
   for (int i = tid; i < 4 * H * RP; i += nt) dp_s[i] = acc_t(0);
   for (int i = tid; i < n; i += nt) {
@@ -181,7 +188,7 @@ backward_kernel(const scalar_t* __restrict__ gh, const scalar_t* __restrict__ gc
     }
   };
   stage(S - 2);  // the state the last column saw
-  acc_t xn[kPrefetch][4];
+  acc_t xn[kPrefetch > 0 ? kPrefetch : 1][4];
 #pragma unroll
   for (int m = 0; m < kPrefetch; ++m) load_x(x, b, S - 1, S, n, tid + m * nt, xn[m]);
   __syncthreads();

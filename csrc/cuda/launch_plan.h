@@ -58,10 +58,12 @@ inline ScanPlan plan_scan(size_t state_bytes, size_t weight_bytes, size_t smem_l
 }
 
 // ---- NADE forward / backward (nade_forward.cuh): a lane owns one hidden unit for kNadeRows
-// batch rows; a block covers up to max_threads hidden units (its warps' sums are added in
-// shared memory), blocks tile the hidden units on gridDim.y and the batch groups on
-// gridDim.x (up to 2^31 - 1 groups: any batch).
+// batch rows; a block covers up to kNadeMaxThreads hidden units (its warps' sums are added
+// in shared memory), blocks tile the hidden units on gridDim.y and the batch groups on
+// gridDim.x (up to 2^31 - 1 groups: any batch). 512 threads, not 1,024: the float64
+// backward needs more than the 64 registers a 1,024-thread block leaves (ptxas -v).
 constexpr int kNadeRows = 8;
+constexpr int kNadeMaxThreads = 512;
 
 struct NadeGrid {
   int64_t x, y;  // batch groups, hidden-unit blocks
@@ -69,7 +71,7 @@ struct NadeGrid {
 };
 
 inline NadeGrid nade_grid(int64_t B, int64_t Hd, int max_threads = kMaxThreads) {
-  const int threads = block_threads(Hd, max_threads);
+  const int threads = block_threads(Hd, std::min(max_threads, kNadeMaxThreads));
   return {std::max<int64_t>(1, (B + kNadeRows - 1) / kNadeRows),
           std::max<int64_t>(1, (Hd + threads - 1) / threads), threads};
 }

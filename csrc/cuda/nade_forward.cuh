@@ -8,11 +8,11 @@
 // Design: hidden units never interact in the recurrence a_{d+1} = a_d + W[:, d] x_d, so a
 // lane owns one hidden unit for kNadeRows batch rows and keeps a[kNadeRows] in registers
 // for all D steps. Per step a lane reads V[d, :, k] and W[k, d] once (coalesced, as W^T)
-// and reuses them for its rows. A block covers up to 1,024 hidden units (launch_plan.h,
+// and reuses them for its rows. A block covers up to 512 hidden units (launch_plan.h,
 // nade_grid): the sums over a warp's 32 units are warp shuffles, the sums over the block's
 // warps go through shared memory (added in warp order by one thread per row, the buffer
 // double-buffered so one barrier per output suffices), so the partial-sum buffer has one
-// (B, D, O) slice per block of hidden units: one for Hd <= 1024 (it was one per warp: 16
+// (B, D, O) slice per block of hidden units: one for Hd <= 512 (it was one per warp: 16
 // times the output at Hd = 500). Blocks of hidden units are on gridDim.y, batch groups on
 // gridDim.x (any batch; gridDim.y would stop at 65,535 groups).
 // The backward runs the steps in reverse with G = dL/da in registers, recovering a_d from
@@ -57,7 +57,7 @@ __device__ __forceinline__ bool block_rows_sum(const acc_t (&s)[kRows], acc_t* r
 
 // part: (gridDim.y, B, D, O): the outputs' sums over this block's hidden units.
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kNadeMaxThreads)
 forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ wt,
                const scalar_t* __restrict__ c, const scalar_t* __restrict__ V,
                acc_t* __restrict__ part, int B, int D, int Hd, int O) {
@@ -97,7 +97,7 @@ forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ wt,
 
 // gx_part: (gridDim.y, B, D); gwt (D, Hd), gc (Hd,), gv (D, O, Hd): zeroed, atomicAdd.
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kNadeMaxThreads)
 backward_kernel(const scalar_t* __restrict__ go, const scalar_t* __restrict__ x,
                 const scalar_t* __restrict__ wt, const scalar_t* __restrict__ c,
                 const scalar_t* __restrict__ V, acc_t* __restrict__ gx_part,
