@@ -44,10 +44,6 @@ __device__ __forceinline__ Weights<scalar_t, acc_t> stage_weights(const scalar_t
 // Where a scan block keeps its state (`state_elems` acc_t values) and its copy of the
 // weights: the state at the start of shared memory, or in this block's slice of the global
 // scratch buffer; the weights in shared memory after the state (or at its start).
-struct ScanMemory {
-  bool state_in_smem, weights_in_smem;
-};
-
 template <typename acc_t>
 __device__ __forceinline__ acc_t* scan_state(unsigned char* smem, acc_t* scratch,
                                              int64_t state_elems, bool state_in_smem) {
