@@ -475,7 +475,7 @@ def test_sanitizers_on_every_case(kind):
 
 
 @sanitize
-def test_tsan_catches_a_deleted_syncthreads(tmp_path):
+def test_sanitizer_tsan_catches_a_deleted_syncthreads(tmp_path):
     # a scratch copy of the kernels with the barrier that ends each row of the row scan's
     # forward deleted: the next row reads h while other threads still write it
     scratch = tmp_path / "csrc"
