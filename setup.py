@@ -124,7 +124,9 @@ def extensions():
     if _want_cuda():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
-        nvcc = opt + ["--use_fast_math", "-lineinfo", "-DPIXELAR_WITH_CUDA"]
+        # Not --use_fast_math: it makes tanhf the approximate tanh.approx.f32 (docs/gpu.md).
+        nvcc = opt + ["-ftz=true", "-prec-div=false", "-prec-sqrt=false", "-fmad=true",
+                      "-lineinfo", "-DPIXELAR_WITH_CUDA"]
         return [CUDAExtension(
             "pixelar._C", sources,
             include_dirs=include_dirs + _cuda_library_includes(),
