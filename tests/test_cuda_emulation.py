@@ -383,6 +383,52 @@ def test_pixel_network_sample_step(emu, name, image_shape, levels, start, stop, 
         torch.testing.assert_close(s, s_ref, **t)
 
 
+def _error_of(run):
+    with pytest.raises(ValueError, match="logit is not finite") as info:
+        run()
+    return str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["nade", "rnade"])
+def test_sample_nonfinite_logit_raises_like_the_reference(emu, kind):
+    """The non-finite-logit rule (pixelar/sampling_math.h): the smallest dimension drawn
+    from a NaN/inf logit is reported, with the CPU kernels' and the references' text."""
+    O = 1 if kind == "nade" else 6
+    W, c, V, b, u, z, cond = nade_sample_inputs(3, 7, 5, O, torch.float64)
+    b[4, O - 1] = float("nan") if kind == "nade" else float("inf")
+    if kind == "nade":
+        cond[:, 4] = -1  # drawn, not given
+        ops = (emu.nade_sample, pixelar.ops.nade_sample_ref)
+        args = (u, cond, W, c, V, b)
+    else:
+        ops = (emu.rnade_sample, pixelar.ops.rnade_sample_ref)
+        args = (u, z, W, c, V, b, -7.0, 7.0)
+    message = _error_of(lambda: ops[0](*args))
+    assert message == _error_of(lambda: ops[1](*args))
+    assert "dimension 4 " in message
+
+
+def test_nade_sample_nonfinite_logit_given_by_cond_is_not_drawn(emu):
+    W, c, V, b, u, _, cond = nade_sample_inputs(2, 5, 4, 1, torch.float64)
+    b[2, 0] = float("nan")
+    cond[:, 2] = 1  # the condition gives dimension 2: nothing is drawn from its logit
+    out = emu.nade_sample(u, cond, W, c, V, b)
+    assert torch.equal(out, pixelar.ops.nade_sample_ref(u, cond, W, c, V, b))
+
+
+@pytest.mark.parametrize("name", ["pixelcnn", "pixelrnn_row", "pixelrnn_diagonal"])
+def test_pixel_network_step_nonfinite_logit_raises_like_the_reference(emu, name):
+    layer, weights, state, x, u, cond = pixel_step_inputs(name, (3, 2, 3), 4, torch.float64)
+    weights = [w.clone() for w in weights]
+    weights[-1].fill_(float("nan"))  # the head's last bias: every logit is NaN
+    cond.fill_(-1)
+    args = lambda: ([s.clone() for s in state], u, cond, weights, layer, 4, 2, 6)
+    message = _error_of(lambda: emu.pixel_network_sample_step(x.clone(), *args()))
+    assert message == _error_of(
+        lambda: pixelar.ops.pixel_network_sample_step_ref(x.clone(), *args()))
+    assert "dimension 6 " in message  # pixel 2, channel 0: the first one drawn
+
+
 def test_sampling_checks_devices(emu):
     W, c, V, b, u, _, _ = nade_sample_inputs(2, 3, 4, 1, torch.float64)
     with pytest.raises(RuntimeError, match="W must be"):

@@ -16,6 +16,7 @@
 
 #include "device_code.cuh"
 #include "host_common.h"
+#include "pixelar/sampling_math.h"
 #include "pixelar/shape_str.h"
 
 namespace pixelar {
@@ -49,6 +50,24 @@ inline void check_sample_smem(size_t bytes, size_t limit, const char* op, const 
 
 // Correctly rounded +, *, / (never contracted into a fused multiply-add, and exact division
 // whatever the division flags): where a kernel must round as the PyTorch reference does.
+// The non-finite-logit rule of pixelar/sampling_math.h on the device: *flag = min(*flag, d),
+// flag one int64 in device memory holding sampling::kNoBadDimension before the launch
+// (d >= 0, so the unsigned minimum is the signed one).
+__device__ __forceinline__ void record_nonfinite(int64_t* flag, int64_t d) {
+  atomicMin(reinterpret_cast<unsigned long long*>(flag), static_cast<unsigned long long>(d));
+}
+
+// The flag a sampling launch reports its smallest non-finite dimension in (on `like`'s
+// device), and the check after the launch: ValueError(sampling::nonfinite_message(d)), the
+// CPU kernels' and the references' text.
+inline at::Tensor nonfinite_flag(const at::Tensor& like) {
+  return at::full({1}, sampling::kNoBadDimension, like.options().dtype(at::kLong));
+}
+inline void check_nonfinite_flag(const at::Tensor& flag) {
+  const int64_t first = flag.item<int64_t>();
+  TORCH_CHECK_VALUE(first == sampling::kNoBadDimension, sampling::nonfinite_message(first));
+}
+
 __device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
 __device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
 __device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }

@@ -45,8 +45,8 @@ nade_sample_kernel(const double* __restrict__ u, const double* __restrict__ z,
                    const int64_t* __restrict__ cond, const T* __restrict__ wt,
                    const T* __restrict__ c, const T* __restrict__ V,
                    const T* __restrict__ bias, int64_t* __restrict__ x_long,
-                   T* __restrict__ x_float, int64_t D, int Hd, int O, double ls_min,
-                   double ls_max) {
+                   T* __restrict__ x_float, int64_t* __restrict__ bad, int64_t D, int Hd,
+                   int O, double ls_min, double ls_max) {
   PIXELAR_DYNAMIC_SMEM(smem_raw);
   const int tid = threadIdx.x, nt = blockDim.x;
   const int lane = tid & 31, warp = tid >> 5, warps = nt >> 5;
@@ -82,6 +82,7 @@ nade_sample_kernel(const double* __restrict__ u, const double* __restrict__ z,
       T xd;
       if (kRnade) {
         const int K = O / 3;
+        if (!sampling::logits_finite(out, O, 1)) record_nonfinite(bad, d);
         const int64_t k = sampling::draw_categorical(out, K, 1, u[i]);
         // clamp in the model's dtype, as the reference does
         const T ls = out[2 * K + k];
@@ -93,7 +94,11 @@ nade_sample_kernel(const double* __restrict__ u, const double* __restrict__ z,
         x_float[i] = xd;
       } else {
         int64_t value = sampling::draw_bernoulli(out[0], u[i]);
-        if (cond != nullptr && cond[i] >= 0) value = cond[i];
+        if (cond != nullptr && cond[i] >= 0) {
+          value = cond[i];
+        } else if (!sampling::logit_finite(out[0])) {
+          record_nonfinite(bad, d);
+        }
         x_long[i] = value;
         xd = static_cast<T>(value);
       }
@@ -153,12 +158,14 @@ void launch_nade_sample(const char* op, const at::Tensor& u, const at::Tensor* z
   const size_t smem = nade_sample_smem(Hd, O, threads, sizeof(T));
   sampling_kernels::check_sample_smem(smem, Dev::max_smem_optin(), op,
                                       "the hidden state a and h of one image");
+  const at::Tensor bad = sampling_kernels::nonfinite_flag(u);
   Dev::launch(nade_sampling::nade_sample_kernel<T, kRnade>, n, 1, threads, smem,
               u.data_ptr<double>(), z ? z->data_ptr<double>() : nullptr,
               cond ? cond->data_ptr<int64_t>() : nullptr, Wt.data_ptr<T>(), c.data_ptr<T>(),
               V.data_ptr<T>(), b.data_ptr<T>(), kRnade ? nullptr : x.data_ptr<int64_t>(),
-              kRnade ? x.data_ptr<T>() : nullptr, D, static_cast<int>(Hd),
-              static_cast<int>(O), ls_min, ls_max);
+              kRnade ? x.data_ptr<T>() : nullptr, bad.data_ptr<int64_t>(), D,
+              static_cast<int>(Hd), static_cast<int>(O), ls_min, ls_max);
+  sampling_kernels::check_nonfinite_flag(bad);
 }
 
 template <typename Dev>

@@ -52,6 +52,7 @@ struct Net : pixel_network::Buffers<T> {
   const T* const* blk;  // device table of L * block_params(layer) pointers
   T* pend;              // (B, L * (2U + F)): new h, new cell, layer input at (r, c)
   int64_t pend_stride;
+  int64_t* bad;         // smallest dimension drawn from a non-finite logit (a flag)
 
   __device__ __forceinline__ const T* p(int l, int i) const {
     return blk[l * block_params(layer) + i];
@@ -242,7 +243,12 @@ pixel_network_sample_kernel(const Net<T> n, int64_t start, int64_t stop) {
         const int64_t i = (static_cast<int64_t>(ch) * H + r) * W + c;
         int64_t value = O == 1 ? sampling::draw_bernoulli(logits[0], u[i])
                                : sampling::draw_categorical(logits, O, 1, u[i]);
-        if (cond != nullptr && cond[i] >= 0) value = cond[i];
+        if (cond != nullptr && cond[i] >= 0) {
+          value = cond[i];
+        } else if (!(O == 1 ? sampling::logit_finite(logits[0])
+                            : sampling::logits_finite(logits, O, 1))) {
+          record_nonfinite(n.bad, (static_cast<int64_t>(r) * W + c) * C + ch);
+        }
         x[i] = value;
       }
       __syncthreads();  // x[i] is read by the next channel's input convolution
@@ -355,6 +361,7 @@ void pixel_network_sample_step(const at::Tensor& x, at::TensorList state, const 
         static_cast<int64_t>(reinterpret_cast<uintptr_t>(weights[2 + i].data_ptr()));
   }
   const at::Tensor table = Dev::device_table(table_host, dev);
+  const at::Tensor bad = sampling_kernels::nonfinite_flag(u);
   const int threads = sample_threads(std::max({F, G, Q, O}), Dev::max_threads());
   AT_DISPATCH_FLOATING_TYPES(dtype, "pixel_network_sample_step_cuda", [&] {
     Net<scalar_t> n{};
@@ -373,11 +380,13 @@ void pixel_network_sample_step(const at::Tensor& x, at::TensorList state, const 
     n.blk = reinterpret_cast<const scalar_t* const*>(table.data_ptr<int64_t>());
     n.pend = pend.data_ptr<scalar_t>();
     n.pend_stride = pend_stride;
+    n.bad = bad.data_ptr<int64_t>();
     const size_t smem = pixel_network_smem(F, U, Q, O, sizeof(scalar_t));
     sampling_kernels::check_sample_smem(smem, Dev::max_smem_optin(), kOp,
                                         "one image's layer input, gates and head");
     Dev::launch(pixel_network_sample_kernel<scalar_t>, B, 1, threads, smem, n, start, stop);
   });
+  sampling_kernels::check_nonfinite_flag(bad);
 }
 
 }  // namespace cuda

@@ -7,7 +7,7 @@
 //   __shfl_xor_sync    a per-warp barrier plus an exchange buffer; aborts unless the mask
 //                      names every lane of a full, live warp (a partial mask is undefined
 //                      in pixelar's kernels, which always shuffle whole warps).
-//   atomicAdd          under one mutex.
+//   atomicAdd, atomicMin  under one mutex.
 //   dynamic shared     an exact-size heap buffer filled with 0xFF bytes (NaN in float and
 //   memory             double), so an out-of-bounds access is an AddressSanitizer error and
 //                      a read of an unwritten value shows up as NaN.
@@ -173,6 +173,14 @@ T atomicAdd(T* address, T v) {
   std::lock_guard<std::mutex> lock(pixelar::emu::atomic_mutex());
   const T old = *address;
   *address = old + v;
+  return old;
+}
+
+template <typename T>
+T atomicMin(T* address, T v) {
+  std::lock_guard<std::mutex> lock(pixelar::emu::atomic_mutex());
+  const T old = *address;
+  *address = v < old ? v : old;
   return old;
 }
 

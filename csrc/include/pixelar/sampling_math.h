@@ -91,13 +91,7 @@ inline void record_nonfinite(Atomic& flag, int64_t d) {
   }
 }
 
-#if defined(__CUDACC__)
-// The device side: *flag = min(*flag, d), flag one int64 in device memory set to
-// kNoBadDimension before the launch (d >= 0, so the unsigned minimum is the signed one).
-__device__ __forceinline__ void record_nonfinite_device(int64_t* flag, int64_t d) {
-  atomicMin(reinterpret_cast<unsigned long long*>(flag), static_cast<unsigned long long>(d));
-}
-#endif
+// The device side is sampling_kernels::record_nonfinite (csrc/cuda/sampling_common.cuh).
 
 // The error of a sampler that met a non-finite logit at dimension d (pixelar/models/draw.py:
 // NONFINITE_MESSAGE, the same text).
