@@ -1,0 +1,1 @@
+cd /work/wt/run-frozen && nohup python -m pixelar train --model pixelrnn --model-arg layer=diagonal --model-arg num_layers=7 --model-arg hidden=16 --data binarized-mnist --data-dir /work/data/binarized_mnist --epochs 200 --batch-size 16 --optimizer adam --lr 1e-3 --clip 1.0 --patience 10 --checkpoint-every 200 --threads 1 --seed 0 --out /work/main/runs/paper_mnist/diagonal_7x16
