@@ -7,6 +7,7 @@ import torch
 
 import pixelar
 from pixelar.models import FVSBN, NADE, IndependentPixels, MarkovPixels, PixelCNN, PixelRNN
+from pixelar.sampling import pack_pixel_network
 
 
 def _binary_only(cls, **kw):
@@ -76,3 +77,18 @@ def worst_deviation(samples, exact, levels):
     freq = torch.bincount(index, minlength=len(exact)).double() / N
     se = (exact * (1 - exact) / N).sqrt()
     return ((freq - exact).abs() / (se + 1e-12)).max().item()
+
+
+def pixel_step_inputs(name, image_shape, levels, dtype, seed=0, batch=3):
+    """Inputs of pixel_network_sample_step: a packed model (layer, weights), a random state,
+    a partially generated image x, uniforms u and a condition (70% of it -1: sampled)."""
+    model = make_model(name, image_shape, levels).to(dtype)
+    layer, weights = pack_pixel_network(model)
+    g = torch.Generator().manual_seed(seed)
+    state = [torch.randn(s.shape, generator=g, dtype=dtype)
+             for s in pixelar.ops.pixel_network_sample_state(layer, weights, batch, image_shape)]
+    x = torch.randint(0, levels, (batch, *image_shape), generator=g)
+    u = torch.rand(x.shape, generator=g, dtype=torch.float64)
+    cond = torch.randint(0, levels, x.shape, generator=g)
+    cond[torch.rand(x.shape, generator=g) < 0.7] = -1
+    return layer, weights, state, x, u, cond

@@ -25,6 +25,7 @@ import pytest
 import torch
 
 import pixelar
+import model_zoo
 from conftest import report_diff
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -341,19 +342,9 @@ def test_rnade_sample(emu, limits, n, D, Hd, max_threads, dtype):
         assert (~close).sum().item() <= 1
 
 
-def pixel_step_inputs(name, image_shape, levels, dtype, batch=2, seed=0):
-    from model_zoo import make_model
-    from pixelar.sampling import pack_pixel_network
-    model = make_model(name, image_shape, levels).to(dtype)
-    layer, weights = pack_pixel_network(model)
-    g = torch.Generator().manual_seed(seed)
-    state = [torch.randn(s.shape, generator=g, dtype=dtype)
-             for s in pixelar.ops.pixel_network_sample_state(layer, weights, batch, image_shape)]
-    x = torch.randint(0, levels, (batch, *image_shape), generator=g)
-    u = torch.rand(x.shape, generator=g, dtype=torch.float64)
-    cond = torch.randint(0, levels, x.shape, generator=g)
-    cond[torch.rand(x.shape, generator=g) < 0.7] = -1
-    return layer, weights, state, x, u, cond
+def pixel_step_inputs(name, image_shape, levels, dtype):
+    """tests/model_zoo.py's inputs of pixel_network_sample_step, for 2 images."""
+    return model_zoo.pixel_step_inputs(name, image_shape, levels, dtype, seed=0, batch=2)
 
 
 # (image_shape, levels, start, stop): a whole binary image with W = 1 would be a 1-column

@@ -6,26 +6,14 @@ import torch
 
 import pixelar
 from conftest import cpp_built, report_diff
-from model_zoo import make_model
-from pixelar.sampling import pack_pixel_network
+from model_zoo import pixel_step_inputs
 
 pytestmark = pytest.mark.skipif(not cpp_built(), reason="pixelar._C is not built")
 
 MODELS = ["pixelcnn", "pixelrnn_row", "pixelrnn_diagonal"]
 
 
-def step_inputs(name, image_shape, levels, dtype, seed=0, batch=3):
-    """A packed model, a random state, a partially generated image, uniforms, condition."""
-    model = make_model(name, image_shape, levels).to(dtype)
-    layer, weights = pack_pixel_network(model)
-    g = torch.Generator().manual_seed(seed)
-    state = [torch.randn(s.shape, generator=g, dtype=dtype)
-             for s in pixelar.ops.pixel_network_sample_state(layer, weights, batch, image_shape)]
-    x = torch.randint(0, levels, (batch, *image_shape), generator=g)
-    u = torch.rand(x.shape, generator=g, dtype=torch.float64)
-    cond = torch.randint(0, levels, x.shape, generator=g)
-    cond[torch.rand(x.shape, generator=g) < 0.7] = -1
-    return layer, weights, state, x, u, cond
+step_inputs = pixel_step_inputs  # tests/model_zoo.py
 
 
 @pytest.mark.parametrize("name", MODELS)
