@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from legacy_checkpoint import save_checkpoint_v1
+from training_testing import nade_and_adam
 from pixelar.models import NADE
 from pixelar.training import CheckpointError, load_checkpoint, save_checkpoint
 from pixelar.training import atomic
@@ -22,18 +23,6 @@ from pixelar.training.checkpoint import (META_KEY, CheckpointWarning, _read_head
                                          encode_checkpoint)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def nade_and_adam(hidden=4):
-    torch.manual_seed(0)
-    model = NADE(image_shape=(1, 3, 3), hidden=hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    x = torch.randint(0, 2, (8, 1, 3, 3))
-    for _ in range(2):
-        opt.zero_grad()
-        (-model.log_prob(x).mean()).backward()
-        opt.step()
-    return model, opt
 
 
 def save(prefix, fmt, train_state=None):

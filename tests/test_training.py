@@ -20,7 +20,7 @@ from pixelar.training import (CheckpointError, TrainConfig, TrainingError, auroc
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: tiny models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from training_testing import BACKEND, QUIET, tiny, training_backend  # noqa: F401
+from training_testing import BACKEND, QUIET, nade_and_adam, tiny, training_backend  # noqa: F401
 
 
 def weights(folder, name="last"):
@@ -36,20 +36,9 @@ def assert_bitwise_equal(a, b):
 
 # ---------------------------------------------------------------- checkpoints
 
-def _trained_nade_and_adam():
-    torch.manual_seed(0)
-    model = NADE(image_shape=(1, 3, 3), hidden=4)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    x = torch.randint(0, 2, (8, 1, 3, 3))
-    for _ in range(2):
-        opt.zero_grad()
-        (-model.log_prob(x).mean()).backward()
-        opt.step()
-    return model, opt
-
 
 def test_checkpoint_round_trip(tmp_path):
-    model, opt = _trained_nade_and_adam()
+    model, opt = nade_and_adam()
     save_checkpoint(tmp_path / "ck", model, opt, {"epoch": 3})
     assert sorted(os.listdir(tmp_path)) == ["ck.safetensors"]  # one file, no temp files
     ckpt = load_checkpoint(tmp_path / "ck.safetensors")
@@ -70,7 +59,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_checkpoint_loading_never_unpickles(tmp_path, monkeypatch):
-    model, opt = _trained_nade_and_adam()
+    model, opt = nade_and_adam()
     save_checkpoint(tmp_path / "ck", model, opt, {"epoch": 1})
 
     def refuse(*args, **kwargs):
@@ -88,7 +77,7 @@ def test_checkpoint_loading_never_unpickles(tmp_path, monkeypatch):
 @pytest.mark.parametrize("damage", ["flip_byte", "truncate", "garbage_header", "missing",
                                     "not_a_checkpoint"])
 def test_damaged_checkpoint_gives_clear_error(tmp_path, damage):
-    model, opt = _trained_nade_and_adam()
+    model, opt = nade_and_adam()
     save_checkpoint(tmp_path / "ck", model, opt)
     st = tmp_path / "ck.safetensors"
     if damage == "flip_byte":
@@ -119,7 +108,7 @@ def test_unhashed_garbage_safetensors_is_caught(tmp_path):
     """Even when the recorded hash matches, a file that is not safetensors is reported
     (format 1: the hash of the tensors file is in PREFIX.json)."""
     from legacy_checkpoint import save_checkpoint_v1, sha256_file
-    model, _ = _trained_nade_and_adam()
+    model, _ = nade_and_adam()
     save_checkpoint_v1(tmp_path / "ck", model)
     (tmp_path / "ck.safetensors").write_bytes(b"\x00" * 64)
     meta = json.loads((tmp_path / "ck.json").read_text())

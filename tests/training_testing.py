@@ -1,7 +1,9 @@
 """Shared by the training tests: a tiny run configuration and the backend they use."""
 import pytest
+import torch
 
 import pixelar
+from pixelar.models import NADE
 from pixelar.training import TrainConfig
 
 BACKEND = "auto" if pixelar._extension.has_kernel("nade_forward", "CPU") else "reference"
@@ -21,3 +23,16 @@ def tiny(**kw):
                 batch_size=32, train_subset=96, val_subset=32, lr=1e-2, patience=None)
     base.update(kw)
     return TrainConfig(**base)
+
+
+def nade_and_adam(hidden=4):
+    """A tiny NADE (1x3x3) and its Adam after two steps: weights and optimizer state set."""
+    torch.manual_seed(0)
+    model = NADE(image_shape=(1, 3, 3), hidden=hidden)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    x = torch.randint(0, 2, (8, 1, 3, 3))
+    for _ in range(2):
+        opt.zero_grad()
+        (-model.log_prob(x).mean()).backward()
+        opt.step()
+    return model, opt
