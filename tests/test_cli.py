@@ -185,8 +185,8 @@ def test_backend_that_is_not_available_is_a_clear_error(tmp_path, capsys):
 
 
 def test_bench_runs_scripts_or_says_they_are_missing(capsys, monkeypatch, tmp_path):
-    import pixelar.cli as cli
-    monkeypatch.setattr(cli, "benchmarks_dir", lambda: str(tmp_path))
+    import pixelar.cli.bench as bench
+    monkeypatch.setattr(bench, "benchmarks_dir", lambda: str(tmp_path))
     assert run("bench", "ops") == 2
     assert "missing" in capsys.readouterr().err
     (tmp_path / "ops.py").write_text("import sys; print('ops bench', sys.argv[1:])\n")

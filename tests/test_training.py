@@ -232,6 +232,22 @@ def test_corrupt_and_auroc(tmp_path):
     assert (tmp_path / "h.png").stat().st_size > 1000
 
 
+def test_score_anomalies_nll_summary_and_auroc():
+    from pixelar.training import nll_per_image, score_anomalies
+    torch.manual_seed(0)
+    model = NADE(image_shape=(1, 8, 8), hidden=6)
+    x = data.load("digits-binary", "test").images[:40]
+    alone = score_anomalies(model, x, batch_size=16)
+    assert alone.nll_in.shape == (40,) and alone.nll_in.dtype == torch.float64
+    assert torch.equal(alone.nll_in, nll_per_image(model, x))
+    assert alone.summary_in == summarize(alone.nll_in, 64)
+    assert alone.nll_ood is None and alone.summary_ood is None and alone.auroc is None
+    ood = corrupt(x[:30], 2, "noise", 0.5, seed=1)
+    both = score_anomalies(model, x, ood, batch_size=16)
+    assert both.nll_ood.shape == (30,) and both.summary_ood["n"] == 30
+    assert both.auroc == auroc(both.nll_in.numpy(), both.nll_ood.numpy())
+
+
 def test_histogram_without_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     save_histogram(tmp_path / "h.png", [1.0, 2.0, 2.5], [3.0, 4.0], title="no matplotlib")

@@ -4,11 +4,62 @@ of both score distributions.
 
 The shipped example compares the digits with corrupted copies of themselves
 (``corrupt``: a fraction of the pixels flipped, or replaced by noise).
+
+    >>> scores = score_anomalies(model, test_images, corrupt(test_images, 2, "flip", 0.1))
+    >>> scores.auroc, scores.nll_in.shape, scores.nll_ood.shape   # float, (N,), (M,)
 """
+from dataclasses import dataclass
+from typing import Optional
+
 import numpy as np
 import torch
 
+from .evaluate import nll_per_image, summarize
+
 CORRUPTIONS = ("flip", "noise")
+
+
+@dataclass
+class AnomalyScores:
+    """The result of ``score_anomalies``.
+
+    nll_in: (N,) float64, nats per in-distribution image, on the CPU.
+    summary_in: ``summarize(nll_in)`` (n, mean NLL in nats and bits/dim, 95% intervals).
+    nll_ood: (M,) float64 nats per out-of-distribution image, or None without that set.
+    summary_ood: ``summarize(nll_ood)``, or None.
+    auroc: the AUROC of telling the out-of-distribution images apart by a higher NLL
+        (``auroc(nll_in, nll_ood)``), or None.
+    """
+    nll_in: torch.Tensor
+    summary_in: dict
+    nll_ood: Optional[torch.Tensor] = None
+    summary_ood: Optional[dict] = None
+    auroc: Optional[float] = None
+
+
+def score_anomalies(model, images, ood_images=None, batch_size=256, progress=False):
+    """Density-based anomaly scores: the NLL of every image under ``model`` and, given an
+    out-of-distribution set, the AUROC of telling it apart by a higher NLL.
+
+    images: (N, C, H, W) int64 in [0, model.levels); ood_images: (M, C, H, W) int64 of the
+    same image shape, or None. The model runs in eval mode on its parameters' device,
+    ``batch_size`` images at a time. Returns an ``AnomalyScores``.
+    """
+    nll_in = nll_per_image(model, images, batch_size, progress=progress)
+    scores = AnomalyScores(nll_in, summarize(nll_in, model.num_dims))
+    if ood_images is not None:
+        nll_ood = nll_per_image(model, ood_images, batch_size, progress=progress)
+        scores.nll_ood, scores.summary_ood = nll_ood, summarize(nll_ood, model.num_dims)
+        scores.auroc = auroc(nll_in.numpy(), nll_ood.numpy())
+    return scores
+
+
+def corruption_label(name, kind, fraction):
+    """A readable name for ``corrupt(images of name, kind, fraction)``:
+    'digits with 0.1 of pixels flipped'."""
+    if kind not in CORRUPTIONS:
+        raise ValueError(f"kind must be one of {CORRUPTIONS}, got {kind!r}")
+    return f"{name} with {fraction:g} of pixels {'flipped' if kind == 'flip' else 'noised'}"
 
 
 def corrupt(images, levels, kind="flip", fraction=0.1, seed=0):
