@@ -10,7 +10,7 @@ from ..training.atomic import OutputWriteError
 from ..training.checkpoint import CheckpointError
 from ..training.distributed import DeviceError, PeerError
 from ..training.run_lock import RunLockedError
-from ..training.trainer import TrainingDiverged, TrainingError
+from ..training.config import TrainingDiverged, TrainingError
 
 
 class CLIError(Exception):

@@ -3,7 +3,7 @@ for DistributedDataParallel)."""
 import os
 
 from ..training.distributed import DEFAULT_TIMEOUT
-from ..training.trainer import RESUME_OVERRIDES, TrainConfig
+from ..training.config import RESUME_OVERRIDES, TrainConfig
 from .errors import CLIError
 from .inputs import check_output_folder, parse_kv
 from .options import COUNT, NONNEG, RATE, SECONDS, SEED, add_backend_args, add_data_args, number

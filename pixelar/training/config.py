@@ -1,0 +1,176 @@
+"""What defines a training run and what it builds: ``TrainConfig`` (every setting, stored
+in each checkpoint), ``check_config`` (a setting no run can use is a ``TrainingError``
+before any work), the model from its name (``resolve_model_class``, ``build_model``) and
+the optimizer (``make_optimizer``)."""
+import inspect
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from .. import data as datasets
+from ..data.binarize import binarize_mode
+from ..models import MODELS
+from . import distributed
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
+# Settings a resumed run may change; every other one comes from the checkpoint.
+RESUME_OVERRIDES = ("epochs", "max_steps", "max_time", "checkpoint_every", "eval_batch_size",
+                    "device", "tensorboard")
+ALIASES = {"independent": "IndependentPixels", "markov": "MarkovPixels"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in each checkpoint)."""
+    model: str = "PixelRNN"            # a name of pixelar.models.MODELS (case-insensitive)
+    model_args: dict = field(default_factory=dict)  # constructor kwargs besides shape/levels
+    data: str = "digits28-binary"      # a name of pixelar.data.DATASETS
+    data_dir: Optional[str] = None
+    binarize: object = False            # False, "threshold" (True in older checkpoints)
+                                        # or "dynamic" (a fresh Bernoulli draw each epoch)
+    train_subset: Optional[int] = None  # use only the first n training images
+    val_subset: Optional[int] = None    # use only the first n validation images
+    epochs: int = 10
+    max_steps: Optional[int] = None     # pause (checkpoint and return) after this many steps
+    max_time: Optional[float] = None    # pause after this many seconds of this call (a
+                                        # time budget per sitting; continue with resume)
+    batch_size: int = 64                # global batch (split over the ranks)
+    eval_batch_size: int = 256
+    optimizer: str = "adam"             # "adam" or "rmsprop"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    clip: Optional[float] = 1.0         # max gradient norm; None: no clipping
+    patience: Optional[int] = 5         # early stopping after this many epochs without a
+                                        # better validation bits/dim; None: never
+    seed: int = 0
+    checkpoint_every: int = 0           # also checkpoint every n steps (0: each epoch only)
+    device: str = "auto"                # "auto", "cpu", "cuda"
+    tensorboard: bool = False           # also log the epoch scalars to OUT/tensorboard
+
+
+class TrainingError(ValueError):
+    """A training setting is wrong (unknown model, data the model cannot fit, ...)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN or inf; the last good checkpoint is kept."""
+
+
+# field -> (smallest allowed value, None allowed); integers unless listed in _FLOATS
+_LIMITS = {"train_subset": (1, True), "val_subset": (1, True), "epochs": (1, False),
+           "max_steps": (1, True), "batch_size": (1, False), "eval_batch_size": (1, False),
+           "lr": (0.0, False), "weight_decay": (0.0, False), "clip": (0.0, True),
+           "patience": (0, True), "seed": (0, False), "checkpoint_every": (0, False),
+           "max_time": (0.0, True)}
+_FLOATS = ("lr", "weight_decay", "clip", "max_time")
+
+
+def check_config(config):
+    """Raise TrainingError, naming the setting, for a value no run can use: counts below 1
+    (epochs, batch sizes, subsets), negative or non-finite rates, unknown names."""
+    for name, (low, optional) in _LIMITS.items():
+        value = getattr(config, name)
+        if value is None and optional:
+            continue
+        if name in _FLOATS:
+            ok = type(value) in (int, float) and math.isfinite(value) and value >= low
+            kind = "a finite number"
+        else:
+            ok = type(value) is int and value >= low
+            kind = "an integer"
+        if not ok:
+            raise TrainingError(f"{name.replace('_', '-')} must be {kind} >= {low}"
+                                f"{' (or unset)' if optional else ''}, got {value!r}")
+    if config.seed >= 2 ** 32:
+        raise TrainingError(f"seed must be below 2**32, got {config.seed}")
+    if config.data not in datasets.DATASETS:
+        raise TrainingError(f"unknown dataset {config.data!r}; choose one of "
+                            f"{', '.join(datasets.DATASETS)}")
+    if config.optimizer not in OPTIMIZERS:
+        raise TrainingError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got "
+                            f"{config.optimizer!r}")
+    if not isinstance(config.model_args, dict):
+        raise TrainingError(f"model_args must be a dict, got {config.model_args!r}")
+    if config.max_time is not None and config.max_time <= 0:
+        raise TrainingError(f"max_time (--time-budget) must be a positive number of seconds, got "
+                            f"{config.max_time!r}")
+    try:
+        binarize_mode(config.binarize)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
+    resolve_model_class(config.model)
+    try:
+        distributed.pick_device(config.device)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
+
+
+def _memory_bytes(device):
+    """The memory of ``device`` (bytes), or None when unknown."""
+    try:
+        if device is not None and torch.device(device).type == "cuda":
+            return torch.cuda.get_device_properties(torch.device(device)).total_memory
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError, AssertionError):
+        return None
+
+
+def resolve_model_class(name):
+    """A model class from a name of MODELS, case-insensitively ('pixelrnn', 'NADE', ...)."""
+    lookup = {k.lower(): k for k in MODELS}
+    lookup.update({k: v for k, v in ALIASES.items()})
+    key = lookup.get(str(name).lower())
+    if key is None:
+        raise TrainingError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if key == "RNADE":
+        raise TrainingError("RNADE models real-valued vectors (B, D); pixelar train fits "
+                            "image models: choose one of "
+                            + ", ".join(k for k in MODELS if k != "RNADE"))
+    return MODELS[key]
+
+
+def build_model(name, model_args, image_shape, levels, device=None):
+    """Construct model ``name`` for images of ``image_shape`` with ``levels`` values.
+    Bad arguments, and a model too large for ``device``'s memory (parameters, gradients,
+    optimizer state), raise TrainingError before anything is allocated."""
+    cls = resolve_model_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    kwargs = dict(model_args or {})
+    for key in ("image_shape", "levels"):
+        if key in kwargs:
+            raise TrainingError(f"{key} comes from the data; do not pass it as a model argument")
+    unknown = set(kwargs) - set(params)
+    if unknown:
+        allowed = [p for p in params if p not in ("self", "image_shape", "levels")]
+        raise TrainingError(f"{cls.__name__} has no argument {', '.join(sorted(unknown))}; "
+                            f"it takes {', '.join(allowed)}")
+    kwargs["image_shape"] = tuple(image_shape)
+    if "levels" in params:
+        kwargs["levels"] = levels
+    shown = ", ".join(f"{k}={v!r}" for k, v in (model_args or {}).items())
+    try:  # first on the meta device: bad arguments and absurd sizes cost no memory
+        with torch.device("meta"):
+            probe = cls(**kwargs)
+        need = 4 * sum(t.numel() * t.element_size() for t in probe.state_dict().values())
+    except (TypeError, ValueError, OverflowError, RuntimeError, MemoryError) as exc:
+        raise TrainingError(f"{cls.__name__}({shown}): {exc}") from exc
+    have = _memory_bytes(device)
+    if have is not None and need > have:
+        raise TrainingError(f"{cls.__name__}({shown}) is too large: its parameters, gradients "
+                            f"and optimizer state need {need / 2 ** 30:.1f} GiB, the device "
+                            f"has {have / 2 ** 30:.1f} GiB")
+    model = cls(**kwargs)
+    if model.levels != levels:
+        raise TrainingError(f"{cls.__name__} models images with {model.levels} levels, but "
+                            f"the data has {levels}; pick a binary dataset or --binarize")
+    return model
+
+
+def make_optimizer(name, params, lr, weight_decay=0.0):
+    """The optimizer ``name`` ("adam" or "rmsprop") over ``params``."""
+    if name not in OPTIMIZERS:
+        raise TrainingError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay)
