@@ -415,3 +415,27 @@ def test_a_damaged_best_is_skipped_with_a_one_line_warning(nade_run, tmp_path, c
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("pixelar eval: warning: skipping a damaged")
     assert "last.safetensors" in lines[0]
+
+
+def test_errors_are_reported_by_one_table(monkeypatch, capsys):
+    import pixelar.cli.errors as errors
+    import pixelar.cli.plot as plot
+
+    class Unavailable(RuntimeError):
+        pass
+
+    def fail(args):
+        raise failure
+    monkeypatch.setattr(plot, "run", fail)
+    failure = Unavailable("no kernel for this device")
+    with pytest.raises(Unavailable):  # a type the table does not know propagates
+        run("plot", "somewhere")
+    monkeypatch.setattr(errors, "ERRORS",
+                        [((Unavailable,), 2, errors._backend_message)] + errors.ERRORS)
+    assert run("plot", "somewhere") == 2  # one row makes it a one-line error
+    err = capsys.readouterr().err
+    assert err.startswith("pixelar plot: error: backend 'auto' cannot run this model here: "
+                          "no kernel for this device") and "--backend reference" in err
+    failure = RuntimeError("something else")
+    with pytest.raises(RuntimeError, match="something else"):
+        run("plot", "somewhere")

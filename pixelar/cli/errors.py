@@ -3,7 +3,8 @@
 ``ERRORS`` is the one place that maps exception types to that line and status, first
 match wins: a user error (a bad value, an unusable path, a damaged checkpoint) is status
 2; a failure while running (a diverged training, a full disk, a lost DDP peer) is status
-1. To report one more exception type, add one row.
+1. To report one more exception type, add one row (a typed backend error: a row with
+``_backend_message``, above the RuntimeError row).
 """
 from .. import data as datasets
 from ..training.atomic import OutputWriteError
@@ -32,13 +33,17 @@ def _write_failed(exc, args):
     return f"cannot write{where}: {exc.strerror or one_line(exc)}"
 
 
+def _backend_message(exc, args):
+    """A backend that cannot run here: what to use instead."""
+    return (f"backend '{getattr(args, 'backend', 'auto')}' cannot run this model here: "
+            f"{one_line(exc)} Use --backend reference for the pure-PyTorch kernels (slow), "
+            f"or build the compiled ones: pip install --no-build-isolation -e .")
+
+
 def _backend_failed(exc, args):
-    """A pixelar op refused to run on this backend (None for any other RuntimeError)."""
-    if not str(exc).startswith("pixelar.ops."):
-        return None
-    return (f"backend '{args.backend}' cannot run this model here: {one_line(exc)} Use "
-            f"--backend reference for the pure-PyTorch kernels (slow), or build the compiled "
-            f"ones: pip install --no-build-isolation -e .")
+    """A RuntimeError raised by a pixelar op (its message starts with 'pixelar.ops.'): the
+    backend cannot run here; None for any other RuntimeError."""
+    return _backend_message(exc, args) if str(exc).startswith("pixelar.ops.") else None
 
 
 # (exception types, exit status, message(exc, args) -> str, or None to let it propagate)
