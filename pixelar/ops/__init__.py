@@ -2,9 +2,11 @@
 its pure-PyTorch reference ``<op>_ref`` beside it.
 
 Backends: ``set_backend(name)`` / ``with backend(name):`` where name is "auto",
-"reference", "cpp", "cuda" or "triton" (see ``pixelar.ops._backend``).
+"reference", "cpp", "cuda" or "triton"; a backend that cannot run an op on the tensor's
+device raises ``BackendUnavailableError`` (a RuntimeError). The table of implementations
+and the one "auto" rule: ``pixelar.ops._backend``.
 """
-from ._backend import BACKENDS, backend, get_backend, set_backend
+from ._backend import BACKENDS, BackendUnavailableError, backend, get_backend, set_backend
 from .diagonal_lstm_scan import diagonal_lstm_scan, diagonal_lstm_scan_ref
 from .lstm_cell import lstm_cell_ref
 from .nade_forward import nade_forward, nade_forward_ref
@@ -12,7 +14,7 @@ from .row_lstm_scan import row_lstm_scan, row_lstm_scan_ref
 from .skew import skew, skew_ref, unskew
 
 __all__ = [
-    "BACKENDS", "backend", "get_backend", "set_backend",
+    "BACKENDS", "BackendUnavailableError", "backend", "get_backend", "set_backend",
     "diagonal_lstm_scan", "diagonal_lstm_scan_ref",
     "row_lstm_scan", "row_lstm_scan_ref",
     "nade_forward", "nade_forward_ref",
