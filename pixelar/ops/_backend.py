@@ -164,10 +164,8 @@ _AVAILABLE = {"cpp": _check_cpp, "cuda": _check_cuda, "triton": _check_triton}
 _KERNEL_LABELS = {"cpp": "C++", "cuda": "CUDA", "triton": "Triton"}
 
 
-def _auto(op, device, impls):
-    """The implementation that backend "auto" picks for ``op`` on ``device``."""
-    if device.type == "cpu":
-        return "cpp"
+def _auto_gpu(op, device, impls):
+    """The implementation that backend "auto" picks for ``op`` on a non-CPU ``device``."""
     if device.type != "cuda":
         raise BackendUnavailableError(f"pixelar.ops.{op}: no compiled kernel for device "
                                       f"{device}; use pixelar.ops.set_backend('reference')")
@@ -190,12 +188,12 @@ def resolve(op: str, device: torch.device) -> str:
     """The implementation name (one of ``IMPLEMENTATIONS``) that runs ``op`` on ``device``
     under the backend in force, or ``BackendUnavailableError`` saying why none can (the
     rule in the module docstring)."""
-    name = get_backend()
+    name = getattr(_state, "name", None) or _default  # get_backend(), inlined
     if name == "reference":
         return "reference"
     impls = _IMPLS[op]
     if name == "auto":
-        name = _auto(op, device, impls)
+        name = "cpp" if device.type == "cpu" else _auto_gpu(op, device, impls)
     if name not in impls:
         others = ", ".join(f"'{n}'" for n in ("auto",) + tuple(impls))
         raise BackendUnavailableError(f"pixelar.ops.{op}: there is no "
