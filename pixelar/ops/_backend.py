@@ -21,9 +21,9 @@ The one rule, for training and sampling ops alike:
     op has none, it is not built / installed, or it does not serve the tensor's device.
 Nothing ever falls back silently to another implementation.
 
-Adding a backend touches this file (its name in ``BACKENDS`` and ``IMPLEMENTATIONS``, its
-check in ``_AVAILABLE``, and its place in the "auto" rule if any) plus one keyword argument
-in each op's ``register`` call.
+Adding a backend touches this file (its name in ``BACKENDS``, its availability check in
+``_AVAILABLE``, its label in ``_KERNEL_LABELS``, and its place in the "auto" rule if any)
+plus one keyword argument in each op's ``register`` call; nothing else.
 
 Cost per op call: ``resolve`` (a few comparisons and cached dict lookups) and one dict
 lookup of the implementation.
