@@ -230,7 +230,7 @@ def test_auto_rule(op, cuda_kernels, monkeypatch):
         assert _backend.resolve(op, torch.device("cpu")) == "cpp"
         cuda_kernels(True)
         for installed in (True, False):
-            monkeypatch.setattr(_backend, "triton_available", lambda: installed)
+            monkeypatch.setattr(_backend, "triton_available", lambda i=installed: i)
             assert _backend.resolve(op, CUDA) == "cuda"
         cuda_kernels(False)
         monkeypatch.setattr(_backend, "triton_available", lambda: True)

@@ -33,9 +33,9 @@ silently); backend "reference" runs the PyTorch loops below (``nade_sample_ref``
 import torch
 
 from .._extension import extension_loaded
+from ._backend import dispatch, register
 from ._checks import (check_condition, check_finite, check_float_tensor, check_like,
                       check_real, check_shape, check_uniforms)
-from ._backend import dispatch, register
 
 
 def _check_params(op, W, c, V, b, O=None):
