@@ -182,36 +182,6 @@ def test_nade_forward_float64_small_hidden_tiles():
         assert_close(f"nade grad {name} fp64", a, b, torch.float64)
 
 
-def nade_sample_loop(u, W, c, V, b, cond):
-    """The incremental sampler of pixelar.models.NADE, as a plain loop."""
-    n, D = u.shape
-    a = c.expand(n, -1).clone()
-    x = torch.zeros(n, D, dtype=torch.long)
-    for d in range(D):
-        value = draw_bernoulli(torch.sigmoid(a) @ V[d, 0] + b[d, 0], u[:, d])
-        if cond is not None:
-            value = torch.where(cond[:, d] >= 0, cond[:, d], value)
-        x[:, d] = value
-        a = a + value.to(a.dtype).unsqueeze(1) * W[:, d]
-    return x
-
-
-@pytest.mark.parametrize("with_condition", [False, True])
-def test_nade_sample(with_condition):
-    n, D, Hd = 5, 9, 7
-    W, c = torch.randn(Hd, D), torch.randn(Hd)
-    V, b = torch.randn(D, 1, Hd), torch.randn(D, 1)
-    u = torch.rand(n, D, dtype=torch.float64)
-    cond = None
-    if with_condition:
-        cond = torch.full((n, D), -1)
-        cond[0, :4] = 1
-        cond[2, 3] = 0
-    out = nade_k.nade_sample_triton(u, W, c, V, b, condition=cond)
-    assert out.dtype == torch.int64 and out.shape == (n, D)
-    assert torch.equal(out, nade_sample_loop(u, W, c, V, b, cond))
-
-
 def test_ops_dispatch_to_triton_on_cpu_under_interpreter():
     """pixelar.ops with backend 'triton' runs these kernels (not the reference)."""
     x, w = lstm_case(1, 2, 3, 4, 2, torch.float32)

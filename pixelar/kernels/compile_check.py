@@ -51,12 +51,6 @@ def cases(dtype):
             out.append((f"nade {direction} (O={O})", kernel, nade_ptrs,
                         dict(BB=nade.BLOCK_B, BH=nade.BLOCK_H, OP=O, ACC=acc, PREC=prec,
                              USE_DOT=use_dot), 4))
-    if dtype != "fp64":
-        out.append(("nade sample (H=500)", nade._nade_sample_kernel,
-                    {"u_ptr": "*fp64", "cond_ptr": "*i64", "wt_ptr": f"*{dtype}",
-                     "c_ptr": f"*{dtype}", "v_ptr": f"*{dtype}", "b_ptr": f"*{dtype}",
-                     "out_ptr": "*i64"},
-                    dict(BB=nade.BLOCK_B, HP=512, ACC=acc, HAS_COND=True), 4))
     return out
 
 

@@ -1,5 +1,4 @@
-"""NADE outputs by the incremental hidden update in Triton: forward, backward, and the
-binary NADE sampling loop.
+"""NADE outputs by the incremental hidden update in Triton: forward and backward.
 
 Semantics and reference: ``pixelar.ops.nade_forward`` / ``nade_forward_ref``.
 
@@ -19,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import acc_dtype, acc_torch_dtype, check_device, dtype_constexprs, pow2, sigmoid
+from ._common import acc_torch_dtype, check_device, dtype_constexprs, pow2, sigmoid
 
 BLOCK_B = 16  # batch rows per program (tl.dot needs >= 16 on the GPU)
 BLOCK_H = 64  # hidden units per program
@@ -103,32 +102,6 @@ def _nade_bwd_kernel(go_ptr, x_ptr, wt_ptr, c_ptr, v_ptr, gx_part_ptr, gwt_ptr, 
     tl.atomic_add(gc_ptr + rk, tl.sum(G, axis=0), mask=km)
 
 
-@triton.jit
-def _nade_sample_kernel(u_ptr, cond_ptr, wt_ptr, c_ptr, v_ptr, b_ptr, out_ptr, B, D, Hd,
-                        BB: tl.constexpr, HP: tl.constexpr, ACC: tl.constexpr,
-                        HAS_COND: tl.constexpr):
-    """Binary NADE (O = 1) sampling, one program per batch tile holding all Hd units.
-    u: (B, D) float64 uniforms; cond: (B, D) int64, entries >= 0 kept; out: (B, D) int64."""
-    pb = tl.program_id(0)
-    rb = (pb * BB + tl.arange(0, BB)).to(tl.int64)
-    rk = tl.arange(0, HP)
-    bm = rb < B
-    km = rk < Hd
-    a = tl.zeros([BB, HP], dtype=ACC) + tl.load(c_ptr + rk, mask=km, other=0.0).to(ACC)[None, :]
-    for d in range(D):
-        v = tl.load(v_ptr + d * Hd + rk, mask=km, other=0.0).to(ACC)
-        logit = tl.sum(sigmoid(a) * v[None, :], axis=1) + tl.load(b_ptr + d).to(ACC)
-        u = tl.load(u_ptr + rb * D + d, mask=bm, other=1.0).to(tl.float64)
-        # The rule of pixelar.models.draw.draw_bernoulli: 1 where u < sigmoid(logit).
-        value = (u < sigmoid(logit.to(tl.float64))).to(tl.int64)
-        if HAS_COND:
-            kept = tl.load(cond_ptr + rb * D + d, mask=bm, other=-1)
-            value = tl.where(kept >= 0, kept, value)
-        tl.store(out_ptr + rb * D + d, value, mask=bm)
-        wd = tl.load(wt_ptr + d * Hd + rk, mask=km, other=0.0).to(ACC)
-        a += value.to(ACC)[:, None] * wd[None, :]
-
-
 def _out_block(O):
     """Padded output width and whether the O-contraction uses tl.dot (needs >= 16)."""
     OP = triton.next_power_of_2(O)
@@ -210,28 +183,3 @@ def nade_forward_triton(x, W, c, V, b):
     check_device("nade_forward", x, W, c, V, b)
     return _NADEForward.apply(x, W, c, V, b)
 
-
-def nade_sample_triton(u, W, c, V, b, condition=None):
-    """Binary NADE sampling loop in one kernel (O = 1), from uniforms drawn by the caller.
-
-    Args:
-        u: (n, D)           uniforms in [0, 1) (float64, as pixelar's samplers draw them)
-        W: (Hd, D), c: (Hd,), V: (D, 1, Hd), b: (D, 1)   the NADE parameters
-        condition: (n, D)   optional integers; entries >= 0 are kept, negative ones sampled
-    Returns:
-        (n, D) int64: x_d = 1 where u[:, d] < sigmoid(logit_d), logit_d computed from the
-        already drawn x_<d, the rule of ``pixelar.models.draw.draw_bernoulli``.
-    """
-    check_device("nade_sample", u, W, c, V, b)
-    if V.shape[1] != 1:
-        raise ValueError(f"nade_sample_triton: V must be (D, 1, Hd) (binary NADE), got "
-                         f"{tuple(V.shape)}")
-    n, D = u.shape
-    Hd = W.shape[0]
-    out = torch.empty(n, D, dtype=torch.int64, device=u.device)
-    cond = out if condition is None else condition.to(torch.int64).contiguous()
-    _nade_sample_kernel[(triton.cdiv(n, BLOCK_B),)](
-        u.contiguous(), cond, W.t().contiguous(), c.contiguous(), V.contiguous(),
-        b.contiguous(), out, n, D, Hd, BB=BLOCK_B, HP=pow2(Hd), ACC=acc_dtype(W.dtype),
-        HAS_COND=condition is not None, num_warps=4)
-    return out

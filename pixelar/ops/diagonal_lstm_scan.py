@@ -15,7 +15,7 @@ result at a pixel never depends on the padding.
 """
 import torch
 
-from ._backend import resolve
+from ._backend import dispatch, lazy, register
 from ._lstm_scan_registration import check_lstm_scan_inputs, register_lstm_scan
 from .lstm_cell import lstm_cell_ref
 
@@ -71,17 +71,19 @@ def diagonal_lstm_scan(x_gates: torch.Tensor, w_ss: torch.Tensor):
     Returns (h, c), each (B, H, R, S), zero outside the image. Differentiable in both inputs.
     """
     check_inputs(x_gates, w_ss)
-    impl = resolve(OP, x_gates.device)
-    if impl == "reference":
-        return diagonal_lstm_scan_ref(x_gates, w_ss)
-    if impl == "triton":
-        from ..kernels.diagonal_lstm_scan import diagonal_lstm_scan_triton
-        return diagonal_lstm_scan_triton(x_gates, w_ss)
-    if x_gates.device.type != "cpu":
-        x_gates = x_gates.contiguous()
+    return dispatch(OP, x_gates.device)(x_gates, w_ss)
+
+
+def _cpp(x_gates, w_ss):
     # The CPU kernel reads x_gates in place, whatever its strides (fastest when each skewed
     # column's rows are contiguous: (B, S, 4H, R) memory order, see DiagonalLSTM.forward).
     return torch.ops.pixelar.diagonal_lstm_scan(x_gates, w_ss.contiguous())
 
 
+def _cuda(x_gates, w_ss):
+    return torch.ops.pixelar.diagonal_lstm_scan(x_gates.contiguous(), w_ss.contiguous())
+
+
+register(OP, reference=diagonal_lstm_scan_ref, cpp=_cpp, cuda=_cuda,
+         triton=lazy("pixelar.kernels.diagonal_lstm_scan", "diagonal_lstm_scan_triton"))
 register_lstm_scan(OP)

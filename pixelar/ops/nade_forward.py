@@ -12,7 +12,7 @@ dimension); RNADE uses O = 3K (mixture logits, means and log-scales).
 import torch
 
 from .._extension import extension_loaded
-from ._backend import resolve
+from ._backend import dispatch, lazy, register
 from ._checks import check_float_tensor, check_like, check_shape
 
 OP = "nade_forward"
@@ -60,13 +60,15 @@ def nade_forward(x, W, c, V, b):
     Returns (B, D, O); out[:, d] depends only on x[:, :d]. Differentiable in every input.
     """
     check_nade_inputs(x, W, c, V, b)
-    impl = resolve(OP, x.device)
-    if impl == "reference":
-        return nade_forward_ref(x, W, c, V, b)
-    if impl == "triton":
-        from ..kernels.nade_forward import nade_forward_triton
-        return nade_forward_triton(x, W, c, V, b)
+    return dispatch(OP, x.device)(x, W, c, V, b)
+
+
+def _compiled(x, W, c, V, b):
     return torch.ops.pixelar.nade_forward(*(t.contiguous() for t in (x, W, c, V, b)))
+
+
+register(OP, reference=nade_forward_ref, cpp=_compiled, cuda=_compiled,
+         triton=lazy("pixelar.kernels.nade_forward", "nade_forward_triton"))
 
 
 def _register():

@@ -24,17 +24,18 @@ The CUDA kernel (csrc/cuda/sampling_nade.cu) runs one thread block per image, th
 loop in one launch: threads over the hidden units (a and h in shared memory), block sums
 for V[d] @ h, thread 0 draws with the same helpers (csrc/include/pixelar/sampling_math.h).
 It computes h = sigmoid(a) at every update that changes a (float32: the CPU kernels' exp
-formula, math::SimdMath). Dispatch (``resolve_sampling``): under backend "auto", CPU tensors
-run the C++ kernel and CUDA tensors the CUDA kernel; a CUDA tensor without a CUDA kernel
-built raises ``RuntimeError`` (nothing falls back silently); backend "reference" runs the
-PyTorch loops below (``nade_sample_ref``, ``rnade_sample_ref``) on any device.
+formula, math::SimdMath). Dispatch (pixelar.ops._backend, no Triton kernel): under backend
+"auto", CPU tensors run the C++ kernel and CUDA tensors the CUDA kernel; a CUDA tensor
+without a CUDA kernel built raises ``BackendUnavailableError`` (nothing falls back
+silently); backend "reference" runs the PyTorch loops below (``nade_sample_ref``,
+``rnade_sample_ref``) on any device.
 """
 import torch
 
 from .._extension import extension_loaded
+from ._backend import dispatch, register
 from ._checks import (check_condition, check_finite, check_float_tensor, check_like,
                       check_real, check_shape, check_uniforms)
-from .pixel_network_sample import resolve_sampling
 
 
 def _check_params(op, W, c, V, b, O=None):
@@ -118,10 +119,11 @@ def nade_sample(u, cond, W, c, V, b):
     Raises ValueError for u outside [0, 1), cond values >= 2, or a non-finite logit at a
     drawn dimension (pixelar/models/draw.py: NONFINITE_MESSAGE).
     """
-    op = "nade_sample"
     _check_nade(u, cond, W, c, V, b)
-    if resolve_sampling(op, u.device) == "reference":
-        return nade_sample_ref(u, cond, W, c, V, b)
+    return dispatch("nade_sample", u.device)(u, cond, W, c, V, b)
+
+
+def _nade_compiled(u, cond, W, c, V, b):
     return torch.ops.pixelar.nade_sample(
         u.contiguous(), None if cond is None else cond.contiguous(),
         *(t.contiguous() for t in (W, c, V, b)))
@@ -158,13 +160,20 @@ def rnade_sample(u, z, W, c, V, b, log_scale_min, log_scale_max):
     Raises ValueError for u outside [0, 1), non-finite z, or a non-finite output (logit_pi,
     mu or log_sigma) at some dimension (pixelar/models/draw.py: NONFINITE_MESSAGE).
     """
-    op = "rnade_sample"
     log_scale_min, log_scale_max = _check_rnade(u, z, W, c, V, b, log_scale_min, log_scale_max)
-    if resolve_sampling(op, u.device) == "reference":
-        return rnade_sample_ref(u, z, W, c, V, b, log_scale_min, log_scale_max)
+    return dispatch("rnade_sample", u.device)(u, z, W, c, V, b, log_scale_min, log_scale_max)
+
+
+def _rnade_compiled(u, z, W, c, V, b, log_scale_min, log_scale_max):
     return torch.ops.pixelar.rnade_sample(u.contiguous(), z.contiguous(),
                                           *(t.contiguous() for t in (W, c, V, b)),
                                           float(log_scale_min), float(log_scale_max))
+
+
+# No Triton kernels: backend "triton" raises BackendUnavailableError for these ops.
+register("nade_sample", reference=nade_sample_ref, cpp=_nade_compiled, cuda=_nade_compiled)
+register("rnade_sample", reference=rnade_sample_ref, cpp=_rnade_compiled,
+         cuda=_rnade_compiled)
 
 
 def _register():

@@ -32,8 +32,9 @@ pixel loop) and CUDA (csrc/cuda/sampling_pixel_networks.cu: one thread block per
 the pixels [start, stop) in one launch, threads over the features of each dense product,
 the same draw helpers, csrc/include/pixelar/sampling_math.h). Under backend "auto" CPU
 tensors go to the C++ kernel and CUDA tensors to the CUDA kernel; a CUDA tensor with no
-CUDA kernel built raises ``RuntimeError`` (no silent fallback): backend "reference" runs
-the PyTorch sampler below (``pixel_network_sample_step_ref``) on a GPU when asked for.
+CUDA kernel built raises ``BackendUnavailableError`` (no silent fallback): backend
+"reference" runs the PyTorch sampler below (``pixel_network_sample_step_ref``) on a GPU
+when asked for.
 
 Packed weights (``weights``, all of the model's dtype, contiguous; F = 2h features,
 hd = hidden units of a recurrent layer, q = head hidden, O = 1 (Bernoulli) or levels):
@@ -64,37 +65,13 @@ zero.
 import torch
 
 from .._extension import extension_loaded
-from . import _backend
-from ._backend import get_backend, resolve
+from ._backend import dispatch, register
 from ._checks import check_condition, check_float_tensor, check_shape, check_uniforms
 from .lstm_cell import lstm_cell_ref
 
 OP = "pixel_network_sample_step"
 LAYERS = ("conv", "row", "diagonal")
 BLOCK_PARAMS = {"conv": 6, "row": 5, "diagonal": 8}
-
-
-def resolve_sampling(op: str, device: torch.device) -> str:
-    """Implementation ("reference", "cpp", "cuda") of sampling op ``op`` for ``device`` under
-    the backend in force, as ``pixelar.ops._backend.resolve``: "auto" runs the C++ kernel on
-    CPU tensors and the CUDA kernel on CUDA tensors. There is no Triton kernel for the
-    sampling ops, and nothing falls back silently: "auto" on a CUDA tensor when pixelar was
-    built without CUDA kernels raises ``RuntimeError``; backend "reference" runs the cached
-    PyTorch sampler (``<op>_ref``, itself an O(pixels) sampler) on any device, when asked
-    for explicitly."""
-    if (get_backend() == "auto" and device.type == "cuda"
-            and not _backend.has_kernel(op, "CUDA")):
-        detail = _backend.extension_error() or ("pixelar was built without CUDA kernels "
-                                                "(set PIXELAR_CUDA=1 and rebuild)")
-        raise RuntimeError(f"pixelar.ops.{op}: backend 'auto' found no CUDA kernel for a "
-                           f"tensor on {device}: {detail}\nTo run the PyTorch sampler on the "
-                           "GPU, ask for it explicitly: pixelar.ops.backend('reference') "
-                           "(or set_backend('reference')).")
-    impl = resolve(op, device)
-    if impl == "triton":
-        raise RuntimeError(f"pixelar.ops.{op}: there is no Triton kernel for this op; use "
-                           "backend 'auto', 'cuda' or 'reference'")
-    return impl
 
 
 def unpack_weights(weights, layer):
@@ -317,14 +294,18 @@ def pixel_network_sample_step(x, state, u, cond, weights, layer, levels, start, 
     NONFINITE_MESSAGE; the kernels raise it after their parallel region).
     """
     _check(x, state, u, cond, weights, layer, levels, start, stop)
-    impl = resolve_sampling(OP, x.device)
-    if impl == "reference":
-        return pixel_network_sample_step_ref(x, state, u, cond, weights, layer, levels,
-                                             start, stop)
+    dispatch(OP, x.device)(x, state, u, cond, weights, layer, levels, start, stop)
+
+
+def _compiled(x, state, u, cond, weights, layer, levels, start, stop):
     weights = [w.contiguous() for w in weights]
     torch.ops.pixelar.pixel_network_sample_step(x, state, u.contiguous(),
                                                 None if cond is None else cond.contiguous(),
                                                 weights, layer, levels, start, stop)
+
+
+# No Triton kernel: backend "triton" raises BackendUnavailableError for this op.
+register(OP, reference=pixel_network_sample_step_ref, cpp=_compiled, cuda=_compiled)
 
 
 def _register():

@@ -12,7 +12,7 @@ with h[-1] = c[-1] = 0.
 import torch
 import torch.nn.functional as F
 
-from ._backend import resolve
+from ._backend import dispatch, lazy, register
 from ._lstm_scan_registration import check_lstm_scan_inputs, register_lstm_scan
 from .lstm_cell import lstm_cell_ref
 
@@ -51,13 +51,13 @@ def row_lstm_scan(x_gates: torch.Tensor, w_ss: torch.Tensor):
     Returns (h, c), each (B, H, R, W). Differentiable in both inputs.
     """
     check_lstm_scan_inputs(OP, x_gates, w_ss, kernel_width=3)
-    impl = resolve(OP, x_gates.device)
-    if impl == "reference":
-        return row_lstm_scan_ref(x_gates, w_ss)
-    if impl == "triton":
-        from ..kernels.row_lstm_scan import row_lstm_scan_triton
-        return row_lstm_scan_triton(x_gates, w_ss)
+    return dispatch(OP, x_gates.device)(x_gates, w_ss)
+
+
+def _compiled(x_gates, w_ss):
     return torch.ops.pixelar.row_lstm_scan(x_gates.contiguous(), w_ss.contiguous())
 
 
+register(OP, reference=row_lstm_scan_ref, cpp=_compiled, cuda=_compiled,
+         triton=lazy("pixelar.kernels.row_lstm_scan", "row_lstm_scan_triton"))
 register_lstm_scan(OP)
