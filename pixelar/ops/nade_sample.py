@@ -34,6 +34,7 @@ import torch
 from .._extension import extension_loaded
 from ._checks import (check_condition, check_finite, check_float_tensor, check_like,
                       check_real, check_shape, check_uniforms)
+from .draw import check_finite_logits, draw_bernoulli, draw_categorical
 from .pixel_network_sample import resolve_sampling
 
 
@@ -93,7 +94,6 @@ def _check_rnade(u, z, W, c, V, b, log_scale_min, log_scale_max):
 def nade_sample_ref(u, cond, W, c, V, b):
     """Pure-PyTorch reference of :func:`nade_sample`: a plain loop over the D dimensions."""
     _check_nade(u, cond, W, c, V, b)
-    from ..models.draw import check_finite_logits, draw_bernoulli
     n, D = u.shape
     a = c.expand(n, -1)
     x = torch.zeros(n, D, dtype=torch.long, device=u.device)
@@ -130,7 +130,6 @@ def nade_sample(u, cond, W, c, V, b):
 def rnade_sample_ref(u, z, W, c, V, b, log_scale_min, log_scale_max):
     """Pure-PyTorch reference of :func:`rnade_sample`: a plain loop over the D dimensions."""
     log_scale_min, log_scale_max = _check_rnade(u, z, W, c, V, b, log_scale_min, log_scale_max)
-    from ..models.draw import check_finite_logits, draw_categorical
     n, D = u.shape
     K = V.shape[1] // 3
     a = c.expand(n, -1)

@@ -67,6 +67,7 @@ from .._extension import extension_loaded
 from . import _backend
 from ._backend import get_backend, resolve
 from ._checks import check_condition, check_float_tensor, check_shape, check_uniforms
+from .draw import check_finite_logits, draw
 from .lstm_cell import lstm_cell_ref
 
 OP = "pixel_network_sample_step"
@@ -221,7 +222,6 @@ _BLOCKS = {"conv": _conv_block, "row": _row_block, "diagonal": _diagonal_block}
 def pixel_network_sample_step_ref(x, state, u, cond, weights, layer, levels, start, stop):
     """Pure-PyTorch reference of :func:`pixel_network_sample_step` (same arguments and
     checks): a plain loop over the pixels, channels and layers, batched over images."""
-    from ..models.draw import check_finite_logits, draw
     _check(x, state, u, cond, weights, layer, levels, start, stop)
     in_w, in_b, blocks, (w1, b1, w2, b2) = unpack_weights(weights, layer)
     B, C, H, W = x.shape
