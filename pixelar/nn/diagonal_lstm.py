@@ -42,7 +42,6 @@ class DiagonalLSTM(nn.Module):
         h, _ = ops.diagonal_lstm_scan(x_gates, self.w_ss)
         return ops.unskew(h, width)
 
-    @torch.no_grad()
     def sampling_weights(self) -> list:
         """This direction's part of a "diagonal" block in the packed layout of the cached
         sampler (``pixelar.ops.pixel_network_sample_step``), detached and contiguous;

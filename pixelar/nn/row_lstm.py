@@ -35,7 +35,6 @@ class RowLSTM(nn.Module):
         h, _ = ops.row_lstm_scan(self.input_to_state(x), self.w_ss)
         return h
 
-    @torch.no_grad()
     def sampling_weights(self) -> list:
         """This layer's part of a "row" block in the packed layout of the cached sampler
         (``pixelar.ops.pixel_network_sample_step``), detached and contiguous; F =
@@ -53,5 +52,5 @@ class RowLSTM(nn.Module):
                 f"RowLSTM.sampling_weights: the cached sampler (pixel_network_sample_step) "
                 f"supports an input-to-state kernel of width {SAMPLING_KERNEL_SIZE}, this "
                 f"layer's is 1 x {width}; sample with fast=False")
-        is_w, is_b = self.input_to_state.sampling_weights()  # (1, 3, F, 4hd): row 0 only
-        return packed(is_w[0, :2], is_b, self.w_ss.permute(2, 1, 0))
+        is_w = self.input_to_state.causal_rows()[0, :2]  # (1, 3, F, 4hd): row 0, columns 0-1
+        return packed(is_w, self.input_to_state.bias, self.w_ss.permute(2, 1, 0))
