@@ -33,7 +33,7 @@ import torch
 
 import pixelar
 from pixelar.models import NADE, PixelCNN, PixelRNN
-from pixelar.models.draw import draw
+from pixelar.ops.draw import draw
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import interleaved_times, matmul_rate, median_time  # noqa: E402

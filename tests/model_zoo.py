@@ -7,7 +7,7 @@ import torch
 
 import pixelar
 from pixelar.models import FVSBN, NADE, IndependentPixels, MarkovPixels, PixelCNN, PixelRNN
-from pixelar.sampling import pack_pixel_network
+from pixelar.models.pixel_networks import pack_pixel_network
 
 
 def _binary_only(cls, **kw):

@@ -163,3 +163,29 @@ def test_sample_sizes_beyond_memory_are_refused(model, monkeypatch):
         model.sample(10**12)
     with pytest.raises(ValueError, match="GiB"):
         RNADE(num_inputs=3).sample(10**13)
+
+
+@pytest.mark.parametrize("levels", [2, 3])
+def test_bernoulli_is_derived_from_levels(levels):
+    """``bernoulli`` is levels == 2 on every image model: no separate flag that could
+    disagree with ``levels`` (and so with the shape of the logits)."""
+    from model_zoo import FACTORIES
+    for name, factory in FACTORIES.items():
+        model = factory((1, 2, 2), levels)
+        if model is None:
+            continue
+        assert model.bernoulli == (levels == 2), name
+        x = torch.zeros(1, 1, 2, 2, dtype=torch.long)
+        assert model(x).dim() == (4 if levels == 2 else 5), name
+        with pytest.raises(AttributeError):
+            model.bernoulli = levels != 2
+
+
+def test_models_lists_the_image_models():
+    """MODELS (what `pixelar train` fits and checkpoints load) holds the image models, each an
+    AutoregressiveModel; RNADE, a model of vectors, stays importable beside them."""
+    assert set(pixelar.models.MODELS) == {"IndependentPixels", "MarkovPixels", "FVSBN", "NADE",
+                                          "PixelCNN", "PixelRNN"}
+    assert all(issubclass(cls, pixelar.models.AutoregressiveModel)
+               for cls in pixelar.models.MODELS.values())
+    assert pixelar.models.RNADE is RNADE and "RNADE" in pixelar.models.__all__

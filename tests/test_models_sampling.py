@@ -53,7 +53,7 @@ def test_same_seed_same_samples_and_uniform_order():
 
 
 def test_draw_categorical_inverse_cdf():
-    from pixelar.models.draw import draw_categorical
+    from pixelar.ops.draw import draw_categorical
     logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]], dtype=torch.float64)).expand(5, 3)
     u = torch.tensor([0.0, 0.19, 0.21, 0.69, 0.71], dtype=torch.float64)
     assert draw_categorical(logits, u).tolist() == [0, 0, 1, 1, 2]

@@ -1,8 +1,11 @@
-"""Layers: masks, colour groups, shapes, and the paper's configurations."""
+"""Layers: masks, colour groups, shapes, the paper's configurations, and each layer's part
+of the cached sampler's packed weights."""
+import pytest
 import torch
 
 import pixelar
-from pixelar.nn import MaskedConv2d, causal_mask, channel_groups, shift_down
+from pixelar.nn import (ConvResidualBlock, DiagonalBiLSTM, LSTMResidualBlock, MaskedConv2d,
+                        OutputHead, RowLSTM, causal_mask, channel_groups, shift_down)
 
 
 def test_channel_groups_split_features_evenly_in_order():
@@ -58,3 +61,79 @@ def test_paper_configurations_build_and_run():
 def test_bits_per_dim():
     lp = torch.tensor([-784 * 0.6931471805599453])
     assert torch.allclose(pixelar.bits_per_dim(lp, 784), torch.tensor([1.0]))
+
+
+def _shapes(tensors):
+    assert all(t.is_contiguous() and not t.requires_grad for t in tensors)
+    return [tuple(t.shape) for t in tensors]
+
+
+def test_each_layer_packs_its_sampling_weights_in_the_op_layout():
+    """Shapes of pixelar.ops.pixel_network_sample_step's docstring; F = 2h = 8, h = hd = 4,
+    C = 3 colours, q = 5 head units, O = 7 levels."""
+    F, h, C, q, O = 8, 4, 3, 5, 7
+    assert _shapes(MaskedConv2d(C, F, 7, "A", C).sampling_weights()) == [(4, 7, C, F), (F,)]
+    assert ConvResidualBlock(h, C).sampling_kind == "conv"
+    assert _shapes(ConvResidualBlock(h, C).sampling_weights()) == [
+        (F, h), (h,), (2, 3, h, h), (h,), (h, F), (F,)]
+    row = LSTMResidualBlock("row", h, C)
+    assert row.sampling_kind == "row"
+    assert _shapes(row.sampling_weights()) == [
+        (2, F, 4 * h), (4 * h,), (3, h, 4 * h), (h, F), (F,)]
+    diagonal = LSTMResidualBlock("diagonal", h, C)
+    assert diagonal.sampling_kind == "diagonal"
+    assert _shapes(diagonal.sampling_weights()) == [
+        (F, 4 * h), (4 * h,), (2, h, 4 * h), (F + C, 4 * h), (4 * h,), (2, h, 4 * h),
+        (h, F), (F,)]
+    assert _shapes(OutputHead(F, q, C, O).sampling_weights()) == [
+        (F, q), (q,), (q, C * O), (C * O,)]
+
+
+def test_sampling_weights_apply_the_masks():
+    """The packed kernels are weight * mask: the centre of a mask-A kernel is closed for a
+    colour's own group and later ones, the input-to-state kernels of the LSTMs likewise."""
+    conv = MaskedConv2d(3, 6, 7, "A", 3)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    in_w, _ = conv.sampling_weights()
+    assert torch.equal(in_w, conv.masked_weight()[:, :, :4, :].permute(2, 3, 1, 0))
+    # centre (row 3, column 3): output group g sees input groups < g only
+    assert in_w[3, 3].tolist() == causal_mask((7, 7), "A", channel_groups(3, 3),
+                                              channel_groups(6, 3))[:, :, 3, 3].t().tolist()
+    assert in_w[3, 4:].abs().sum() == 0  # right of the centre: closed
+    lstm = RowLSTM(6, 3, num_colors=3)
+    with torch.no_grad():
+        lstm.input_to_state.weight.fill_(1.0)
+    is_w = lstm.sampling_weights()[0]  # (2, 6, 12): columns c-1, c
+    assert is_w[0].abs().min() == 1  # left column: open
+    centre = channel_groups(6, 3)[:, None] <= channel_groups(3, 3).repeat(4)[None, :]
+    assert torch.equal(is_w[1] != 0, centre)  # mask B at the centre
+
+
+def test_row_lstm_sampling_weights_need_the_width_the_op_reads():
+    """A Row LSTM with a 1x5 input-to-state kernel would be packed wrong (the op reads
+    columns c-1 and c only): it refuses, saying why."""
+    RowLSTM(4, 2, kernel_size=3).sampling_weights()
+    with pytest.raises(ValueError, match=r"width 3.*1 x 5.*fast=False"):
+        RowLSTM(4, 2, kernel_size=5).sampling_weights()
+
+
+def test_sampling_weights_of_a_convolution_without_bias():
+    conv = MaskedConv2d(2, 4, 3, "B", bias=False)
+    w, b = conv.sampling_weights()
+    assert w.shape == (2, 3, 2, 4) and torch.equal(b, torch.zeros(4))
+    assert DiagonalBiLSTM(4, 2, context_channels=1).sampling_kind == "diagonal"
+
+
+def test_model_assembles_its_sampler_from_its_layers():
+    model = pixelar.models.PixelRNN(image_shape=(1, 3, 4), levels=3, layer="row",
+                                    num_layers=2, hidden=3, head_hidden=4)
+    weights = model.sampling_weights()
+    parts = [model.input_conv.sampling_weights(), *[b.sampling_weights() for b in model.blocks],
+             model.head.sampling_weights()]
+    assert model.sampling_kind == "row"
+    assert len(weights) == sum(map(len, parts)) == 2 + 2 * 5 + 4
+    assert all(torch.equal(a, b) for a, b in zip(weights, [t for p in parts for t in p]))
+    model.blocks[1] = ConvResidualBlock(3)
+    with pytest.raises(ValueError, match="one kind"):
+        model.sampling_kind

@@ -10,7 +10,7 @@ import pixelar
 from conftest import cpp_built
 from pixelar.models import (FVSBN, NADE, RNADE, IndependentPixels, MarkovPixels, PixelCNN,
                             PixelRNN)
-from pixelar.models.draw import NONFINITE_MESSAGE
+from pixelar.ops.draw import NONFINITE_MESSAGE
 
 NAN, INF = float("nan"), float("inf")
 
@@ -151,7 +151,7 @@ def test_step_op_over_a_range_names_the_raster_dimension():
     model = _pixel_network("row", 4)
     with torch.no_grad():
         model.head.out.bias[:] = INF
-    layer, weights = pixelar.sampling.pack_pixel_network(model)
+    layer, weights = pixelar.models.pixel_networks.pack_pixel_network(model)
     C, H, W = model.image_shape
     messages = []
     for name in ("cpp", "reference"):

@@ -10,7 +10,7 @@ from conftest import cpp_built
 from pixelar.ops import (diagonal_lstm_scan, diagonal_lstm_scan_ref, nade_sample,
                          nade_sample_ref, pixel_network_sample_step,
                          pixel_network_sample_step_ref, rnade_sample, rnade_sample_ref)
-from pixelar.sampling import pack_pixel_network
+from pixelar.models.pixel_networks import pack_pixel_network
 
 NAN = float("nan")
 

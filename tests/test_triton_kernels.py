@@ -15,7 +15,7 @@ import torch
 
 import pixelar
 from conftest import TOL, report_diff
-from pixelar.models.draw import draw_bernoulli
+from pixelar.ops.draw import draw_bernoulli
 from pixelar.ops import diagonal_lstm_scan_ref, nade_forward_ref, row_lstm_scan_ref
 
 if importlib.util.find_spec("triton") is None:

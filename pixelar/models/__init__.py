@@ -1,5 +1,6 @@
 """pixelar's models, from the simplest to the paper's best. Every image model subclasses
-``AutoregressiveModel``; RNADE models real-valued vectors."""
+``AutoregressiveModel`` and is listed in ``MODELS`` (by class name: what ``pixelar train``
+fits and checkpoints load); RNADE, a model of real-valued vectors (B, D), is neither."""
 from .base import AutoregressiveModel, log_prob_from_logits
 from .fvsbn import FVSBN
 from .independent import IndependentPixels
@@ -9,7 +10,7 @@ from .pixel_networks import PixelCNN, PixelRNN
 from .rnade import RNADE
 
 MODELS = {cls.__name__: cls for cls in
-          (IndependentPixels, MarkovPixels, FVSBN, NADE, RNADE, PixelCNN, PixelRNN)}
+          (IndependentPixels, MarkovPixels, FVSBN, NADE, PixelCNN, PixelRNN)}
 
 __all__ = ["AutoregressiveModel", "log_prob_from_logits", "IndependentPixels",
            "MarkovPixels", "FVSBN", "NADE", "RNADE", "PixelCNN", "PixelRNN", "MODELS"]

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .draw import check_finite_logits, draw
+from ..ops.draw import check_finite_logits, draw
 
 INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
@@ -118,16 +118,22 @@ class AutoregressiveModel(nn.Module):
     """Base class: p(x) = prod_i p(x_i | x_<i) over (row, column, channel) in raster order.
 
     Subclasses implement ``forward(x) -> logits``: (B, C, H, W, levels), or (B, C, H, W)
-    Bernoulli logits when ``self.bernoulli``; the logits of a dimension may depend only on
-    earlier dimensions. A subclass with a cached sampler overrides ``_sample_fast``.
+    Bernoulli logits when ``self.bernoulli`` (that is, when levels == 2); the logits of a
+    dimension may depend only on earlier dimensions. A subclass with a cached sampler
+    overrides ``_sample_fast``.
     """
-
-    bernoulli = False
 
     def __init__(self, image_shape, levels):
         super().__init__()
         self.image_shape = check_image_shape(image_shape)
         self.levels = check_levels(levels)
+
+    @property
+    def bernoulli(self) -> bool:
+        """True for binary models (levels == 2): forward returns one Bernoulli logit (of
+        value 1) per dimension, (B, C, H, W), instead of (B, C, H, W, levels) logits.
+        Derived from ``levels``, so the two cannot disagree."""
+        return self.levels == 2
 
     def check_size(self, nbytes, what):
         """Refuse (ValueError naming ``what``) before allocating more than memory_limit()."""

@@ -2,8 +2,8 @@
 import torch
 import torch.nn as nn
 
+from ..ops.draw import check_finite_logits, draw_bernoulli
 from .base import AutoregressiveModel
-from .draw import check_finite_logits, draw_bernoulli
 from .raster import from_sequence, to_sequence
 
 
@@ -13,8 +13,6 @@ class FVSBN(AutoregressiveModel):
     Parameters: b (D,) and the D(D-1)/2 strictly-lower-triangular entries of W.
     forward(x: (B, C, H, W)) -> (B, C, H, W) Bernoulli logits.
     """
-
-    bernoulli = True
 
     def __init__(self, image_shape=(1, 28, 28)):
         super().__init__(image_shape, 2)

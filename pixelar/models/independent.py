@@ -4,8 +4,8 @@ import math
 import torch
 import torch.nn as nn
 
+from ..ops.draw import check_finite_logits, draw
 from .base import AutoregressiveModel
-from .draw import check_finite_logits, draw
 
 
 class IndependentPixels(AutoregressiveModel):
@@ -19,7 +19,6 @@ class IndependentPixels(AutoregressiveModel):
     def __init__(self, image_shape=(1, 28, 28), levels=2):
         super().__init__(image_shape, levels)
         self._config = dict(image_shape=list(self.image_shape), levels=levels)
-        self.bernoulli = levels == 2
         shape = self.image_shape if self.bernoulli else (*self.image_shape, levels - 1)
         self.check_size(4 * math.prod(shape), f"levels={levels} with image_shape={self.image_shape}")
         self.logits = nn.Parameter(torch.zeros(shape))

@@ -2,6 +2,7 @@
 import torch
 import torch.nn as nn
 
+from ..ops.draw import check_finite_logits, draw
 from .base import AutoregressiveModel, is_int
 from .raster import from_sequence, to_sequence
 
@@ -23,7 +24,6 @@ class MarkovPixels(AutoregressiveModel):
             raise ValueError(f"order must be an int >= 0, got {order!r}")
         self._config = dict(image_shape=list(self.image_shape), levels=levels, order=order)
         self.order = order
-        self.bernoulli = levels == 2
         n, L = self.num_dims, levels
         contexts = [L ** min(i, order) for i in range(n)]
         total = sum(contexts) * (L - 1)
@@ -61,7 +61,6 @@ class MarkovPixels(AutoregressiveModel):
         """One table lookup per dimension (no forward pass over the whole image): the logits
         of dimension i are read at the context of the ``order`` values just drawn.
         u: (n, C, H, W) float64 uniforms -> (n, C, H, W) int64."""
-        from .draw import check_finite_logits, draw
         us = to_sequence(u)
         cs = None if cond is None else to_sequence(cond)
         n, D = us.shape

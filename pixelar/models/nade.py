@@ -17,8 +17,6 @@ class NADE(AutoregressiveModel):
     forward(x: (B, C, H, W)) -> (B, C, H, W) Bernoulli logits.
     """
 
-    bernoulli = True
-
     def __init__(self, image_shape=(1, 28, 28), hidden=500):
         super().__init__(image_shape, 2)
         check_positive_int("hidden", hidden)
@@ -43,8 +41,11 @@ class NADE(AutoregressiveModel):
         x = self.check_images(x)
         return torch.sigmoid(self.c + to_sequence(self.to_input(x)) @ self.W.T)
 
+    @torch.no_grad()
     def _sample_fast(self, u, cond, progress=False):
         """The whole D-step loop (draw, then a_{d+1} = a_d + W[:, d] x_d) in one op call
-        (pixelar.ops.nade_sample): O(D * hidden) per image. u: (n, C, H, W) float64."""
-        from ..sampling import sample_nade
-        return sample_nade(self, u, cond)
+        (``ops.nade_sample``): O(D * hidden) per image. u: (n, C, H, W) float64 uniforms,
+        cond: (n, C, H, W) int64 or None (negative: sample) -> (n, C, H, W) int64."""
+        x = ops.nade_sample(to_sequence(u), None if cond is None else to_sequence(cond),
+                            self.W.detach(), self.c.detach(), self.V.detach(), self.b.detach())
+        return from_sequence(x, self.image_shape)

@@ -5,6 +5,7 @@ softmax per channel otherwise, R -> G -> B masking for 3-channel images."""
 import torch
 import torch.nn as nn
 
+from .. import ops
 from ..nn import ConvResidualBlock, LSTMResidualBlock, MaskedConv2d, OutputHead
 from .base import (AutoregressiveModel, check_image_shape, check_levels, check_model_size,
                    check_positive_int)
@@ -33,7 +34,6 @@ class _PixelNetwork(AutoregressiveModel):
     def __init__(self, image_shape, levels, hidden, head_hidden, blocks):
         super().__init__(image_shape, levels)
         C = self.image_shape[0]
-        self.bernoulli = levels == 2
         if 2 * hidden < C or head_hidden < C:
             raise ValueError(f"hidden and head_hidden must give each of the {C} colour "
                              f"channels a feature, got hidden={hidden}, head_hidden={head_hidden}")
@@ -62,12 +62,64 @@ class _PixelNetwork(AutoregressiveModel):
         x = self.check_images(x)
         return self.trunk(x).mean(dim=(2, 3))
 
+    # ------------------------------------------------------------------------------------
+    # Cached sampling: pixelar.ops.pixel_network_sample_step over weights that each layer
+    # packs itself (the layout is the op's docstring).
+
+    @property
+    def sampling_kind(self) -> str:
+        """The op's ``layer``: "conv" (PixelCNN), "row" or "diagonal" (PixelRNN)."""
+        kinds = {block.sampling_kind for block in self.blocks}
+        if len(kinds) != 1:
+            raise ValueError(f"{type(self).__name__}: the cached sampler needs blocks of one "
+                             f"kind, got {sorted(kinds)}")
+        return kinds.pop()
+
+    def sampling_weights(self) -> list:
+        """The model's weights in the packed layout of ``pixel_network_sample_step``
+        (detached, contiguous, the model's dtype and device), assembled from its layers:
+        the input convolution's in_w (4, 7, C, F), in_b (F,); each block's
+        ``sampling_weights()``; the head's head_w1, head_b1, head_w2, head_b2."""
+        weights = self.input_conv.sampling_weights()
+        for block in self.blocks:
+            weights += block.sampling_weights()
+        return weights + self.head.sampling_weights()
+
+    def sampling_state(self, weights, batch: int) -> list:
+        """Zero cache for ``batch`` images (``ops.pixel_network_sample_state``)."""
+        return ops.pixel_network_sample_state(self.sampling_kind, weights, batch,
+                                              self.image_shape)
+
+    @torch.no_grad()
     def _sample_fast(self, u, cond, progress=False):
-        """Cached sampler (pixelar.sampling.sample_pixel_network): every layer at every
-        position computed once per channel, from cached states of the rows above and the
-        pixels to the left. u: (n, C, H, W) float64 uniforms -> (n, C, H, W) int64."""
-        from ..sampling import sample_pixel_network
-        return sample_pixel_network(self, u, cond, progress)
+        """Cached sampler: every layer at every position computed once per channel, from
+        cached states of the rows above and the pixels to the left, by
+        ``ops.pixel_network_sample_step`` (the whole image in one call, or row by row with a
+        progress bar). u: (n, C, H, W) float64 uniforms, cond: (n, C, H, W) int64 or None
+        (negative: sample) -> (n, C, H, W) int64."""
+        layer, weights = self.sampling_kind, self.sampling_weights()
+        n, C, H, W = u.shape
+        x = torch.zeros(u.shape, dtype=torch.long, device=u.device)
+        if cond is not None:
+            x = torch.where(cond >= 0, cond, x).contiguous()
+        state = self.sampling_state(weights, n)
+        if not progress:
+            ops.pixel_network_sample_step(x, state, u, cond, weights, layer, self.levels, 0,
+                                          H * W)
+            return x
+        from tqdm.auto import tqdm
+        with tqdm(total=u[0].numel(), desc="fast sampling", unit="dim") as bar:
+            for r in range(H):
+                ops.pixel_network_sample_step(x, state, u, cond, weights, layer, self.levels,
+                                              r * W, (r + 1) * W)
+                bar.update(C * W)
+        return x
+
+
+def pack_pixel_network(model):
+    """(layer, weights) of a PixelCNN / PixelRNN for ``ops.pixel_network_sample_step``:
+    ``model.sampling_kind`` and ``model.sampling_weights()``."""
+    return model.sampling_kind, model.sampling_weights()
 
 
 class PixelCNN(_PixelNetwork):

@@ -1,12 +1,12 @@
 """RNADE (Uria, Murray & Larochelle 2013): NADE for real-valued vectors, with a mixture of
 Gaussians per dimension."""
-import itertools
 import math
 
 import torch
 import torch.nn as nn
 
 from .. import ops
+from ..ops.draw import check_finite_logits, draw_categorical
 from .base import check_model_size, check_positive_int, check_sample_size
 
 LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 7.0
@@ -88,11 +88,10 @@ class RNADE(nn.Module):
         u = torch.rand(n, D, generator=generator, device=dev, dtype=torch.float64)
         z = torch.randn(n, D, generator=generator, device=dev, dtype=torch.float64)
         if fast:
-            # the whole D-step loop in one op call (pixelar.ops.rnade_sample)
-            from ..sampling import sample_rnade
-            return sample_rnade(self, u, z)
+            # the whole D-step loop in one op call
+            return ops.rnade_sample(u, z, self.W.detach(), self.c.detach(), self.V.detach(),
+                                    self.b.detach(), LOG_SCALE_MIN, LOG_SCALE_MAX)
         x = torch.zeros(n, D, device=dev, dtype=dtype)
-        from .draw import check_finite_logits, draw_categorical
         for d in range(D):
             out = ops.nade_forward(x, self.W, self.c, self.V, self.b)[:, d]
             check_finite_logits(out, False, d)  # logit_pi, mu and log_sigma

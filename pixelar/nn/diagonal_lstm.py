@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
-from .masked_conv import MaskedConv2d, channel_groups
+from .masked_conv import MaskedConv2d, channel_groups, conv1x1_sampling_weights, packed
 
 
 class DiagonalLSTM(nn.Module):
@@ -42,6 +42,19 @@ class DiagonalLSTM(nn.Module):
         h, _ = ops.diagonal_lstm_scan(x_gates, self.w_ss)
         return ops.unskew(h, width)
 
+    def sampling_weights(self) -> list:
+        """This direction's part of a "diagonal" block in the packed layout of the cached
+        sampler (``pixelar.ops.pixel_network_sample_step``), detached and contiguous;
+        F = in_channels, hd = hidden, gates in the order [i, f, o, g]:
+
+            is_w (F, 4hd)      the 1x1 input-to-state convolution (mask applied), input-major
+            is_b (4hd,)
+            ss_w (2, hd, 4hd)  state-to-state weights: [row above, previous column of the
+                               scan] (left-to-right: the left neighbour; on the mirrored
+                               map of the right-to-left direction: the right neighbour)
+        """
+        return conv1x1_sampling_weights(self.input_to_state) + packed(self.w_ss.permute(2, 1, 0))
+
 
 def shift_down(x: torch.Tensor) -> torch.Tensor:
     """Shift a map down by one row, zero-filling the top row: (..., R, W) -> (..., R, W)."""
@@ -61,6 +74,8 @@ class DiagonalBiLSTM(nn.Module):
     x: (B, in_channels, R, W), context: (B, context_channels, R, W) -> h: (B, hidden, R, W)
     """
 
+    sampling_kind = "diagonal"
+
     def __init__(self, in_channels, hidden, num_colors=1, context_channels=0):
         super().__init__()
         self.hidden = hidden
@@ -72,3 +87,16 @@ class DiagonalBiLSTM(nn.Module):
         rl_input = x if context is None else torch.cat([x, context], dim=1)
         backward_h = self.right_to_left(rl_input.flip(-1)).flip(-1)
         return forward_h + shift_down(backward_h)
+
+    def sampling_weights(self) -> list:
+        """This layer's part of a "diagonal" block in the packed layout of the cached
+        sampler (``pixelar.ops.pixel_network_sample_step``), detached and contiguous;
+        F = in_channels, C = context_channels, hd = hidden:
+
+            l2r_w (F, 4hd), l2r_b (4hd,), l2r_ss (2, hd, 4hd)  [row above, left]
+            r2l_w (F + C, 4hd), r2l_b (4hd,), r2l_ss (2, hd, 4hd)  [row above, right]
+
+        (r2l_w's rows: the F layer inputs, then the C context (image) channels; see
+        :meth:`DiagonalLSTM.sampling_weights`).
+        """
+        return self.left_to_right.sampling_weights() + self.right_to_left.sampling_weights()

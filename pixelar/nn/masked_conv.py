@@ -59,5 +59,50 @@ class MaskedConv2d(nn.Conv2d):
         self.register_buffer("mask", causal_mask(kernel_size, mask_type, in_groups, out_groups),
                              persistent=False)
 
+    def masked_weight(self) -> torch.Tensor:
+        """The effective kernel, weight * mask: (out_channels, in_channels, kh, kw)."""
+        return self.weight * self.mask
+
     def forward(self, x):
-        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+        return F.conv2d(x, self.masked_weight(), self.bias, padding=self.padding)
+
+    def sampling_weights(self) -> list:
+        """This convolution's part of the packed layout of the cached sampler
+        (``pixelar.ops.pixel_network_sample_step``), detached and contiguous:
+
+            w (kh // 2 + 1, kw, in_channels, out_channels)  rows 0 .. kh // 2 of the masked
+                kernel (the last one the centre row; the rows below are masked), [ky, kx,
+                c_in, f_out]
+            b (out_channels,)
+
+        The model's 7x7 mask-A input convolution gives the op's in_w (4, 7, C, F), in_b.
+        """
+        return packed(self.causal_rows(), _bias(self))
+
+    def causal_rows(self) -> torch.Tensor:
+        """Rows 0 .. kh // 2 of the masked kernel as a view, [ky, kx, c_in, f_out]:
+        (kh // 2 + 1, kw, in_channels, out_channels)."""
+        rows = self.kernel_size[0] // 2 + 1
+        return self.masked_weight()[:, :, :rows, :].permute(2, 3, 1, 0)
+
+
+def conv1x1_sampling_weights(conv: nn.Conv2d) -> list:
+    """A 1x1 convolution (a Conv2d or MaskedConv2d, mask applied) as the dense product of
+    the packed sampling layout: [w (in_channels, out_channels) input-major, b (out_channels,)],
+    detached and contiguous."""
+    if conv.kernel_size != (1, 1):
+        raise ValueError(f"conv1x1_sampling_weights: conv must be a 1x1 convolution, got "
+                         f"kernel_size={tuple(conv.kernel_size)}")
+    weight = conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight
+    return packed(weight[:, :, 0, 0].t(), _bias(conv))
+
+
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    """conv's bias, zeros (out_channels,) for a convolution built with bias=False."""
+    bias = conv.bias
+    return bias if bias is not None else conv.weight.new_zeros(conv.out_channels)
+
+
+def packed(*tensors) -> list:
+    """Tensors as the packed sampling layout holds them: detached, contiguous."""
+    return [t.detach().contiguous() for t in tensors]

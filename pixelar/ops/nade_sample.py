@@ -7,10 +7,10 @@ its reference and dispatch.
 NADE: x_d = 1 if u_d < sigmoid(out_d) (float64), else 0; a ``cond`` entry >= 0 replaces
 the draw (cond values must be < 2; negative: sample). Uniforms must lie in [0, 1); a NaN or
 infinite logit (RNADE: any of the 3K outputs) at a drawn dimension raises ValueError with
-pixelar/models/draw.py's NONFINITE_MESSAGE, in the references and the kernels alike. RNADE: out_d = (logit_pi, mu, log_sigma) of K components each, log_sigma
+pixelar/ops/draw.py's NONFINITE_MESSAGE, in the references and the kernels alike. RNADE: out_d = (logit_pi, mu, log_sigma) of K components each, log_sigma
 clamped to [log_scale_min, log_scale_max]; component k = the inverse-CDF draw of
 softmax(logit_pi) at u_d (float64), x_d = mu_k + exp(log_sigma_k) * z_d, computed in
-float64 and rounded to the model's dtype. The draw rule is pixelar/models/draw.py's, so
+float64 and rounded to the model's dtype. The draw rule is pixelar/ops/draw.py's, so
 these match the naive samplers fed the same randomness.
 
 The CPU kernel (csrc/cpu/sampling_nade.cpp) runs tiles of 8 images in lockstep over the
@@ -36,6 +36,7 @@ from .._extension import extension_loaded
 from ._backend import dispatch, register
 from ._checks import (check_condition, check_finite, check_float_tensor, check_like,
                       check_real, check_shape, check_uniforms)
+from .draw import check_finite_logits, draw_bernoulli, draw_categorical
 
 
 def _check_params(op, W, c, V, b, O=None):
@@ -94,7 +95,6 @@ def _check_rnade(u, z, W, c, V, b, log_scale_min, log_scale_max):
 def nade_sample_ref(u, cond, W, c, V, b):
     """Pure-PyTorch reference of :func:`nade_sample`: a plain loop over the D dimensions."""
     _check_nade(u, cond, W, c, V, b)
-    from ..models.draw import check_finite_logits, draw_bernoulli
     n, D = u.shape
     a = c.expand(n, -1)
     x = torch.zeros(n, D, dtype=torch.long, device=u.device)
@@ -117,7 +117,7 @@ def nade_sample(u, cond, W, c, V, b):
     W: (Hd, D), c: (Hd,), V: (D, 1, Hd), b: (D, 1)   the model's parameters
     Returns (n, D) int64 in {0, 1}.
     Raises ValueError for u outside [0, 1), cond values >= 2, or a non-finite logit at a
-    drawn dimension (pixelar/models/draw.py: NONFINITE_MESSAGE).
+    drawn dimension (pixelar/ops/draw.py: NONFINITE_MESSAGE).
     """
     _check_nade(u, cond, W, c, V, b)
     return dispatch("nade_sample", u.device)(u, cond, W, c, V, b)
@@ -132,7 +132,6 @@ def _nade_compiled(u, cond, W, c, V, b):
 def rnade_sample_ref(u, z, W, c, V, b, log_scale_min, log_scale_max):
     """Pure-PyTorch reference of :func:`rnade_sample`: a plain loop over the D dimensions."""
     log_scale_min, log_scale_max = _check_rnade(u, z, W, c, V, b, log_scale_min, log_scale_max)
-    from ..models.draw import check_finite_logits, draw_categorical
     n, D = u.shape
     K = V.shape[1] // 3
     a = c.expand(n, -1)
@@ -158,7 +157,7 @@ def rnade_sample(u, z, W, c, V, b, log_scale_min, log_scale_max):
     log_scale_min, log_scale_max: finite floats, min <= max, the clamp of log_sigma
     Returns (n, D) of W's dtype.
     Raises ValueError for u outside [0, 1), non-finite z, or a non-finite output (logit_pi,
-    mu or log_sigma) at some dimension (pixelar/models/draw.py: NONFINITE_MESSAGE).
+    mu or log_sigma) at some dimension (pixelar/ops/draw.py: NONFINITE_MESSAGE).
     """
     log_scale_min, log_scale_max = _check_rnade(u, z, W, c, V, b, log_scale_min, log_scale_max)
     return dispatch("rnade_sample", u.device)(u, z, W, c, V, b, log_scale_min, log_scale_max)

@@ -24,7 +24,7 @@ The channels of a pixel are generated in turn (R, G, B): the whole column of lay
 only on channels < ch there), and the cache is written after the last channel.
 
 Every value is drawn from the pre-drawn uniforms ``u`` by the rule of
-pixelar/models/draw.py (float64 inverse CDF), so this sampler and the naive one return
+pixelar/ops/draw.py (float64 inverse CDF), so this sampler and the naive one return
 identical images from identical uniforms.
 
 Kernels: C++ (csrc/cpu/sampling_pixel_networks.cpp: images in parallel, each running its
@@ -67,6 +67,7 @@ import torch
 from .._extension import extension_loaded
 from ._backend import dispatch, register
 from ._checks import check_condition, check_float_tensor, check_shape, check_uniforms
+from .draw import check_finite_logits, draw
 from .lstm_cell import lstm_cell_ref
 
 OP = "pixel_network_sample_step"
@@ -198,7 +199,6 @@ _BLOCKS = {"conv": _conv_block, "row": _row_block, "diagonal": _diagonal_block}
 def pixel_network_sample_step_ref(x, state, u, cond, weights, layer, levels, start, stop):
     """Pure-PyTorch reference of :func:`pixel_network_sample_step` (same arguments and
     checks): a plain loop over the pixels, channels and layers, batched over images."""
-    from ..models.draw import check_finite_logits, draw
     _check(x, state, u, cond, weights, layer, levels, start, stop)
     in_w, in_b, blocks, (w1, b1, w2, b2) = unpack_weights(weights, layer)
     B, C, H, W = x.shape
@@ -290,7 +290,7 @@ def pixel_network_sample_step(x, state, u, cond, weights, layer, levels, start, 
     levels:  values per dimension (2: Bernoulli head, else ``levels`` logits per channel)
     Returns None. Not differentiable (sampling).
     Raises ValueError for u outside [0, 1), cond values >= levels,
-    or a NaN / infinite logit at a drawn dimension (pixelar/models/draw.py:
+    or a NaN / infinite logit at a drawn dimension (pixelar/ops/draw.py:
     NONFINITE_MESSAGE; the kernels raise it after their parallel region).
     """
     _check(x, state, u, cond, weights, layer, levels, start, stop)

@@ -123,12 +123,11 @@ def resolve_model_class(name):
     lookup = {k.lower(): k for k in MODELS}
     lookup.update({k: v for k, v in ALIASES.items()})
     key = lookup.get(str(name).lower())
+    if str(name).lower() == "rnade":  # not in MODELS (image models only)
+        raise TrainingError("RNADE models real-valued vectors (B, D); pixelar train fits "
+                            "image models: choose one of " + ", ".join(MODELS))
     if key is None:
         raise TrainingError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    if key == "RNADE":
-        raise TrainingError("RNADE models real-valued vectors (B, D); pixelar train fits "
-                            "image models: choose one of "
-                            + ", ".join(k for k in MODELS if k != "RNADE"))
     return MODELS[key]
 
 
