@@ -3,10 +3,10 @@
 ``ERRORS`` is the one place that maps exception types to that line and status, first
 match wins: a user error (a bad value, an unusable path, a damaged checkpoint) is status
 2; a failure while running (a diverged training, a full disk, a lost DDP peer) is status
-1. To report one more exception type, add one row (a typed backend error: a row with
-``_backend_message``, above the RuntimeError row).
+1. To report one more exception type, add one row.
 """
 from .. import data as datasets
+from ..ops import BackendUnavailableError
 from ..training.atomic import OutputWriteError
 from ..training.checkpoint import CheckpointError
 from ..training.distributed import DeviceError, PeerError
@@ -40,19 +40,13 @@ def _backend_message(exc, args):
             f"or build the compiled ones: pip install --no-build-isolation -e .")
 
 
-def _backend_failed(exc, args):
-    """A RuntimeError raised by a pixelar op (its message starts with 'pixelar.ops.'): the
-    backend cannot run here; None for any other RuntimeError."""
-    return _backend_message(exc, args) if str(exc).startswith("pixelar.ops.") else None
-
-
 # (exception types, exit status, message(exc, args) -> str, or None to let it propagate)
 ERRORS = [
     ((CLIError, TrainingError, CheckpointError, datasets.DataFileNotFoundError,
       datasets.DataFormatError, RunLockedError, DeviceError, FileExistsError), 2, _as_is),
     ((TrainingDiverged, OutputWriteError, PeerError), 1, _as_is),
     ((OSError,), 1, _write_failed),
-    ((RuntimeError,), 2, _backend_failed),
+    ((BackendUnavailableError,), 2, _backend_message),
 ]
 
 
