@@ -1,0 +1,149 @@
+"""The ops nade_sample and rnade_sample (pixelar/ops/nade_sample.py) against their PyTorch
+references; input checks; schema / fake-kernel checks (torch.library.opcheck); the CUDA
+kernels against the CPU kernels (GPU only)."""
+import pytest
+import torch
+
+import pixelar
+from conftest import cpp_built, report_diff
+from sampling_testing import assert_samples_agree, needs_cuda, require_cuda_kernel
+
+pytestmark = pytest.mark.skipif(not cpp_built(), reason="pixelar._C is not built")
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_nade_sample_matches_reference(dtype):
+    g = torch.Generator().manual_seed(0)
+    n, D, Hd = 11, 13, 9  # n not a multiple of the kernel's tile of 8
+    W, c = (torch.randn(Hd, D, generator=g, dtype=dtype),
+            torch.randn(Hd, generator=g, dtype=dtype))
+    V, b = (torch.randn(D, 1, Hd, generator=g, dtype=dtype),
+            torch.randn(D, 1, generator=g, dtype=dtype))
+    u = torch.rand(n, D, generator=g, dtype=torch.float64)
+    cond = torch.randint(0, 2, (n, D), generator=g)
+    cond[torch.rand(n, D, generator=g) < 0.7] = -1
+    for cnd in (None, cond):
+        out = pixelar.ops.nade_sample(u, cnd, W, c, V, b)
+        ref = pixelar.ops.nade_sample_ref(u, cnd, W, c, V, b)
+        assert out.dtype == torch.int64 and torch.equal(out, ref)
+
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_rnade_sample_matches_reference(dtype):
+    g = torch.Generator().manual_seed(0)
+    n, D, Hd, K = 10, 6, 7, 3
+    W, c = (torch.randn(Hd, D, generator=g, dtype=dtype),
+            torch.randn(Hd, generator=g, dtype=dtype))
+    V, b = (torch.randn(D, 3 * K, Hd, generator=g, dtype=dtype),
+            torch.randn(D, 3 * K, generator=g, dtype=dtype))
+    u = torch.rand(n, D, generator=g, dtype=torch.float64)
+    z = torch.randn(n, D, generator=g, dtype=torch.float64)
+    out = pixelar.ops.rnade_sample(u, z, W, c, V, b, -7.0, 7.0)
+    ref = pixelar.ops.rnade_sample_ref(u, z, W, c, V, b, -7.0, 7.0)
+    report_diff("rnade_sample", out, ref)
+    tol = (dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64
+           else dict(rtol=1e-4, atol=1e-4))
+    torch.testing.assert_close(out, ref, **tol)
+
+
+
+def test_bad_inputs_raise_value_error():
+    W = torch.zeros(4, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="V"):
+        pixelar.ops.nade_sample(torch.rand(2, 5, dtype=torch.float64), None, W, W[:, 0],
+                                torch.zeros(5, 2, 4, dtype=torch.float64),
+                                torch.zeros(5, 2, dtype=torch.float64))
+    # RNADE with no mixture component (V: (D, 0, Hd)): an error, from the wrapper and from
+    # the raw op (which once read past its buffers)
+    u = torch.rand(2, 5, dtype=torch.float64)
+    rnade_args = (u, torch.randn_like(u), W, W[:, 0], torch.zeros(5, 0, 4, dtype=torch.float64),
+                  torch.zeros(5, 0, dtype=torch.float64), -5.0, 5.0)
+    with pytest.raises(ValueError, match="K >= 1"):
+        pixelar.ops.rnade_sample(*rnade_args)
+    with pytest.raises(RuntimeError, match="K >= 1"):
+        torch.ops.pixelar.rnade_sample(*rnade_args)
+
+
+def test_opcheck():
+    g = torch.Generator().manual_seed(0)
+    W, c = torch.randn(4, 5, generator=g), torch.randn(4, generator=g)
+    V, b = torch.randn(5, 1, 4, generator=g), torch.randn(5, 1, generator=g)
+    u = torch.rand(3, 5, generator=g, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.pixelar.nade_sample, (u, None, W, c, V, b))
+    V3, b3 = torch.randn(5, 6, 4, generator=g), torch.randn(5, 6, generator=g)
+    z = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.pixelar.rnade_sample, (u, z, W, c, V3, b3, -7.0, 7.0))
+
+
+def nade_inputs(dtype, n, D, Hd, O, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    W, c = (torch.randn(Hd, D, generator=g, dtype=dtype),
+            torch.randn(Hd, generator=g, dtype=dtype))
+    V, b = (torch.randn(D, O, Hd, generator=g, dtype=dtype) / Hd ** 0.5,
+            torch.randn(D, O, generator=g, dtype=dtype))
+    u = torch.rand(n, D, generator=g, dtype=torch.float64)
+    z = torch.randn(n, D, generator=g, dtype=torch.float64)
+    cond = torch.randint(0, 2, (n, D), generator=g)
+    cond[torch.rand(n, D, generator=g) < 0.7] = -1
+    return W, c, V, b, u, z, cond
+
+
+
+NADE_SIZES = [(11, 13, 9), (37, 50, 600)]
+
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("n,D,Hd", NADE_SIZES)
+@pytest.mark.parametrize("with_cond", [False, True])
+def test_cuda_nade_sample_matches_cpu_op(dtype, n, D, Hd, with_cond):
+    require_cuda_kernel("nade_sample")
+    W, c, V, b, u, _, cond = nade_inputs(dtype, n, D, Hd, 1)
+    cond = cond if with_cond else None
+    with pixelar.ops.backend("cpp"):
+        ref = pixelar.ops.nade_sample(u, cond, W, c, V, b)
+    args = [None if t is None else t.cuda() for t in (u, cond, W, c, V, b)]
+    with pixelar.ops.backend("auto"):
+        out = pixelar.ops.nade_sample(*args)
+    assert out.is_cuda
+    assert_samples_agree(out, ref, dtype, "nade_sample")
+    if cond is not None:
+        given = cond >= 0
+        assert torch.equal(out.cpu()[given], cond[given])
+
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("n,D,Hd,K", [(10, 6, 7, 3), (33, 20, 600, 5)])
+def test_cuda_rnade_sample_matches_cpu_op(dtype, n, D, Hd, K):
+    require_cuda_kernel("rnade_sample")
+    W, c, V, b, u, z, _ = nade_inputs(dtype, n, D, Hd, 3 * K)
+    with pixelar.ops.backend("cpp"):
+        ref = pixelar.ops.rnade_sample(u, z, W, c, V, b, -7.0, 7.0)
+    with pixelar.ops.backend("auto"):
+        out = pixelar.ops.rnade_sample(*(t.cuda() for t in (u, z, W, c, V, b)), -7.0, 7.0)
+    assert out.is_cuda and out.dtype == dtype
+    report_diff("rnade_sample cuda vs cpu", out.cpu(), ref)
+    if dtype == torch.float64:
+        torch.testing.assert_close(out.cpu(), ref, rtol=1e-10, atol=1e-10)
+    else:  # a component choice at a threshold changes that value: allow a few
+        close = torch.isclose(out.cpu(), ref, rtol=1e-4, atol=1e-4)
+        assert (~close).sum().item() <= max(1, ref.numel() // 50)
+
+
+
+@needs_cuda
+def test_cuda_kernels_check_devices_and_dtypes():
+    require_cuda_kernel("nade_sample")
+    W, c, V, b, u, z, _ = nade_inputs(torch.float32, 3, 5, 4, 1)
+    ug, Wg, cg, Vg, bg = (t.cuda() for t in (u, W, c, V, b))
+    with pytest.raises(RuntimeError, match="W must be a CUDA tensor"):
+        torch.ops.pixelar.nade_sample(ug, None, W, cg, Vg, bg)
+    with pytest.raises(RuntimeError, match="u must be Double"):
+        torch.ops.pixelar.nade_sample(ug.float(), None, Wg, cg, Vg, bg)
+    with pytest.raises(RuntimeError, match="c must have the dtype|c must be Float"):
+        torch.ops.pixelar.nade_sample(ug, None, Wg, cg.double(), Vg, bg)
+    with pytest.raises(RuntimeError, match=r"V must be \(D, 3K, Hd\)"):
+        torch.ops.pixelar.rnade_sample(ug, z.cuda(), Wg, cg, Vg, bg, -7.0, 7.0)
