@@ -1,5 +1,6 @@
 """Timing helpers shared by the benchmark scripts: medians of wall-clock times after warm-up,
 and the machine's measured matmul rate (the FLOP floor's denominator)."""
+
 import statistics
 import time
 
@@ -20,8 +21,11 @@ def median_time(fn, repeats=5, warmup=1, max_seconds=None):
         t0 = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - t0)
-        if (max_seconds is not None and len(samples) >= 3
-                and time.perf_counter() - start > max_seconds):
+        if (
+            max_seconds is not None
+            and len(samples) >= 3
+            and time.perf_counter() - start > max_seconds
+        ):
             break
     return statistics.median(samples), samples
 
@@ -53,4 +57,4 @@ def matmul_rate(n=2048, repeats=5, dtype=torch.float32):
     a = torch.randn(n, n, dtype=dtype)
     b = torch.randn(n, n, dtype=dtype)
     _, samples = median_time(lambda: torch.matmul(a, b), repeats=repeats, warmup=2)
-    return 2.0 * n ** 3 / min(samples)
+    return 2.0 * n**3 / min(samples)

@@ -17,6 +17,7 @@
 Prints a table and writes JSON to benchmarks/results/gpu.json. Exits with a message and
 status 1 when no CUDA GPU is visible.
 """
+
 import argparse
 import json
 import os
@@ -39,6 +40,7 @@ TOL = {torch.float32: 2e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2, torch.flo
 
 # --- the registry: one entry per op -------------------------------------------------------
 
+
 def _scan_inputs(B, H, R, S, K, device, dtype):
     x = torch.randn(B, 4 * H, R, S, device=device, dtype=dtype)
     w = torch.randn(4 * H, H, K, device=device, dtype=dtype) / (H * K) ** 0.5
@@ -47,38 +49,49 @@ def _scan_inputs(B, H, R, S, K, device, dtype):
 
 def _nade_inputs(B, D, Hd, O, device, dtype):
     x = torch.randint(0, 2, (B, D), device=device).to(dtype)
-    W = torch.randn(Hd, D, device=device, dtype=dtype) / D ** 0.5
+    W = torch.randn(Hd, D, device=device, dtype=dtype) / D**0.5
     c = torch.randn(Hd, device=device, dtype=dtype) * 0.1
-    V = torch.randn(D, O, Hd, device=device, dtype=dtype) / Hd ** 0.5
+    V = torch.randn(D, O, Hd, device=device, dtype=dtype) / Hd**0.5
     b = torch.randn(D, O, device=device, dtype=dtype) * 0.1
     return x, W, c, V, b
 
 
 OPS = {
     "diagonal_lstm_scan": dict(
-        fn=ops.diagonal_lstm_scan, ref=ops.diagonal_lstm_scan_ref,
+        fn=ops.diagonal_lstm_scan,
+        ref=ops.diagonal_lstm_scan_ref,
         # (B, H, R, W): odd shapes, then the paper's binarized MNIST layer (28x28, h=16, B=16)
-        checks=[(1, 3, 5, 7), (3, 20, 9, 4)], paper=(16, 16, 28, 28),
+        checks=[(1, 3, 5, 7), (3, 20, 9, 4)],
+        paper=(16, 16, 28, 28),
         inputs=lambda B, H, R, W, dev, dt: _scan_inputs(B, H, R, R + W - 1, 2, dev, dt),
         # cuDNN LSTM: sequence = the S skewed columns, batch = B * R rows
         lstm=lambda B, H, R, W: dict(hidden=H, seq=R + W - 1, batch=B * R),
-        note="one scan; a 7-layer Diagonal BiLSTM runs 14"),
+        note="one scan; a 7-layer Diagonal BiLSTM runs 14",
+    ),
     "row_lstm_scan": dict(
-        fn=ops.row_lstm_scan, ref=ops.row_lstm_scan_ref,
-        checks=[(1, 3, 5, 7), (2, 33, 6, 5)], paper=(16, 128, 32, 32),
+        fn=ops.row_lstm_scan,
+        ref=ops.row_lstm_scan_ref,
+        checks=[(1, 3, 5, 7), (2, 33, 6, 5)],
+        paper=(16, 128, 32, 32),
         inputs=lambda B, H, R, W, dev, dt: _scan_inputs(B, H, R, W, 3, dev, dt),
         lstm=lambda B, H, R, W: dict(hidden=H, seq=R, batch=B * W),
-        note="one scan (CIFAR 32x32x3, h=128)"),
+        note="one scan (CIFAR 32x32x3, h=128)",
+    ),
     "nade_forward": dict(
-        fn=ops.nade_forward, ref=ops.nade_forward_ref,
+        fn=ops.nade_forward,
+        ref=ops.nade_forward_ref,
         # (B, D, Hd, O)
-        checks=[(1, 5, 3, 1), (17, 30, 70, 1), (5, 20, 40, 30)], paper=(64, 784, 500, 1),
+        checks=[(1, 5, 3, 1), (17, 30, 70, 1), (5, 20, 40, 30)],
+        paper=(64, 784, 500, 1),
         inputs=lambda B, D, Hd, O, dev, dt: _nade_inputs(B, D, Hd, O, dev, dt),
-        lstm=None, note="binarized MNIST NADE, H=500"),
+        lstm=None,
+        note="binarized MNIST NADE, H=500",
+    ),
 }
 
 
 # --- checking -----------------------------------------------------------------------------
+
 
 def _outputs(result):
     return list(result) if isinstance(result, (tuple, list)) else [result]
@@ -90,12 +103,15 @@ def run_with_grads(fn, inputs, backend, seed=0):
     with ops.backend(backend):
         outs = _outputs(fn(*leaves))
     gen = torch.Generator(device=outs[0].device).manual_seed(seed)
-    cot = [torch.randn(o.shape, generator=gen, device=o.device, dtype=torch.float64).to(o.dtype)
-           for o in outs]  # the same numbers whatever the dtype of the outputs
+    cot = [
+        torch.randn(o.shape, generator=gen, device=o.device, dtype=torch.float64).to(o.dtype)
+        for o in outs
+    ]  # the same numbers whatever the dtype of the outputs
     loss = sum((o * g).sum() for o, g in zip(outs, cot))
     grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-    return [o.detach() for o in outs], [torch.zeros_like(t) if g is None else g
-                                         for t, g in zip(leaves, grads)]
+    return [o.detach() for o in outs], [
+        torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)
+    ]
 
 
 def rel_err(out, ref):
@@ -119,24 +135,41 @@ def check(op_names, backends, dtype, device="cuda", paper=True):
         for shape in spec["checks"] + ([spec["paper"]] if paper else []):
             torch.manual_seed(0)
             inputs = spec["inputs"](*shape, device, dtype)
-            ref_out, ref_grads = run_with_grads(spec["fn"], [t.double() for t in inputs],
-                                                "reference")
+            ref_out, ref_grads = run_with_grads(
+                spec["fn"], [t.double() for t in inputs], "reference"
+            )
             for backend in backends:
                 try:
                     out, grads = run_with_grads(spec["fn"], inputs, backend)
                 except Exception as exc:  # report and go on: one broken kernel, one row
-                    rows.append(dict(op=name, shape=shape, backend=backend, ok=False,
-                                     error=f"{type(exc).__name__}: {exc}"[:300]))
+                    rows.append(
+                        dict(
+                            op=name,
+                            shape=shape,
+                            backend=backend,
+                            ok=False,
+                            error=f"{type(exc).__name__}: {exc}"[:300],
+                        )
+                    )
                     continue
                 fwd = max(rel_err(o, r) for o, r in zip(out, ref_out))
                 bwd = max(rel_err(g, r) for g, r in zip(grads, ref_grads))
                 ok = fwd <= TOL[dtype] and bwd <= TOL[dtype]
-                rows.append(dict(op=name, shape=shape, backend=backend, fwd_rel_err=fwd,
-                                 grad_rel_err=bwd, ok=ok))
+                rows.append(
+                    dict(
+                        op=name,
+                        shape=shape,
+                        backend=backend,
+                        fwd_rel_err=fwd,
+                        grad_rel_err=bwd,
+                        ok=ok,
+                    )
+                )
     return rows
 
 
 # --- timing -------------------------------------------------------------------------------
+
 
 def time_ms(fn, warmup, iters):
     """Median milliseconds of fn() over iters runs, CUDA events, after warm-up."""
@@ -162,6 +195,7 @@ def _op_runner(fn, inputs, backend, backward):
             outs = _outputs(fn(*leaves))
         if backward:
             torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+
     return run
 
 
@@ -173,6 +207,7 @@ def _lstm_runner(hidden, seq, batch, dtype, backward):
         out, _ = lstm(x)
         if backward:
             out.sum().backward()
+
     return run
 
 
@@ -188,8 +223,9 @@ def bench(op_names, backends, dtype, warmup, iters):
             timings = {}
             for backend in ["reference"] + backends:
                 try:
-                    timings[backend] = time_ms(_op_runner(spec["fn"], inputs, backend, backward),
-                                               warmup, iters)
+                    timings[backend] = time_ms(
+                        _op_runner(spec["fn"], inputs, backend, backward), warmup, iters
+                    )
                 except Exception as exc:
                     timings[backend] = None
                     print(f"  {name} {backend} {mode}: {type(exc).__name__}: {exc}"[:300])
@@ -197,21 +233,29 @@ def bench(op_names, backends, dtype, warmup, iters):
                 cfg = spec["lstm"](*shape)
                 timings["cudnn_lstm"] = time_ms(
                     _lstm_runner(cfg["hidden"], cfg["seq"], cfg["batch"], dtype, backward),
-                    warmup, iters)
+                    warmup,
+                    iters,
+                )
             rows.append(dict(op=name, shape=shape, mode=mode, ms=timings, note=spec["note"]))
     return rows
 
 
 # --- fast sampling: the CUDA sampling kernels against the C++ kernels ---------------------
 
+
 def _samplers():
     from pixelar.models import NADE, PixelCNN, PixelRNN
+
     shape = (1, 28, 28)  # binarized 28x28, the configurations of benchmarks/sampling.py
     return {  # name: (model factory, batch)
-        "pixelrnn_diagonal": (lambda: PixelRNN(image_shape=shape, layer="diagonal",
-                                               num_layers=7, hidden=16), 16),
-        "pixelrnn_row": (lambda: PixelRNN(image_shape=shape, layer="row", num_layers=7,
-                                          hidden=16), 16),
+        "pixelrnn_diagonal": (
+            lambda: PixelRNN(image_shape=shape, layer="diagonal", num_layers=7, hidden=16),
+            16,
+        ),
+        "pixelrnn_row": (
+            lambda: PixelRNN(image_shape=shape, layer="row", num_layers=7, hidden=16),
+            16,
+        ),
         "pixelcnn": (lambda: PixelCNN(image_shape=shape, num_layers=15, hidden=16), 16),
         "nade": (lambda: NADE(image_shape=shape, hidden=500), 64),
     }
@@ -232,6 +276,7 @@ def bench_sampling(iters):
                     model.sample(batch, generator=torch.Generator(device).manual_seed(0))
                 if device == "cuda":
                     torch.cuda.synchronize()
+
             try:
                 run()  # warm-up
                 row[f"{device}_s"] = statistics.median(_wall_s(run) for _ in range(iters))
@@ -259,50 +304,71 @@ def print_sampling(rows):
 
 # --- report -------------------------------------------------------------------------------
 
+
 def print_checks(rows):
-    print(f"\n{'op':20s} {'shape':22s} {'backend':8s} {'fwd rel err':>12s} "
-          f"{'grad rel err':>12s}  result")
+    print(
+        f"\n{'op':20s} {'shape':22s} {'backend':8s} {'fwd rel err':>12s} "
+        f"{'grad rel err':>12s}  result"
+    )
     for r in rows:
         if "error" in r:
-            print(f"{r['op']:20s} {str(r['shape']):22s} {r['backend']:8s} "
-                  f"{'':>12s} {'':>12s}  ERROR {r['error']}")
+            print(
+                f"{r['op']:20s} {str(r['shape']):22s} {r['backend']:8s} "
+                f"{'':>12s} {'':>12s}  ERROR {r['error']}"
+            )
             continue
-        print(f"{r['op']:20s} {str(r['shape']):22s} {r['backend']:8s} "
-              f"{r['fwd_rel_err']:12.2e} {r['grad_rel_err']:12.2e}  "
-              f"{'ok' if r['ok'] else 'FAIL'}")
+        print(
+            f"{r['op']:20s} {str(r['shape']):22s} {r['backend']:8s} "
+            f"{r['fwd_rel_err']:12.2e} {r['grad_rel_err']:12.2e}  "
+            f"{'ok' if r['ok'] else 'FAIL'}"
+        )
 
 
 def print_timings(rows):
     cols = ["reference", "cuda", "triton", "cudnn_lstm"]
-    print(f"\n{'op':20s} {'shape':20s} {'mode':8s} " + " ".join(f"{c + ' ms':>14s}" for c in cols)
-          + "  speed-up vs reference")
+    print(
+        f"\n{'op':20s} {'shape':20s} {'mode':8s} "
+        + " ".join(f"{c + ' ms':>14s}" for c in cols)
+        + "  speed-up vs reference"
+    )
     for r in rows:
         ms = r["ms"]
         cells = [f"{ms[c]:14.3f}" if ms.get(c) is not None else f"{'-':>14s}" for c in cols]
         ref = ms.get("reference")
         best = {c: ref / ms[c] for c in ("cuda", "triton") if ms.get(c) and ref}
         speed = ", ".join(f"{c} {s:.1f}x" for c, s in best.items())
-        print(f"{r['op']:20s} {str(r['shape']):20s} {r['mode']:8s} " + " ".join(cells)
-              + f"  {speed}")
+        print(
+            f"{r['op']:20s} {str(r['shape']):20s} {r['mode']:8s} " + " ".join(cells) + f"  {speed}"
+        )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", nargs="+", choices=sorted(OPS), default=sorted(OPS))
-    parser.add_argument("--backends", nargs="+", choices=["cuda", "triton"], default=None,
-                        help="default: every GPU backend that is available")
-    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
-                        default="float32")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=["cuda", "triton"],
+        default=None,
+        help="default: every GPU backend that is available",
+    )
+    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--check-only", action="store_true")
-    parser.add_argument("--quick", action="store_true",
-                        help="check the small odd shapes only, not the paper's")
-    parser.add_argument("--device", default="cuda",
-                        help="'cpu' self-tests this script: Triton under TRITON_INTERPRET=1, "
-                             "checks only")
-    parser.add_argument("--sampling", action="store_true",
-                        help="also time the fast samplers, CUDA kernels vs C++ kernels")
+    parser.add_argument(
+        "--quick", action="store_true", help="check the small odd shapes only, not the paper's"
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda",
+        help="'cpu' self-tests this script: Triton under TRITON_INTERPRET=1, checks only",
+    )
+    parser.add_argument(
+        "--sampling",
+        action="store_true",
+        help="also time the fast samplers, CUDA kernels vs C++ kernels",
+    )
     parser.add_argument("--sampling-iters", type=int, default=3)
     parser.add_argument("--out", default=RESULTS, help="JSON results (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -314,32 +380,46 @@ def main(argv=None):
         print_checks(rows)
         return 0 if all(r["ok"] for r in rows) else 1
     if not torch.cuda.is_available():
-        raise SystemExit("benchmarks/gpu.py: no CUDA GPU is visible "
-                         "(torch.cuda.is_available() is False); nothing was checked or timed.")
+        raise SystemExit(
+            "benchmarks/gpu.py: no CUDA GPU is visible "
+            "(torch.cuda.is_available() is False); nothing was checked or timed."
+        )
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     dtype = getattr(torch, args.dtype)
     backends = args.backends or available_backends()
     if not backends:
-        raise SystemExit("benchmarks/gpu.py: neither the CUDA kernels (build with "
-                         "PIXELAR_CUDA=1) nor triton are available.")
-    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
-          f"backends: {', '.join(backends)}  dtype: {args.dtype}")
+        raise SystemExit(
+            "benchmarks/gpu.py: neither the CUDA kernels (build with "
+            "PIXELAR_CUDA=1) nor triton are available."
+        )
+    print(
+        f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
+        f"backends: {', '.join(backends)}  dtype: {args.dtype}"
+    )
 
     checks = check(args.ops, backends, dtype, paper=not args.quick)
     print_checks(checks)
-    timings = [] if args.check_only else bench(args.ops, backends, dtype, args.warmup,
-                                               args.iters)
+    timings = [] if args.check_only else bench(args.ops, backends, dtype, args.warmup, args.iters)
     if timings:
         print_timings(timings)
     sampling = bench_sampling(args.sampling_iters) if args.sampling else []
     if sampling:
         print_sampling(sampling)
-    result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
-                  cuda=torch.version.cuda, python=platform.python_version(),
-                  triton=_triton_version(), dtype=args.dtype, backends=backends,
-                  warmup=args.warmup, iters=args.iters, checks=checks, timings=timings,
-                  sampling=sampling)
+    result = dict(
+        device=torch.cuda.get_device_name(),
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        python=platform.python_version(),
+        triton=_triton_version(),
+        dtype=args.dtype,
+        backends=backends,
+        warmup=args.warmup,
+        iters=args.iters,
+        checks=checks,
+        timings=timings,
+        sampling=sampling,
+    )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
@@ -350,6 +430,7 @@ def main(argv=None):
 def _triton_version():
     try:
         import triton
+
         return triton.__version__
     except ImportError:
         return None

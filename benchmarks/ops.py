@@ -22,6 +22,7 @@ gradients; transcendentals not counted) divided by the rate of one large torch.m
 measured in the same run; "x floor" is how far above that floor a time is.
 Prints a table and writes benchmarks/results/ops.json (or --out).
 """
+
 import argparse
 import json
 import os
@@ -36,11 +37,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
+from _timing import interleaved_times, matmul_rate  # noqa: E402
+
 import pixelar  # noqa: E402
 from pixelar.ops import (  # noqa: E402
-    diagonal_lstm_scan, diagonal_lstm_scan_ref, nade_forward, nade_forward_ref,
-    row_lstm_scan, row_lstm_scan_ref)
-from _timing import interleaved_times, matmul_rate  # noqa: E402
+    diagonal_lstm_scan,
+    diagonal_lstm_scan_ref,
+    nade_forward,
+    nade_forward_ref,
+    row_lstm_scan,
+    row_lstm_scan_ref,
+)
 
 PAPER = dict(
     diagonal=dict(B=16, H=16, R=28, W=28),
@@ -59,6 +66,7 @@ QUICK = dict(
 # --------------------------------------------------------------------------- NADE variants
 # W: (Hd, D), c: (Hd,), V: (D, Hd), b: (D,), x: (B, D) binary floats. Each returns the
 # (B, D) Bernoulli logits; the loss is binary cross-entropy with x.
+
 
 def nade_python_loop(x, W, c, V, b):
     """NADE as most public code writes it: a loop over the dimensions, one logit at a time."""
@@ -88,10 +96,10 @@ def nade_vectorized_blocked(x, W, c, V, b, block=28):
     mask = torch.ones(block, block, dtype=x.dtype).tril(-1)
     logits = []
     for s in range(0, D, block):
-        xb, Wb = x[:, s:s + block], W[:, s:s + block]
+        xb, Wb = x[:, s : s + block], W[:, s : s + block]
         k = xb.shape[1]
         pre = a.unsqueeze(1) + torch.matmul(xb.unsqueeze(1) * mask[:k, :k], Wb.T)
-        logits.append((torch.sigmoid(pre) * V[s:s + k]).sum(-1) + b[s:s + k])
+        logits.append((torch.sigmoid(pre) * V[s : s + k]).sum(-1) + b[s : s + k])
         a = a + xb @ Wb.T
     return torch.cat(logits, dim=1)
 
@@ -108,19 +116,29 @@ def nade_cpp(x, W, c, V, b):
 
 # ------------------------------------------------------------------------------ harness
 
+
 class Bench:
     def __init__(self, args):
         self.args = args
         self.rows = []
 
     def times(self, fns, repeats=None):
-        return interleaved_times(fns, repeats=repeats or self.args.repeats, warmup=1,
-                                 max_seconds=self.args.max_seconds)
+        return interleaved_times(
+            fns, repeats=repeats or self.args.repeats, warmup=1, max_seconds=self.args.max_seconds
+        )
 
-    def add(self, op, config, mode, variant, seconds, samples, flops=None, rate=None,
-            baseline=None):
-        row = dict(op=op, config=config, mode=mode, variant=variant, median_s=seconds,
-                   samples_s=samples, baseline=baseline)
+    def add(
+        self, op, config, mode, variant, seconds, samples, flops=None, rate=None, baseline=None
+    ):
+        row = dict(
+            op=op,
+            config=config,
+            mode=mode,
+            variant=variant,
+            median_s=seconds,
+            samples_s=samples,
+            baseline=baseline,
+        )
         if flops is not None:
             row["flops"] = flops
             row["floor_s"] = flops / rate
@@ -138,6 +156,7 @@ def scan_case(bench, name, ref_fn, op_fn, x, w, flops, rate, config):
         def run():
             with torch.no_grad():
                 fn(x, w)
+
         return run
 
     def fwd_bwd(fn):
@@ -148,6 +167,7 @@ def scan_case(bench, name, ref_fn, op_fn, x, w, flops, rate, config):
             h, c = fn(xg, wg)
             torch.autograd.backward((h, c), (gh, gc))
             xg.grad = wg.grad = None
+
         return run
 
     def cpp(xx, ww):
@@ -173,6 +193,7 @@ def nade_inputs(cfg):
     cases = [("x ~ Bernoulli(0.5)", torch.bernoulli(torch.full((B, D), 0.5)))]
     try:
         from pixelar import data as datasets
+
         name = "digits28-binary" if D == 784 else "digits-binary"
         images = datasets.load(name, "train").images[:B].reshape(B, -1).float()
         if images.shape == (B, D):
@@ -185,24 +206,32 @@ def nade_inputs(cfg):
 def nade_case(bench, cfg, rate, data_name, x):
     B, D, Hd = cfg["B"], cfg["D"], cfg["Hd"]
     config = f"B={B} D={D} Hd={Hd} O=1, {data_name}"
-    params = [torch.randn(Hd, D) / D ** 0.5, torch.zeros(Hd), torch.randn(D, Hd) / Hd ** 0.5,
-              torch.zeros(D)]
-    variants = [("python loop (public code)", nade_python_loop),
-                ("vectorized: cumsum", nade_vectorized_cumsum),
-                ("vectorized: blocks of 28", nade_vectorized_blocked),
-                ("reference (nade_forward_ref)", nade_op(nade_forward_ref)),
-                ("cpp", nade_cpp)]
+    params = [
+        torch.randn(Hd, D) / D**0.5,
+        torch.zeros(Hd),
+        torch.randn(D, Hd) / Hd**0.5,
+        torch.zeros(D),
+    ]
+    variants = [
+        ("python loop (public code)", nade_python_loop),
+        ("vectorized: cumsum", nade_vectorized_cumsum),
+        ("vectorized: blocks of 28", nade_vectorized_blocked),
+        ("reference (nade_forward_ref)", nade_op(nade_forward_ref)),
+        ("cpp", nade_cpp),
+    ]
     with torch.no_grad():
         expected = nade_python_loop(x, *params)
         for name, fn in variants[1:]:
-            torch.testing.assert_close(fn(x, *params), expected, rtol=1e-3, atol=1e-4,
-                                       msg=lambda m: f"{name}: {m}")
+            torch.testing.assert_close(
+                fn(x, *params), expected, rtol=1e-3, atol=1e-4, msg=lambda m: f"{name}: {m}"
+            )
     flops = 2 * B * D * Hd * 2  # a update and output product, per dimension
     times = {}
     for mode in ("fwd", "fwd+bwd"):
         runs = {}
         for name, fn in variants:
             if mode == "fwd":
+
                 def run(fn=fn):
                     with torch.no_grad():
                         fn(x, *params)
@@ -212,12 +241,21 @@ def nade_case(bench, cfg, rate, data_name, x):
                 def run(fn=fn, leaves=leaves):
                     loss = F.binary_cross_entropy_with_logits(fn(x, *leaves), x)
                     torch.autograd.grad(loss, leaves)
+
             runs[name] = run
         for name, (t, s) in bench.times(runs).items():
             times[mode, name] = t
-            bench.add("nade_forward", config, mode, name, t, s,
-                      flops if mode == "fwd" else 3 * flops, rate,
-                      baseline=None if name != "cpp" else "python loop (public code)")
+            bench.add(
+                "nade_forward",
+                config,
+                mode,
+                name,
+                t,
+                s,
+                flops if mode == "fwd" else 3 * flops,
+                rate,
+                baseline=None if name != "cpp" else "python loop (public code)",
+            )
     return times
 
 
@@ -229,20 +267,32 @@ def model_steps(bench, cfg, quick):
         return
     size = 8 if quick else 28
     cases = [
-        (f"PixelRNN diagonal, 7 layers x 16, 1x{size}x{size}, binary, B={cfg['diag_batch']}",
-         lambda: PixelRNN(image_shape=(1, size, size), levels=2, layer="diagonal",
-                          num_layers=7, hidden=16),
-         lambda: torch.randint(0, 2, (cfg["diag_batch"], 1, size, size))),
-        (f"PixelRNN row, {cfg['row_layers']} layers x {16 if quick else 128}, "
-         f"3x{size if quick else 32}x{size if quick else 32}, 256 levels, B={cfg['row_batch']}",
-         lambda: PixelRNN(image_shape=(3, size, size) if quick else (3, 32, 32), levels=256,
-                          layer="row", num_layers=cfg["row_layers"],
-                          hidden=16 if quick else 128),
-         lambda: torch.randint(0, 256, (cfg["row_batch"], 3) + ((size, size) if quick
-                                                                  else (32, 32)))),
-        (f"NADE {50 if quick else 500} hidden, 1x{size}x{size}, B={cfg['nade_batch']}",
-         lambda: NADE(image_shape=(1, size, size), hidden=50 if quick else 500),
-         lambda: torch.randint(0, 2, (cfg["nade_batch"], 1, size, size))),
+        (
+            f"PixelRNN diagonal, 7 layers x 16, 1x{size}x{size}, binary, B={cfg['diag_batch']}",
+            lambda: PixelRNN(
+                image_shape=(1, size, size), levels=2, layer="diagonal", num_layers=7, hidden=16
+            ),
+            lambda: torch.randint(0, 2, (cfg["diag_batch"], 1, size, size)),
+        ),
+        (
+            f"PixelRNN row, {cfg['row_layers']} layers x {16 if quick else 128}, "
+            f"3x{size if quick else 32}x{size if quick else 32}, 256 levels, B={cfg['row_batch']}",
+            lambda: PixelRNN(
+                image_shape=(3, size, size) if quick else (3, 32, 32),
+                levels=256,
+                layer="row",
+                num_layers=cfg["row_layers"],
+                hidden=16 if quick else 128,
+            ),
+            lambda: torch.randint(
+                0, 256, (cfg["row_batch"], 3) + ((size, size) if quick else (32, 32))
+            ),
+        ),
+        (
+            f"NADE {50 if quick else 500} hidden, 1x{size}x{size}, B={cfg['nade_batch']}",
+            lambda: NADE(image_shape=(1, size, size), hidden=50 if quick else 500),
+            lambda: torch.randint(0, 2, (cfg["nade_batch"], 1, size, size)),
+        ),
     ]
     for name, make, data in cases:
         steps = {}
@@ -262,6 +312,7 @@ def model_steps(bench, cfg, quick):
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
+
             steps[backend_name] = step
         if len(steps) < 2:
             continue
@@ -271,11 +322,15 @@ def model_steps(bench, cfg, quick):
 
 
 def print_table(rows, rate, n):
-    print(f"\nthreads: {torch.get_num_threads()}   matmul rate: {rate / 1e9:.1f} GFLOP/s "
-          f"({n}x{n} by {n}x{n} fp32)")
+    print(
+        f"\nthreads: {torch.get_num_threads()}   matmul rate: {rate / 1e9:.1f} GFLOP/s "
+        f"({n}x{n} by {n}x{n} fp32)"
+    )
     by_key = {(r["op"], r["config"], r["mode"], r["variant"]): r for r in rows}
-    header = (f"| {'mode':7s} | {'variant':28s} | {'median ms':>10s} | {'speedup':>8s} | "
-              f"{'floor ms':>8s} | {'x floor':>7s} |")
+    header = (
+        f"| {'mode':7s} | {'variant':28s} | {'median ms':>10s} | {'speedup':>8s} | "
+        f"{'floor ms':>8s} | {'x floor':>7s} |"
+    )
     group = None
     for r in rows:
         if (r["op"], r["config"]) != group:
@@ -287,17 +342,24 @@ def print_table(rows, rate, n):
         speed = f"{base['median_s'] / r['median_s']:.1f}x" if base else ""
         floor = f"{r['floor_s'] * 1e3:.2f}" if "floor_s" in r else ""
         xf = f"{r['x_floor']:.1f}" if "x_floor" in r else ""
-        print(f"| {r['mode']:7s} | {r['variant'][:28]:28s} | {r['median_s'] * 1e3:10.2f} | "
-              f"{speed:>8s} | {floor:>8s} | {xf:>7s} |")
+        print(
+            f"| {r['mode']:7s} | {r['variant'][:28]:28s} | {r['median_s'] * 1e3:10.2f} | "
+            f"{speed:>8s} | {floor:>8s} | {xf:>7s} |"
+        )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, a smoke run")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed runs per case (default 7, --quick 3)")
-    parser.add_argument("--max-seconds", type=float, default=20.0,
-                        help="stop repeating a case after this long (at least 3 runs)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed runs per case (default 7, --quick 3)"
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=20.0,
+        help="stop repeating a case after this long (at least 3 runs)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--no-models", action="store_true", help="skip the model steps")
     parser.add_argument("--out", default=None, help="JSON path (default results/ops.json)")
@@ -322,18 +384,37 @@ def main(argv=None):
     x = torch.randn(d["B"], 4 * d["H"], d["R"], S)
     w = 0.5 * torch.randn(4 * d["H"], d["H"], 2) / d["H"] ** 0.5
     flops = 2 * d["B"] * d["R"] * d["W"] * (4 * d["H"]) * (2 * d["H"])
-    scan_case(bench, "diagonal_lstm_scan", diagonal_lstm_scan_ref, diagonal_lstm_scan, x, w,
-              flops, rate, f"x_gates {tuple(x.shape)}")
+    scan_case(
+        bench,
+        "diagonal_lstm_scan",
+        diagonal_lstm_scan_ref,
+        diagonal_lstm_scan,
+        x,
+        w,
+        flops,
+        rate,
+        f"x_gates {tuple(x.shape)}",
+    )
 
     r = cfg["row"]
     x = torch.randn(r["B"], 4 * r["H"], r["R"], r["W"])
     w = 0.5 * torch.randn(4 * r["H"], r["H"], 3) / (3 * r["H"]) ** 0.5
     flops = 2 * r["B"] * (r["R"] - 1) * r["W"] * (4 * r["H"]) * (3 * r["H"])
-    scan_case(bench, "row_lstm_scan", row_lstm_scan_ref, row_lstm_scan, x, w, flops, rate,
-              f"x_gates {tuple(x.shape)}")
+    scan_case(
+        bench,
+        "row_lstm_scan",
+        row_lstm_scan_ref,
+        row_lstm_scan,
+        x,
+        w,
+        flops,
+        rate,
+        f"x_gates {tuple(x.shape)}",
+    )
 
-    nade_times = {name: nade_case(bench, cfg["nade"], rate, name, x)
-                  for name, x in nade_inputs(cfg["nade"])}
+    nade_times = {
+        name: nade_case(bench, cfg["nade"], rate, name, x) for name, x in nade_inputs(cfg["nade"])
+    }
 
     if not args.no_models:
         model_steps(bench, cfg["models"], args.quick)
@@ -341,8 +422,9 @@ def main(argv=None):
     print_table(bench.rows, rate, n)
     summary = {}
     for data_name, times in nade_times.items():
-        vec = min(("vectorized: cumsum", "vectorized: blocks of 28"),
-                  key=lambda n: times["fwd+bwd", n])
+        vec = min(
+            ("vectorized: cumsum", "vectorized: blocks of 28"), key=lambda n: times["fwd+bwd", n]
+        )
         print(f"\nNADE, {data_name}: best vectorized pure-PyTorch form (fwd+bwd): {vec}")
         summary[data_name] = {"best_vectorized": vec}
         for mode in ("fwd", "fwd+bwd"):
@@ -350,18 +432,27 @@ def main(argv=None):
             s = summary[data_name][mode] = dict(
                 vs_python_loop=times[mode, "python loop (public code)"] / cpp,
                 vs_best_vectorized=times[mode, vec] / cpp,
-                vs_reference=times[mode, "reference (nade_forward_ref)"] / cpp)
-            print(f"  cpp {mode}: {s['vs_python_loop']:.1f}x the Python loop, "
-                  f"{s['vs_best_vectorized']:.1f}x the best vectorized form, "
-                  f"{s['vs_reference']:.1f}x nade_forward_ref")
-    out = args.out or os.path.join(HERE, "results", "ops.json" if not args.quick
-                                   else "ops_quick.json")
+                vs_reference=times[mode, "reference (nade_forward_ref)"] / cpp,
+            )
+            print(
+                f"  cpp {mode}: {s['vs_python_loop']:.1f}x the Python loop, "
+                f"{s['vs_best_vectorized']:.1f}x the best vectorized form, "
+                f"{s['vs_reference']:.1f}x nade_forward_ref"
+            )
+    out = args.out or os.path.join(
+        HERE, "results", "ops.json" if not args.quick else "ops_quick.json"
+    )
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    meta = dict(torch=torch.__version__, threads=torch.get_num_threads(),
-                cpu=platform.processor() or platform.machine(), quick=args.quick,
-                repeats=args.repeats, matmul_flops_per_s=rate,
-                nade_speedups=summary,
-                seconds=time.perf_counter() - t_start)
+    meta = dict(
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        cpu=platform.processor() or platform.machine(),
+        quick=args.quick,
+        repeats=args.repeats,
+        matmul_flops_per_s=rate,
+        nade_speedups=summary,
+        seconds=time.perf_counter() - t_start,
+    )
     with open(out, "w") as f:
         json.dump(dict(meta=meta, results=bench.rows), f, indent=1)
     print(f"wrote {out} ({meta['seconds']:.0f} s)")

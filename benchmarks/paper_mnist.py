@@ -32,6 +32,7 @@ Settings (the paper gives no more than this for MNIST; what it leaves open is ch
     layers with h = 16 (as the Diagonal BiLSTM) and 15 PixelCNN residual blocks with
     h = 16 (the paper's CIFAR-10 PixelCNN depth at the MNIST width).
 """
+
 import argparse
 import json
 import math
@@ -44,8 +45,7 @@ import torch
 import pixelar
 from pixelar import data as datasets
 from pixelar.data import save_grid
-from pixelar.training import (CheckpointError, TrainConfig, evaluate, load_checkpoint,
-                              train)
+from pixelar.training import CheckpointError, TrainConfig, evaluate, load_checkpoint, train
 from pixelar.training.checkpoint import atomic_write_json, checkpoint_file, read_meta
 from pixelar.training.history import load_run, plot_runs
 from pixelar.training.trainer import RESUME_OVERRIDES, resolve_model_class
@@ -54,24 +54,66 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 PAPER_SOURCE = "van den Oord et al. 2016, Pixel Recurrent Neural Networks, Table 4"
 
-_PIXEL_NET = dict(batch_size=16, optimizer="adam", lr=1e-3, clip=1.0, patience=10,
-                  epochs=200, checkpoint_every=200, seed=0)
+_PIXEL_NET = dict(
+    batch_size=16,
+    optimizer="adam",
+    lr=1e-3,
+    clip=1.0,
+    patience=10,
+    epochs=200,
+    checkpoint_every=200,
+    seed=0,
+)
 # key -> (row label, paper's test NLL in nats, TrainConfig fields)
 MODELS = {
-    "nade": ("NADE (H=500)", 88.33, dict(
-        model="NADE", model_args={"hidden": 500}, batch_size=64, optimizer="adam", lr=1e-3,
-        clip=1.0, patience=5, epochs=200, checkpoint_every=0, seed=0)),
-    "pixelcnn": ("PixelCNN (15 blocks, h=16)", 81.30, dict(
-        model="PixelCNN", model_args={"num_layers": 15, "hidden": 16}, **_PIXEL_NET)),
-    "row_lstm": ("Row LSTM (7 layers, h=16)", 80.54, dict(
-        model="PixelRNN", model_args={"layer": "row", "num_layers": 7, "hidden": 16},
-        **_PIXEL_NET)),
-    "diagonal_1x32": ("Diagonal BiLSTM (1 layer, h=32)", 80.75, dict(
-        model="PixelRNN", model_args={"layer": "diagonal", "num_layers": 1, "hidden": 32},
-        **_PIXEL_NET)),
-    "diagonal_7x16": ("Diagonal BiLSTM (7 layers, h=16)", 79.20, dict(
-        model="PixelRNN", model_args={"layer": "diagonal", "num_layers": 7, "hidden": 16},
-        **_PIXEL_NET)),
+    "nade": (
+        "NADE (H=500)",
+        88.33,
+        dict(
+            model="NADE",
+            model_args={"hidden": 500},
+            batch_size=64,
+            optimizer="adam",
+            lr=1e-3,
+            clip=1.0,
+            patience=5,
+            epochs=200,
+            checkpoint_every=0,
+            seed=0,
+        ),
+    ),
+    "pixelcnn": (
+        "PixelCNN (15 blocks, h=16)",
+        81.30,
+        dict(model="PixelCNN", model_args={"num_layers": 15, "hidden": 16}, **_PIXEL_NET),
+    ),
+    "row_lstm": (
+        "Row LSTM (7 layers, h=16)",
+        80.54,
+        dict(
+            model="PixelRNN",
+            model_args={"layer": "row", "num_layers": 7, "hidden": 16},
+            **_PIXEL_NET,
+        ),
+    ),
+    "diagonal_1x32": (
+        "Diagonal BiLSTM (1 layer, h=32)",
+        80.75,
+        dict(
+            model="PixelRNN",
+            model_args={"layer": "diagonal", "num_layers": 1, "hidden": 32},
+            **_PIXEL_NET,
+        ),
+    ),
+    "diagonal_7x16": (
+        "Diagonal BiLSTM (7 layers, h=16)",
+        79.20,
+        dict(
+            model="PixelRNN",
+            model_args={"layer": "diagonal", "num_layers": 7, "hidden": 16},
+            **_PIXEL_NET,
+        ),
+    ),
 }
 NUM_DIMS = 784
 NATS_PER_BPD = NUM_DIMS * math.log(2.0)
@@ -119,39 +161,55 @@ def stored_config(run_dir):
 
 # ---------------------------------------------------------------------------- training
 
+
 def train_model(key, args):
     """Train (or continue) model ``key`` for at most args.budget seconds."""
     run_dir = os.path.join(args.runs_dir, key)
-    wanted = model_config(key, args.data_dir, max_time=args.budget,
-                          train_subset=args.train_subset, val_subset=args.val_subset,
-                          **({"epochs": args.epochs} if args.epochs else {}))
+    wanted = model_config(
+        key,
+        args.data_dir,
+        max_time=args.budget,
+        train_subset=args.train_subset,
+        val_subset=args.val_subset,
+        **({"epochs": args.epochs} if args.epochs else {}),
+    )
     stored = stored_config(run_dir)
     if stored is not None:
         diff = config_mismatch(stored, wanted)
         if diff:
-            raise SystemExit(f"{run_dir} holds a run with other settings ("
-                             + "; ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b)
-                                         in diff.items())
-                             + "); move it away or pass another --runs-dir")
+            raise SystemExit(
+                f"{run_dir} holds a run with other settings ("
+                + "; ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in diff.items())
+                + "); move it away or pass another --runs-dir"
+            )
         age = time.time() - os.path.getmtime(checkpoint_file(os.path.join(run_dir, "last")))
         if age < args.busy_minutes * 60:
-            log(f"{key}: skipped, its checkpoint was written {age / 60:.1f} min ago: another "
-                f"process seems to be training it (--busy-minutes 0 to override)")
+            log(
+                f"{key}: skipped, its checkpoint was written {age / 60:.1f} min ago: another "
+                f"process seems to be training it (--busy-minutes 0 to override)"
+            )
             return None
         state = (read_meta(os.path.join(run_dir, "last")) or {}).get("train_state") or {}
         status = state.get("status")
-        if status == "early_stopped" or (status == "finished"
-                                         and state.get("epoch", 0) >= wanted.epochs):
+        if status == "early_stopped" or (
+            status == "finished" and state.get("epoch", 0) >= wanted.epochs
+        ):
             log(f"{key}: already {status}")
             return None
     log(f"{key}: {'continuing' if stored else 'starting'} {run_dir} (budget {args.budget} s)")
-    result = train(wanted, run_dir, resume=stored is not None, progress=args.progress,
-                   log=lambda *a: log(f"{key}:", *a))
+    result = train(
+        wanted,
+        run_dir,
+        resume=stored is not None,
+        progress=args.progress,
+        log=lambda *a: log(f"{key}:", *a),
+    )
     log(f"{key}: {result['status']} at step {result['global_step']}")
     return result
 
 
 # ---------------------------------------------------------------------------- report
+
 
 def _load_ckpt(path, tries=3):
     """load_checkpoint, retried: a run in progress may be replacing the files."""
@@ -176,8 +234,7 @@ def report_model(key, args, test, previous):
     which = best if best is not None else last
     ckpt = _load_ckpt(which)
     state = ckpt.train_state
-    row.update(checkpoint=os.path.basename(which).split(".")[0],
-               checkpoint_sha256=ckpt.sha256)
+    row.update(checkpoint=os.path.basename(which).split(".")[0], checkpoint_sha256=ckpt.sha256)
     try:
         run = load_run(run_dir)
         rows = run["rows"]
@@ -193,7 +250,9 @@ def report_model(key, args, test, previous):
     best_epoch = state.get("best_epoch")
     best_row = next((r for r in rows if r["epoch"] == best_epoch), None)
     row.update(
-        status=status, epochs=len(rows), best_epoch=best_epoch,
+        status=status,
+        epochs=len(rows),
+        best_epoch=best_epoch,
         global_step=last_state.get("global_step"),
         hours=rows[-1]["hours"] if rows else None,
         hours_at_best=best_row["hours"] if best_row else None,
@@ -201,12 +260,14 @@ def report_model(key, args, test, previous):
         last_val_nats=rows[-1]["val_nats"] if rows else None,
         improving=bool(rows) and best_epoch == rows[-1]["epoch"],
         step_in_epoch=last_state.get("step_in_epoch"),
-        config=ckpt.train_state.get("config"))
+        config=ckpt.train_state.get("config"),
+    )
     model = ckpt.build_model().eval()
     row["parameters"] = sum(p.numel() for p in model.parameters())
     cached = previous.get(key, {})
-    same = (cached.get("checkpoint_sha256") == row["checkpoint_sha256"] is not None
-            and cached.get("test", {}).get("n") == len(test))
+    same = cached.get("checkpoint_sha256") == row["checkpoint_sha256"] is not None and cached.get(
+        "test", {}
+    ).get("n") == len(test)
     if same:
         row["test"] = cached["test"]
         log(f"{key}: checkpoint unchanged, test NLL from the previous report")
@@ -214,8 +275,10 @@ def report_model(key, args, test, previous):
         t0 = time.perf_counter()
         row["test"] = evaluate(model, test, batch_size=args.eval_batch_size)
         row["test"]["seconds"] = time.perf_counter() - t0
-        log(f"{key}: test NLL {row['test']['nll_nats']:.2f} ± "
-            f"{row['test']['nll_nats_ci95']:.2f} nats ({row['test']['seconds']:.0f} s)")
+        log(
+            f"{key}: test NLL {row['test']['nll_nats']:.2f} ± "
+            f"{row['test']['nll_nats_ci95']:.2f} nats ({row['test']['seconds']:.0f} s)"
+        )
     samples_png = os.path.join(args.results_dir, f"paper_mnist_samples_{key}.png")
     completions_png = os.path.join(args.results_dir, f"paper_mnist_completions_{key}.png")
     if not (same and os.path.isfile(samples_png) and os.path.isfile(completions_png)):
@@ -223,7 +286,7 @@ def report_model(key, args, test, previous):
         with torch.no_grad():
             samples = model.sample(25, generator=g)
             save_grid(samples_png, samples, 2, ncol=5)
-            originals = test[:args.completions]
+            originals = test[: args.completions]
             condition = originals.clone()
             condition[:, :, NUM_HALF:, :] = -1
             done = model.sample(len(originals), generator=g, condition=condition)
@@ -241,24 +304,29 @@ def _fmt(v, spec, none="–"):
     return none if v is None else format(v, spec)
 
 
-STATUS_WORDS = {"early_stopped": "converged (early-stopped)", "training": "still training",
-                "paused": "paused (rerun to continue)", "running": "stopped mid-run (rerun "
-                "to continue)", "finished": "finished (epoch limit)"}
+STATUS_WORDS = {
+    "early_stopped": "converged (early-stopped)",
+    "training": "still training",
+    "paused": "paused (rerun to continue)",
+    "running": "stopped mid-run (rerun to continue)",
+    "finished": "finished (epoch limit)",
+}
 
 
 def markdown(rows, meta):
     lines = [
         "| model | paper (nats) | pixelar test NLL (nats, 95%) | bits/dim | parameters | "
         "epochs (best / done) | hours (at best / total) | status |",
-        "|---|---:|---:|---:|---:|---:|---:|---|"]
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         if "test" not in r:
             lines.append(f"| {r['model']} | {r['paper_nats']:.2f} | not trained | | | | | |")
             continue
         t = r["test"]
         status = STATUS_WORDS.get(r["status"], r["status"]) + (
-            "" if r["epochs"] else f" (epoch 1, step {r.get('step_in_epoch')}: no validation "
-                                   f"yet)")
+            "" if r["epochs"] else f" (epoch 1, step {r.get('step_in_epoch')}: no validation yet)"
+        )
         if r["epochs"] == 1:
             status += ", 1 epoch so far"
         elif r["epochs"] and r["improving"]:
@@ -267,11 +335,14 @@ def markdown(rows, meta):
             f"| {r['model']} | {r['paper_nats']:.2f} | {t['nll_nats']:.2f} ± "
             f"{t['nll_nats_ci95']:.2f} | {t['bits_per_dim']:.4f} | {r['parameters']:,} | "
             f"{_fmt(r['best_epoch'], 'd')} / {r['epochs']} | "
-            f"{_fmt(r['hours_at_best'], '.2f')} / {_fmt(r['hours'], '.2f')} | {status} |")
+            f"{_fmt(r['hours_at_best'], '.2f')} / {_fmt(r['hours'], '.2f')} | {status} |"
+        )
     lines.append("")
-    lines.append(f"Test set: {meta['test_images']} images of the fixed binarization in "
-                 f"{meta['data_dir']}; best-validation checkpoint (the last one where a run "
-                 f"has not finished an epoch). Written {meta['written']}.")
+    lines.append(
+        f"Test set: {meta['test_images']} images of the fixed binarization in "
+        f"{meta['data_dir']}; best-validation checkpoint (the last one where a run "
+        f"has not finished an epoch). Written {meta['written']}."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -284,7 +355,7 @@ def report(args):
             previous = {r["key"]: r for r in json.load(f).get("models", [])}
     test = datasets.load("binarized-mnist", "test", args.data_dir).images
     if args.test_limit:
-        test = test[:args.test_limit]
+        test = test[: args.test_limit]
     rows = [report_model(k, args, test, previous) for k in args.models]
     runs, reference = [], {}
     for r in rows:
@@ -297,15 +368,25 @@ def report(args):
     vals = [r["val_nats"] for run in runs for r in run["rows"] if r["val_nats"] is not None]
     if not vals or min(vals) > ylim[1]:
         ylim = None
-    drawn = plot_runs(curves, runs, unit="nats", reference=reference,
-                      title="binarized MNIST: validation NLL (paper's test NLL dashed)",
-                      ylim=ylim)
+    drawn = plot_runs(
+        curves,
+        runs,
+        unit="nats",
+        reference=reference,
+        title="binarized MNIST: validation NLL (paper's test NLL dashed)",
+        ylim=ylim,
+    )
     if drawn is None:
         log("no curves PNG: pip install matplotlib")
-    meta = {"paper": PAPER_SOURCE, "data_dir": os.path.abspath(args.data_dir),
-            "test_images": len(test), "written": time.strftime("%Y-%m-%d %H:%M"),
-            "threads": torch.get_num_threads(), "pixelar_version": pixelar.__version__,
-            "curves_png": os.path.basename(curves) if drawn else None}
+    meta = {
+        "paper": PAPER_SOURCE,
+        "data_dir": os.path.abspath(args.data_dir),
+        "test_images": len(test),
+        "written": time.strftime("%Y-%m-%d %H:%M"),
+        "threads": torch.get_num_threads(),
+        "pixelar_version": pixelar.__version__,
+        "curves_png": os.path.basename(curves) if drawn else None,
+    }
     atomic_write_json(json_path, {"meta": meta, "models": rows})
     md = markdown(rows, meta)
     with open(os.path.join(args.results_dir, "paper_mnist.md"), "w") as f:
@@ -316,21 +397,38 @@ def report(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default="data/binarized_mnist",
-                   help="folder with binarized_mnist_{train,valid,test}.amat (make them with "
-                        "pixelar data binarize-mnist)")
+    p.add_argument(
+        "--data-dir",
+        default="data/binarized_mnist",
+        help="folder with binarized_mnist_{train,valid,test}.amat (make them with "
+        "pixelar data binarize-mnist)",
+    )
     p.add_argument("--runs-dir", default=os.path.join("runs", "paper_mnist"))
     p.add_argument("--results-dir", default=RESULTS)
-    p.add_argument("--models", default=",".join(MODELS),
-                   help=f"comma-separated keys (default: all): {', '.join(MODELS)}")
-    p.add_argument("--budget", type=float, default=3600.0,
-                   help="seconds of training per model in this sitting (default 3600)")
-    p.add_argument("--report-only", action="store_true", help="train nothing; evaluate and "
-                   "draw what the runs hold")
+    p.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help=f"comma-separated keys (default: all): {', '.join(MODELS)}",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=3600.0,
+        help="seconds of training per model in this sitting (default 3600)",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing; evaluate and draw what the runs hold",
+    )
     p.add_argument("--train-only", action="store_true", help="train; write no report")
-    p.add_argument("--busy-minutes", type=float, default=20.0,
-                   help="a run whose last checkpoint is younger than this is taken to be "
-                        "training in another process: not trained here (default 20)")
+    p.add_argument(
+        "--busy-minutes",
+        type=float,
+        default=20.0,
+        help="a run whose last checkpoint is younger than this is taken to be "
+        "training in another process: not trained here (default 20)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-batch-size", type=int, default=256)
     p.add_argument("--completions", type=int, default=10, help="test digits to complete")

@@ -20,6 +20,7 @@ same work at every dimension), and the output says so ("extrapolated", "*").
 
 Writes benchmarks/results/sampling.json and benchmarks/results/sampling_scaling.png.
 """
+
 import argparse
 import json
 import math
@@ -41,18 +42,26 @@ from _timing import interleaved_times, matmul_rate, median_time  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 CONFIGS = {
-    "pixelrnn_diagonal": lambda s: PixelRNN(image_shape=(1, s, s), layer="diagonal",
-                                            num_layers=7, hidden=16),
-    "pixelrnn_row": lambda s: PixelRNN(image_shape=(1, s, s), layer="row", num_layers=7,
-                                       hidden=16),
+    "pixelrnn_diagonal": lambda s: PixelRNN(
+        image_shape=(1, s, s), layer="diagonal", num_layers=7, hidden=16
+    ),
+    "pixelrnn_row": lambda s: PixelRNN(image_shape=(1, s, s), layer="row", num_layers=7, hidden=16),
     "pixelcnn": lambda s: PixelCNN(image_shape=(1, s, s), num_layers=15, hidden=16),
     "nade": lambda s: NADE(image_shape=(1, s, s), hidden=500),
 }
-LABELS = {"pixelrnn_diagonal": "PixelRNN diagonal 7x16", "pixelrnn_row": "PixelRNN row 7x16",
-          "pixelcnn": "PixelCNN 15x16", "nade": "NADE H=500"}
+LABELS = {
+    "pixelrnn_diagonal": "PixelRNN diagonal 7x16",
+    "pixelrnn_row": "PixelRNN row 7x16",
+    "pixelcnn": "PixelCNN 15x16",
+    "nade": "NADE H=500",
+}
 BATCH = {"nade": 64}
-NAIVE_OPS = {"pixelrnn_diagonal": "diagonal_lstm_scan", "pixelrnn_row": "row_lstm_scan",
-             "pixelcnn": None, "nade": "nade_forward"}
+NAIVE_OPS = {
+    "pixelrnn_diagonal": "diagonal_lstm_scan",
+    "pixelrnn_row": "row_lstm_scan",
+    "pixelcnn": None,
+    "nade": "nade_forward",
+}
 
 
 def build(name, size):
@@ -81,8 +90,7 @@ def time_naive(model, n, budget_s, min_dims=3, seed=0):
     C, H, W = model.image_shape
     D = model.num_dims
     x = torch.zeros((n, C, H, W), dtype=torch.long)
-    u = torch.rand((n, C, H, W), generator=torch.Generator().manual_seed(seed),
-                   dtype=torch.float64)
+    u = torch.rand((n, C, H, W), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     model(x)  # warm-up
     steps = []
     start = time.perf_counter()
@@ -93,8 +101,11 @@ def time_naive(model, n, budget_s, min_dims=3, seed=0):
                 logits = model(x)[:, ch, r, c]
                 x[:, ch, r, c] = draw(logits, u[:, ch, r, c], model.bernoulli)
                 steps.append(time.perf_counter() - t)
-                if (len(steps) < D and len(steps) >= min_dims
-                        and time.perf_counter() - start > budget_s):
+                if (
+                    len(steps) < D
+                    and len(steps) >= min_dims
+                    and time.perf_counter() - start > budget_s
+                ):
                     return statistics.median(steps) * D, True, None
     return time.perf_counter() - start, False, x
 
@@ -128,7 +139,7 @@ def nade_python_loop(model, n):
         h = torch.sigmoid(a)
         p = torch.sigmoid(h @ V[d] + b[d])
         x[:, d] = torch.bernoulli(p)
-        a = a + x[:, d:d + 1] * W[:, d]
+        a = a + x[:, d : d + 1] * W[:, d]
     return x
 
 
@@ -175,8 +186,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--no-plot", action="store_true")
-    parser.add_argument("--replot", action="store_true",
-                        help="only redraw the PNG from the JSON in --out")
+    parser.add_argument(
+        "--replot", action="store_true", help="only redraw the PNG from the JSON in --out"
+    )
     args = parser.parse_args(argv)
     if args.replot:
         with open(os.path.join(args.out, "sampling.json")) as f:
@@ -185,7 +197,7 @@ def main(argv=None):
         return results
     torch.set_num_threads(args.threads)
     quick = args.quick
-    naive_budget = 4.0 if quick else 30.0   # seconds of naive sampling per configuration
+    naive_budget = 4.0 if quick else 30.0  # seconds of naive sampling per configuration
     sweep_budget = 2.0 if quick else 10.0
     repeats = 3 if quick else 5
     sizes = [8, 16, 28] if quick else [8, 16, 28, 32]
@@ -193,18 +205,32 @@ def main(argv=None):
 
     load_start = os.getloadavg()[0]
     rate = matmul_rate() / 1e9
-    print(f"pixelar sampling benchmark  ({platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {args.threads} threads, fp32, "
-          f"{'--quick' if quick else 'full'})")
-    print(f"measured matmul rate: {rate:.1f} GFLOP/s (best of 5, 2048^3 fp32 matmul); "
-          f"load average at start {load_start:.1f}\n")
-    results = {"machine": {"cpu_count": os.cpu_count(), "threads": args.threads,
-                           "torch": torch.__version__, "matmul_gflops": rate},
-               "quick": quick, "main": {}, "sweep": {}}
+    print(
+        f"pixelar sampling benchmark  ({platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {args.threads} threads, fp32, "
+        f"{'--quick' if quick else 'full'})"
+    )
+    print(
+        f"measured matmul rate: {rate:.1f} GFLOP/s (best of 5, 2048^3 fp32 matmul); "
+        f"load average at start {load_start:.1f}\n"
+    )
+    results = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "matmul_gflops": rate,
+        },
+        "quick": quick,
+        "main": {},
+        "sweep": {},
+    }
 
     # 1. binarized 28x28
-    header = (f"{'model (28x28, binary)':<24}{'batch':>6}{'naive s':>10}{'fast ms':>10}"
-              f"{'speedup':>10}{'floor ms':>10}{'/floor':>8}  naive backend")
+    header = (
+        f"{'model (28x28, binary)':<24}{'batch':>6}{'naive s':>10}{'fast ms':>10}"
+        f"{'speedup':>10}{'floor ms':>10}{'/floor':>8}  naive backend"
+    )
     print(header)
     print("-" * len(header))
     for name in CONFIGS:
@@ -216,37 +242,57 @@ def main(argv=None):
         t_fast = time_fast(model, n, repeats)
         with torch.no_grad():
             x_fast = model._sample_fast(
-                torch.rand((n, *model.image_shape), generator=torch.Generator().manual_seed(0),
-                           dtype=torch.float64), None)
+                torch.rand(
+                    (n, *model.image_shape),
+                    generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64,
+                ),
+                None,
+            )
         ones = x_fast.float().mean().item()
         floor = fast_flops(model, n, ones) / (rate * 1e9)
         same = None if x_naive is None else (x_naive == x_fast).float().mean().item()
-        results["main"][name] = dict(batch=n, naive_s=t_naive, naive_extrapolated=extrapolated,
-                                     naive_backend=backend, fast_s=t_fast,
-                                     speedup=t_naive / t_fast, flops=fast_flops(model, n, ones),
-                                     floor_s=floor, fast_over_floor=t_fast / floor,
-                                     naive_fast_equal_fraction=same)
+        results["main"][name] = dict(
+            batch=n,
+            naive_s=t_naive,
+            naive_extrapolated=extrapolated,
+            naive_backend=backend,
+            fast_s=t_fast,
+            speedup=t_naive / t_fast,
+            flops=fast_flops(model, n, ones),
+            floor_s=floor,
+            fast_over_floor=t_fast / floor,
+            naive_fast_equal_fraction=same,
+        )
         note = backend + (", extrapolated" if extrapolated else "")
         if same is not None:
             note += f", {100 * same:.2f}% values equal to fast"
-        print(f"{LABELS[name]:<24}{n:>6}{t_naive:>10.2f}{t_fast * 1e3:>10.1f}"
-              f"{t_naive / t_fast:>9.0f}x{floor * 1e3:>10.2f}{t_fast / floor:>7.1f}x  {note}")
+        print(
+            f"{LABELS[name]:<24}{n:>6}{t_naive:>10.2f}{t_fast * 1e3:>10.1f}"
+            f"{t_naive / t_fast:>9.0f}x{floor * 1e3:>10.2f}{t_fast / floor:>7.1f}x  {note}"
+        )
 
     model = build("nade", 28)
     # timed in alternating rounds, so that load from other processes hits both alike
-    times = interleaved_times({"loop": lambda: nade_python_loop(model, 64),
-                               "fast": fast_sampler(model, 64)}, repeats=3 * repeats)
+    times = interleaved_times(
+        {"loop": lambda: nade_python_loop(model, 64), "fast": fast_sampler(model, 64)},
+        repeats=3 * repeats,
+    )
     t_loop, t_fast = times["loop"][0], times["fast"][0]
-    results["nade_python_loop"] = dict(batch=64, python_loop_s=t_loop, fast_s=t_fast,
-                                       speedup=t_loop / t_fast)
-    print(f"\nNADE H=500, D=784, 64 samples: Python loop over dimensions {t_loop * 1e3:.1f} ms, "
-          f"fast {t_fast * 1e3:.1f} ms: {t_loop / t_fast:.1f}x")
+    results["nade_python_loop"] = dict(
+        batch=64, python_loop_s=t_loop, fast_s=t_fast, speedup=t_loop / t_fast
+    )
+    print(
+        f"\nNADE H=500, D=784, 64 samples: Python loop over dimensions {t_loop * 1e3:.1f} ms, "
+        f"fast {t_fast * 1e3:.1f} ms: {t_loop / t_fast:.1f}x"
+    )
 
     # 2. scaling sweep
-    print(f"\nscaling sweep (time in ms; * = naive extrapolated from the dimensions done "
-          f"in {sweep_budget:.0f} s)")
-    print(f"{'model':<24}" + "".join(f"{f'{s}x{s}':>12}" for s in fast_sizes)
-          + f"{'exponent':>10}")
+    print(
+        f"\nscaling sweep (time in ms; * = naive extrapolated from the dimensions done "
+        f"in {sweep_budget:.0f} s)"
+    )
+    print(f"{'model':<24}" + "".join(f"{f'{s}x{s}':>12}" for s in fast_sizes) + f"{'exponent':>10}")
     for name in CONFIGS:
         n = BATCH.get(name, 16)
         backend = naive_backend(name)
@@ -262,18 +308,28 @@ def main(argv=None):
         b_naive, a_naive = fit_exponent([s * s for s in sizes], naive_t)
         b_fast, a_fast = fit_exponent([s * s for s in fast_sizes], fast_t)
         results["sweep"][name] = dict(
-            batch=n, sizes=sizes, fast_sizes=fast_sizes, naive_s=naive_t,
-            naive_extrapolated=flags, fast_s=fast_t, naive_exponent=b_naive,
-            fast_exponent=b_fast, naive_fit=[a_naive, b_naive], fast_fit=[a_fast, b_fast],
-            naive_backend=backend)
+            batch=n,
+            sizes=sizes,
+            fast_sizes=fast_sizes,
+            naive_s=naive_t,
+            naive_extrapolated=flags,
+            fast_s=fast_t,
+            naive_exponent=b_naive,
+            fast_exponent=b_fast,
+            naive_fit=[a_naive, b_naive],
+            fast_fit=[a_fast, b_fast],
+            naive_backend=backend,
+        )
         row = "".join(f"{t * 1e3:>11.0f}{'*' if ex else ' '}" for t, ex in zip(naive_t, flags))
         print(f"{LABELS[name] + ' naive':<24}{row}{'':>12}{b_naive:>10.2f}")
         row = "".join(f"{t * 1e3:>12.1f}" for t in fast_t)
         print(f"{LABELS[name] + ' fast':<24}{row}{b_fast:>10.2f}")
 
     results["machine"]["load_average"] = [load_start, os.getloadavg()[0]]
-    print(f"\nload average at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} "
-          f"(other processes share the {os.cpu_count()} cores: times include their interference)")
+    print(
+        f"\nload average at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} "
+        f"(other processes share the {os.cpu_count()} cores: times include their interference)"
+    )
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "sampling.json")
     with open(path, "w") as f:
@@ -283,31 +339,47 @@ def main(argv=None):
         try:
             plot(results, os.path.join(args.out, "sampling_scaling.png"))
         except ImportError as err:
-            print(f"no plot: {err} (pip install matplotlib, or pixelar[plot]; then "
-                  f"python benchmarks/sampling.py --replot --out {args.out})")
+            print(
+                f"no plot: {err} (pip install matplotlib, or pixelar[plot]; then "
+                f"python benchmarks/sampling.py --replot --out {args.out})"
+            )
     return results
 
 
 def plot(results, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(10, 5.5))
     colors = dict(zip(CONFIGS, ["C0", "C1", "C2", "C3"]))
     for name, r in results["sweep"].items():
         px = [s * s for s in r["sizes"]]
         fpx = [s * s for s in r["fast_sizes"]]
-        ax.loglog(px, r["naive_s"], "o--", color=colors[name],
-                  label=f"{LABELS[name]} naive (b={r['naive_exponent']:.2f})")
-        ax.loglog(fpx, r["fast_s"], "s-", color=colors[name],
-                  label=f"{LABELS[name]} fast (b={r['fast_exponent']:.2f})")
+        ax.loglog(
+            px,
+            r["naive_s"],
+            "o--",
+            color=colors[name],
+            label=f"{LABELS[name]} naive (b={r['naive_exponent']:.2f})",
+        )
+        ax.loglog(
+            fpx,
+            r["fast_s"],
+            "s-",
+            color=colors[name],
+            label=f"{LABELS[name]} fast (b={r['fast_exponent']:.2f})",
+        )
     ax.set_xlabel("pixels per image")
     m = results["machine"]
     load = m.get("load_average")
     ax.set_ylabel("seconds per batch (16 images; NADE 64)")
     threads = f"{m['threads']} thread" + ("s" if m["threads"] != 1 else "")
-    ax.set_title(f"pixelar sampling time vs image size (time ~ pixels^b); {threads}"
-                 + (f", load average {load[0]:.1f}" if load else ""))
+    ax.set_title(
+        f"pixelar sampling time vs image size (time ~ pixels^b); {threads}"
+        + (f", load average {load[0]:.1f}" if load else "")
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()

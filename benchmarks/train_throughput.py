@@ -36,6 +36,7 @@ OpenMP spin-waiting.
 
 Writes benchmarks/results/train_throughput.json (or --out).
 """
+
 import argparse
 import json
 import os
@@ -50,8 +51,14 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # this checkout's pixelar, not an installed one
 sys.path.insert(0, HERE)
-ROWS = ("pixelrnn_diagonal", "pixelrnn_row", "pixelcnn", "nade_digits", "nade_bernoulli",
-        "nade_sample")
+ROWS = (
+    "pixelrnn_diagonal",
+    "pixelrnn_row",
+    "pixelcnn",
+    "nade_digits",
+    "nade_bernoulli",
+    "nade_sample",
+)
 LABELS = {
     "pixelrnn_diagonal": "PixelRNN Diagonal BiLSTM 7x16, B=16",
     "pixelrnn_row": "PixelRNN Row LSTM 7x16, B=16",
@@ -60,12 +67,22 @@ LABELS = {
     "nade_bernoulli": "NADE H=500, B=64, Bernoulli(0.5) pixels",
     "nade_sample": "NADE H=500, sample 64 images (fresh model)",
 }
-BASELINE = {"pixelrnn_diagonal": "reference backend", "pixelrnn_row": "reference backend",
-            "pixelcnn": "reference backend", "nade_digits": "Python-loop NADE",
-            "nade_bernoulli": "Python-loop NADE", "nade_sample": "Python-loop sampler"}
-BARS = {"pixelrnn_diagonal": "img/s >= 150", "pixelrnn_row": "img/s >= 200",
-        "pixelcnn": "x floor <= 2", "nade_digits": "speedup >= 20",
-        "nade_bernoulli": "speedup >= 20", "nade_sample": "speedup >= 15"}
+BASELINE = {
+    "pixelrnn_diagonal": "reference backend",
+    "pixelrnn_row": "reference backend",
+    "pixelcnn": "reference backend",
+    "nade_digits": "Python-loop NADE",
+    "nade_bernoulli": "Python-loop NADE",
+    "nade_sample": "Python-loop sampler",
+}
+BARS = {
+    "pixelrnn_diagonal": "img/s >= 150",
+    "pixelrnn_row": "img/s >= 200",
+    "pixelcnn": "x floor <= 2",
+    "nade_digits": "speedup >= 20",
+    "nade_bernoulli": "speedup >= 20",
+    "nade_sample": "speedup >= 15",
+}
 MODELS = {
     "pixelrnn_diagonal": ("pixelrnn", dict(layer="diagonal", num_layers=7, hidden=16)),
     "pixelrnn_row": ("pixelrnn", dict(layer="row", num_layers=7, hidden=16)),
@@ -74,6 +91,7 @@ MODELS = {
 
 
 # ------------------------------------------------------------------------------ FLOPs
+
 
 def conv_flops(model, pixels):
     """Multiply-adds x 2 of every Conv2d (dense kernels, masks not discounted) per image."""
@@ -101,9 +119,11 @@ def step_flops(name, model, batch, pixels):
 
 # ------------------------------------------------------------------------------ worker
 
+
 def load_images(n):
     """(images (n, 1, 28, 28) int64, dataset name)."""
     from pixelar import data
+
     root = os.environ.get("PIXELAR_MNIST", "/work/data/binarized_mnist")
     if os.path.exists(os.path.join(root, "binarized_mnist_valid.amat")):
         return data.load("binarized-mnist", "val", root).images[:n], "binarized-mnist (val)"
@@ -113,6 +133,7 @@ def load_images(n):
 def trainer_step(model, x):
     """The trainer's step (pixelar/training/trainer.py), as a callable."""
     from pixelar.training.trainer import NegLogLikelihood, make_optimizer
+
     net = NegLogLikelihood(model)
     opt = make_optimizer("adam", model.parameters(), 1e-3)
     D = model.num_dims
@@ -123,6 +144,7 @@ def trainer_step(model, x):
         loss.backward()
         opt.step()
         return loss.item()
+
     return step
 
 
@@ -143,12 +165,14 @@ def nade_loop_step(W, c, V, b, x):
             logits.append(h @ V_[d] + b_[d])
             a = a + torch.outer(xs[:, d], W_[:, d])
         logits = torch.stack(logits, dim=1)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, xs, reduction="sum") / (B * D)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, xs, reduction="sum") / (
+            B * D
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return loss.item()
+
     return step
 
 
@@ -164,8 +188,9 @@ def nade_loop_sampler(model, n):
         for d in range(D):
             p = torch.sigmoid(torch.sigmoid(a) @ V[d] + b[d])
             x[:, d] = (torch.rand(n, generator=g) < p).float()
-            a += x[:, d:d + 1] * W[:, d]
+            a += x[:, d : d + 1] * W[:, d]
         return x
+
     return sample
 
 
@@ -174,6 +199,7 @@ def make_pair(name):
     import pixelar
     from pixelar.models import NADE
     from pixelar.training.trainer import build_model
+
     torch.manual_seed(0)
     if name in MODELS:
         batch = 16
@@ -187,6 +213,7 @@ def make_pair(name):
             def run(step=step, backend=backend):
                 with pixelar.ops.backend(backend):
                     step()
+
             fns[variant] = run
         return fns, step_flops(name, model, batch, 784), batch, data_name
     if name in ("nade_digits", "nade_bernoulli"):
@@ -195,11 +222,18 @@ def make_pair(name):
             x, data_name = load_images(batch)
         else:
             g = torch.Generator().manual_seed(0)
-            x, data_name = (torch.rand(batch, 1, 28, 28, generator=g) < 0.5).long(), "Bernoulli(0.5)"
+            x, data_name = (
+                (torch.rand(batch, 1, 28, 28, generator=g) < 0.5).long(),
+                "Bernoulli(0.5)",
+            )
         model = build_model("nade", {"hidden": 500}, (1, 28, 28), 2)
         baseline = nade_loop_step(model.W, model.c, model.V[:, 0], model.b[:, 0], x)
-        return ({"fast": trainer_step(model, x), "baseline": baseline},
-                step_flops(name, model, batch, 784), batch, data_name)
+        return (
+            {"fast": trainer_step(model, x), "baseline": baseline},
+            step_flops(name, model, batch, 784),
+            batch,
+            data_name,
+        )
     if name == "nade_sample":
         n = 64
         model = NADE(image_shape=(1, 28, 28), hidden=500).eval()
@@ -208,6 +242,7 @@ def make_pair(name):
         def fast():
             with torch.no_grad():
                 model.sample(n, generator=g)
+
         flops = n * 784 * 4 * model.hidden
         return {"fast": fast, "baseline": nade_loop_sampler(model, n)}, flops, n, "-"
     raise ValueError(f"unknown row {name!r}; expected one of {ROWS}")
@@ -235,18 +270,27 @@ def worker(name, threads, rounds, max_seconds, fast_only=False):
         t0 = time.perf_counter()
         fns["fast"]()
         samples["fast"].append(time.perf_counter() - t0)
-    print(json.dumps(dict(name=name, samples=samples, flops=flops, images=images,
-                          data=data_name)))
+    print(json.dumps(dict(name=name, samples=samples, flops=flops, images=images, data=data_name)))
 
 
 # ------------------------------------------------------------------------------ driver
 
+
 def run_row(name, args):
     results = []
     for _ in range(args.procs):
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--threads",
-               str(args.threads), "--rounds", str(args.rounds), "--max-seconds",
-               str(args.max_seconds)] + (["--fast-only"] if args.fast_only else [])
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            name,
+            "--threads",
+            str(args.threads),
+            "--rounds",
+            str(args.rounds),
+            "--max-seconds",
+            str(args.max_seconds),
+        ] + (["--fast-only"] if args.fast_only else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode != 0:
             raise RuntimeError(f"{name}: worker failed:\n{out.stderr[-2000:]}")
@@ -262,26 +306,39 @@ def summarize(name, procs, rate):
     ratios = [b / f for b, f in zip(base, best)]
     t = statistics.median(best)
     floor = flops / rate
-    return dict(row=name, label=LABELS[name], baseline=BASELINE[name], bar=BARS[name],
-                data=procs[0]["data"], images_per_call=images, flops=flops,
-                seconds_best=t, images_per_s=images / t,
-                images_per_s_procs=[images / b for b in best],
-                images_per_s_median_procs=[images / m for m in med],
-                baseline_seconds=statistics.median(base) if base else None,
-                speedup_vs_baseline=statistics.median(ratios) if ratios else None,
-                speedup_procs=ratios,
-                floor_seconds=floor, x_floor=t / floor)
+    return dict(
+        row=name,
+        label=LABELS[name],
+        baseline=BASELINE[name],
+        bar=BARS[name],
+        data=procs[0]["data"],
+        images_per_call=images,
+        flops=flops,
+        seconds_best=t,
+        images_per_s=images / t,
+        images_per_s_procs=[images / b for b in best],
+        images_per_s_median_procs=[images / m for m in med],
+        baseline_seconds=statistics.median(base) if base else None,
+        speedup_vs_baseline=statistics.median(ratios) if ratios else None,
+        speedup_procs=ratios,
+        floor_seconds=floor,
+        x_floor=t / floor,
+    )
 
 
 def print_table(rows):
-    print(f"\n{'row':44s} {'img/s':>7s} {'procs min..max':>15s} {'GFLOP':>6s} "
-          f"{'x floor':>7s} {'vs baseline':>11s}  bar")
+    print(
+        f"\n{'row':44s} {'img/s':>7s} {'procs min..max':>15s} {'GFLOP':>6s} "
+        f"{'x floor':>7s} {'vs baseline':>11s}  bar"
+    )
     for r in rows:
         lo, hi = min(r["images_per_s_procs"]), max(r["images_per_s_procs"])
         ratio = r["speedup_vs_baseline"]
         ratio = f"{ratio:10.1f}x" if ratio is not None else f"{'-':>11s}"
-        print(f"{r['label']:44s} {r['images_per_s']:7.1f} {lo:7.1f}..{hi:<7.1f} "
-              f"{r['flops'] / 1e9:6.2f} {r['x_floor']:7.1f} {ratio}  {r['bar']}")
+        print(
+            f"{r['label']:44s} {r['images_per_s']:7.1f} {lo:7.1f}..{hi:<7.1f} "
+            f"{r['flops'] / 1e9:6.2f} {r['x_floor']:7.1f} {ratio}  {r['bar']}"
+        )
 
 
 def main(argv=None):
@@ -290,11 +347,18 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--procs", type=int, default=3, help="fresh processes per row")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per process")
-    p.add_argument("--max-seconds", type=float, default=60.0,
-                   help="stop a process's rounds after this long (at least 3 rounds)")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=60.0,
+        help="stop a process's rounds after this long (at least 3 rounds)",
+    )
     p.add_argument("--quick", action="store_true", help="1 process, 3 rounds per row")
-    p.add_argument("--fast-only", action="store_true",
-                   help="time the fast path alone (no baseline, no speedup column)")
+    p.add_argument(
+        "--fast-only",
+        action="store_true",
+        help="time the fast path alone (no baseline, no speedup column)",
+    )
     p.add_argument("--out", default=None)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -303,32 +367,45 @@ def main(argv=None):
     if args.quick:
         args.procs, args.rounds = 1, 3
     from _timing import matmul_rate
+
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
     rate = matmul_rate()
     import pixelar
+
     print(f"pixelar from {os.path.dirname(pixelar.__file__)}")
-    print(f"matmul rate {rate / 1e9:.1f} GFLOP/s ({args.threads} threads); "
-          f"load average {load_before:.2f}; OMP_WAIT_POLICY="
-          f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
+    print(
+        f"matmul rate {rate / 1e9:.1f} GFLOP/s ({args.threads} threads); "
+        f"load average {load_before:.2f}; OMP_WAIT_POLICY="
+        f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
+    )
     rows = []
     for name in args.rows:
         rows.append(summarize(name, run_row(name, args), rate))
         r = rows[-1]
-        vs = (f", {r['speedup_vs_baseline']:.1f}x vs {r['baseline']}"
-              if r["speedup_vs_baseline"] is not None else "")
+        vs = (
+            f", {r['speedup_vs_baseline']:.1f}x vs {r['baseline']}"
+            if r["speedup_vs_baseline"] is not None
+            else ""
+        )
         print(f"  {r['label']}: {r['images_per_s']:.1f} img/s, x floor {r['x_floor']:.1f}{vs}")
     load_after = os.getloadavg()[0]
     print_table(rows)
-    print(f"load average: {load_before:.2f} before, {load_after:.2f} after "
-          f"({os.cpu_count()} CPUs)")
-    meta = dict(threads=args.threads, procs=args.procs, rounds=args.rounds,
-                fast_only=args.fast_only,
-                omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
-                matmul_rate=rate, load_average_before=load_before,
-                load_average_after=load_after, cpus=os.cpu_count(),
-                torch=torch.__version__, machine=platform.processor() or platform.machine(),
-                date=time.strftime("%Y-%m-%d %H:%M"))
+    print(f"load average: {load_before:.2f} before, {load_after:.2f} after ({os.cpu_count()} CPUs)")
+    meta = dict(
+        threads=args.threads,
+        procs=args.procs,
+        rounds=args.rounds,
+        fast_only=args.fast_only,
+        omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+        matmul_rate=rate,
+        load_average_before=load_before,
+        load_average_after=load_after,
+        cpus=os.cpu_count(),
+        torch=torch.__version__,
+        machine=platform.processor() or platform.machine(),
+        date=time.strftime("%Y-%m-%d %H:%M"),
+    )
     out = args.out or os.path.join(HERE, "results", "train_throughput.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:

@@ -1,11 +1,14 @@
 """pixelar: autoregressive image models (PixelRNN, PixelCNN, NADE, ...) for PyTorch, with
 C++/CUDA/Triton kernels and cached O(pixels) sampling."""
+
 import math
 
 import torch
 
-from . import _extension  # noqa: F401  (loads pixelar._C and its op schemas)
-from . import ops  # noqa: F401
+from . import (
+    _extension,  # noqa: F401  (loads pixelar._C and its op schemas)
+    ops,  # noqa: F401
+)
 
 __version__ = "0.1.0"
 

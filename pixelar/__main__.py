@@ -1,4 +1,5 @@
 """``python -m pixelar`` (and ``torchrun ... -m pixelar train``): the pixelar command."""
+
 import sys
 
 from .cli import main

@@ -3,6 +3,7 @@
 Importing pixelar never fails because the extension is missing or broken: the error is
 kept and raised, with rebuild instructions, the moment a compiled backend is asked for.
 """
+
 import torch
 
 _LOAD_ERROR = None
@@ -27,8 +28,10 @@ def extension_error() -> str:
     """Why the extension is unavailable, with how to rebuild it ('' when it loaded)."""
     if _LOAD_ERROR is None:
         return ""
-    return (f"pixelar's compiled extension (pixelar._C) failed to import: {_LOAD_ERROR}\n"
-            + REBUILD_HINT.format(torch=torch.__version__))
+    return (
+        f"pixelar's compiled extension (pixelar._C) failed to import: {_LOAD_ERROR}\n"
+        + REBUILD_HINT.format(torch=torch.__version__)
+    )
 
 
 _KERNELS = {}  # (op, dispatch key) -> bool; registrations happen once, at import of _C
@@ -41,5 +44,6 @@ def has_kernel(op: str, dispatch_key: str) -> bool:
     key = (op, dispatch_key)
     if key not in _KERNELS:
         _KERNELS[key] = _LOAD_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(
-            f"pixelar::{op}", dispatch_key)
+            f"pixelar::{op}", dispatch_key
+        )
     return _KERNELS[key]

@@ -1,4 +1,5 @@
 """Shared test setup: fixed seeds, fp64 by default where a test asks for it, and helpers."""
+
 import os
 
 import pytest

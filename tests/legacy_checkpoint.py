@@ -2,6 +2,7 @@
 substance so that tests can make format-1 checkpoints (a PREFIX.safetensors + PREFIX.json
 pair, written one after the other) and check that today's code reads and resumes them.
 Runs started with that code keep writing this format until they are resumed."""
+
 import hashlib
 import json
 import os
@@ -56,24 +57,32 @@ def save_checkpoint_v1(prefix, model, optimizer=None, train_state=None, rng=True
                     tensors[f"optimizer.{pid}.{key}"] = value
                 else:
                     scalars.setdefault(str(pid), {})[key] = _jsonable(value)
-        meta_optimizer = {"class": type(optimizer).__name__,
-                          "param_groups": _jsonable(sd["param_groups"]), "scalars": scalars}
+        meta_optimizer = {
+            "class": type(optimizer).__name__,
+            "param_groups": _jsonable(sd["param_groups"]),
+            "scalars": scalars,
+        }
     if rng:
         tensors.update(rng_state())
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     atomic_write(tensors_path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     meta = {
-        "format": FORMAT, "version": 1,
-        "model_class": type(model).__name__, "model_config": _jsonable(model.config()),
-        "optimizer": meta_optimizer, "train_state": train_state,
+        "format": FORMAT,
+        "version": 1,
+        "model_class": type(model).__name__,
+        "model_config": _jsonable(model.config()),
+        "optimizer": meta_optimizer,
+        "train_state": train_state,
         "tensors_file": os.path.basename(tensors_path),
         "tensors_sha256": sha256_file(tensors_path),
-        "pixelar_version": "0.1.0", "torch_version": torch.__version__,
+        "pixelar_version": "0.1.0",
+        "torch_version": torch.__version__,
     }
 
     def write(tmp):
         with open(tmp, "w") as f:
             json.dump(meta, f, indent=2)
             f.write("\n")
+
     atomic_write(json_path, write)
     return json_path

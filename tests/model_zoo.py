@@ -2,6 +2,7 @@
 (image_shape, levels) and returns None where the model does not support those levels.
 Also: every image of a tiny shape, and the frequency check of samples against exact
 probabilities."""
+
 import pytest
 import torch
 
@@ -20,11 +21,15 @@ FACTORIES = {
     "markov2": lambda s, L: MarkovPixels(image_shape=s, levels=L, order=2),
     "fvsbn": _binary_only(FVSBN),
     "nade": _binary_only(NADE, hidden=7),
-    "pixelcnn": lambda s, L: PixelCNN(image_shape=s, levels=L, num_layers=2, hidden=6, head_hidden=6),
-    "pixelrnn_row": lambda s, L: PixelRNN(image_shape=s, levels=L, layer="row", num_layers=2,
-                                          hidden=6, head_hidden=6),
-    "pixelrnn_diagonal": lambda s, L: PixelRNN(image_shape=s, levels=L, layer="diagonal",
-                                               num_layers=2, hidden=6, head_hidden=6),
+    "pixelcnn": lambda s, L: PixelCNN(
+        image_shape=s, levels=L, num_layers=2, hidden=6, head_hidden=6
+    ),
+    "pixelrnn_row": lambda s, L: PixelRNN(
+        image_shape=s, levels=L, layer="row", num_layers=2, hidden=6, head_hidden=6
+    ),
+    "pixelrnn_diagonal": lambda s, L: PixelRNN(
+        image_shape=s, levels=L, layer="diagonal", num_layers=2, hidden=6, head_hidden=6
+    ),
 }
 
 
@@ -54,8 +59,8 @@ def all_images(image_shape, levels):
     """Every image of the given shape: (levels ** dims, C, H, W) int64."""
     C, H, W = image_shape
     D = C * H * W
-    idx = torch.arange(levels ** D)
-    digits = torch.stack([(idx // levels ** k) % levels for k in range(D)], dim=1)
+    idx = torch.arange(levels**D)
+    digits = torch.stack([(idx // levels**k) % levels for k in range(D)], dim=1)
     return digits.reshape(-1, C, H, W)
 
 
@@ -85,8 +90,10 @@ def pixel_step_inputs(name, image_shape, levels, dtype, seed=0, batch=3):
     model = make_model(name, image_shape, levels).to(dtype)
     layer, weights = pack_pixel_network(model)
     g = torch.Generator().manual_seed(seed)
-    state = [torch.randn(s.shape, generator=g, dtype=dtype)
-             for s in pixelar.ops.pixel_network_sample_state(layer, weights, batch, image_shape)]
+    state = [
+        torch.randn(s.shape, generator=g, dtype=dtype)
+        for s in pixelar.ops.pixel_network_sample_state(layer, weights, batch, image_shape)
+    ]
     x = torch.randint(0, levels, (batch, *image_shape), generator=g)
     u = torch.rand(x.shape, generator=g, dtype=torch.float64)
     cond = torch.randint(0, levels, x.shape, generator=g)

@@ -6,6 +6,7 @@ float64 inverse CDF) and the models' values differ only by the rounding of diffe
 ordered sums, so float64 samples are equal; in float32 a value can differ only where a
 uniform falls within float rounding of a threshold (rare: a small fraction is allowed),
 and the caches are compared where the images agree."""
+
 import pytest
 import torch
 
@@ -19,7 +20,6 @@ def require_cuda_kernel(op):
         pytest.skip(f"pixelar was built without CUDA kernels (no CUDA kernel for {op})")
 
 
-
 def assert_samples_agree(out, ref, dtype, what):
     assert out.dtype == ref.dtype and out.shape == ref.shape
     differ = (out.cpu() != ref).sum().item()
@@ -28,4 +28,3 @@ def assert_samples_agree(out, ref, dtype, what):
     else:
         assert differ <= max(1, ref.numel() // 50), f"{what}: {differ} of {ref.numel()} differ"
     return differ == 0
-

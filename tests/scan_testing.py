@@ -5,6 +5,7 @@ and an independent per-position loop, and add the op's own cases.
 Shapes: x_gates (B, 4H, R, N) and h, c (B, H, R, N), where N = S = R + W - 1 skewed columns
 (diagonal scan) or W columns (row scan); w_ss (4H, H, taps). Test cases are (B, H, R, W).
 """
+
 import pytest
 import torch
 
@@ -81,12 +82,24 @@ class ScanOpTests:
         h_ref, c_ref = self.reference(x64, w64)
         gh, gc = torch.randn_like(h_ref), torch.randn_like(c_ref)
         # (an empty map need not use w: its gradient is then zero)
-        grads = torch.autograd.grad((h * gh.to(dtype)).sum() + (c * gc.to(dtype)).sum(), (x, w),
-                                    allow_unused=True, materialize_grads=True)
-        grads_ref = torch.autograd.grad((h_ref * gh).sum() + (c_ref * gc).sum(), (x64, w64),
-                                        allow_unused=True, materialize_grads=True)
-        for name, out, ref in [("h", h, h_ref), ("c", c, c_ref), ("grad_x", grads[0], grads_ref[0]),
-                               ("grad_w", grads[1], grads_ref[1])]:
+        grads = torch.autograd.grad(
+            (h * gh.to(dtype)).sum() + (c * gc.to(dtype)).sum(),
+            (x, w),
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        grads_ref = torch.autograd.grad(
+            (h_ref * gh).sum() + (c_ref * gc).sum(),
+            (x64, w64),
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        for name, out, ref in [
+            ("h", h, h_ref),
+            ("c", c, c_ref),
+            ("grad_x", grads[0], grads_ref[0]),
+            ("grad_w", grads[1], grads_ref[1]),
+        ]:
             report_diff(name, out, ref)
             assert out.dtype == dtype
             torch.testing.assert_close(out.double(), ref, **TOL[dtype])

@@ -3,6 +3,7 @@ checked against the config before anything is allocated (S4), edited JSON of eit
 gives CheckpointError and nothing else (U3), a damaged checkpoint of a folder falls back to
 the other one with a warning (S1), reads during writes never see a mix, and a full disk
 keeps the previous checkpoint (U7)."""
+
 import errno
 import json
 import os
@@ -13,14 +14,13 @@ import time
 import pytest
 import torch
 
+from pixelar.models import NADE
+from pixelar.training import CheckpointError, atomic, load_checkpoint, save_checkpoint
+from pixelar.training.atomic import OutputWriteError
+from pixelar.training.checkpoint import META_KEY, CheckpointWarning, _read_header, encode_checkpoint
+
 from legacy_checkpoint import save_checkpoint_v1
 from training_testing import nade_and_adam
-from pixelar.models import NADE
-from pixelar.training import CheckpointError, load_checkpoint, save_checkpoint
-from pixelar.training import atomic
-from pixelar.training.atomic import OutputWriteError
-from pixelar.training.checkpoint import (META_KEY, CheckpointWarning, _read_header,
-                                         encode_checkpoint)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,6 +48,7 @@ def read_parts(path):
     raw = open(path, "rb").read()
     header, _ = _read_header(raw, len(raw), path)
     from safetensors.torch import load
+
     return json.loads(header["__metadata__"][META_KEY]), load(raw)
 
 
@@ -73,8 +74,10 @@ def edit(prefix, fmt, change_meta=None, change_tensors=None):
 
 # ---------------------------------------------------------------- W1: JSON under the hash
 
-@pytest.mark.parametrize("old, new", [(b'\\"lr\\":0.01', b'\\"lr\\":0.03'),
-                                      (b'\\"epoch\\":1', b'\\"epoch\\":3')])
+
+@pytest.mark.parametrize(
+    "old, new", [(b'\\"lr\\":0.01', b'\\"lr\\":0.03'), (b'\\"epoch\\":1', b'\\"epoch\\":3')]
+)
 def test_a_changed_value_in_the_json_is_caught(tmp_path, old, new):
     save(tmp_path / "ck", 2)
     raw = (tmp_path / "ck.safetensors").read_bytes()
@@ -89,7 +92,7 @@ def test_a_changed_tensor_table_is_caught(tmp_path):
     save(tmp_path / "ck", 2)
     raw = (tmp_path / "ck.safetensors").read_bytes()
     i = raw.index(b'"model.W":{"dtype":"F32"')
-    raw = raw[:i] + b'"model.W":{"dtype":"I32"' + raw[i + 24:]
+    raw = raw[:i] + b'"model.W":{"dtype":"I32"' + raw[i + 24 :]
     (tmp_path / "ck.safetensors").write_bytes(raw)
     with pytest.raises(CheckpointError, match="corrupted"):
         load_checkpoint(tmp_path / "ck")
@@ -97,9 +100,11 @@ def test_a_changed_tensor_table_is_caught(tmp_path):
 
 # ---------------------------------------------------------------- S4: shapes before allocating
 
+
 @pytest.mark.parametrize("fmt", [1, 2])
-def test_a_config_that_does_not_fit_the_stored_shapes_fails_before_building(tmp_path, fmt,
-                                                                           monkeypatch):
+def test_a_config_that_does_not_fit_the_stored_shapes_fails_before_building(
+    tmp_path, fmt, monkeypatch
+):
     save(tmp_path / "ck", fmt)
     edit(tmp_path / "ck", fmt, lambda m: m["model_config"].update(hidden=1_000_000))
     built = []
@@ -118,16 +123,18 @@ def test_a_config_that_does_not_fit_the_stored_shapes_fails_before_building(tmp_
 
 def test_absurd_sizes_in_the_config_are_refused_without_building(tmp_path):
     save(tmp_path / "ck", 2)
-    edit(tmp_path / "ck", 2, lambda m: m["model_config"].update(image_shape=[1, 10 ** 5, 10 ** 5]))
+    edit(tmp_path / "ck", 2, lambda m: m["model_config"].update(image_shape=[1, 10**5, 10**5]))
     with pytest.raises(CheckpointError, match="image_shape"):
         load_checkpoint(tmp_path / "ck")
-    edit(tmp_path / "ck", 2, lambda m: m["model_config"].update(image_shape=[1, 3, 3],
-                                                              hidden=2 ** 40))
+    edit(
+        tmp_path / "ck", 2, lambda m: m["model_config"].update(image_shape=[1, 3, 3], hidden=2**40)
+    )
     with pytest.raises(CheckpointError, match="out of range"):
         load_checkpoint(tmp_path / "ck")
 
 
 # ---------------------------------------------------------------- U3: edited JSON
+
 
 def _set(path, value):
     def change(meta):
@@ -135,6 +142,7 @@ def _set(path, value):
         for key in path[:-1]:
             target = target[key]
         target[path[-1]] = value
+
     return change
 
 
@@ -180,6 +188,7 @@ def test_edited_tensors_give_checkpoint_error(tmp_path, case):
             tensors["rng.torch"] = tensors["rng.torch"][:10]
         else:
             tensors["rng.torch"] = tensors["rng.torch"].float()
+
     edit(tmp_path / "ck", 2, change_tensors=change)
     with pytest.raises(CheckpointError):
         use(tmp_path / "ck")
@@ -188,8 +197,11 @@ def test_edited_tensors_give_checkpoint_error(tmp_path, case):
 def test_deeply_nested_json_gives_checkpoint_error(tmp_path):
     save(tmp_path / "ck", 1)
     text = (tmp_path / "ck.json").read_text()
-    (tmp_path / "ck.json").write_text(text.replace('"train_state":', '"deep": ' + "[" * 100_000
-                                                   + "]" * 100_000 + ', "train_state":'))
+    (tmp_path / "ck.json").write_text(
+        text.replace(
+            '"train_state":', '"deep": ' + "[" * 100_000 + "]" * 100_000 + ', "train_state":'
+        )
+    )
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_checkpoint(tmp_path / "ck")
 
@@ -197,7 +209,7 @@ def test_deeply_nested_json_gives_checkpoint_error(tmp_path):
 def test_a_safetensors_header_claiming_huge_sizes_is_refused(tmp_path):
     save(tmp_path / "ck", 2)
     raw = bytearray((tmp_path / "ck.safetensors").read_bytes())
-    raw[:8] = struct.pack("<Q", 2 ** 62)
+    raw[:8] = struct.pack("<Q", 2**62)
     (tmp_path / "ck.safetensors").write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match="truncated or corrupted"):
         load_checkpoint(tmp_path / "ck")
@@ -216,6 +228,7 @@ def test_non_finite_weights_are_refused(tmp_path):
 
 # ---------------------------------------------------------------- S1: fallback in a folder
 
+
 def test_a_damaged_best_falls_back_to_last_with_a_warning(tmp_path):
     save(tmp_path / "best", 2, {"global_step": 3})
     save(tmp_path / "last", 2, {"global_step": 7})
@@ -223,8 +236,9 @@ def test_a_damaged_best_falls_back_to_last_with_a_warning(tmp_path):
     raw = bytearray((tmp_path / "best.safetensors").read_bytes())
     raw[-5] ^= 1
     (tmp_path / "best.safetensors").write_bytes(bytes(raw))
-    with pytest.warns(CheckpointWarning, match="best.safetensors is truncated or corrupted.*"
-                                               "last.safetensors"):
+    with pytest.warns(
+        CheckpointWarning, match="best.safetensors is truncated or corrupted.*last.safetensors"
+    ):
         assert load_checkpoint(tmp_path).train_state["global_step"] == 7
     with pytest.raises(CheckpointError):  # asked for by name: no fallback
         load_checkpoint(tmp_path / "best")
@@ -238,7 +252,7 @@ def test_a_format2_file_beside_a_stale_format1_json_wins(tmp_path):
     stale = (tmp_path / "last.json").read_text()
     save(tmp_path / "last", 2, {"global_step": 2})
     assert not (tmp_path / "last.json").exists()  # the writer removes it ...
-    (tmp_path / "last.json").write_text(stale)    # ... a kill before that would leave it
+    (tmp_path / "last.json").write_text(stale)  # ... a kill before that would leave it
     assert load_checkpoint(tmp_path / "last").train_state["global_step"] == 2
 
 
@@ -271,6 +285,7 @@ def test_reads_during_writes_never_see_a_mix(tmp_path):
 
 
 # ---------------------------------------------------------------- U7: disk full
+
 
 def test_disk_full_during_a_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     save(tmp_path / "ck", 2, {"global_step": 1})
@@ -318,9 +333,18 @@ def test_format1_reads_during_an_older_writer_retry_instead_of_reporting_corrupt
 
 def resumable_run(folder):
     from pixelar.training import TrainConfig, train
-    config = TrainConfig(model="NADE", model_args={"hidden": 4}, data="digits-binary",
-                         epochs=1, batch_size=32, train_subset=96, val_subset=32, max_steps=2,
-                         patience=None)
+
+    config = TrainConfig(
+        model="NADE",
+        model_args={"hidden": 4},
+        data="digits-binary",
+        epochs=1,
+        batch_size=32,
+        train_subset=96,
+        val_subset=32,
+        max_steps=2,
+        patience=None,
+    )
     train(config, folder, progress=False, log=lambda *a, **k: None)
     config.max_steps = None  # the resumed run goes on to the end
     return config
@@ -342,12 +366,15 @@ STATE_EDITS = {
 @pytest.mark.parametrize("case", sorted(STATE_EDITS))
 def test_resume_from_an_edited_training_state(tmp_path, case):
     from pixelar.training import train
+
     config = resumable_run(tmp_path)
     change = STATE_EDITS[case]
     if change is None:  # a setting added after the checkpoint was written: its default
         edit(tmp_path / "last", 2, lambda m: m["train_state"]["config"].pop("checkpoint_every"))
-        assert train(config, tmp_path, resume=True, progress=False,
-                     log=lambda *a, **k: None)["status"] == "finished"
+        assert (
+            train(config, tmp_path, resume=True, progress=False, log=lambda *a, **k: None)["status"]
+            == "finished"
+        )
         return
     edit(tmp_path / "last", 2, lambda m: change(m["train_state"]))
     with pytest.raises(CheckpointError, match="training state"):

@@ -3,6 +3,7 @@ inside a checkpoint write (PIXELAR_FAULT makes the writer stop there; the test k
 then the run must load, and --resume must end bit for bit equal to a run never stopped.
 Also: format-1 checkpoints (a .safetensors + .json pair, written by pixelar before format
 2) are resumed, evaluated, and upgraded, even when the upgrade itself is killed."""
+
 import os
 import signal
 import subprocess
@@ -25,13 +26,50 @@ BACKEND = "auto" if pixelar._extension.has_kernel("nade_forward", "CPU") else "r
 QUIET = dict(progress=False, log=lambda *a, **k: None)
 # 3 steps of 32 per epoch, a checkpoint after every step: `last` is written at steps 1, 2,
 # 3, at the end of epoch 1 (4th write, after `best`), 4, ...
-CONFIG = dict(model="nade", model_args={"hidden": 6}, data="digits-binary", train_subset=96,
-              val_subset=32, batch_size=32, epochs=3, lr=0.01, patience=None,
-              checkpoint_every=1, optimizer="rmsprop")
-CLI = ["--model", "nade", "--model-arg", "hidden=6", "--data", "digits-binary",
-       "--train-subset", "96", "--val-subset", "32", "--batch-size", "32", "--epochs", "3",
-       "--lr", "0.01", "--patience", "0", "--checkpoint-every", "1", "--optimizer", "rmsprop",
-       "--threads", "1", "--backend", BACKEND, "--device", "cpu", "--no-progress"]
+CONFIG = dict(
+    model="nade",
+    model_args={"hidden": 6},
+    data="digits-binary",
+    train_subset=96,
+    val_subset=32,
+    batch_size=32,
+    epochs=3,
+    lr=0.01,
+    patience=None,
+    checkpoint_every=1,
+    optimizer="rmsprop",
+)
+CLI = [
+    "--model",
+    "nade",
+    "--model-arg",
+    "hidden=6",
+    "--data",
+    "digits-binary",
+    "--train-subset",
+    "96",
+    "--val-subset",
+    "32",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "3",
+    "--lr",
+    "0.01",
+    "--patience",
+    "0",
+    "--checkpoint-every",
+    "1",
+    "--optimizer",
+    "rmsprop",
+    "--threads",
+    "1",
+    "--backend",
+    BACKEND,
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -64,16 +102,28 @@ def kill_during_write(out, fault, extra=()):
     """Run `pixelar train` into ``out`` in a child process that stops at ``fault``
     (LABEL:STAGE:K), kill it with SIGKILL there, and return."""
     marker = str(out) + ".paused"
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", PIXELAR_FAULT=fault,
-               PIXELAR_FAULT_MARKER=marker)
-    proc = subprocess.Popen([sys.executable, "-m", "pixelar", "train", *CLI, "--out", str(out),
-                             *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    env = dict(
+        os.environ,
+        PYTHONPATH=ROOT,
+        OMP_NUM_THREADS="1",
+        PIXELAR_FAULT=fault,
+        PIXELAR_FAULT_MARKER=marker,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pixelar", "train", *CLI, "--out", str(out), *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 120
     while not os.path.exists(marker):
         if proc.poll() is not None:
-            pytest.fail(f"the child ended (rc {proc.returncode}) before reaching {fault}:\n"
-                        + proc.stdout.read())
+            pytest.fail(
+                f"the child ended (rc {proc.returncode}) before reaching {fault}:\n"
+                + proc.stdout.read()
+            )
         if time.time() > deadline:
             proc.kill()
             pytest.fail(f"the child did not reach {fault} in time")
@@ -88,15 +138,17 @@ def temporaries(folder):
     return [f for f in os.listdir(folder) if f.endswith(".tmp")]
 
 
-@pytest.mark.parametrize("fault, step", [
-    ("last:partial:2", 1),    # half of the new file written: the old one (step 1) stands
-    ("last:written:3", 2),    # complete temporary, not yet renamed
-    ("last:replaced:5", 4),   # renamed: the new one (step 4) is in place
-    ("best:start:1", 3),      # first `best`, nothing written yet: `last` at step 3 stands
-    ("best:partial:2", 6),    # second `best`, half written
-])
-def test_kill_inside_a_checkpoint_write_then_resume_is_bitwise_equal(tmp_path, whole, fault,
-                                                                      step):
+@pytest.mark.parametrize(
+    "fault, step",
+    [
+        ("last:partial:2", 1),  # half of the new file written: the old one (step 1) stands
+        ("last:written:3", 2),  # complete temporary, not yet renamed
+        ("last:replaced:5", 4),  # renamed: the new one (step 4) is in place
+        ("best:start:1", 3),  # first `best`, nothing written yet: `last` at step 3 stands
+        ("best:partial:2", 6),  # second `best`, half written
+    ],
+)
+def test_kill_inside_a_checkpoint_write_then_resume_is_bitwise_equal(tmp_path, whole, fault, step):
     """``step``: the global step of the `last` checkpoint the kill leaves."""
     out = tmp_path / "run"
     kill_during_write(out, fault)
@@ -127,10 +179,12 @@ def test_kill_in_the_first_write_leaves_no_checkpoint_and_a_clean_restart(tmp_pa
 
 # ---------------------------------------------------------------- format 1 (legacy pairs)
 
+
 def legacy_run(out, steps):
     """A run paused after ``steps`` steps, every checkpoint written by the format-1 writer
     of the starting commit (tests/legacy_checkpoint.py)."""
     from legacy_checkpoint import save_checkpoint_v1
+
     original = trainer_module.save_checkpoint
     trainer_module.save_checkpoint = save_checkpoint_v1
     try:
@@ -138,7 +192,8 @@ def legacy_run(out, steps):
     finally:
         trainer_module.save_checkpoint = original
     assert {"last.json", "last.safetensors", "best.json", "best.safetensors"} <= set(
-        os.listdir(out))
+        os.listdir(out)
+    )
     assert load_checkpoint(out / "last").version == 1
 
 
@@ -163,7 +218,8 @@ def test_kill_during_the_upgrade_from_format1(tmp_path, whole, fault):
     kill_during_write(out, fault, extra=["--resume"])
     ckpt = load_checkpoint(out / "last")
     assert (ckpt.version, ckpt.train_state["global_step"]) == (
-        (1, 4) if fault.endswith("written:1") else (2, 5))
+        (1, 4) if fault.endswith("written:1") else (2, 5)
+    )
     result = train(TrainConfig(**CONFIG), out, resume=True, **QUIET)
     assert result["global_step"] == 9
     assert_bitwise_equal(weights(out), whole[0])

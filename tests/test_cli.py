@@ -1,5 +1,6 @@
 """The pixelar command end to end on tiny settings: every subcommand, resume through the
 CLI, and clear one-line errors (damaged checkpoint, missing data, backend not built)."""
+
 import json
 import os
 import subprocess
@@ -16,17 +17,53 @@ from pixelar.cli import main
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: tiny models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HAS_CPP = all(pixelar._extension.has_kernel(op, "CPU")
-              for op in ("nade_forward", "diagonal_lstm_scan"))
+HAS_CPP = all(
+    pixelar._extension.has_kernel(op, "CPU") for op in ("nade_forward", "diagonal_lstm_scan")
+)
 BACKEND = "auto" if HAS_CPP else "reference"
 COMMON = ["--backend", BACKEND, "--device", "cpu", "--no-progress"]
-NADE_ARGS = ["--model", "nade", "--model-arg", "hidden=6", "--data", "digits-binary",
-             "--train-subset", "64", "--val-subset", "32", "--batch-size", "32",
-             "--lr", "0.01", "--epochs", "2"]
-PIXELRNN_ARGS = ["--model", "PixelRNN", "--model-arg", "layer=diagonal", "--model-arg",
-                 "num_layers=1", "--model-arg", "hidden=4", "--model-arg", "head_hidden=4",
-                 "--data", "digits-binary", "--train-subset", "32", "--val-subset", "16",
-                 "--batch-size", "16", "--lr", "0.01", "--epochs", "1"]
+NADE_ARGS = [
+    "--model",
+    "nade",
+    "--model-arg",
+    "hidden=6",
+    "--data",
+    "digits-binary",
+    "--train-subset",
+    "64",
+    "--val-subset",
+    "32",
+    "--batch-size",
+    "32",
+    "--lr",
+    "0.01",
+    "--epochs",
+    "2",
+]
+PIXELRNN_ARGS = [
+    "--model",
+    "PixelRNN",
+    "--model-arg",
+    "layer=diagonal",
+    "--model-arg",
+    "num_layers=1",
+    "--model-arg",
+    "hidden=4",
+    "--model-arg",
+    "head_hidden=4",
+    "--data",
+    "digits-binary",
+    "--train-subset",
+    "32",
+    "--val-subset",
+    "16",
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.01",
+    "--epochs",
+    "1",
+]
 
 
 def run(*argv):
@@ -47,8 +84,9 @@ def pixelrnn_run(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("command", ["demo", "train", "eval", "sample", "score", "features",
-                                     "bench"])
+@pytest.mark.parametrize(
+    "command", ["demo", "train", "eval", "sample", "score", "features", "bench"]
+)
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
@@ -57,8 +95,13 @@ def test_every_subcommand_has_help(command, capsys):
 
 
 def test_python_dash_m_pixelar():
-    proc = subprocess.run([sys.executable, "-m", "pixelar", "--help"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixelar", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0
     for command in ("demo", "train", "eval", "sample", "score", "features", "bench"):
         assert command in proc.stdout
@@ -83,20 +126,49 @@ def test_eval(nade_run, tmp_path, capsys):
 
 def test_sample_png_and_npy_reproducible(nade_run, tmp_path):
     for name in ("a", "b"):
-        assert run("sample", nade_run, "-n", 6, "--seed", 3, "--out", tmp_path / f"{name}.png",
-                   *COMMON) == 0
+        assert (
+            run(
+                "sample", nade_run, "-n", 6, "--seed", 3, "--out", tmp_path / f"{name}.png", *COMMON
+            )
+            == 0
+        )
     a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
     assert a.shape == (6, 1, 8, 8) and a.dtype == np.int64 and np.array_equal(a, b)
     with Image.open(tmp_path / "a.png") as im:
         assert im.size[0] >= 3 * 64  # upscaled so it is visible
-    assert run("sample", nade_run, "-n", 6, "--seed", 3, "--naive", "--out",
-               tmp_path / "naive.png", *COMMON) == 0
+    assert (
+        run(
+            "sample",
+            nade_run,
+            "-n",
+            6,
+            "--seed",
+            3,
+            "--naive",
+            "--out",
+            tmp_path / "naive.png",
+            *COMMON,
+        )
+        == 0
+    )
     assert np.array_equal(np.load(tmp_path / "naive.npy"), a)  # fast == naive sampler
 
 
 def test_sample_condition_top_keeps_the_top_rows(pixelrnn_run, tmp_path):
-    assert run("sample", pixelrnn_run, "-n", 4, "--condition-top", 3, "--out",
-               tmp_path / "c.png", *COMMON) == 0
+    assert (
+        run(
+            "sample",
+            pixelrnn_run,
+            "-n",
+            4,
+            "--condition-top",
+            3,
+            "--out",
+            tmp_path / "c.png",
+            *COMMON,
+        )
+        == 0
+    )
     completions = np.load(tmp_path / "c.npy")
     originals = pixelar.data.load("digits-binary", "test").images[:4].numpy()
     assert completions.shape == (4, 1, 8, 8)
@@ -107,8 +179,10 @@ def test_sample_condition_top_keeps_the_top_rows(pixelrnn_run, tmp_path):
 
 def test_score_with_corrupted_digits(nade_run, tmp_path, capsys):
     out = tmp_path / "score"
-    assert run("score", nade_run, "--ood-corrupt", "flip:0.3", "--limit", 100, "--out", out,
-               *COMMON) == 0
+    assert (
+        run("score", nade_run, "--ood-corrupt", "flip:0.3", "--limit", 100, "--out", out, *COMMON)
+        == 0
+    )
     report = json.loads((out / "score.json").read_text())
     assert report["in"]["n"] == report["ood"]["n"] == 100
     assert report["auroc"] > 0.7  # 30% flipped pixels are clearly less likely
@@ -125,8 +199,24 @@ def test_score_with_ood_dataset_and_alone(nade_run, tmp_path):
         bits = rng.randint(0, 2, (8, 8)).astype(bool)
         Image.fromarray(bits).convert("1").save(folder / f"{i}.png")
     out = tmp_path / "score"
-    assert run("score", nade_run, "--ood-data", "png", "--ood-data-dir", folder,
-               "--ood-split", "train", "--limit", 50, "--out", out, *COMMON) == 0
+    assert (
+        run(
+            "score",
+            nade_run,
+            "--ood-data",
+            "png",
+            "--ood-data-dir",
+            folder,
+            "--ood-split",
+            "train",
+            "--limit",
+            50,
+            "--out",
+            out,
+            *COMMON,
+        )
+        == 0
+    )
     assert json.loads((out / "score.json").read_text())["auroc"] > 0.75  # noise is unlikely
     assert run("score", nade_run, "--limit", 10, "--out", tmp_path / "alone", *COMMON) == 0
     assert "auroc" not in json.loads((tmp_path / "alone" / "score.json").read_text())
@@ -151,6 +241,7 @@ def test_resume_through_the_cli_matches_one_run(tmp_path):
     assert json.loads((part / "metrics.json").read_text())["status"] == "paused"
     assert run("train", *NADE_ARGS, *COMMON, "--out", part, "--resume") == 0
     from safetensors.torch import load_file
+
     a, b = load_file(whole / "last.safetensors"), load_file(part / "last.safetensors")
     for k in a:
         if not k.startswith("rng."):
@@ -170,22 +261,48 @@ def test_damaged_checkpoint_is_one_clear_line(nade_run, tmp_path, capsys):
 
 
 def test_missing_data_file_says_what_to_put_where(tmp_path, capsys):
-    assert run("train", "--model", "nade", "--data", "mnist", "--data-dir", tmp_path,
-               "--out", tmp_path / "o", *COMMON) == 2
+    assert (
+        run(
+            "train",
+            "--model",
+            "nade",
+            "--data",
+            "mnist",
+            "--data-dir",
+            tmp_path,
+            "--out",
+            tmp_path / "o",
+            *COMMON,
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "train-images-idx3-ubyte" in err and str(tmp_path) in err
 
 
 def test_backend_that_is_not_available_is_a_clear_error(tmp_path, capsys):
     # 'cuda' cannot run CPU tensors: the op refuses, and the CLI says what to do instead
-    assert run("train", *NADE_ARGS, "--backend", "cuda", "--device", "cpu", "--no-progress",
-               "--out", tmp_path / "o") == 2
+    assert (
+        run(
+            "train",
+            *NADE_ARGS,
+            "--backend",
+            "cuda",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            tmp_path / "o",
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "backend 'cuda'" in err and "--backend reference" in err and "Traceback" not in err
 
 
 def test_bench_runs_scripts_or_says_they_are_missing(capsys, monkeypatch, tmp_path):
     import pixelar.cli.bench as bench
+
     monkeypatch.setattr(bench, "benchmarks_dir", lambda: str(tmp_path))
     assert run("bench", "ops") == 2
     assert "missing" in capsys.readouterr().err
@@ -208,8 +325,20 @@ def test_demo_quick(tmp_path, capsys):
 
 
 def test_grey_data_is_binarized_for_a_binary_model(nade_run, tmp_path, capsys):
-    assert run("eval", nade_run, "--data", "digits", "--limit", 20, "--json",
-               tmp_path / "grey.json", *COMMON) == 0
+    assert (
+        run(
+            "eval",
+            nade_run,
+            "--data",
+            "digits",
+            "--limit",
+            20,
+            "--json",
+            tmp_path / "grey.json",
+            *COMMON,
+        )
+        == 0
+    )
     assert "binarizing" in capsys.readouterr().out
     assert run("eval", nade_run, "--limit", 20, "--json", tmp_path / "binary.json", *COMMON) == 0
     grey = json.loads((tmp_path / "grey.json").read_text())
@@ -220,6 +349,7 @@ def test_grey_data_is_binarized_for_a_binary_model(nade_run, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- one-line user errors
+
 
 def run_err(capsys, *argv):
     """(exit status, stderr) of ``pixelar argv``; argparse's exits count as statuses."""
@@ -239,19 +369,30 @@ def assert_one_line(err, command, *words):
 
 
 TRAIN_ERRORS = [
-    (["--lr", "nan"], "--lr"), (["--lr", "-1"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+    (["--lr", "-1"], "--lr"),
     (["--weight-decay", "-1"], "--weight-decay"),
-    (["--batch-size", "0"], "--batch-size"), (["--batch-size", "-5"], "--batch-size"),
-    (["--train-subset", "0"], "--train-subset"), (["--train-subset", "-10"], "--train-subset"),
-    (["--val-subset", "0"], "--val-subset"), (["--eval-batch-size", "0"], "--eval-batch-size"),
-    (["--epochs", "-1"], "--epochs"), (["--checkpoint-every", "-1"], "--checkpoint-every"),
-    (["--clip", "nan"], "--clip"), (["--threads", "-1"], "--threads"),
-    (["--max-steps", "0"], "--max-steps"), (["--patience", "-2"], "--patience"),
-    (["--ddp-timeout", "0"], "--ddp-timeout"), (["--seed", "-1"], "--seed"),
-    (["--model-arg", "hidden=abc"], "hidden"), (["--model-arg", "hidden=-5"], "hidden"),
-    (["--model-arg", "hidden=1000000000"], "GiB"), (["--model-arg", "hidden"], "KEY=VALUE"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--batch-size", "-5"], "--batch-size"),
+    (["--train-subset", "0"], "--train-subset"),
+    (["--train-subset", "-10"], "--train-subset"),
+    (["--val-subset", "0"], "--val-subset"),
+    (["--eval-batch-size", "0"], "--eval-batch-size"),
+    (["--epochs", "-1"], "--epochs"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every"),
+    (["--clip", "nan"], "--clip"),
+    (["--threads", "-1"], "--threads"),
+    (["--max-steps", "0"], "--max-steps"),
+    (["--patience", "-2"], "--patience"),
+    (["--ddp-timeout", "0"], "--ddp-timeout"),
+    (["--seed", "-1"], "--seed"),
+    (["--model-arg", "hidden=abc"], "hidden"),
+    (["--model-arg", "hidden=-5"], "hidden"),
+    (["--model-arg", "hidden=1000000000"], "GiB"),
+    (["--model-arg", "hidden"], "KEY=VALUE"),
     (["--model", "pixelrnn", "--model-arg", "layer=bogus"], "layer"),
-    (["--data", "foo"], "unknown dataset"), (["--model", "vae"], "unknown model"),
+    (["--data", "foo"], "unknown dataset"),
+    (["--model", "vae"], "unknown model"),
     (["--resume", "--overwrite"], "--overwrite"),
 ]
 
@@ -262,29 +403,40 @@ def test_train_user_errors_are_one_line_and_status_2(tmp_path, capsys, extra, wo
     assert rc == 2
     assert_one_line(err, "train", word)
     assert not (tmp_path / "o").exists() or not [
-        f for f in os.listdir(tmp_path / "o") if f != "run.lock"]
+        f for f in os.listdir(tmp_path / "o") if f != "run.lock"
+    ]
 
 
 CHECKPOINT_ERRORS = [
-    ("eval", ["--limit", "0"], "--limit"), ("eval", ["--limit", "-5"], "--limit"),
-    ("eval", ["--batch-size", "0"], "--batch-size"), ("eval", ["--data", "foo"], "foo"),
-    ("sample", ["-n", "0"], "-n"), ("sample", ["-n", "-3"], "-n"),
-    ("sample", ["-n", "100000000"], "-n"), ("sample", ["--ncol", "-1"], "--ncol"),
+    ("eval", ["--limit", "0"], "--limit"),
+    ("eval", ["--limit", "-5"], "--limit"),
+    ("eval", ["--batch-size", "0"], "--batch-size"),
+    ("eval", ["--data", "foo"], "foo"),
+    ("sample", ["-n", "0"], "-n"),
+    ("sample", ["-n", "-3"], "-n"),
+    ("sample", ["-n", "100000000"], "-n"),
+    ("sample", ["--ncol", "-1"], "--ncol"),
     ("sample", ["--condition-top", "99"], "--condition-top"),
     ("score", ["--ood-corrupt", "flip:2"], "--ood-corrupt"),
     ("score", ["--ood-corrupt", "flip:nan"], "--ood-corrupt"),
-    ("score", ["--limit", "0"], "--limit"), ("features", ["--limit", "0"], "--limit"),
+    ("score", ["--limit", "0"], "--limit"),
+    ("features", ["--limit", "0"], "--limit"),
     ("eval", ["--threads", "0"], "--threads"),
 ]
 
 
-@pytest.mark.parametrize("command, extra, word", CHECKPOINT_ERRORS,
-                         ids=[f"{c} {' '.join(e)}" for c, e, _ in CHECKPOINT_ERRORS])
-def test_checkpoint_command_user_errors_are_one_line(nade_run, tmp_path, capsys, command,
-                                                     extra, word):
+@pytest.mark.parametrize(
+    "command, extra, word",
+    CHECKPOINT_ERRORS,
+    ids=[f"{c} {' '.join(e)}" for c, e, _ in CHECKPOINT_ERRORS],
+)
+def test_checkpoint_command_user_errors_are_one_line(
+    nade_run, tmp_path, capsys, command, extra, word
+):
     out = ["--out", tmp_path / "o.png" if command == "sample" else tmp_path / "o"]
-    rc, err = run_err(capsys, command, nade_run, *COMMON, *(out if command != "eval" else []),
-                      *extra)
+    rc, err = run_err(
+        capsys, command, nade_run, *COMMON, *(out if command != "eval" else []), *extra
+    )
     assert rc == 2
     assert_one_line(err, command, word)
 
@@ -293,19 +445,24 @@ def test_checkpoint_command_user_errors_are_one_line(nade_run, tmp_path, capsys,
 @pytest.mark.parametrize("command", ["train", "eval"])
 def test_device_cuda_without_a_gpu(nade_run, tmp_path, capsys, command):
     args = [*NADE_ARGS, "--out", tmp_path / "o"] if command == "train" else [nade_run]
-    rc, err = run_err(capsys, command, *args, "--backend", BACKEND, "--device", "cuda",
-                      "--no-progress")
+    rc, err = run_err(
+        capsys, command, *args, "--backend", BACKEND, "--device", "cuda", "--no-progress"
+    )
     assert rc == 2
     assert_one_line(err, command, "CUDA")
 
 
 # ---------------------------------------------------------------- output paths, up front
 
+
 def test_train_output_folder_is_checked_before_any_work(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     no_data = ["--data", "mnist", "--data-dir", tmp_path / "missing"]  # would fail later
-    for out, word in [(tmp_path / "file", "is a file"), (tmp_path / "file" / "x", "cannot write"),
-                      ("/proc/pixelar-run", "cannot write")]:
+    for out, word in [
+        (tmp_path / "file", "is a file"),
+        (tmp_path / "file" / "x", "cannot write"),
+        ("/proc/pixelar-run", "cannot write"),
+    ]:
         rc, err = run_err(capsys, "train", "--model", "nade", *no_data, *COMMON, "--out", out)
         assert rc == 2
         assert_one_line(err, "train", word, "--out")
@@ -327,14 +484,16 @@ def test_read_only_output_folder(tmp_path, capsys):
 def test_checkpoint_command_outputs_are_checked_before_the_work(nade_run, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     under_file = tmp_path / "file" / "x"
-    cases = [("sample", ["--out", tmp_path / "grid.txt"], "image extension"),
-             ("sample", ["--out", tmp_path], "is a folder"),
-             ("sample", ["--out", under_file / "s.png"], "cannot write"),
-             ("eval", ["--json", under_file / "m.json"], "cannot write"),
-             ("eval", ["--json", tmp_path], "is a folder"),
-             ("score", ["--out", tmp_path / "file"], "is a file"),
-             ("features", ["--out", under_file], "cannot write"),
-             ("score", ["--out", "/proc/pixelar-score"], "cannot write")]
+    cases = [
+        ("sample", ["--out", tmp_path / "grid.txt"], "image extension"),
+        ("sample", ["--out", tmp_path], "is a folder"),
+        ("sample", ["--out", under_file / "s.png"], "cannot write"),
+        ("eval", ["--json", under_file / "m.json"], "cannot write"),
+        ("eval", ["--json", tmp_path], "is a folder"),
+        ("score", ["--out", tmp_path / "file"], "is a file"),
+        ("features", ["--out", under_file], "cannot write"),
+        ("score", ["--out", "/proc/pixelar-score"], "cannot write"),
+    ]
     for command, extra, word in cases:
         rc, err = run_err(capsys, command, nade_run, *COMMON, *extra)
         assert rc == 2, (command, extra)
@@ -342,6 +501,7 @@ def test_checkpoint_command_outputs_are_checked_before_the_work(nade_run, tmp_pa
 
 
 # ---------------------------------------------------------------- failures while running
+
 
 def test_non_finite_weights_are_refused_by_every_reading_command(nade_run, tmp_path, capsys):
     ckpt = pixelar.training.load_checkpoint(nade_run / "best")
@@ -362,16 +522,20 @@ def test_lr_inf_is_refused_and_divergence_is_one_line(tmp_path, capsys):
     rc, err = run_err(capsys, "train", *NADE_ARGS, *COMMON, "--lr", "inf", "--out", tmp_path / "a")
     assert rc == 2
     assert_one_line(err, "train", "--lr")
-    rc, err = run_err(capsys, "train", *NADE_ARGS, *COMMON, "--lr", "1e38", "--clip", "0",
-                      "--out", tmp_path / "b")
+    rc, err = run_err(
+        capsys, "train", *NADE_ARGS, *COMMON, "--lr", "1e38", "--clip", "0", "--out", tmp_path / "b"
+    )
     assert rc == 1
     assert_one_line(err, "train", "diverged")
 
 
-def test_disk_full_during_training_is_one_line_and_keeps_the_checkpoint(tmp_path, capsys,
-                                                                        monkeypatch):
+def test_disk_full_during_training_is_one_line_and_keeps_the_checkpoint(
+    tmp_path, capsys, monkeypatch
+):
     import errno
+
     from pixelar.training import atomic
+
     calls, write_chunks = [], atomic.write_chunks
 
     def full_on_third(f, data, label=None):
@@ -382,20 +546,21 @@ def test_disk_full_during_training_is_one_line_and_keeps_the_checkpoint(tmp_path
 
     monkeypatch.setattr(atomic, "write_chunks", full_on_third)
     out = tmp_path / "run"
-    rc, err = run_err(capsys, "train", *NADE_ARGS, *COMMON, "--checkpoint-every", "1",
-                      "--out", out)
+    rc, err = run_err(capsys, "train", *NADE_ARGS, *COMMON, "--checkpoint-every", "1", "--out", out)
     assert rc == 1 and calls == ["last", "last", "best"]
     assert_one_line(err, "train", "No space left on device", "previous")
     assert [f for f in os.listdir(out) if f.endswith(".tmp")] == []
     monkeypatch.setattr(atomic, "write_chunks", write_chunks)
     ckpt = pixelar.training.load_checkpoint(out / "last")
     assert ckpt.train_state["global_step"] == 2
-    assert run("train", *NADE_ARGS, *COMMON, "--checkpoint-every", "1", "--out", out,
-               "--resume") == 0
+    assert (
+        run("train", *NADE_ARGS, *COMMON, "--checkpoint-every", "1", "--out", out, "--resume") == 0
+    )
 
 
 def test_a_second_run_into_the_same_folder_is_refused(tmp_path, capsys):
     from pixelar.training.run_lock import RunLock
+
     out = tmp_path / "run"
     out.mkdir()
     with RunLock(out):
@@ -426,16 +591,23 @@ def test_errors_are_reported_by_one_table(monkeypatch, capsys):
 
     def fail(args):
         raise failure
+
     monkeypatch.setattr(plot, "run", fail)
     failure = Unavailable("no kernel for this device")
     with pytest.raises(Unavailable):  # a type the table does not know propagates
         run("plot", "somewhere")
-    monkeypatch.setattr(errors, "ERRORS",
-                        [((Unavailable,), 2, errors._backend_message)] + errors.ERRORS)
+    monkeypatch.setattr(
+        errors, "ERRORS", [((Unavailable,), 2, errors._backend_message)] + errors.ERRORS
+    )
     assert run("plot", "somewhere") == 2  # one row makes it a one-line error
     err = capsys.readouterr().err
-    assert err.startswith("pixelar plot: error: backend 'auto' cannot run this model here: "
-                          "no kernel for this device") and "--backend reference" in err
+    assert (
+        err.startswith(
+            "pixelar plot: error: backend 'auto' cannot run this model here: "
+            "no kernel for this device"
+        )
+        and "--backend reference" in err
+    )
     failure = RuntimeError("something else")
     with pytest.raises(RuntimeError, match="something else"):
         run("plot", "somewhere")

@@ -1,6 +1,7 @@
 """pixelar.data: the embedded digits and their fixed splits, and every reader on small
 files this test writes in the real format (IDX raw and .gz, .amat, CIFAR-10 python
 batches, PNG folders)."""
+
 import gzip
 import os
 import pickle
@@ -14,12 +15,17 @@ from PIL import Image
 from pixelar import data
 from pixelar.data import DataFileNotFoundError, DataFormatError
 
-
 # ---------------------------------------------------------------- embedded digits
 
-@pytest.mark.parametrize("name,shape,levels", [("digits", (1, 8, 8), 17),
-                                               ("digits-binary", (1, 8, 8), 2),
-                                               ("digits28-binary", (1, 28, 28), 2)])
+
+@pytest.mark.parametrize(
+    "name,shape,levels",
+    [
+        ("digits", (1, 8, 8), 17),
+        ("digits-binary", (1, 8, 8), 2),
+        ("digits28-binary", (1, 28, 28), 2),
+    ],
+)
 def test_digits_shapes_levels_and_splits(name, shape, levels):
     splits = {s: data.load(name, s) for s in data.SPLITS}
     assert {s: len(d) for s, d in splits.items()} == {"train": 1258, "val": 180, "test": 359}
@@ -32,6 +38,7 @@ def test_digits_shapes_levels_and_splits(name, shape, levels):
 def test_digits_splits_are_fixed_and_disjoint():
     from pixelar.data.digits import FRACTIONS, SEED
     from pixelar.data.imageset import seeded_split
+
     idx = {s: seeded_split(1797, s, FRACTIONS, SEED) for s in data.SPLITS}
     assert sorted(np.concatenate(list(idx.values())).tolist()) == list(range(1797))
     # the split never changes (numpy's legacy RandomState stream is frozen)
@@ -59,6 +66,7 @@ def test_unknown_dataset_and_split():
 
 # ---------------------------------------------------------------- MNIST IDX
 
+
 def _idx_bytes(array, type_code=0x08):
     header = struct.pack(">BBBB", 0, 0, type_code, array.ndim)
     header += b"".join(struct.pack(">I", s) for s in array.shape)
@@ -67,10 +75,12 @@ def _idx_bytes(array, type_code=0x08):
 
 def _write_mnist(folder, n_train=12, n_test=5, gz=True):
     rng = np.random.RandomState(0)
-    files = {"train-images-idx3-ubyte": rng.randint(0, 256, (n_train, 28, 28)),
-             "train-labels-idx1-ubyte": rng.randint(0, 10, n_train),
-             "t10k-images-idx3-ubyte": rng.randint(0, 256, (n_test, 28, 28)),
-             "t10k-labels-idx1-ubyte": rng.randint(0, 10, n_test)}
+    files = {
+        "train-images-idx3-ubyte": rng.randint(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": rng.randint(0, 10, n_train),
+        "t10k-images-idx3-ubyte": rng.randint(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": rng.randint(0, 10, n_test),
+    }
     for name, arr in files.items():
         raw = _idx_bytes(arr)
         if gz:
@@ -92,8 +102,9 @@ def test_mnist_idx_reader(tmp_path, gz):
     assert np.array_equal(train.images[:, 0].numpy(), images[:10])
     assert np.array_equal(val.images[:, 0].numpy(), images[10:])
     assert np.array_equal(test.labels.numpy(), files["t10k-labels-idx1-ubyte"])
-    assert torch.equal(data.load("mnist", "test", tmp_path, binarize=True).images,
-                       (test.images >= 128).long())
+    assert torch.equal(
+        data.load("mnist", "test", tmp_path, binarize=True).images, (test.images >= 128).long()
+    )
 
 
 def test_mnist_truncated_and_missing(tmp_path):
@@ -112,12 +123,15 @@ def test_mnist_truncated_and_missing(tmp_path):
 
 # ---------------------------------------------------------------- binarized MNIST .amat
 
+
 def test_amat_reader(tmp_path):
     rng = np.random.RandomState(1)
     sets = {}
-    for split, fname in (("train", "binarized_mnist_train.amat"),
-                         ("val", "binarized_mnist_valid.amat"),
-                         ("test", "binarized_mnist_test.amat")):
+    for split, fname in (
+        ("train", "binarized_mnist_train.amat"),
+        ("val", "binarized_mnist_valid.amat"),
+        ("test", "binarized_mnist_test.amat"),
+    ):
         sets[split] = rng.randint(0, 2, (3, 784))
         lines = [" ".join(str(v) for v in row) for row in sets[split]]
         (tmp_path / fname).write_text("\n".join(lines) + "\n")
@@ -140,11 +154,15 @@ def test_amat_malformed(tmp_path):
 
 # ---------------------------------------------------------------- CIFAR-10
 
+
 def _cifar_batch(path, n, seed):
     rng = np.random.RandomState(seed)
-    batch = {b"batch_label": b"testing batch", b"labels": rng.randint(0, 10, n).tolist(),
-             b"data": rng.randint(0, 256, (n, 3072)).astype(np.uint8),
-             b"filenames": [b"img_%d.png" % i for i in range(n)]}
+    batch = {
+        b"batch_label": b"testing batch",
+        b"labels": rng.randint(0, 10, n).tolist(),
+        b"data": rng.randint(0, 256, (n, 3072)).astype(np.uint8),
+        b"filenames": [b"img_%d.png" % i for i in range(n)],
+    }
     with open(path, "wb") as f:
         pickle.dump(batch, f, protocol=2)
     return batch
@@ -190,6 +208,7 @@ def test_cifar10_missing_and_truncated(tmp_path):
 
 
 # ---------------------------------------------------------------- PNG folder
+
 
 def test_png_folder_grey_with_class_subfolders(tmp_path):
     rng = np.random.RandomState(0)
@@ -245,6 +264,7 @@ def test_png_folder_errors(tmp_path):
 
 
 # ---------------------------------------------------------------- PNG grids
+
 
 def test_image_grid_tiles_and_upscales(tmp_path):
     images = torch.zeros(5, 1, 8, 8, dtype=torch.long)

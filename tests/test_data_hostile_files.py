@@ -2,6 +2,7 @@
 allocating for it (IDX header, gzip bombs, CIFAR pickles that build huge arrays, PNG
 headers), accepts exactly its format's dtypes and value ranges, and says what is wrong in
 one DataFormatError."""
+
 import gzip
 import os
 import pickle
@@ -20,7 +21,8 @@ from pixelar.data import DataFormatError, read_idx
 
 def _idx_header(type_code, shape):
     return struct.pack(">BBBB", 0, 0, type_code, len(shape)) + b"".join(
-        struct.pack(">I", s) for s in shape)
+        struct.pack(">I", s) for s in shape
+    )
 
 
 def _peak_bytes(fn):
@@ -43,6 +45,7 @@ def _no_negative_numbers(message):
 
 
 # ---------------------------------------------------------------- IDX
+
 
 def test_idx_gzip_bomb_is_not_decompressed_past_the_header(tmp_path):
     """S2: a header promising 2 x 28 x 28 bytes followed by 48 MiB of zeros: at most the
@@ -87,14 +90,17 @@ def test_idx_huge_or_255_dimension_headers(tmp_path, shape, gz):
     assert len(str(err.value)) < 400
 
 
-@pytest.mark.parametrize("type_code,values", [(0x0D, np.array([[0.0, 0.5, 1.0]], ">f4")),
-                                              (0x0C, np.array([[0, 300, -5]], ">i4"))])
+@pytest.mark.parametrize(
+    "type_code,values",
+    [(0x0D, np.array([[0.0, 0.5, 1.0]], ">f4")), (0x0C, np.array([[0, 300, -5]], ">i4"))],
+)
 def test_mnist_refuses_idx_of_other_dtypes(tmp_path, type_code, values):
     """W4: MNIST images and labels are uint8 IDX (type 0x08); float32 or int32 files would
     be trained on as if they were 0..255."""
     images = np.repeat(values.reshape(1, 1, 3), 1, 0)
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(
-        _idx_header(type_code, images.shape) + images.tobytes())
+        _idx_header(type_code, images.shape) + images.tobytes()
+    )
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_header(0x08, (1,)) + bytes([3]))
     with pytest.raises(DataFormatError, match="expected uint8"):
         data.load("mnist", "test", root=tmp_path)
@@ -113,6 +119,7 @@ def test_amat_gzip_bomb_of_other_bytes_stops_at_the_first_chunk(tmp_path):
 
 
 # ---------------------------------------------------------------- CIFAR-10
+
 
 class _Call:
     """Pickles as fn(*args) (the REDUCE of an allowed global)."""
@@ -137,10 +144,13 @@ def _reconstruct():
     return fn
 
 
-@pytest.mark.parametrize("builder", [
-    lambda: _Call(np.ndarray, (300000, 3072), "u1"),
-    lambda: _Call(_reconstruct(), np.ndarray, (300000, 3072), "u1"),
-])
+@pytest.mark.parametrize(
+    "builder",
+    [
+        lambda: _Call(np.ndarray, (300000, 3072), "u1"),
+        lambda: _Call(_reconstruct(), np.ndarray, (300000, 3072), "u1"),
+    ],
+)
 def test_cifar_pickle_cannot_build_huge_arrays(tmp_path, builder):
     """S3: a tiny batch whose pickle calls numpy.ndarray((300000, 3072), 'u1') through the
     allowed globals is refused before the array is allocated."""
@@ -160,17 +170,23 @@ def test_cifar_file_larger_than_a_batch_is_refused_unread(tmp_path):
         data.load("cifar10", "test", root=tmp_path)
 
 
-@pytest.mark.parametrize("batch,words", [
-    ({b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]}, ["uint8", "float32"]),
-    ({b"data": np.full((2, 3072), 300, np.int64), b"labels": [0, 1]}, ["uint8", "int64"]),
-    ({b"data": np.array(["ab", "cd"]), b"labels": [0, 1]}, ["uint8", "<U2"]),
-    ({b"data": b"not an array", b"labels": [0, 1]}, ["'data'"]),
-    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": 5}, ["labels", "int"]),
-    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 12]}, ["labels", "0..9", "[0, 12]"]),
-    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, "a"]}, ["labels"]),
-    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, ["labels", "2 ints"]),
-    ({b"data": np.zeros((2, 3000), np.uint8), b"labels": [0, 1]}, ["(N, 3072)", "(2, 3000)"]),
-])
+@pytest.mark.parametrize(
+    "batch,words",
+    [
+        ({b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]}, ["uint8", "float32"]),
+        ({b"data": np.full((2, 3072), 300, np.int64), b"labels": [0, 1]}, ["uint8", "int64"]),
+        ({b"data": np.array(["ab", "cd"]), b"labels": [0, 1]}, ["uint8", "<U2"]),
+        ({b"data": b"not an array", b"labels": [0, 1]}, ["'data'"]),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": 5}, ["labels", "int"]),
+        (
+            {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 12]},
+            ["labels", "0..9", "[0, 12]"],
+        ),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, "a"]}, ["labels"]),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, ["labels", "2 ints"]),
+        ({b"data": np.zeros((2, 3000), np.uint8), b"labels": [0, 1]}, ["(N, 3072)", "(2, 3000)"]),
+    ],
+)
 def test_cifar_batch_dtypes_and_labels_are_checked(tmp_path, batch, words):
     """W4 / U4: float or int64 data (read as 0 or wrapped mod 256), string data, labels that
     are not N ints in 0..9: a DataFormatError naming the key."""
@@ -182,13 +198,16 @@ def test_cifar_batch_dtypes_and_labels_are_checked(tmp_path, batch, words):
 
 
 def test_cifar_labels_as_an_integer_array_are_accepted(tmp_path):
-    _write_batch(tmp_path / "test_batch", {b"data": np.ones((2, 3072), np.uint8),
-                                           b"labels": np.array([3, 9])})
+    _write_batch(
+        tmp_path / "test_batch",
+        {b"data": np.ones((2, 3072), np.uint8), b"labels": np.array([3, 9])},
+    )
     test = data.load("cifar10", "test", root=tmp_path)
     assert test.labels.tolist() == [3, 9] and int(test.images.max()) == 1
 
 
 # ---------------------------------------------------------------- PNG
+
 
 def _png_chunk(kind, payload):
     body = kind + payload
@@ -198,9 +217,12 @@ def _png_chunk(kind, payload):
 def _png_header_only(path, width, height):
     """A PNG whose IHDR claims width x height 8-bit greyscale, with one tiny IDAT."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
-                     + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-                     + _png_chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("width,height", [(20000, 20000), (5000, 5000)])
@@ -257,8 +279,9 @@ def test_png_mixing_1_bit_and_rgb_of_the_same_size_loads(tmp_path):
     Image.fromarray(_bits(0) * 255).convert("1").save(tmp_path / "a.png")
     for i in range(4):
         Image.fromarray(np.full((4, 5, 3), 9 * i, np.uint8)).save(tmp_path / f"rgb{i}.png")
-    images = np.concatenate([data.load("png", s, root=tmp_path).images.numpy()
-                             for s in data.SPLITS])
+    images = np.concatenate(
+        [data.load("png", s, root=tmp_path).images.numpy() for s in data.SPLITS]
+    )
     assert images.shape == (5, 3, 4, 5)
     bit = _bits(0) * 255
     assert any(np.array_equal(img, np.stack([bit] * 3)) for img in images)

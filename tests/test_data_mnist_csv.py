@@ -1,5 +1,6 @@
 """MNIST as CSV (pixelar.data.mnist_csv, load_mnist's CSV layout), the fixed stochastic
 binarization (pixelar data binarize-mnist) and the binarize modes (threshold, dynamic)."""
+
 import gzip
 import hashlib
 import importlib.util
@@ -12,8 +13,14 @@ import torch
 from pixelar import data
 from pixelar.cli import main
 from pixelar.data import DataFileNotFoundError, DataFormatError, read_amat, write_idx
-from pixelar.data.binarize import (AMAT_NAMES, bernoulli_binarize, binarize_mnist_splits,
-                                   binarize_mode, dynamic_generator, stochastic_binarize)
+from pixelar.data.binarize import (
+    AMAT_NAMES,
+    bernoulli_binarize,
+    binarize_mnist_splits,
+    binarize_mode,
+    dynamic_generator,
+    stochastic_binarize,
+)
 from pixelar.data.binarized_mnist import make_binarized_mnist
 from pixelar.data.mnist_csv import read_mnist_csv
 
@@ -37,6 +44,7 @@ def _write_csv(path, images, labels, header=True):
 
 # ---------------------------------------------------------------------------- CSV reader
 
+
 @pytest.mark.parametrize("header", [True, False])
 @pytest.mark.parametrize("gz", [False, True])
 def test_read_mnist_csv_round_trip(tmp_path, header, gz):
@@ -48,15 +56,18 @@ def test_read_mnist_csv_round_trip(tmp_path, header, gz):
     np.testing.assert_array_equal(got_labels, labels)
 
 
-@pytest.mark.parametrize("text, match", [
-    (b"label,a,b\n1,2,3\n4,5\n", "not an MNIST CSV"),           # ragged
-    (b"1,2,x,4,5\n", "not an MNIST CSV"),                       # not a number
-    (b"1,2,3.5,4,5\n", "not an MNIST CSV"),                     # not an integer
-    (b"1,2,3,4,300\n", "0..255"),                               # pixel out of range
-    (b"12,2,3,4,5\n", "label 0..9"),                            # label not first
-    (b"1,2,3,4\n", "square number of pixels"),                  # 3 pixels
-    (b"label,p0\n", "no images"),                               # header only
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (b"label,a,b\n1,2,3\n4,5\n", "not an MNIST CSV"),  # ragged
+        (b"1,2,x,4,5\n", "not an MNIST CSV"),  # not a number
+        (b"1,2,3.5,4,5\n", "not an MNIST CSV"),  # not an integer
+        (b"1,2,3,4,300\n", "0..255"),  # pixel out of range
+        (b"12,2,3,4,5\n", "label 0..9"),  # label not first
+        (b"1,2,3,4\n", "square number of pixels"),  # 3 pixels
+        (b"label,p0\n", "no images"),  # header only
+    ],
+)
 def test_read_mnist_csv_malformed(tmp_path, text, match):
     path = tmp_path / "mnist_train.csv"
     path.write_bytes(text)
@@ -102,6 +113,7 @@ def test_real_mnist_csv_test_split():
 
 # ---------------------------------------------------------------------------- binarization
 
+
 @pytest.fixture(scope="module")
 def raw_mnist(tmp_path_factory):
     """A synthetic MNIST folder (IDX): 10,006 training images (the binarization holds out
@@ -123,8 +135,21 @@ def _md5(path):
 
 def test_binarize_mnist_writes_the_three_splits(tmp_path, raw_mnist):
     root, train, test = raw_mnist
-    assert main(["data", "binarize-mnist", "--data-dir", str(root), "--out",
-                 str(tmp_path / "a"), "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "binarize-mnist",
+                "--data-dir",
+                str(root),
+                "--out",
+                str(tmp_path / "a"),
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     splits = binarize_mnist_splits(train, test, seed=3)
     sizes = {}
     for split, name in AMAT_NAMES.items():
@@ -148,18 +173,27 @@ def test_binarize_mnist_is_deterministic_per_seed(tmp_path, raw_mnist):
     assert _md5(tmp_path / "a" / name) != _md5(tmp_path / "c" / name)
     with pytest.raises(FileExistsError, match="--overwrite"):
         make_binarized_mnist(root, tmp_path / "a", seed=0, log=lambda *a: None)
-    assert main(["data", "binarize-mnist", "--data-dir", str(root), "--out",
-                 str(tmp_path / "a")]) == 2
+    assert (
+        main(["data", "binarize-mnist", "--data-dir", str(root), "--out", str(tmp_path / "a")]) == 2
+    )
 
 
 def test_binarize_modes():
-    assert [binarize_mode(v) for v in (False, None, "none", True, "threshold", "dynamic")] == \
-        [None, None, None, "threshold", "threshold", "dynamic"]
+    assert [binarize_mode(v) for v in (False, None, "none", True, "threshold", "dynamic")] == [
+        None,
+        None,
+        None,
+        "threshold",
+        "threshold",
+        "dynamic",
+    ]
     with pytest.raises(ValueError, match="binarize"):
         binarize_mode("sometimes")
     x = torch.randint(0, 256, (3, 1, 5, 5))
-    assert torch.equal(bernoulli_binarize(x, 256, torch.Generator().manual_seed(1)),
-                       stochastic_binarize(x, torch.Generator().manual_seed(1)))
+    assert torch.equal(
+        bernoulli_binarize(x, 256, torch.Generator().manual_seed(1)),
+        stochastic_binarize(x, torch.Generator().manual_seed(1)),
+    )
     a = bernoulli_binarize(x, 256, dynamic_generator(0, 0, 0))
     assert torch.equal(a, bernoulli_binarize(x, 256, dynamic_generator(0, 0, 0)))
     assert not torch.equal(a, bernoulli_binarize(x, 256, dynamic_generator(0, 1, 0)))

@@ -2,6 +2,7 @@
 (forward and gradients, odd shapes, non-contiguous inputs, fp32/fp64), gradcheck, opcheck,
 bad inputs, torch.compile (the shared cases: scan_testing.ScanOpTests), and the skew's
 padding."""
+
 import pytest
 import torch
 
@@ -50,7 +51,7 @@ class TestDiagonalLSTMScan(ScanOpTests):
                 h_left = h[:, :, r, j - 1] if j > 0 else x.new_zeros(B, H)
                 c_left = c[:, :, r, j - 1] if j > 0 else x.new_zeros(B, H)
                 pre = x[:, :, r, j] + h_above @ w[:, :, 0].T + h_left @ w[:, :, 1].T
-                i, f, o, g = pre[:, :H], pre[:, H:2 * H], pre[:, 2 * H:3 * H], pre[:, 3 * H:]
+                i, f, o, g = pre[:, :H], pre[:, H : 2 * H], pre[:, 2 * H : 3 * H], pre[:, 3 * H :]
                 c[:, :, r, j] = torch.sigmoid(f) * c_left + torch.sigmoid(i) * torch.tanh(g)
                 h[:, :, r, j] = torch.sigmoid(o) * torch.tanh(c[:, :, r, j])
         return h, c
@@ -61,7 +62,7 @@ class TestDiagonalLSTMScan(ScanOpTests):
         S = R + W - 1
         # x: a transposed view (batch and channel swapped) and a slice of a wider map.
         x_t = torch.randn(4 * H, B, R, S, dtype=dtype).transpose(0, 1)
-        x_s = torch.randn(B, 4 * H, R, S + 5, dtype=dtype)[..., 2:2 + S]
+        x_s = torch.randn(B, 4 * H, R, S + 5, dtype=dtype)[..., 2 : 2 + S]
         w = (0.5 * torch.randn(H, 2, 4 * H, dtype=dtype)).permute(2, 0, 1)
         return (x_t, x_s), w
 
@@ -126,6 +127,7 @@ class TestDiagonalLSTMScan(ScanOpTests):
     def test_layer_passes_column_major_layout(self):
         """DiagonalLSTM hands the CPU scan its skewed map in (B, S, 4H, R) memory order."""
         from pixelar.nn import DiagonalLSTM
+
         layer = DiagonalLSTM(4, 3)
         seen = []
         real = pixelar.ops.diagonal_lstm_scan
@@ -133,10 +135,11 @@ class TestDiagonalLSTMScan(ScanOpTests):
         def spy(x_gates, w_ss):
             seen.append(x_gates.stride())
             return real(x_gates, w_ss)
+
         pixelar.ops.diagonal_lstm_scan = spy
         try:
             layer(torch.randn(2, 4, 5, 6))
         finally:
             pixelar.ops.diagonal_lstm_scan = real
-        B, G, R, S = 2, 12, 5, 10
+        G, R, S = 12, 5, 10  # batch 2
         assert seen == [(S * G * R, R, 1, G * R)]

@@ -8,6 +8,7 @@ Tensors on the "meta" device stand in for non-CPU tensors; resolve() is given a
 torch.device("cuda") directly, which needs no GPU. Every refusal is a
 BackendUnavailableError (a RuntimeError), for training and sampling ops alike.
 """
+
 import importlib.util
 import os
 
@@ -18,8 +19,14 @@ import pixelar
 from pixelar.ops import BackendUnavailableError, _backend
 
 SAMPLING = ["nade_sample", "rnade_sample", "pixel_network_sample_step"]
-OPS = ["diagonal_lstm_scan", "diagonal_lstm_scan_backward", "row_lstm_scan",
-       "row_lstm_scan_backward", "nade_forward", "nade_forward_backward"] + SAMPLING
+OPS = [
+    "diagonal_lstm_scan",
+    "diagonal_lstm_scan_backward",
+    "row_lstm_scan",
+    "row_lstm_scan_backward",
+    "nade_forward",
+    "nade_forward_backward",
+] + SAMPLING
 PUBLIC = ["diagonal_lstm_scan", "row_lstm_scan", "nade_forward"]
 CUDA = torch.device("cuda")
 
@@ -31,8 +38,13 @@ def op_inputs(op, device="cpu"):
         return torch.randn(1, 8, 3, 5, **kw), torch.randn(8, 2, 2, **kw)
     if op == "row_lstm_scan":
         return torch.randn(1, 8, 3, 4, **kw), torch.randn(8, 2, 3, **kw)
-    return (torch.randn(2, 4, **kw), torch.randn(5, 4, **kw), torch.randn(5, **kw),
-            torch.randn(4, 1, 5, **kw), torch.randn(4, 1, **kw))
+    return (
+        torch.randn(2, 4, **kw),
+        torch.randn(5, 4, **kw),
+        torch.randn(5, **kw),
+        torch.randn(4, 1, 5, **kw),
+        torch.randn(4, 1, **kw),
+    )
 
 
 def call(op, inputs):
@@ -42,9 +54,12 @@ def call(op, inputs):
 @pytest.fixture
 def cuda_kernels(monkeypatch):
     """Pretend the extension has (True) or lacks (False) CUDA kernels."""
+
     def set_built(built):
-        monkeypatch.setattr(_backend, "has_kernel",
-                            lambda op, key: built if key == "CUDA" else True)
+        monkeypatch.setattr(
+            _backend, "has_kernel", lambda op, key: built if key == "CUDA" else True
+        )
+
     return set_built
 
 
@@ -74,8 +89,12 @@ def test_cuda_backend_not_built_is_an_error(op, cuda_kernels):
 def test_cuda_tensors_go_to_the_backend_asked_for(op, cuda_kernels, monkeypatch):
     monkeypatch.setattr(_backend, "triton_available", lambda: True)
     cuda_kernels(True)
-    for name, expected in (("cuda", "cuda"), ("triton", "triton"), ("auto", "cuda"),
-                           ("reference", "reference")):
+    for name, expected in (
+        ("cuda", "cuda"),
+        ("triton", "triton"),
+        ("auto", "cuda"),
+        ("reference", "reference"),
+    ):
         with pixelar.ops.backend(name):
             assert _backend.resolve(op, CUDA) == expected
     cuda_kernels(False)  # auto on a GPU without CUDA kernels: Triton, never the reference
@@ -113,9 +132,12 @@ def test_triton_kernels_refuse_cpu_tensors_without_interpreter(monkeypatch):
     from pixelar.kernels.diagonal_lstm_scan import diagonal_lstm_scan_triton
     from pixelar.kernels.nade_forward import nade_forward_triton
     from pixelar.kernels.row_lstm_scan import row_lstm_scan_triton
-    for fn, op in ((diagonal_lstm_scan_triton, "diagonal_lstm_scan"),
-                   (row_lstm_scan_triton, "row_lstm_scan"),
-                   (nade_forward_triton, "nade_forward")):
+
+    for fn, op in (
+        (diagonal_lstm_scan_triton, "diagonal_lstm_scan"),
+        (row_lstm_scan_triton, "row_lstm_scan"),
+        (nade_forward_triton, "nade_forward"),
+    ):
         with pytest.raises(RuntimeError, match="expects CUDA tensors"):
             fn(*op_inputs(op))
 
@@ -131,6 +153,7 @@ def test_cpp_backend_without_extension_is_an_error(op, monkeypatch):
 
 # ---- the sampling ops (nade_sample, rnade_sample, pixel_network_sample_step): C++ and CUDA
 # kernels, no Triton kernel; "auto" on a GPU never runs the PyTorch sampler unasked
+
 
 @pytest.mark.parametrize("op", SAMPLING)
 def test_sampling_auto_on_cuda_without_kernel_raises(op, cuda_kernels):
@@ -167,8 +190,10 @@ def test_sampling_wrappers_do_not_fall_back_to_the_reference(monkeypatch):
     """Through the public wrappers: on a device with no sampling kernel ("meta" stands in
     for it) "auto" raises; the PyTorch samplers (which would run on meta tensors) are never
     called."""
+
     def forbidden(*args, **kwargs):
         raise AssertionError("the PyTorch reference sampler ran without being asked for")
+
     for op in ("nade_sample", "rnade_sample"):  # the dispatch table's reference entries
         monkeypatch.setitem(_backend._IMPLS[op], "reference", forbidden)
     kw = dict(device="meta", dtype=torch.float32)
@@ -176,11 +201,13 @@ def test_sampling_wrappers_do_not_fall_back_to_the_reference(monkeypatch):
     W, c = torch.empty(4, 5, **kw), torch.empty(4, **kw)
     with pixelar.ops.backend("auto"):
         with pytest.raises(RuntimeError, match="no compiled kernel for device meta"):
-            pixelar.ops.nade_sample(u, None, W, c, torch.empty(5, 1, 4, **kw),
-                                    torch.empty(5, 1, **kw))
+            pixelar.ops.nade_sample(
+                u, None, W, c, torch.empty(5, 1, 4, **kw), torch.empty(5, 1, **kw)
+            )
         with pytest.raises(RuntimeError, match="no compiled kernel for device meta"):
-            pixelar.ops.rnade_sample(u, u, W, c, torch.empty(5, 6, 4, **kw),
-                                     torch.empty(5, 6, **kw), -7.0, 7.0)
+            pixelar.ops.rnade_sample(
+                u, u, W, c, torch.empty(5, 6, 4, **kw), torch.empty(5, 6, **kw), -7.0, 7.0
+            )
 
 
 def test_unknown_backend_name():
@@ -188,15 +215,18 @@ def test_unknown_backend_name():
         pixelar.ops.set_backend("cudnn")
 
 
-@pytest.mark.skipif(torch.version.cuda is None or os.environ.get("PIXELAR_EXPECT_CUDA") != "1",
-                    reason="only for a CUDA build of pixelar (CI sets PIXELAR_EXPECT_CUDA=1 "
-                           "after building with PIXELAR_CUDA=1)")
+@pytest.mark.skipif(
+    torch.version.cuda is None or os.environ.get("PIXELAR_EXPECT_CUDA") != "1",
+    reason="only for a CUDA build of pixelar (CI sets PIXELAR_EXPECT_CUDA=1 "
+    "after building with PIXELAR_CUDA=1)",
+)
 @pytest.mark.parametrize("op", OPS)
 def test_cuda_build_registers_every_op(op):
     assert pixelar._extension.extension_loaded(), pixelar._extension.extension_error()
     assert pixelar._extension.has_kernel(op, "CUDA"), (
         f"pixelar::{op} has no CUDA kernel in this build; registered: "
-        f"{torch._C._dispatch_dump(f'pixelar::{op}')}")
+        f"{torch._C._dispatch_dump(f'pixelar::{op}')}"
+    )
 
 
 # ---- the one dispatch table and the one "auto" rule (training and sampling ops alike)
@@ -237,8 +267,9 @@ def test_auto_rule(op, cuda_kernels, monkeypatch):
         if has_triton:
             assert _backend.resolve(op, CUDA) == "triton"
         else:
-            with pytest.raises(BackendUnavailableError,
-                               match=r"no CUDA kernel.*\(this op has no Triton kernel\)"):
+            with pytest.raises(
+                BackendUnavailableError, match=r"no CUDA kernel.*\(this op has no Triton kernel\)"
+            ):
                 _backend.resolve(op, CUDA)
         monkeypatch.setattr(_backend, "triton_available", lambda: False)
         with pytest.raises(BackendUnavailableError) as err:
@@ -260,11 +291,16 @@ def test_every_refusal_is_a_backend_unavailable_error(op, cuda_kernels, monkeypa
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     monkeypatch.setattr(_backend, "triton_available", lambda: True)
     cuda_kernels(False)
-    cases = [("cpp", CUDA, "backend 'cpp' runs CPU tensors"),
-             ("cuda", torch.device("cpu"), "backend 'cuda' runs CUDA tensors"),
-             ("cuda", CUDA, "backend 'cuda' is not available"),
-             ("triton", torch.device("cpu"),
-              "runs CUDA tensors" if op in PUBLIC else "no Triton kernel")]
+    cases = [
+        ("cpp", CUDA, "backend 'cpp' runs CPU tensors"),
+        ("cuda", torch.device("cpu"), "backend 'cuda' runs CUDA tensors"),
+        ("cuda", CUDA, "backend 'cuda' is not available"),
+        (
+            "triton",
+            torch.device("cpu"),
+            "runs CUDA tensors" if op in PUBLIC else "no Triton kernel",
+        ),
+    ]
     for name, device, message in cases:
         with pixelar.ops.backend(name):
             with pytest.raises(BackendUnavailableError, match=message):

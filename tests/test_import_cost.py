@@ -1,5 +1,6 @@
 """`import pixelar` and `pixelar --help` stay light: the heavy optional packages (Triton,
 matplotlib, scikit-learn, SciPy, TensorBoard) load only when a command uses them."""
+
 import subprocess
 import sys
 
@@ -17,8 +18,9 @@ print('MODULES', ' '.join(sorted(sys.modules)))
 
 
 def test_import_and_help_load_no_heavy_package():
-    out = subprocess.run([sys.executable, "-c", CODE], check=True, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", CODE], check=True, capture_output=True, text=True, timeout=300
+    )
     loaded = set(out.stdout.split("MODULES", 1)[1].split())
     assert "pixelar.cli" in loaded
     assert not loaded & HEAVY, sorted(loaded & HEAVY)

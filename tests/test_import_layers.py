@@ -16,16 +16,36 @@ level and inside functions alike, relative ones resolved. Checked:
       does not).
 The one exception: reading the root package's ``__version__`` from inside a function.
 """
+
 import ast
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # second component of a module name (pixelar.<part>...) -> layer rank; None: the root
-LAYERS = {"_C": 0, "_extension": 0, "kernels": 1, "ops": 2, "nn": 3, "models": 4,
-          "data": 5, "training": 6, "cli": 7, "__main__": 7, None: 7}
-LAYER_NAMES = {0: "_extension", 1: "kernels", 2: "ops", 3: "nn", 4: "models", 5: "data",
-               6: "training", 7: "cli / package root"}
+LAYERS = {
+    "_C": 0,
+    "_extension": 0,
+    "kernels": 1,
+    "ops": 2,
+    "nn": 3,
+    "models": 4,
+    "data": 5,
+    "training": 6,
+    "cli": 7,
+    "__main__": 7,
+    None: 7,
+}
+LAYER_NAMES = {
+    0: "_extension",
+    1: "kernels",
+    2: "ops",
+    3: "nn",
+    4: "models",
+    5: "data",
+    6: "training",
+    7: "cli / package root",
+}
 SELF_CONTAINED = {5}  # data: imports no other pixelar layer
 ROOT_NAMES_READ_LAZILY = {"__version__"}  # plain constants of the root package
 COMPILED = {"_C"}  # extension modules without Python source
@@ -93,7 +113,7 @@ def import_edges(package_dir):
             else:
                 if node.level:
                     base = name.split(".") if is_package else name.split(".")[:-1]
-                    base = base[:len(base) - (node.level - 1)]
+                    base = base[: len(base) - (node.level - 1)]
                     assert base, f"{path}:{node.lineno}: relative import beyond the package"
                     module = ".".join(base + ([node.module] if node.module else []))
                 else:
@@ -122,8 +142,10 @@ def layer(module):
     parts = module.split(".")
     key = parts[1] if len(parts) > 1 else None
     if key not in LAYERS:
-        raise AssertionError(f"{module}: no layer for pixelar.{key}; add it to LAYERS in "
-                             f"{os.path.relpath(__file__, REPO)}")
+        raise AssertionError(
+            f"{module}: no layer for pixelar.{key}; add it to LAYERS in "
+            f"{os.path.relpath(__file__, REPO)}"
+        )
     return LAYERS[key]
 
 
@@ -132,14 +154,20 @@ def layer_violations(edges):
     bad = []
     for importer, imported, line, module_level, names in edges:
         a, b = layer(importer), layer(imported)
-        root_constant = (imported == importer.split(".")[0] and not module_level
-                         and names and set(names) <= ROOT_NAMES_READ_LAZILY)
+        root_constant = (
+            imported == importer.split(".")[0]
+            and not module_level
+            and names
+            and set(names) <= ROOT_NAMES_READ_LAZILY
+        )
         if root_constant:
             continue
         if b > a or (a in SELF_CONTAINED and b != a):
             where = "module level" if module_level else "inside a function"
-            bad.append(f"{importer} (line {line}, {where}) imports {imported}: "
-                       f"{LAYER_NAMES[a]} may not import {LAYER_NAMES[b]}")
+            bad.append(
+                f"{importer} (line {line}, {where}) imports {imported}: "
+                f"{LAYER_NAMES[a]} may not import {LAYER_NAMES[b]}"
+            )
     return bad
 
 
@@ -156,7 +184,7 @@ def module_cycles(edges):
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -217,8 +245,10 @@ def test_the_checks_see_what_they_look_for(tmp_path):
 def test_the_walk_reads_this_repository():
     """Known imports are found, resolved (an empty walk would pass the checks above)."""
     edges = {(a, b, module_level) for a, b, _, module_level, _ in import_edges(PIXELAR)}
-    for edge in [("pixelar.ops.pixel_network_sample", "pixelar.ops.draw", True),
-                 ("pixelar.nn.diagonal_lstm", "pixelar.ops", True),
-                 ("pixelar.models.pixel_networks", "pixelar.nn", True),
-                 ("pixelar.cli.plot", "pixelar.training.history", False)]:
+    for edge in [
+        ("pixelar.ops.pixel_network_sample", "pixelar.ops.draw", True),
+        ("pixelar.nn.diagonal_lstm", "pixelar.ops", True),
+        ("pixelar.models.pixel_networks", "pixelar.nn", True),
+        ("pixelar.cli.plot", "pixelar.training.history", False),
+    ]:
         assert edge in edges, edge

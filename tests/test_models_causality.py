@@ -1,16 +1,18 @@
 """Causality: changing one dimension never changes the conditionals of itself or of any
 earlier dimension (raster order, then R -> G -> B); and the Diagonal BiLSTM sees every
 earlier dimension (no blind spot)."""
+
 import pytest
 import torch
 
 import pixelar
-from model_zoo import FACTORIES, make_model, model_or_skip
 from pixelar.models.raster import to_sequence
 
+from model_zoo import FACTORIES, make_model, model_or_skip
+
 CASES = [((1, 5, 7), 2), ((3, 4, 5), 3)]
-EXACT = 1e-12   # conditionals that must not move (fp64)
-MOVED = 1e-9    # a change that counts as influence
+EXACT = 1e-12  # conditionals that must not move (fp64)
+MOVED = 1e-9  # a change that counts as influence
 
 
 def influence(model, x, i):
@@ -36,10 +38,12 @@ def test_no_dimension_sees_itself_or_later(name, image_shape, levels):
     with pixelar.ops.backend("reference"):
         for i in range(D):
             inf = influence(model, x, i)
-            assert inf[: i + 1].max().item() < EXACT, \
-                f"{name}: changing dim {i} moved the conditionals of dim {int(inf[:i + 1].argmax())}"
+            assert inf[: i + 1].max().item() < EXACT, (
+                f"{name}: changing dim {i} moved the conditionals of dim "
+                f"{int(inf[: i + 1].argmax())}"
+            )
             if i + 1 < D:
-                seen_later = max(seen_later, inf[i + 1:].max().item())
+                seen_later = max(seen_later, inf[i + 1 :].max().item())
     if name != "independent":
         assert seen_later > MOVED, f"{name}: no dimension depends on any other"
 
@@ -48,8 +52,14 @@ def test_no_dimension_sees_itself_or_later(name, image_shape, levels):
 def test_diagonal_bilstm_has_no_blind_spot(image_shape, levels):
     # a wide head, so that no output is cut off by ReLUs that happen to be dead
     torch.manual_seed(0)
-    model = pixelar.models.PixelRNN(image_shape=image_shape, levels=levels, layer="diagonal",
-                                    num_layers=2, hidden=6, head_hidden=48).double()
+    model = pixelar.models.PixelRNN(
+        image_shape=image_shape,
+        levels=levels,
+        layer="diagonal",
+        num_layers=2,
+        hidden=6,
+        head_hidden=48,
+    ).double()
     assert blind_spots(model, image_shape, levels) == []
 
 
@@ -70,8 +80,11 @@ def test_blind_spot_test_catches_missing_right_to_left(monkeypatch):
     and to the right are not seen."""
     model = make_model("pixelrnn_diagonal", (1, 5, 7), 2)
     for block in model.blocks:
-        monkeypatch.setattr(block.lstm.right_to_left, "forward", lambda x: torch.zeros(
-            x.shape[0], block.lstm.hidden, *x.shape[2:], dtype=x.dtype))
+        monkeypatch.setattr(
+            block.lstm.right_to_left,
+            "forward",
+            lambda x: torch.zeros(x.shape[0], block.lstm.hidden, *x.shape[2:], dtype=x.dtype),
+        )
     assert blind_spots(model, (1, 5, 7), 2) != []
 
 

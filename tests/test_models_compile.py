@@ -1,9 +1,11 @@
-"""A whole model's forward (logits) + loss + backward runs under torch.compile(fullgraph=True) on the C++
-kernels and matches eager mode."""
+"""A whole model's forward (logits) + loss + backward runs under torch.compile(fullgraph=True)
+on the C++ kernels and matches eager mode."""
+
 import pytest
 import torch
 
 import pixelar
+
 from conftest import cpp_built
 
 

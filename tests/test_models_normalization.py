@@ -1,11 +1,13 @@
 """Every model is a normalized distribution: on tiny images, exp(log_prob) summed over
 every possible image is 1 (fp64)."""
+
 import pytest
 import torch
 
 import pixelar
-from model_zoo import FACTORIES, all_images, model_or_skip
 from pixelar.models import RNADE
+
+from model_zoo import FACTORIES, all_images, model_or_skip
 
 CASES = [((1, 2, 3), 2), ((3, 1, 2), 3)]
 
@@ -47,5 +49,7 @@ def test_parameter_counts():
     assert count(pixelar.models.MarkovPixels(image_shape=(2, 3, 5), order=1)) == 2 * n - 1
     assert count(pixelar.models.FVSBN(image_shape=(2, 3, 5))) == n + n * (n - 1) // 2
     # levels=3, order 2: 2 + 3*2 + (n-2)*9*2 free logits
-    assert count(pixelar.models.MarkovPixels(image_shape=(2, 3, 5), levels=3, order=2)) == \
-        2 + 6 + (n - 2) * 18
+    assert (
+        count(pixelar.models.MarkovPixels(image_shape=(2, 3, 5), levels=3, order=2))
+        == 2 + 6 + (n - 2) * 18
+    )

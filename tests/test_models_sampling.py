@@ -1,20 +1,25 @@
 """Naive sampling follows each model's exact distribution, honours `condition`, and draws
 its randomness in the documented fixed order."""
+
 import pytest
 import torch
 
 import pixelar
+
 from model_zoo import exact_probabilities, make_model, worst_deviation
 
 SHAPE = (1, 2, 2)
 N = 20000
 
 
-@pytest.mark.parametrize("name,image_shape,levels", [
-    ("pixelrnn_diagonal", (1, 2, 2), 2),
-    ("nade", (1, 2, 2), 2),
-    ("markov2", (2, 1, 2), 3),
-])
+@pytest.mark.parametrize(
+    "name,image_shape,levels",
+    [
+        ("pixelrnn_diagonal", (1, 2, 2), 2),
+        ("nade", (1, 2, 2), 2),
+        ("markov2", (2, 1, 2), 3),
+    ],
+)
 def test_naive_samples_follow_exact_distribution(name, image_shape, levels):
     model = make_model(name, image_shape, levels)
     exact = exact_probabilities(model)
@@ -32,7 +37,9 @@ def test_condition_keeps_given_entries_and_samples_the_rest():
     cond[:, :, 0, :] = torch.tensor([1, 0, 1, 1])
     cond[1, 0, 2, 3] = 0
     with pixelar.ops.backend("reference"):
-        out = model.sample(3, fast=False, condition=cond, generator=torch.Generator().manual_seed(0))
+        out = model.sample(
+            3, fast=False, condition=cond, generator=torch.Generator().manual_seed(0)
+        )
     keep = cond >= 0
     assert torch.equal(out[keep], cond[keep])
     assert out.dtype == torch.int64 and out.shape == (3, 1, 3, 4)
@@ -54,6 +61,7 @@ def test_same_seed_same_samples_and_uniform_order():
 
 def test_draw_categorical_inverse_cdf():
     from pixelar.ops.draw import draw_categorical
+
     logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]], dtype=torch.float64)).expand(5, 3)
     u = torch.tensor([0.0, 0.19, 0.21, 0.69, 0.71], dtype=torch.float64)
     assert draw_categorical(logits, u).tolist() == [0, 0, 1, 1, 2]

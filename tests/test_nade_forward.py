@@ -1,6 +1,7 @@
 """pixelar.ops.nade_forward: reference vs the direct O(D^2 H) formula, C++ kernel vs
 reference (forward and all five gradients, odd shapes, non-contiguous inputs, fp32/fp64),
 gradcheck, opcheck, bad inputs, torch.compile."""
+
 import pytest
 import torch
 
@@ -21,8 +22,13 @@ SHAPES = [(1, 7, 5, 1), (3, 10, 3, 4), (20, 45, 30, 1), (9, 70, 300, 1), (11, 33
 
 def sample_inputs(B, D, Hd, O, dtype=torch.float64, binary=True, requires_grad=False):
     x = torch.randint(0, 2, (B, D)).to(dtype) if binary else torch.randn(B, D, dtype=dtype)
-    tensors = [x, torch.randn(Hd, D, dtype=dtype) / D ** 0.5, torch.randn(Hd, dtype=dtype),
-               torch.randn(D, O, Hd, dtype=dtype) / Hd ** 0.5, torch.randn(D, O, dtype=dtype)]
+    tensors = [
+        x,
+        torch.randn(Hd, D, dtype=dtype) / D**0.5,
+        torch.randn(Hd, dtype=dtype),
+        torch.randn(D, O, Hd, dtype=dtype) / Hd**0.5,
+        torch.randn(D, O, dtype=dtype),
+    ]
     return [t.requires_grad_(requires_grad) for t in tensors]
 
 
@@ -57,10 +63,12 @@ def _compare(inputs, dtype, raw_op):
     ref = nade_forward_ref(*inputs64)
     g = torch.randn_like(ref)
     # (an input that an empty output does not use has a zero gradient)
-    grads = torch.autograd.grad((out * g.to(dtype)).sum(), inputs, allow_unused=True,
-                                materialize_grads=True)
-    grads_ref = torch.autograd.grad((ref * g).sum(), inputs64, allow_unused=True,
-                                    materialize_grads=True)
+    grads = torch.autograd.grad(
+        (out * g.to(dtype)).sum(), inputs, allow_unused=True, materialize_grads=True
+    )
+    grads_ref = torch.autograd.grad(
+        (ref * g).sum(), inputs64, allow_unused=True, materialize_grads=True
+    )
     names = ["grad_x", "grad_W", "grad_c", "grad_V", "grad_b"]
     for name, o, r in [("out", out, ref)] + list(zip(names, grads, grads_ref)):
         report_diff(name, o, r)
@@ -88,10 +96,10 @@ def test_cpp_empty_dimensions_match_reference(shape):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cpp_non_contiguous_inputs(dtype):
     B, D, Hd, O = 5, 12, 9, 2
-    x = torch.randint(0, 2, (D, B)).to(dtype).T                     # transposed
-    W = (torch.randn(D, Hd, dtype=dtype) / 4).T                     # W^T stored
-    c = torch.randn(2 * Hd, dtype=dtype)[::2]                       # strided
-    V = (torch.randn(Hd, O, D, dtype=dtype) / 3).permute(2, 1, 0)   # permuted
+    x = torch.randint(0, 2, (D, B)).to(dtype).T  # transposed
+    W = (torch.randn(D, Hd, dtype=dtype) / 4).T  # W^T stored
+    c = torch.randn(2 * Hd, dtype=dtype)[::2]  # strided
+    V = (torch.randn(Hd, O, D, dtype=dtype) / 3).permute(2, 1, 0)  # permuted
     b = torch.randn(O, D, dtype=dtype).T
     inputs = [x, W, c, V, b]
     assert not any(t.is_contiguous() for t in inputs)
@@ -123,8 +131,9 @@ def _walk_case(case):
 
 
 @needs_cpp
-@pytest.mark.parametrize("case", ["saturated then back", "long runs of ones",
-                                  "mixed inputs and a large column"])
+@pytest.mark.parametrize(
+    "case", ["saturated then back", "long runs of ones", "mixed inputs and a large column"]
+)
 def test_float_hidden_walk_follows_the_reference(case):
     _compare([t.float() for t in _walk_case(case)], torch.float32, raw_op=True)
 
@@ -215,7 +224,8 @@ def test_torch_compile_fullgraph():
 
     def f(x, W, c, V, b):
         return torch.nn.functional.binary_cross_entropy_with_logits(
-            OP(x, W, c, V, b).squeeze(-1), x)
+            OP(x, W, c, V, b).squeeze(-1), x
+        )
 
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     loss = compiled(*inputs)

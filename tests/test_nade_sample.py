@@ -1,23 +1,27 @@
 """The ops nade_sample and rnade_sample (pixelar/ops/nade_sample.py) against their PyTorch
 references; input checks; schema / fake-kernel checks (torch.library.opcheck); the CUDA
 kernels against the CPU kernels (GPU only)."""
+
 import pytest
 import torch
 
 import pixelar
+
 from conftest import cpp_built, report_diff
 from sampling_testing import assert_samples_agree, needs_cuda, require_cuda_kernel
 
 pytestmark = pytest.mark.skipif(not cpp_built(), reason="pixelar._C is not built")
 
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_nade_sample_matches_reference(dtype):
     g = torch.Generator().manual_seed(0)
     n, D, Hd = 11, 13, 9  # n not a multiple of the kernel's tile of 8
-    W, c = (torch.randn(Hd, D, generator=g, dtype=dtype),
-            torch.randn(Hd, generator=g, dtype=dtype))
-    V, b = (torch.randn(D, 1, Hd, generator=g, dtype=dtype),
-            torch.randn(D, 1, generator=g, dtype=dtype))
+    W, c = (torch.randn(Hd, D, generator=g, dtype=dtype), torch.randn(Hd, generator=g, dtype=dtype))
+    V, b = (
+        torch.randn(D, 1, Hd, generator=g, dtype=dtype),
+        torch.randn(D, 1, generator=g, dtype=dtype),
+    )
     u = torch.rand(n, D, generator=g, dtype=torch.float64)
     cond = torch.randint(0, 2, (n, D), generator=g)
     cond[torch.rand(n, D, generator=g) < 0.7] = -1
@@ -27,37 +31,48 @@ def test_nade_sample_matches_reference(dtype):
         assert out.dtype == torch.int64 and torch.equal(out, ref)
 
 
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_rnade_sample_matches_reference(dtype):
     g = torch.Generator().manual_seed(0)
     n, D, Hd, K = 10, 6, 7, 3
-    W, c = (torch.randn(Hd, D, generator=g, dtype=dtype),
-            torch.randn(Hd, generator=g, dtype=dtype))
-    V, b = (torch.randn(D, 3 * K, Hd, generator=g, dtype=dtype),
-            torch.randn(D, 3 * K, generator=g, dtype=dtype))
+    W, c = (torch.randn(Hd, D, generator=g, dtype=dtype), torch.randn(Hd, generator=g, dtype=dtype))
+    V, b = (
+        torch.randn(D, 3 * K, Hd, generator=g, dtype=dtype),
+        torch.randn(D, 3 * K, generator=g, dtype=dtype),
+    )
     u = torch.rand(n, D, generator=g, dtype=torch.float64)
     z = torch.randn(n, D, generator=g, dtype=torch.float64)
     out = pixelar.ops.rnade_sample(u, z, W, c, V, b, -7.0, 7.0)
     ref = pixelar.ops.rnade_sample_ref(u, z, W, c, V, b, -7.0, 7.0)
     report_diff("rnade_sample", out, ref)
-    tol = (dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64
-           else dict(rtol=1e-4, atol=1e-4))
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out, ref, **tol)
-
 
 
 def test_bad_inputs_raise_value_error():
     W = torch.zeros(4, 5, dtype=torch.float64)
     with pytest.raises(ValueError, match="V"):
-        pixelar.ops.nade_sample(torch.rand(2, 5, dtype=torch.float64), None, W, W[:, 0],
-                                torch.zeros(5, 2, 4, dtype=torch.float64),
-                                torch.zeros(5, 2, dtype=torch.float64))
+        pixelar.ops.nade_sample(
+            torch.rand(2, 5, dtype=torch.float64),
+            None,
+            W,
+            W[:, 0],
+            torch.zeros(5, 2, 4, dtype=torch.float64),
+            torch.zeros(5, 2, dtype=torch.float64),
+        )
     # RNADE with no mixture component (V: (D, 0, Hd)): an error, from the wrapper and from
     # the raw op (which once read past its buffers)
     u = torch.rand(2, 5, dtype=torch.float64)
-    rnade_args = (u, torch.randn_like(u), W, W[:, 0], torch.zeros(5, 0, 4, dtype=torch.float64),
-                  torch.zeros(5, 0, dtype=torch.float64), -5.0, 5.0)
+    rnade_args = (
+        u,
+        torch.randn_like(u),
+        W,
+        W[:, 0],
+        torch.zeros(5, 0, 4, dtype=torch.float64),
+        torch.zeros(5, 0, dtype=torch.float64),
+        -5.0,
+        5.0,
+    )
     with pytest.raises(ValueError, match="K >= 1"):
         pixelar.ops.rnade_sample(*rnade_args)
     with pytest.raises(RuntimeError, match="K >= 1"):
@@ -77,10 +92,11 @@ def test_opcheck():
 
 def nade_inputs(dtype, n, D, Hd, O, seed=0):
     g = torch.Generator().manual_seed(seed)
-    W, c = (torch.randn(Hd, D, generator=g, dtype=dtype),
-            torch.randn(Hd, generator=g, dtype=dtype))
-    V, b = (torch.randn(D, O, Hd, generator=g, dtype=dtype) / Hd ** 0.5,
-            torch.randn(D, O, generator=g, dtype=dtype))
+    W, c = (torch.randn(Hd, D, generator=g, dtype=dtype), torch.randn(Hd, generator=g, dtype=dtype))
+    V, b = (
+        torch.randn(D, O, Hd, generator=g, dtype=dtype) / Hd**0.5,
+        torch.randn(D, O, generator=g, dtype=dtype),
+    )
     u = torch.rand(n, D, generator=g, dtype=torch.float64)
     z = torch.randn(n, D, generator=g, dtype=torch.float64)
     cond = torch.randint(0, 2, (n, D), generator=g)
@@ -88,9 +104,7 @@ def nade_inputs(dtype, n, D, Hd, O, seed=0):
     return W, c, V, b, u, z, cond
 
 
-
 NADE_SIZES = [(11, 13, 9), (37, 50, 600)]
-
 
 
 @needs_cuda
@@ -113,7 +127,6 @@ def test_cuda_nade_sample_matches_cpu_op(dtype, n, D, Hd, with_cond):
         assert torch.equal(out.cpu()[given], cond[given])
 
 
-
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("n,D,Hd,K", [(10, 6, 7, 3), (33, 20, 600, 5)])
@@ -131,7 +144,6 @@ def test_cuda_rnade_sample_matches_cpu_op(dtype, n, D, Hd, K):
     else:  # a component choice at a threshold changes that value: allow a few
         close = torch.isclose(out.cpu(), ref, rtol=1e-4, atol=1e-4)
         assert (~close).sum().item() <= max(1, ref.numel() // 50)
-
 
 
 @needs_cuda

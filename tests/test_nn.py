@@ -1,11 +1,21 @@
 """Layers: masks, colour groups, shapes, the paper's configurations, and each layer's part
 of the cached sampler's packed weights."""
+
 import pytest
 import torch
 
 import pixelar
-from pixelar.nn import (ConvResidualBlock, DiagonalBiLSTM, LSTMResidualBlock, MaskedConv2d,
-                        OutputHead, RowLSTM, causal_mask, channel_groups, shift_down)
+from pixelar.nn import (
+    ConvResidualBlock,
+    DiagonalBiLSTM,
+    LSTMResidualBlock,
+    MaskedConv2d,
+    OutputHead,
+    RowLSTM,
+    causal_mask,
+    channel_groups,
+    shift_down,
+)
 
 
 def test_channel_groups_split_features_evenly_in_order():
@@ -24,8 +34,11 @@ def test_mask_a_and_b_at_the_centre():
     # centre: A strictly lower (out group > in group), B lower or equal
     assert a[:, :, 1, 1].tolist() == [[0, 0, 0], [1, 0, 0], [1, 1, 0]]
     assert b[:, :, 1, 1].tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
-    assert torch.equal(a[:, :, :, :], b[:, :, :, :] * (1 - torch.eye(3)[:, :, None, None]
-                                                        * torch.tensor([[0, 0, 0], [0, 1, 0], [0, 0, 0]])))
+    assert torch.equal(
+        a[:, :, :, :],
+        b[:, :, :, :]
+        * (1 - torch.eye(3)[:, :, None, None] * torch.tensor([[0, 0, 0], [0, 1, 0], [0, 0, 0]])),
+    )
 
 
 def test_masked_conv_output_ignores_future_inputs():
@@ -44,14 +57,21 @@ def test_shift_down():
 
 
 def test_paper_configurations_build_and_run():
-    mnist = pixelar.models.PixelRNN(image_shape=(1, 28, 28), levels=2, layer="diagonal",
-                                    num_layers=7, hidden=16)
+    mnist = pixelar.models.PixelRNN(
+        image_shape=(1, 28, 28), levels=2, layer="diagonal", num_layers=7, hidden=16
+    )
     x = torch.randint(0, 2, (1, 1, 28, 28))
     with pixelar.ops.backend("reference"):
         assert mnist(x).shape == (1, 1, 28, 28)
         assert mnist.log_prob(x).shape == (1,)
-    cifar = pixelar.models.PixelRNN(image_shape=(3, 32, 32), levels=256, layer="diagonal",
-                                    num_layers=12, hidden=128, head_hidden=1024)
+    cifar = pixelar.models.PixelRNN(
+        image_shape=(3, 32, 32),
+        levels=256,
+        layer="diagonal",
+        num_layers=12,
+        hidden=128,
+        head_hidden=1024,
+    )
     assert len(cifar.blocks) == 12 and cifar.blocks[0].lstm.hidden == 128
     assert cifar.head.out.out_channels == 3 * 256
     cnn = pixelar.models.PixelCNN(image_shape=(1, 28, 28), num_layers=15, hidden=16)
@@ -75,18 +95,34 @@ def test_each_layer_packs_its_sampling_weights_in_the_op_layout():
     assert _shapes(MaskedConv2d(C, F, 7, "A", C).sampling_weights()) == [(4, 7, C, F), (F,)]
     assert ConvResidualBlock(h, C).sampling_kind == "conv"
     assert _shapes(ConvResidualBlock(h, C).sampling_weights()) == [
-        (F, h), (h,), (2, 3, h, h), (h,), (h, F), (F,)]
+        (F, h),
+        (h,),
+        (2, 3, h, h),
+        (h,),
+        (h, F),
+        (F,),
+    ]
     row = LSTMResidualBlock("row", h, C)
     assert row.sampling_kind == "row"
-    assert _shapes(row.sampling_weights()) == [
-        (2, F, 4 * h), (4 * h,), (3, h, 4 * h), (h, F), (F,)]
+    assert _shapes(row.sampling_weights()) == [(2, F, 4 * h), (4 * h,), (3, h, 4 * h), (h, F), (F,)]
     diagonal = LSTMResidualBlock("diagonal", h, C)
     assert diagonal.sampling_kind == "diagonal"
     assert _shapes(diagonal.sampling_weights()) == [
-        (F, 4 * h), (4 * h,), (2, h, 4 * h), (F + C, 4 * h), (4 * h,), (2, h, 4 * h),
-        (h, F), (F,)]
+        (F, 4 * h),
+        (4 * h,),
+        (2, h, 4 * h),
+        (F + C, 4 * h),
+        (4 * h,),
+        (2, h, 4 * h),
+        (h, F),
+        (F,),
+    ]
     assert _shapes(OutputHead(F, q, C, O).sampling_weights()) == [
-        (F, q), (q,), (q, C * O), (C * O,)]
+        (F, q),
+        (q,),
+        (q, C * O),
+        (C * O,),
+    ]
 
 
 def test_sampling_weights_apply_the_masks():
@@ -98,8 +134,12 @@ def test_sampling_weights_apply_the_masks():
     in_w, _ = conv.sampling_weights()
     assert torch.equal(in_w, conv.masked_weight()[:, :, :4, :].permute(2, 3, 1, 0))
     # centre (row 3, column 3): output group g sees input groups < g only
-    assert in_w[3, 3].tolist() == causal_mask((7, 7), "A", channel_groups(3, 3),
-                                              channel_groups(6, 3))[:, :, 3, 3].t().tolist()
+    assert (
+        in_w[3, 3].tolist()
+        == causal_mask((7, 7), "A", channel_groups(3, 3), channel_groups(6, 3))[:, :, 3, 3]
+        .t()
+        .tolist()
+    )
     assert in_w[3, 4:].abs().sum() == 0  # right of the centre: closed
     lstm = RowLSTM(6, 3, num_colors=3)
     with torch.no_grad():
@@ -126,11 +166,15 @@ def test_sampling_weights_of_a_convolution_without_bias():
 
 
 def test_model_assembles_its_sampler_from_its_layers():
-    model = pixelar.models.PixelRNN(image_shape=(1, 3, 4), levels=3, layer="row",
-                                    num_layers=2, hidden=3, head_hidden=4)
+    model = pixelar.models.PixelRNN(
+        image_shape=(1, 3, 4), levels=3, layer="row", num_layers=2, hidden=3, head_hidden=4
+    )
     weights = model.sampling_weights()
-    parts = [model.input_conv.sampling_weights(), *[b.sampling_weights() for b in model.blocks],
-             model.head.sampling_weights()]
+    parts = [
+        model.input_conv.sampling_weights(),
+        *[b.sampling_weights() for b in model.blocks],
+        model.head.sampling_weights(),
+    ]
     assert model.sampling_kind == "row"
     assert len(weights) == sum(map(len, parts)) == 2 + 2 * 5 + 4
     assert all(torch.equal(a, b) for a, b in zip(weights, [t for p in parts for t in p]))

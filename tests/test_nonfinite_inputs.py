@@ -1,13 +1,20 @@
 """Non-finite inputs: every C++ op gives NaN exactly where its reference does, and the
 reference's values elsewhere (fp32 uses the kernels' own polynomial exp / tanh, whose clamps
 must not turn NaN into a number; +-inf must saturate as sigmoid and tanh do)."""
+
 import pytest
 import torch
 
 import pixelar
 from pixelar._extension import has_kernel
-from pixelar.ops import (diagonal_lstm_scan, diagonal_lstm_scan_ref, nade_forward,
-                         nade_forward_ref, row_lstm_scan, row_lstm_scan_ref)
+from pixelar.ops import (
+    diagonal_lstm_scan,
+    diagonal_lstm_scan_ref,
+    nade_forward,
+    nade_forward_ref,
+    row_lstm_scan,
+    row_lstm_scan_ref,
+)
 
 from conftest import TOL
 
@@ -15,8 +22,9 @@ DTYPES = [torch.float32, torch.float64]
 
 
 def assert_same_nan_and_values(out, ref):
-    assert torch.equal(out.isnan(), ref.isnan()), \
+    assert torch.equal(out.isnan(), ref.isnan()), (
         f"NaN at {out.isnan().sum().item()} places, reference {ref.isnan().sum().item()}"
+    )
     assert out.isnan().any(), "the NaN input reached no output: the test checks nothing"
     torch.testing.assert_close(out, ref.to(out.dtype), equal_nan=True, **TOL[out.dtype])
 
@@ -29,8 +37,10 @@ def scan_inputs(kind, dtype, B=2, H=3, R=4, W=5):
     return x, w
 
 
-SCANS = {"diagonal": (diagonal_lstm_scan, diagonal_lstm_scan_ref),
-         "row": (row_lstm_scan, row_lstm_scan_ref)}
+SCANS = {
+    "diagonal": (diagonal_lstm_scan, diagonal_lstm_scan_ref),
+    "row": (row_lstm_scan, row_lstm_scan_ref),
+}
 
 
 def run_scan(kind, x, w):
@@ -72,13 +82,15 @@ def test_nade_propagates_nan_like_the_reference(where, dtype):
     B, D, Hd = 3, 40, 20
     x = torch.randint(0, 2, (B, D)).to(dtype)
     x[:, 6] = 1
-    W = torch.randn(Hd, D, dtype=dtype) / D ** 0.5
+    W = torch.randn(Hd, D, dtype=dtype) / D**0.5
     c = torch.randn(Hd, dtype=dtype)
-    V = torch.randn(D, 1, Hd, dtype=dtype) / Hd ** 0.5
+    V = torch.randn(D, 1, Hd, dtype=dtype) / Hd**0.5
     b = torch.randn(D, 1, dtype=dtype)
-    {"W": lambda: W.__setitem__((4, 6), float("nan")),
-     "c": lambda: c.__setitem__(7, float("nan")),
-     "x": lambda: x.__setitem__((1, 6), float("nan"))}[where]()
+    {
+        "W": lambda: W.__setitem__((4, 6), float("nan")),
+        "c": lambda: c.__setitem__(7, float("nan")),
+        "x": lambda: x.__setitem__((1, 6), float("nan")),
+    }[where]()
     with pixelar.ops.backend("cpp"):
         out = nade_forward(x, W, c, V, b)
     assert_same_nan_and_values(out, nade_forward_ref(x, W, c, V, b))

@@ -1,6 +1,7 @@
 """benchmarks/paper_mnist.py end to end on a tiny synthetic binarized MNIST: training with
 a budget and resume, adopting a run only with the same settings, the report (JSON, table,
 curves, sample and completion grids) and --report-only reusing unchanged evaluations."""
+
 import importlib.util
 import json
 import os
@@ -15,13 +16,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: tiny 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
-HAS_CPP = all(pixelar._extension.has_kernel(op, "CPU")
-              for op in ("nade_forward", "diagonal_lstm_scan"))
+HAS_CPP = all(
+    pixelar._extension.has_kernel(op, "CPU") for op in ("nade_forward", "diagonal_lstm_scan")
+)
 
 
 def _script():
     spec = importlib.util.spec_from_file_location(
-        "paper_mnist", os.path.join(ROOT, "benchmarks", "paper_mnist.py"))
+        "paper_mnist", os.path.join(ROOT, "benchmarks", "paper_mnist.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -39,10 +42,26 @@ def tiny_amat(tmp_path):
 def test_paper_mnist_end_to_end(tiny_amat, tmp_path, capsys):
     pm = _script()
     runs, results = tmp_path / "runs", tmp_path / "results"
-    common = ["--data-dir", str(tiny_amat), "--runs-dir", str(runs), "--results-dir",
-              str(results), "--models", "nade,diagonal_1x32", "--busy-minutes", "0",
-              "--train-subset", "16", "--val-subset", "8", "--test-limit", "6",
-              "--completions", "3"]
+    common = [
+        "--data-dir",
+        str(tiny_amat),
+        "--runs-dir",
+        str(runs),
+        "--results-dir",
+        str(results),
+        "--models",
+        "nade,diagonal_1x32",
+        "--busy-minutes",
+        "0",
+        "--train-subset",
+        "16",
+        "--val-subset",
+        "8",
+        "--test-limit",
+        "6",
+        "--completions",
+        "3",
+    ]
     with pixelar.ops.backend("auto"):
         assert pm.main(common + ["--epochs", "1", "--train-only"]) == 0
         assert not results.exists()
@@ -71,8 +90,12 @@ def test_paper_mnist_refuses_a_run_with_other_settings(tiny_amat, tmp_path):
     assert pm.config_mismatch(stored, pm.model_config("row_lstm", "/elsewhere")) == {}
     # a run of the 7x16 Diagonal BiLSTM started by `pixelar train` (lower-case model name,
     # bool binarize, no max_time) is adopted
-    cli_run = dict(stored, model="pixelrnn", binarize=False,
-                   model_args={"layer": "diagonal", "num_layers": 7, "hidden": 16})
+    cli_run = dict(
+        stored,
+        model="pixelrnn",
+        binarize=False,
+        model_args={"layer": "diagonal", "num_layers": 7, "hidden": 16},
+    )
     cli_run.pop("max_time")
     assert pm.config_mismatch(cli_run, pm.model_config("diagonal_7x16", tiny_amat)) == {}
     diff = pm.config_mismatch(stored, pm.model_config("diagonal_7x16", tiny_amat))
@@ -81,5 +104,16 @@ def test_paper_mnist_refuses_a_run_with_other_settings(tiny_amat, tmp_path):
     folder.mkdir(parents=True)
     (folder / "last.json").write_text(json.dumps({"train_state": {"config": stored}}))
     with pytest.raises(SystemExit, match="other settings"):
-        pm.main(["--data-dir", str(tiny_amat), "--runs-dir", str(tmp_path / "runs"),
-                 "--models", "diagonal_7x16", "--train-only", "--busy-minutes", "0"])
+        pm.main(
+            [
+                "--data-dir",
+                str(tiny_amat),
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                "--models",
+                "diagonal_7x16",
+                "--train-only",
+                "--busy-minutes",
+                "0",
+            ]
+        )

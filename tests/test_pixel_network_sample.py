@@ -2,18 +2,19 @@
 PyTorch reference, from arbitrary states and over ranges that start mid-row and cross row
 ends; input checks; schema / fake-kernel checks (torch.library.opcheck); the CUDA kernel
 against the CPU kernel (GPU only)."""
+
 import pytest
 import torch
 
 import pixelar
+
 from conftest import cpp_built, report_diff
-from sampling_testing import assert_samples_agree, needs_cuda, require_cuda_kernel
 from model_zoo import pixel_step_inputs
+from sampling_testing import assert_samples_agree, needs_cuda, require_cuda_kernel
 
 pytestmark = pytest.mark.skipif(not cpp_built(), reason="pixelar._C is not built")
 
 MODELS = ["pixelcnn", "pixelrnn_row", "pixelrnn_diagonal"]
-
 
 
 step_inputs = pixel_step_inputs  # tests/model_zoo.py
@@ -26,17 +27,15 @@ step_inputs = pixel_step_inputs  # tests/model_zoo.py
 def test_step_op_matches_reference_step(name, image_shape, levels, dtype, start, stop):
     layer, weights, state, x, u, cond = step_inputs(name, image_shape, levels, dtype)
     x_ref, state_ref = x.clone(), [s.clone() for s in state]
-    pixelar.ops.pixel_network_sample_step(x, state, u, cond, weights, layer, levels,
-                                          start, stop)
-    pixelar.ops.pixel_network_sample_step_ref(x_ref, state_ref, u, cond, weights, layer,
-                                              levels, start, stop)
+    pixelar.ops.pixel_network_sample_step(x, state, u, cond, weights, layer, levels, start, stop)
+    pixelar.ops.pixel_network_sample_step_ref(
+        x_ref, state_ref, u, cond, weights, layer, levels, start, stop
+    )
     assert torch.equal(x, x_ref)
-    tol = (dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64
-           else dict(rtol=1e-4, atol=1e-5))
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
     for i, (s, s_ref) in enumerate(zip(state, state_ref)):
         report_diff(f"{name} state[{i}]", s, s_ref)
         torch.testing.assert_close(s, s_ref, **tol)
-
 
 
 def test_step_op_writes_only_its_pixels():
@@ -46,7 +45,6 @@ def test_step_op_writes_only_its_pixels():
     flat = x.flatten(2)
     assert (flat[:, :, 5:10] < 2).all()
     assert (flat[:, :, :5] == 7).all() and (flat[:, :, 10:] == 7).all()
-
 
 
 def test_bad_inputs_raise_value_error():
@@ -65,10 +63,12 @@ def test_bad_inputs_raise_value_error():
 
 
 def test_opcheck():
-    layer, weights, state, x, u, cond = step_inputs("pixelrnn_diagonal", (1, 2, 3), 2,
-                                                    torch.float64)
-    torch.library.opcheck(torch.ops.pixelar.pixel_network_sample_step,
-                          (x, state, u, cond, weights, layer, 2, 0, 6))
+    layer, weights, state, x, u, cond = step_inputs(
+        "pixelrnn_diagonal", (1, 2, 3), 2, torch.float64
+    )
+    torch.library.opcheck(
+        torch.ops.pixelar.pixel_network_sample_step, (x, state, u, cond, weights, layer, 2, 0, 6)
+    )
 
 
 @needs_cuda
@@ -87,20 +87,20 @@ def test_cuda_step_op_matches_cpu_op(name, image_shape, levels, dtype, with_cond
     state_g, weights_g = [s.to(dev) for s in state], [w.to(dev) for w in weights]
     cond_g = None if cond is None else cond.to(dev)
     with pixelar.ops.backend("cpp"):
-        pixelar.ops.pixel_network_sample_step(x, state, u, cond, weights, layer, levels,
-                                              start, stop)
+        pixelar.ops.pixel_network_sample_step(
+            x, state, u, cond, weights, layer, levels, start, stop
+        )
     with pixelar.ops.backend("auto"):  # a CUDA tensor: the CUDA kernel
-        pixelar.ops.pixel_network_sample_step(xg, state_g, ug, cond_g, weights_g, layer,
-                                              levels, start, stop)
+        pixelar.ops.pixel_network_sample_step(
+            xg, state_g, ug, cond_g, weights_g, layer, levels, start, stop
+        )
     torch.cuda.synchronize()
     if not assert_samples_agree(xg, x, dtype, f"{name} x"):
         return  # float32, a draw at a threshold: the caches legitimately differ after it
-    tol = (dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64
-           else dict(rtol=1e-4, atol=1e-5))
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
     for i, (s, s_ref) in enumerate(zip(state_g, state)):
         report_diff(f"{name} state[{i}] cuda vs cpu", s.cpu(), s_ref)
         torch.testing.assert_close(s.cpu(), s_ref, **tol)
-
 
 
 @needs_cuda

@@ -1,6 +1,7 @@
 """pixelar.ops.row_lstm_scan: reference vs a per-position loop, C++ kernel vs reference
 (forward and gradients, odd shapes, non-contiguous inputs, fp32/fp64), gradcheck, opcheck,
 bad inputs, torch.compile (the shared cases: scan_testing.ScanOpTests)."""
+
 import torch
 
 from scan_testing import ScanOpTests
@@ -18,7 +19,7 @@ class TestRowLSTMScan(ScanOpTests):
     def sample_inputs(B, H, R, W, dtype=torch.float64, requires_grad=False):
         """x_gates (B, 4H, R, W); w_ss (4H, H, 3)."""
         x = torch.randn(B, 4 * H, R, W, dtype=dtype)
-        w = (0.5 / H ** 0.5) * torch.randn(4 * H, H, 3, dtype=dtype)
+        w = (0.5 / H**0.5) * torch.randn(4 * H, H, 3, dtype=dtype)
         return x.requires_grad_(requires_grad), w.requires_grad_(requires_grad)
 
     @staticmethod
@@ -39,7 +40,7 @@ class TestRowLSTMScan(ScanOpTests):
                         if 0 <= cc < W:
                             pre = pre + h[:, :, r - 1, cc] @ w[:, :, k].T
                 c_up = c[:, :, r - 1, col] if r > 0 else x.new_zeros(B, H)
-                i, f, o, g = pre[:, :H], pre[:, H:2 * H], pre[:, 2 * H:3 * H], pre[:, 3 * H:]
+                i, f, o, g = pre[:, :H], pre[:, H : 2 * H], pre[:, 2 * H : 3 * H], pre[:, 3 * H :]
                 c[:, :, r, col] = torch.sigmoid(f) * c_up + torch.sigmoid(i) * torch.tanh(g)
                 h[:, :, r, col] = torch.sigmoid(o) * torch.tanh(c[:, :, r, col])
         return h, c
@@ -48,7 +49,7 @@ class TestRowLSTMScan(ScanOpTests):
     def non_contiguous_inputs(dtype):
         B, H, R, W = 3, 3, 5, 4
         x_t = torch.randn(B, 4 * H, W, R, dtype=dtype).transpose(2, 3)  # column-major rows
-        x_s = torch.randn(B, 8 * H, R, W + 3, dtype=dtype)[:, ::2, :, 1:1 + W]
+        x_s = torch.randn(B, 8 * H, R, W + 3, dtype=dtype)[:, ::2, :, 1 : 1 + W]
         w = (0.3 * torch.randn(3, H, 4 * H, dtype=dtype)).permute(2, 1, 0)
         return (x_t, x_s), w
 

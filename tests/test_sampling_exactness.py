@@ -2,13 +2,15 @@
 seed, fp64 models, binary and 3-channel levels=4 images, non-square shapes, with and
 without a condition; for the compiled kernels (C++; CUDA when a GPU is present) and for
 the PyTorch cached samplers."""
+
 import pytest
 import torch
 
 import pixelar
+from pixelar.models import RNADE
+
 from conftest import cpp_built
 from model_zoo import FACTORIES, make_model, model_or_skip
-from pixelar.models import RNADE
 
 CASES = [((1, 3, 4), 2), ((3, 2, 3), 4), ((1, 4, 2), 2)]
 N = 4
@@ -26,11 +28,13 @@ def condition_for(image_shape, levels, seed=5):
 
 def naive_and_fast(model, cond, fast_backend):
     with pixelar.ops.backend("reference"):
-        naive = model.sample(N, fast=False, condition=cond,
-                             generator=torch.Generator().manual_seed(11))
+        naive = model.sample(
+            N, fast=False, condition=cond, generator=torch.Generator().manual_seed(11)
+        )
     with pixelar.ops.backend(fast_backend):
-        fast = model.sample(N, fast=True, condition=cond,
-                            generator=torch.Generator().manual_seed(11))
+        fast = model.sample(
+            N, fast=True, condition=cond, generator=torch.Generator().manual_seed(11)
+        )
     return naive, fast
 
 
@@ -101,8 +105,13 @@ def test_cuda_model_fast_equals_naive(name, with_condition):
 
     def sample(fast, backend):
         with pixelar.ops.backend(backend):
-            return model.sample(N, fast=fast, condition=cond,
-                                generator=torch.Generator(device="cuda").manual_seed(11))
+            return model.sample(
+                N,
+                fast=fast,
+                condition=cond,
+                generator=torch.Generator(device="cuda").manual_seed(11),
+            )
+
     naive, fast = sample(False, "reference"), sample(True, "auto")
     assert fast.is_cuda and fast.dtype == torch.int64 and fast.shape == (N, *image_shape)
     assert torch.equal(naive, fast), f"{name}: {(naive != fast).sum().item()} values differ"

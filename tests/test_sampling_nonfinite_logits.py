@@ -3,14 +3,15 @@ logit raises ValueError(NONFINITE_MESSAGE) naming the smallest such dimension (r
 order), with the same text from the fast samplers (C++ kernels, cached Python samplers),
 the naive samplers and the op references; dimensions given by the condition are not drawn
 and not checked."""
+
 import pytest
 import torch
 
 import pixelar
-from conftest import cpp_built
-from pixelar.models import (FVSBN, NADE, RNADE, IndependentPixels, MarkovPixels, PixelCNN,
-                            PixelRNN)
+from pixelar.models import FVSBN, NADE, RNADE, IndependentPixels, MarkovPixels, PixelCNN, PixelRNN
 from pixelar.ops.draw import NONFINITE_MESSAGE
+
+from conftest import cpp_built
 
 NAN, INF = float("nan"), float("inf")
 
@@ -78,19 +79,34 @@ def _nade(n_dims=12):
     return NADE((1, 3, n_dims // 3), hidden=5)
 
 
-@pytest.mark.parametrize("make,poison,dim", [
-    (_nade, lambda m: m.b.__setitem__((4, 0), INF), 4),
-    (_nade, lambda m: m.V.__setitem__((6, 0, 2), NAN), 6),
-    (lambda: FVSBN((1, 3, 4)), lambda m: m.bias.__setitem__(5, NAN), 5),
-    (lambda: MarkovPixels((1, 3, 4), levels=3, order=1),
-     lambda m: m.table.__setitem__(m.offsets[7].item(), INF), 7),
-    (lambda: MarkovPixels((1, 3, 4), levels=2, order=2),
-     lambda m: m.table.__setitem__(m.offsets[3].item(), NAN), 3),
-    (lambda: IndependentPixels((2, 3, 4), levels=4),
-     lambda m: m.logits.__setitem__((1, 2, 1, 0), NAN), (2 * 4 + 1) * 2 + 1),
-    (lambda: IndependentPixels((1, 3, 4), levels=2),
-     lambda m: m.logits.__setitem__((0, 1, 3), -INF), 7),
-])
+@pytest.mark.parametrize(
+    "make,poison,dim",
+    [
+        (_nade, lambda m: m.b.__setitem__((4, 0), INF), 4),
+        (_nade, lambda m: m.V.__setitem__((6, 0, 2), NAN), 6),
+        (lambda: FVSBN((1, 3, 4)), lambda m: m.bias.__setitem__(5, NAN), 5),
+        (
+            lambda: MarkovPixels((1, 3, 4), levels=3, order=1),
+            lambda m: m.table.__setitem__(m.offsets[7].item(), INF),
+            7,
+        ),
+        (
+            lambda: MarkovPixels((1, 3, 4), levels=2, order=2),
+            lambda m: m.table.__setitem__(m.offsets[3].item(), NAN),
+            3,
+        ),
+        (
+            lambda: IndependentPixels((2, 3, 4), levels=4),
+            lambda m: m.logits.__setitem__((1, 2, 1, 0), NAN),
+            (2 * 4 + 1) * 2 + 1,
+        ),
+        (
+            lambda: IndependentPixels((1, 3, 4), levels=2),
+            lambda m: m.logits.__setitem__((0, 1, 3), -INF),
+            7,
+        ),
+    ],
+)
 def test_models_raise_the_same_error_fast_and_naive(make, poison, dim):
     model = make()
     if isinstance(model, NADE) and not cpp_built():
@@ -123,7 +139,10 @@ def test_nade_kernel_reports_the_smallest_bad_dimension_over_all_tiles(dtype):
     n, D, Hd = 21, 10, 6
     g = torch.Generator().manual_seed(0)
     W, c = torch.randn(Hd, D, generator=g, dtype=dtype), torch.randn(Hd, generator=g, dtype=dtype)
-    V, b = torch.randn(D, 1, Hd, generator=g, dtype=dtype), torch.randn(D, 1, generator=g, dtype=dtype)
+    V, b = (
+        torch.randn(D, 1, Hd, generator=g, dtype=dtype),
+        torch.randn(D, 1, generator=g, dtype=dtype),
+    )
     b[2, 0], b[7, 0] = NAN, NAN
     u = torch.rand(n, D, generator=g, dtype=torch.float64)
     cond = torch.full((n, D), -1, dtype=torch.long)

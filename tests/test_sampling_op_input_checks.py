@@ -2,15 +2,24 @@
 condition below ``levels`` (negative: sample), finite normals and RNADE clamp bounds,
 the Diagonal LSTM scan's S >= R; each backend refuses the same inputs with the same
 message (ValueError naming the argument)."""
+
 import pytest
 import torch
 
 import pixelar
-from conftest import cpp_built
-from pixelar.ops import (diagonal_lstm_scan, diagonal_lstm_scan_ref, nade_sample,
-                         nade_sample_ref, pixel_network_sample_step,
-                         pixel_network_sample_step_ref, rnade_sample, rnade_sample_ref)
 from pixelar.models.pixel_networks import pack_pixel_network
+from pixelar.ops import (
+    diagonal_lstm_scan,
+    diagonal_lstm_scan_ref,
+    nade_sample,
+    nade_sample_ref,
+    pixel_network_sample_step,
+    pixel_network_sample_step_ref,
+    rnade_sample,
+    rnade_sample_ref,
+)
+
+from conftest import cpp_built
 
 NAN = float("nan")
 
@@ -21,9 +30,13 @@ def _backends():
 
 def _nade_args(n=3, D=5, Hd=4, O=1, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, D, generator=g, dtype=torch.float64),
-            torch.randn(Hd, D, generator=g), torch.randn(Hd, generator=g),
-            torch.randn(D, O, Hd, generator=g), torch.randn(D, O, generator=g))
+    return (
+        torch.rand(n, D, generator=g, dtype=torch.float64),
+        torch.randn(Hd, D, generator=g),
+        torch.randn(Hd, generator=g),
+        torch.randn(D, O, Hd, generator=g),
+        torch.randn(D, O, generator=g),
+    )
 
 
 def _messages(calls):
@@ -40,23 +53,28 @@ def _every_way(op, ref, args):
     """Call op under each backend and the reference directly: their messages."""
     calls = []
     for name in _backends():
+
         def call(name=name):
             with pixelar.ops.backend(name):
                 op(*args())
+
         calls.append(call)
     calls.append(lambda: ref(*args()))
     return _messages(calls)
 
 
-@pytest.mark.parametrize("cond_value,words", [(7, ["cond", "< 2", "[-1, 7]"]),
-                                              (99, ["cond", "< 2", "99]"])])
+@pytest.mark.parametrize(
+    "cond_value,words", [(7, ["cond", "< 2", "[-1, 7]"]), (99, ["cond", "< 2", "99]"])]
+)
 def test_nade_sample_refuses_a_condition_out_of_range(cond_value, words):
     """W7: a cond of 7 or 99 was copied into binary images."""
+
     def args():
         u, W, c, V, b = _nade_args()
         cond = torch.full(u.shape, -1, dtype=torch.long)
         cond[1, 2] = cond_value
         return u, cond, W, c, V, b
+
     messages = _every_way(nade_sample, nade_sample_ref, args)
     assert len(set(messages)) == 1, messages
     for w in words:
@@ -66,10 +84,12 @@ def test_nade_sample_refuses_a_condition_out_of_range(cond_value, words):
 @pytest.mark.parametrize("bad", [NAN, 5.0, -0.5, 1.0])
 def test_nade_sample_refuses_uniforms_outside_0_1(bad):
     """W7: uniforms of NaN or 5.0 were accepted."""
+
     def args():
         u, W, c, V, b = _nade_args()
         u[2, 3] = bad
         return u, None, W, c, V, b
+
     messages = _every_way(nade_sample, nade_sample_ref, args)
     assert len(set(messages)) == 1 and "u must hold uniforms in [0, 1)" in messages[0], messages
 
@@ -83,17 +103,21 @@ def _rnade_args(lo=-7.0, hi=7.0, u_bad=None, z_bad=None):
         if z_bad is not None:
             z[1, 1] = z_bad
         return u, z, W, c, V, b, lo, hi
+
     return args
 
 
-@pytest.mark.parametrize("kwargs,words", [
-    (dict(lo=NAN, hi=-100.0), ["log_scale_min", "nan"]),
-    (dict(lo=-7.0, hi=float("inf")), ["log_scale_max", "inf"]),
-    (dict(lo=3.0, hi=-3.0), ["log_scale_min <= log_scale_max", "3.0 > -3.0"]),
-    (dict(lo=True, hi=7.0), ["log_scale_min", "True"]),
-    (dict(u_bad=NAN), ["u must hold uniforms in [0, 1)"]),
-    (dict(z_bad=float("inf")), ["z must be finite"]),
-])
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [
+        (dict(lo=NAN, hi=-100.0), ["log_scale_min", "nan"]),
+        (dict(lo=-7.0, hi=float("inf")), ["log_scale_max", "inf"]),
+        (dict(lo=3.0, hi=-3.0), ["log_scale_min <= log_scale_max", "3.0 > -3.0"]),
+        (dict(lo=True, hi=7.0), ["log_scale_min", "True"]),
+        (dict(u_bad=NAN), ["u must hold uniforms in [0, 1)"]),
+        (dict(z_bad=float("inf")), ["z must be finite"]),
+    ],
+)
 def test_rnade_sample_refuses_bad_bounds_and_noise(kwargs, words):
     """W7: RNADE clamp bounds of (nan, -100) were accepted."""
     messages = _every_way(rnade_sample, rnade_sample_ref, _rnade_args(**kwargs))
@@ -118,19 +142,24 @@ def _step_args(cond_value=None, u_bad=None, levels=3):
         if u_bad is not None:
             u[1, 0, 2, 3] = u_bad
         return x, state, u, cond, weights, layer, levels, 0, 12
+
     return args
 
 
-@pytest.mark.parametrize("kwargs,words", [
-    (dict(cond_value=3), ["cond values must be < 3 (negative: sample)", "[-1, 3]"]),
-    (dict(cond_value=99), ["cond values must be < 3", "99]"]),
-    (dict(u_bad=NAN), ["u must hold uniforms in [0, 1)", "NaN"]),
-    (dict(u_bad=5.0), ["u must hold uniforms in [0, 1)", "5.0]"]),
-])
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [
+        (dict(cond_value=3), ["cond values must be < 3 (negative: sample)", "[-1, 3]"]),
+        (dict(cond_value=99), ["cond values must be < 3", "99]"]),
+        (dict(u_bad=NAN), ["u must hold uniforms in [0, 1)", "NaN"]),
+        (dict(u_bad=5.0), ["u must hold uniforms in [0, 1)", "5.0]"]),
+    ],
+)
 def test_step_op_refuses_bad_condition_and_uniforms(kwargs, words):
     """W7: pixel_network_sample_step copied a cond of 7 or 99 into the images."""
-    messages = _every_way(pixel_network_sample_step, pixel_network_sample_step_ref,
-                          _step_args(**kwargs))
+    messages = _every_way(
+        pixel_network_sample_step, pixel_network_sample_step_ref, _step_args(**kwargs)
+    )
     assert len(set(messages)) == 1, messages
     for w in words:
         assert w in messages[0], (w, messages[0])
@@ -153,6 +182,7 @@ def test_diagonal_scan_reference_refuses_s_below_r_like_the_op():
 def test_kernels_called_directly_refuse_the_same_values():
     """torch.ops.pixelar.* (no Python wrapper) refuse the same values with the same words
     (csrc/include/pixelar/sampling_checks.h)."""
+
     def same_words(call, wrapped):
         with pytest.raises(ValueError) as direct:
             call()
@@ -164,16 +194,22 @@ def test_kernels_called_directly_refuse_the_same_values():
     u, W, c, V, b = _nade_args()
     cond = torch.full(u.shape, -1, dtype=torch.long)
     cond[0, 0] = 7
-    same_words(lambda: torch.ops.pixelar.nade_sample(u, cond, W, c, V, b),
-               lambda: nade_sample(u, cond, W, c, V, b))
+    same_words(
+        lambda: torch.ops.pixelar.nade_sample(u, cond, W, c, V, b),
+        lambda: nade_sample(u, cond, W, c, V, b),
+    )
     u_bad = u.clone()
     u_bad[1, 1] = 5.0
-    same_words(lambda: torch.ops.pixelar.nade_sample(u_bad, None, W, c, V, b),
-               lambda: nade_sample(u_bad, None, W, c, V, b))
+    same_words(
+        lambda: torch.ops.pixelar.nade_sample(u_bad, None, W, c, V, b),
+        lambda: nade_sample(u_bad, None, W, c, V, b),
+    )
     for kwargs in (dict(lo=NAN, hi=-100.0), dict(lo=3.0, hi=-3.0), dict(z_bad=NAN)):
         args = _rnade_args(**kwargs)()
         same_words(lambda: torch.ops.pixelar.rnade_sample(*args), lambda: rnade_sample(*args))
     for kwargs in (dict(cond_value=99), dict(u_bad=NAN)):
         args = _step_args(**kwargs)()
-        same_words(lambda: torch.ops.pixelar.pixel_network_sample_step(*args),
-                   lambda: pixel_network_sample_step(*args))
+        same_words(
+            lambda: torch.ops.pixelar.pixel_network_sample_step(*args),
+            lambda: pixel_network_sample_step(*args),
+        )

@@ -1,4 +1,5 @@
 """pixelar.ops.skew / unskew: vs the loop reference skew_ref, round trips, non-square maps."""
+
 import pytest
 import torch
 
@@ -24,8 +25,8 @@ def test_skew_places_each_row():
     x = torch.arange(1, 13.0).view(3, 4)
     y = skew(x)
     for r in range(3):
-        assert torch.equal(y[r, r:r + 4], x[r])
-        assert (y[r, :r] == 0).all() and (y[r, r + 4:] == 0).all()
+        assert torch.equal(y[r, r : r + 4], x[r])
+        assert (y[r, :r] == 0).all() and (y[r, r + 4 :] == 0).all()
 
 
 def test_skew_gradient_round_trip():

@@ -1,6 +1,7 @@
 """pixelar.training: checkpoints (round trip, atomic, never unpickled, corruption caught),
 exact resume, reproducibility, early stopping, evaluation, anomaly scores, linear probes,
 and a 2-process DistributedDataParallel run on the CPU (gloo)."""
+
 import json
 import math
 import os
@@ -13,14 +14,27 @@ import torch
 
 from pixelar import data
 from pixelar.models import NADE, IndependentPixels
-from pixelar.training import (CheckpointError, TrainConfig, TrainingError, auroc,
-                              build_model, corrupt, evaluate, linear_probe, load_checkpoint,
-                              probe, save_checkpoint, save_histogram, summarize, train)
+from pixelar.training import (
+    CheckpointError,
+    TrainConfig,
+    TrainingError,
+    auroc,
+    build_model,
+    corrupt,
+    evaluate,
+    linear_probe,
+    load_checkpoint,
+    probe,
+    save_checkpoint,
+    save_histogram,
+    summarize,
+    train,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: tiny models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from training_testing import BACKEND, QUIET, nade_and_adam, tiny, training_backend  # noqa: F401
+from training_testing import BACKEND, QUIET, nade_and_adam, tiny, training_backend  # noqa: E402, F401
 
 
 def weights(folder, name="last"):
@@ -43,8 +57,10 @@ def test_checkpoint_round_trip(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["ck.safetensors"]  # one file, no temp files
     ckpt = load_checkpoint(tmp_path / "ck.safetensors")
     meta = ckpt.meta
-    assert meta["model_class"] == "NADE" and meta["model_config"] == {"image_shape": [1, 3, 3],
-                                                                       "hidden": 4}
+    assert meta["model_class"] == "NADE" and meta["model_config"] == {
+        "image_shape": [1, 3, 3],
+        "hidden": 4,
+    }
     assert ckpt.train_state == {"epoch": 3}
     clone = ckpt.build_model()
     for (k, v), (_, w) in zip(model.state_dict().items(), clone.state_dict().items()):
@@ -74,8 +90,9 @@ def test_checkpoint_loading_never_unpickles(tmp_path, monkeypatch):
     ckpt.restore_rng()
 
 
-@pytest.mark.parametrize("damage", ["flip_byte", "truncate", "garbage_header", "missing",
-                                    "not_a_checkpoint"])
+@pytest.mark.parametrize(
+    "damage", ["flip_byte", "truncate", "garbage_header", "missing", "not_a_checkpoint"]
+)
 def test_damaged_checkpoint_gives_clear_error(tmp_path, damage):
     model, opt = nade_and_adam()
     save_checkpoint(tmp_path / "ck", model, opt)
@@ -98,6 +115,7 @@ def test_damaged_checkpoint_gives_clear_error(tmp_path, damage):
         match = "not found"
     else:
         from safetensors.torch import save_file
+
         save_file({"w": torch.zeros(3)}, st)
         match = "not a pixelar checkpoint"
     with pytest.raises(CheckpointError, match=match):
@@ -108,6 +126,7 @@ def test_unhashed_garbage_safetensors_is_caught(tmp_path):
     """Even when the recorded hash matches, a file that is not safetensors is reported
     (format 1: the hash of the tensors file is in PREFIX.json)."""
     from legacy_checkpoint import save_checkpoint_v1, sha256_file
+
     model, _ = nade_and_adam()
     save_checkpoint_v1(tmp_path / "ck", model)
     (tmp_path / "ck.safetensors").write_bytes(b"\x00" * 64)
@@ -119,6 +138,7 @@ def test_unhashed_garbage_safetensors_is_caught(tmp_path):
 
 
 # ---------------------------------------------------------------- training
+
 
 def test_training_lowers_validation_bits_and_writes_checkpoints(tmp_path):
     result = train(tiny(epochs=3), tmp_path, **QUIET)
@@ -147,6 +167,7 @@ def _crash_at(step, exc=Crash):
     def on_step(global_step):
         if global_step == step:
             raise exc()
+
     return on_step
 
 
@@ -202,6 +223,7 @@ def test_build_model_checks():
 
 # ---------------------------------------------------------------- evaluation
 
+
 def test_evaluate_uniform_model_is_one_bit_per_dim():
     model = IndependentPixels(image_shape=(1, 4, 4), levels=2)  # logits 0: p = 1/2 each
     m = evaluate(model, torch.randint(0, 2, (10, 1, 4, 4)))
@@ -219,6 +241,7 @@ def test_confidence_interval():
 
 # ---------------------------------------------------------------- anomaly scores
 
+
 def test_corrupt_and_auroc(tmp_path):
     x = data.load("digits-binary", "test").images
     flipped = corrupt(x, 2, "flip", 0.25, seed=0)
@@ -234,6 +257,7 @@ def test_corrupt_and_auroc(tmp_path):
 
 def test_score_anomalies_nll_summary_and_auroc():
     from pixelar.training import nll_per_image, score_anomalies
+
     torch.manual_seed(0)
     model = NADE(image_shape=(1, 8, 8), hidden=6)
     x = data.load("digits-binary", "test").images[:40]
@@ -256,6 +280,7 @@ def test_histogram_without_matplotlib(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- features
 
+
 def test_linear_probe_on_features_and_pixels():
     train_set = data.load("digits-binary", "train").subset(300)
     test_set = data.load("digits-binary", "test").subset(100)
@@ -270,6 +295,7 @@ def test_linear_probe_on_features_and_pixels():
 
 def test_features_need_labels_and_a_model_with_features():
     from pixelar.training import extract_features
+
     with pytest.raises(ValueError, match="has no features"):
         extract_features(IndependentPixels(image_shape=(1, 8, 8)), torch.zeros(2, 1, 8, 8).long())
     unlabeled = data.load("digits-binary", "test").subset(5)
@@ -280,15 +306,44 @@ def test_features_need_labels_and_a_model_with_features():
 
 # ---------------------------------------------------------------- DDP
 
+
 def test_ddp_two_processes_on_cpu_keep_identical_weights(tmp_path):
     """torchrun --nproc_per_node=2 -m pixelar train: gloo on the CPU; every rank ends with
     the same weights (their SHA-256 are gathered into metrics.json)."""
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "pixelar", "train", "--model", "nade", "--model-arg", "hidden=6",
-           "--data", "digits-binary", "--train-subset", "96", "--val-subset", "32",
-           "--batch-size", "32", "--epochs", "2", "--lr", "0.01", "--device", "cpu",
-           "--backend", BACKEND, "--no-progress", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "pixelar",
+        "train",
+        "--model",
+        "nade",
+        "--model-arg",
+        "hidden=6",
+        "--data",
+        "digits-binary",
+        "--train-subset",
+        "96",
+        "--val-subset",
+        "32",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.01",
+        "--device",
+        "cpu",
+        "--backend",
+        BACKEND,
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,6 +1,7 @@
 """Watching a training run (pixelar.training.history): history.csv and curve.png after
 every epoch, TensorBoard scalars, ``pixelar plot``; and the trainer's time budget
 (max_time / --time-budget) and dynamic binarization, both resumed exactly."""
+
 import importlib.util
 import json
 import math
@@ -12,8 +13,7 @@ import torch
 
 import pixelar
 from pixelar.cli import main
-from pixelar.training import TrainConfig, TrainingError, load_checkpoint, train
-from pixelar.training import history
+from pixelar.training import TrainConfig, TrainingError, history, load_checkpoint, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: tiny models
 
@@ -49,8 +49,7 @@ def test_history_csv_after_every_epoch(two_runs):
     for row, entry in zip(rows, metrics["history"]):
         assert row["val_bpd"] == pytest.approx(entry["val_bpd"], rel=1e-5)
         assert row["val_nats"] == pytest.approx(entry["val_bpd"] * 64 * math.log(2), rel=1e-5)
-        assert row["train_nats"] == pytest.approx(entry["train_bpd"] * 64 * math.log(2),
-                                                  rel=1e-5)
+        assert row["train_nats"] == pytest.approx(entry["train_bpd"] * 64 * math.log(2), rel=1e-5)
     hours = [r["hours"] for r in rows]
     assert all(h > 0 for h in hours) and hours == sorted(hours)
 
@@ -73,8 +72,10 @@ def test_without_matplotlib_csv_only_and_one_note(tmp_path, monkeypatch):
 
 
 def test_history_rows_of_runs_from_before_the_csv():
-    old = [{"epoch": 1, "train_bpd": 0.2, "val_bpd": 0.1, "seconds": 1800.0},
-           {"epoch": 2, "train_bpd": 0.15, "val_bpd": 0.09, "seconds": 1800.0}]
+    old = [
+        {"epoch": 1, "train_bpd": 0.2, "val_bpd": 0.1, "seconds": 1800.0},
+        {"epoch": 2, "train_bpd": 0.15, "val_bpd": 0.09, "seconds": 1800.0},
+    ]
     rows = history.history_rows(old, num_dims=784)
     assert [r["hours"] for r in rows] == [0.5, 1.0]
     assert rows[1]["val_nats"] == pytest.approx(0.09 * 784 * math.log(2))
@@ -85,8 +86,7 @@ def test_history_rows_of_runs_from_before_the_csv():
 @pytest.mark.skipif(not HAS_MPL, reason="matplotlib not installed")
 def test_pixelar_plot_several_runs(two_runs, tmp_path, capsys):
     out = tmp_path / "both.png"
-    assert main(["plot", *map(str, two_runs), "--out", str(out), "--unit", "nats",
-                 "--train"]) == 0
+    assert main(["plot", *map(str, two_runs), "--out", str(out), "--unit", "nats", "--train"]) == 0
     assert out.read_bytes()[:8] == PNG_MAGIC
     assert "a 2 epochs" in capsys.readouterr().out
     runs = [history.load_run(r) for r in two_runs]
@@ -104,9 +104,25 @@ def test_tensorboard_missing_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     with pytest.raises(TrainingError, match="pip install tensorboard"):
         train(tiny(epochs=1, tensorboard=True), tmp_path, **QUIET)
-    args = ["train", "--model", "nade", "--model-arg", "hidden=6", "--data", "digits-binary",
-            "--train-subset", "32", "--val-subset", "16", "--epochs", "1", "--no-progress",
-            "--tensorboard", "--out", str(tmp_path / "cli")]
+    args = [
+        "train",
+        "--model",
+        "nade",
+        "--model-arg",
+        "hidden=6",
+        "--data",
+        "digits-binary",
+        "--train-subset",
+        "32",
+        "--val-subset",
+        "16",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--tensorboard",
+        "--out",
+        str(tmp_path / "cli"),
+    ]
     assert main(args) == 2
 
 
@@ -114,6 +130,7 @@ def test_tensorboard_missing_says_how_to_install(tmp_path, monkeypatch):
 def test_tensorboard_events(tmp_path):
     train(tiny(epochs=2, tensorboard=True), tmp_path, **QUIET)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     acc = EventAccumulator(str(tmp_path / history.TENSORBOARD_DIR))
     acc.Reload()
     val = acc.Scalars("val/bpd")
@@ -125,11 +142,11 @@ def test_tensorboard_events(tmp_path):
 
 # ---------------------------------------------------------------------------- time budget
 
+
 def test_time_budget_pauses_and_resume_matches(tmp_path):
     config = tiny(epochs=2, optimizer="rmsprop")
     train(config, tmp_path / "whole", **QUIET)
-    paused = train(TrainConfig(**{**config.__dict__, "max_time": 1e-9}), tmp_path / "part",
-                   **QUIET)
+    paused = train(TrainConfig(**{**config.__dict__, "max_time": 1e-9}), tmp_path / "part", **QUIET)
     assert paused["status"] == "paused" and paused["global_step"] == 0
     assert load_checkpoint(tmp_path / "part" / "last").train_state["status"] == "paused"
     done = train(config, tmp_path / "part", resume=True, **QUIET)
@@ -141,9 +158,26 @@ def test_time_budget_pauses_and_resume_matches(tmp_path):
 
 
 def test_time_budget_cli(tmp_path, capsys):
-    args = ["train", "--model", "nade", "--model-arg", "hidden=6", "--data", "digits-binary",
-            "--train-subset", "64", "--val-subset", "16", "--batch-size", "32", "--epochs",
-            "2", "--no-progress", "--out", str(tmp_path)]
+    args = [
+        "train",
+        "--model",
+        "nade",
+        "--model-arg",
+        "hidden=6",
+        "--data",
+        "digits-binary",
+        "--train-subset",
+        "64",
+        "--val-subset",
+        "16",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(args + ["--time-budget", "1e-9"]) == 0
     assert "paused" in capsys.readouterr().out
     assert main(args + ["--resume"]) == 0
@@ -152,12 +186,16 @@ def test_time_budget_cli(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------- binarize
 
+
 def test_dynamic_binarization_trains_and_resumes_exactly(tmp_path):
     config = tiny(data="digits", binarize="dynamic", epochs=2, batch_size=32)
     whole = train(config, tmp_path / "whole", **QUIET)
     assert whole["status"] == "finished"
-    assert load_checkpoint(tmp_path / "whole" / "last").meta["model_config"].get(
-        "image_shape") == [1, 8, 8]
+    assert load_checkpoint(tmp_path / "whole" / "last").meta["model_config"].get("image_shape") == [
+        1,
+        8,
+        8,
+    ]
     train(TrainConfig(**{**config.__dict__, "max_steps": 4}), tmp_path / "part", **QUIET)
     train(config, tmp_path / "part", resume=True, **QUIET)
     a, b = weights(tmp_path / "whole"), weights(tmp_path / "part")

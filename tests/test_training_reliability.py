@@ -2,6 +2,7 @@
 run first (U9), a non-finite loss or gradient stops training and keeps the last good
 checkpoint (W2), settings are checked before any work (W5, U1), stale temporaries are
 removed, and a stopped DDP peer fails the run after --ddp-timeout (U6)."""
+
 import datetime
 import os
 import signal
@@ -13,8 +14,7 @@ import time
 import pytest
 import torch
 
-from pixelar.training import CheckpointError, TrainingError, load_checkpoint, train
-from pixelar.training import distributed
+from pixelar.training import CheckpointError, TrainingError, distributed, load_checkpoint, train
 from pixelar.training import trainer as trainer_module
 from pixelar.training.checkpoint import has_checkpoint
 from pixelar.training.run_lock import RunLock, RunLockedError
@@ -23,24 +23,27 @@ from pixelar.training.trainer import TrainingDiverged, build_model
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from training_testing import BACKEND, QUIET, tiny, training_backend  # noqa: F401
-
+from training_testing import BACKEND, QUIET, tiny, training_backend  # noqa: E402, F401
 
 # ---------------------------------------------------------------- S5: one run per folder
 
+
 def test_a_second_run_into_a_locked_folder_refuses_naming_the_holder(tmp_path):
     """The holder is another process (the lock module loaded alone, without torch)."""
-    script = (f"import importlib.util, sys, time\n"
-              f"spec = importlib.util.spec_from_file_location('run_lock', "
-              f"{os.path.join(ROOT, 'pixelar', 'training', 'run_lock.py')!r})\n"
-              f"m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
-              f"m.RunLock({str(tmp_path)!r}).acquire(); print('locked', flush=True)\n"
-              f"time.sleep(120)\n")
+    script = (
+        f"import importlib.util, sys, time\n"
+        f"spec = importlib.util.spec_from_file_location('run_lock', "
+        f"{os.path.join(ROOT, 'pixelar', 'training', 'run_lock.py')!r})\n"
+        f"m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        f"m.RunLock({str(tmp_path)!r}).acquire(); print('locked', flush=True)\n"
+        f"time.sleep(120)\n"
+    )
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(RunLockedError, match=f"pid {holder.pid} on host "
-                                                 f"{socket.gethostname()}"):
+        with pytest.raises(
+            RunLockedError, match=f"pid {holder.pid} on host {socket.gethostname()}"
+        ):
             train(tiny(), tmp_path, **QUIET)
         assert not has_checkpoint(tmp_path)
     finally:
@@ -66,6 +69,7 @@ def test_the_lock_is_held_during_the_run_and_released_after(tmp_path):
 
 # ---------------------------------------------------------------- U9: --overwrite
 
+
 class Crash(Exception):
     pass
 
@@ -74,6 +78,7 @@ def crash_at(step):
     def on_step(global_step):
         if global_step == step:
             raise Crash()
+
     return on_step
 
 
@@ -82,8 +87,13 @@ def test_overwrite_clears_the_old_run_before_training(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     assert has_checkpoint(tmp_path) and (tmp_path / "metrics.json").exists()
     with pytest.raises(Crash):  # a new model, killed before its first checkpoint
-        train(tiny(model="IndependentPixels", model_args={}), tmp_path, overwrite=True,
-              on_step=crash_at(1), **QUIET)
+        train(
+            tiny(model="IndependentPixels", model_args={}),
+            tmp_path,
+            overwrite=True,
+            on_step=crash_at(1),
+            **QUIET,
+        )
     assert not has_checkpoint(tmp_path) and not (tmp_path / "metrics.json").exists()
     assert (tmp_path / "notes.txt").read_text() == "mine"  # not ours: left alone
     with pytest.raises(CheckpointError, match="not found"):
@@ -103,14 +113,18 @@ def test_resume_from_a_damaged_last_falls_back_to_best(tmp_path):
     """`last` damaged (bit rot): --resume warns and continues from `best` (end of epoch 1);
     the run still ends bit for bit equal to one never stopped."""
     from pixelar.training.checkpoint import CheckpointWarning
+
     whole = train(tiny(epochs=3), tmp_path / "whole", **QUIET)
     part = tmp_path / "part"
     train(tiny(epochs=3, max_steps=5), part, **QUIET)
     raw = bytearray((part / "last.safetensors").read_bytes())
     raw[-3] ^= 0x10
     (part / "last.safetensors").write_bytes(bytes(raw))
-    with pytest.warns(CheckpointWarning, match="last.safetensors is truncated or corrupted.*"
-                                               r"best.safetensors \(step 3\)"):
+    with pytest.warns(
+        CheckpointWarning,
+        match="last.safetensors is truncated or corrupted.*"
+        r"best.safetensors \(step 3\)",
+    ):
         result = train(tiny(epochs=3), part, resume=True, **QUIET)
     assert result["global_step"] == whole["global_step"] == 9
     a = load_checkpoint(part / "last").model_state()
@@ -119,6 +133,7 @@ def test_resume_from_a_damaged_last_falls_back_to_best(tmp_path):
 
 
 # ---------------------------------------------------------------- W2: divergence
+
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     calls = []
@@ -130,9 +145,12 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
         return out * float("nan") if len(calls) == 5 else out
 
     monkeypatch.setattr(trainer_module.NegLogLikelihood, "forward", nan_at_fifth)
-    with pytest.raises(TrainingDiverged, match=r"step 5 \(epoch 2\): non-finite loss \(nan.*"
-                                               r"last good checkpoint.*last.safetensors "
-                                               r"\(step 4\)"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"step 5 \(epoch 2\): non-finite loss \(nan.*"
+        r"last good checkpoint.*last.safetensors "
+        r"\(step 4\)",
+    ):
         train(tiny(checkpoint_every=2), tmp_path, **QUIET)
     ckpt = load_checkpoint(tmp_path / "last")
     assert ckpt.train_state["global_step"] == 4
@@ -166,26 +184,55 @@ def test_an_overflowing_learning_rate_is_a_divergence_not_a_traceback(tmp_path):
 
 # ---------------------------------------------------------------- W5: settings up front
 
-@pytest.mark.parametrize("field, value", [
-    ("epochs", -1), ("epochs", 0), ("batch_size", -5), ("batch_size", 0), ("train_subset", 0),
-    ("train_subset", -10), ("val_subset", 0), ("eval_batch_size", 0), ("max_steps", 0),
-    ("checkpoint_every", -1), ("lr", float("nan")), ("lr", -1.0), ("lr", float("inf")),
-    ("weight_decay", -1.0), ("clip", float("nan")), ("clip", -1.0), ("patience", -1),
-    ("seed", -1), ("epochs", 2.5), ("data", "foo"), ("optimizer", "sgd"), ("model", "vae"),
-])
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("epochs", -1),
+        ("epochs", 0),
+        ("batch_size", -5),
+        ("batch_size", 0),
+        ("train_subset", 0),
+        ("train_subset", -10),
+        ("val_subset", 0),
+        ("eval_batch_size", 0),
+        ("max_steps", 0),
+        ("checkpoint_every", -1),
+        ("lr", float("nan")),
+        ("lr", -1.0),
+        ("lr", float("inf")),
+        ("weight_decay", -1.0),
+        ("clip", float("nan")),
+        ("clip", -1.0),
+        ("patience", -1),
+        ("seed", -1),
+        ("epochs", 2.5),
+        ("data", "foo"),
+        ("optimizer", "sgd"),
+        ("model", "vae"),
+    ],
+)
 def test_bad_settings_fail_before_any_data_is_read(tmp_path, field, value):
     config = tiny(data="mnist", data_dir=str(tmp_path / "no-data"))  # reading it would fail
     setattr(config, field, value)
-    with pytest.raises(TrainingError, match=field.replace("_", "-") if field not in (
-            "data", "model") else "unknown"):
+    with pytest.raises(
+        TrainingError,
+        match=field.replace("_", "-") if field not in ("data", "model") else "unknown",
+    ):
         train(config, tmp_path / "out", **QUIET)
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
 
 
-@pytest.mark.parametrize("args, match", [
-    ({"hidden": "abc"}, "hidden"), ({"hidden": -5}, "hidden"), ({"hidden": 1.5}, "hidden"),
-    ({"hidden": 10 ** 9}, "GiB"), ({"hidden": 10 ** 30}, "hidden"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ({"hidden": "abc"}, "hidden"),
+        ({"hidden": -5}, "hidden"),
+        ({"hidden": 1.5}, "hidden"),
+        ({"hidden": 10**9}, "GiB"),
+        ({"hidden": 10**30}, "hidden"),
+    ],
+)
 def test_bad_model_arguments_are_training_errors(args, match):
     with pytest.raises(TrainingError, match=match):
         build_model("NADE", args, (1, 8, 8), 2)
@@ -204,6 +251,7 @@ def test_unusable_output_folders(tmp_path):
 
 
 # ---------------------------------------------------------------- U6: DDP timeout
+
 
 def test_ddp_timeout_reaches_init_process_group(monkeypatch):
     seen = {}
@@ -228,16 +276,57 @@ def test_a_stopped_peer_fails_the_run_after_the_timeout(tmp_path):
         port = s.getsockname()[1]
     procs = []
     for rank in range(2):
-        env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", RANK=str(rank),
-                   LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port), PYTHONUNBUFFERED="1")
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "pixelar", "train", "--model", "nade", "--model-arg",
-             "hidden=6", "--data", "digits-binary", "--train-subset", "96", "--val-subset",
-             "32", "--batch-size", "32", "--epochs", "100000", "--patience", "0", "--device",
-             "cpu", "--backend", BACKEND, "--no-progress", "--ddp-timeout", "3", "--out",
-             str(tmp_path / "ddp")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True))
+        env = dict(
+            os.environ,
+            PYTHONPATH=ROOT,
+            OMP_NUM_THREADS="1",
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            PYTHONUNBUFFERED="1",
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pixelar",
+                    "train",
+                    "--model",
+                    "nade",
+                    "--model-arg",
+                    "hidden=6",
+                    "--data",
+                    "digits-binary",
+                    "--train-subset",
+                    "96",
+                    "--val-subset",
+                    "32",
+                    "--batch-size",
+                    "32",
+                    "--epochs",
+                    "100000",
+                    "--patience",
+                    "0",
+                    "--device",
+                    "cpu",
+                    "--backend",
+                    BACKEND,
+                    "--no-progress",
+                    "--ddp-timeout",
+                    "3",
+                    "--out",
+                    str(tmp_path / "ddp"),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     try:
         line = procs[0].stdout.readline()
         while line and not line.startswith("epoch 1/"):

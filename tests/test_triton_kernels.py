@@ -7,6 +7,7 @@ around each test here only, so other test modules see the environment they were 
 Small shapes only (the interpreter runs each program in numpy); odd sizes so every padding
 mask is used. Tolerances: fp32 rtol 3e-4 / atol 1e-4 (conftest.TOL); fp64 1e-9 / 1e-10.
 """
+
 import importlib.util
 import os
 
@@ -14,13 +15,15 @@ import pytest
 import torch
 
 import pixelar
-from conftest import TOL, report_diff
-from pixelar.ops.draw import draw_bernoulli
 from pixelar.ops import diagonal_lstm_scan_ref, nade_forward_ref, row_lstm_scan_ref
 
+from conftest import TOL, report_diff
+
 if importlib.util.find_spec("triton") is None:
-    pytest.skip("triton is not installed: the Triton kernels cannot be tested "
-                "(pip install triton)", allow_module_level=True)
+    pytest.skip(
+        "triton is not installed: the Triton kernels cannot be tested (pip install triton)",
+        allow_module_level=True,
+    )
 
 _previous = os.environ.get("TRITON_INTERPRET")
 os.environ["TRITON_INTERPRET"] = "1"
@@ -39,9 +42,12 @@ finally:
 def _interpreted(monkeypatch):
     """Run each test under the interpreter; the kernels must have been created by it."""
     from triton.runtime.interpreter import InterpretedFunction
+
     if not isinstance(diag_k._diagonal_fwd_kernel, InterpretedFunction):
-        pytest.skip("pixelar.kernels was imported before TRITON_INTERPRET=1 was set; run "
-                    "this file on its own: pytest tests/test_triton_kernels.py")
+        pytest.skip(
+            "pixelar.kernels was imported before TRITON_INTERPRET=1 was set; run "
+            "this file on its own: pytest tests/test_triton_kernels.py"
+        )
     monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
@@ -88,15 +94,16 @@ def test_row_lstm_scan(B, H, R, W):
 
 def test_scans_float64_and_only_h_used():
     x, w = lstm_case(2, 3, 4, 6, 2, torch.float64)  # R = 4, W = 3
-    check_scan("diagonal fp64", diag_k.diagonal_lstm_scan_triton, diagonal_lstm_scan_ref,
-               x, w, only_h=True)
+    check_scan(
+        "diagonal fp64", diag_k.diagonal_lstm_scan_triton, diagonal_lstm_scan_ref, x, w, only_h=True
+    )
     x, w = lstm_case(2, 3, 4, 3, 3, torch.float64)
-    check_scan("row fp64", row_k.row_lstm_scan_triton, row_lstm_scan_ref, x, w,
-               only_h=True)
+    check_scan("row fp64", row_k.row_lstm_scan_triton, row_lstm_scan_ref, x, w, only_h=True)
 
 
-@pytest.mark.parametrize("module,ref_fn,K", [(diag_k, diagonal_lstm_scan_ref, 2),
-                                             (row_k, row_lstm_scan_ref, 3)])
+@pytest.mark.parametrize(
+    "module,ref_fn,K", [(diag_k, diagonal_lstm_scan_ref, 2), (row_k, row_lstm_scan_ref, 3)]
+)
 def test_scan_several_hidden_blocks(module, ref_fn, K):
     """H = 17 in blocks of 16: two output blocks and two input blocks per step (the
     paper's Row LSTM, H = 128, runs in eight)."""
@@ -210,10 +217,15 @@ def test_kernels_compile_for_the_gpu():
     The full matrix: python -m pixelar.kernels.compile_check."""
     import subprocess
     import sys
+
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    res = subprocess.run([sys.executable, "-m", "pixelar.kernels.compile_check", "--arch",
-                          "90", "--dtype", "fp32"], capture_output=True, text=True, env=env,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-m", "pixelar.kernels.compile_check", "--arch", "90", "--dtype", "fp32"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        timeout=600,
+    )
     print(res.stdout[-3000:], res.stderr[-3000:])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -1,4 +1,5 @@
 """Shared by the training tests: a tiny run configuration and the backend they use."""
+
 import pytest
 import torch
 
@@ -19,8 +20,17 @@ def training_backend():
 
 def tiny(**kw):
     """A NADE on 96 binary 8x8 digits: 3 steps of 32 per epoch."""
-    base = dict(model="NADE", model_args={"hidden": 6}, data="digits-binary", epochs=2,
-                batch_size=32, train_subset=96, val_subset=32, lr=1e-2, patience=None)
+    base = dict(
+        model="NADE",
+        model_args={"hidden": 6},
+        data="digits-binary",
+        epochs=2,
+        batch_size=32,
+        train_subset=96,
+        val_subset=32,
+        lr=1e-2,
+        patience=None,
+    )
     base.update(kw)
     return TrainConfig(**base)
 

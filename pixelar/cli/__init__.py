@@ -22,6 +22,7 @@ on stderr and exit status 2, found before any work starts; a failure while runni
 diverged training, a full disk, a lost DDP peer) is one line and exit status 1 (the table
 of both is ``errors.ERRORS``).
 """
+
 import importlib
 import sys
 import warnings
@@ -42,9 +43,11 @@ COMMANDS = ("demo", "train", "eval", "sample", "score", "features", "bench", "da
 def build_parser():
     """The argument parser of the pixelar command, every subcommand's options included."""
     parser = Parser(
-        prog="pixelar", description="Autoregressive image models (PixelRNN, PixelCNN, NADE, "
+        prog="pixelar",
+        description="Autoregressive image models (PixelRNN, PixelCNN, NADE, "
         "...): train, evaluate, sample, score and probe them.",
-        epilog="Run 'pixelar COMMAND --help' for a command's options.")
+        epilog="Run 'pixelar COMMAND --help' for a command's options.",
+    )
     parser.add_argument("--version", action="version", version=f"pixelar {pixelar.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -1,4 +1,5 @@
 """``pixelar bench``: run the scripts under benchmarks/ (a source checkout's)."""
+
 import argparse
 import os
 import subprocess
@@ -11,10 +12,12 @@ BENCHMARKS = {"ops": "ops.py", "sampling": "sampling.py", "results": "results_ta
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "bench", help="run the benchmark scripts under benchmarks/",
+        "bench",
+        help="run the benchmark scripts under benchmarks/",
         description="Run benchmarks/ops.py (kernels), benchmarks/sampling.py (fast vs naive "
         "sampling) or benchmarks/results_table.py (test NLL of every model on the digits). "
-        "Extra arguments go to the script.")
+        "Extra arguments go to the script.",
+    )
     p.add_argument("which", choices=(*BENCHMARKS, "all"), help="which benchmark")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
     p.set_defaults(func=run)
@@ -35,10 +38,14 @@ def run(args):
     for name in names:
         script = os.path.join(folder, BENCHMARKS[name]) if folder else None
         if script is None or not os.path.isfile(script):
-            where = (os.path.join(folder, BENCHMARKS[name]) if folder else
-                     "benchmarks/ (it ships with the source checkout, not the installed package)")
-            print(f"pixelar bench {name}: the benchmark script is missing: {where}",
-                  file=sys.stderr)
+            where = (
+                os.path.join(folder, BENCHMARKS[name])
+                if folder
+                else "benchmarks/ (it ships with the source checkout, not the installed package)"
+            )
+            print(
+                f"pixelar bench {name}: the benchmark script is missing: {where}", file=sys.stderr
+            )
             status = 2
             continue
         cmd = [sys.executable, script, *args.args]

@@ -5,13 +5,14 @@ match wins: a user error (a bad value, an unusable path, a damaged checkpoint) i
 2; a failure while running (a diverged training, a full disk, a lost DDP peer) is status
 1. To report one more exception type, add one row.
 """
+
 from .. import data as datasets
 from ..ops import BackendUnavailableError
 from ..training.atomic import OutputWriteError
 from ..training.checkpoint import CheckpointError
+from ..training.config import TrainingDiverged, TrainingError
 from ..training.distributed import DeviceError, PeerError
 from ..training.run_lock import RunLockedError
-from ..training.config import TrainingDiverged, TrainingError
 
 
 class CLIError(Exception):
@@ -35,15 +36,29 @@ def _write_failed(exc, args):
 
 def _backend_message(exc, args):
     """A backend that cannot run here: what to use instead."""
-    return (f"backend '{getattr(args, 'backend', 'auto')}' cannot run this model here: "
-            f"{one_line(exc)} Use --backend reference for the pure-PyTorch kernels (slow), "
-            f"or build the compiled ones: pip install --no-build-isolation -e .")
+    return (
+        f"backend '{getattr(args, 'backend', 'auto')}' cannot run this model here: "
+        f"{one_line(exc)} Use --backend reference for the pure-PyTorch kernels (slow), "
+        f"or build the compiled ones: pip install --no-build-isolation -e ."
+    )
 
 
 # (exception types, exit status, message(exc, args) -> str, or None to let it propagate)
 ERRORS = [
-    ((CLIError, TrainingError, CheckpointError, datasets.DataFileNotFoundError,
-      datasets.DataFormatError, RunLockedError, DeviceError, FileExistsError), 2, _as_is),
+    (
+        (
+            CLIError,
+            TrainingError,
+            CheckpointError,
+            datasets.DataFileNotFoundError,
+            datasets.DataFormatError,
+            RunLockedError,
+            DeviceError,
+            FileExistsError,
+        ),
+        2,
+        _as_is,
+    ),
     ((TrainingDiverged, OutputWriteError, PeerError), 1, _as_is),
     ((OSError,), 1, _write_failed),
     ((BackendUnavailableError,), 2, _backend_message),

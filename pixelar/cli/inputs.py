@@ -1,6 +1,7 @@
 """The inputs and outputs of the subcommands, checked before any work: the device, the
 checkpoint and its model, a dataset split that fits the model, output folders and files.
 A problem is a ``CLIError`` (one line, exit status 2)."""
+
 import json
 import os
 import tempfile
@@ -49,16 +50,21 @@ def dataset(args, ckpt, split, name=None, data_dir=None, binarize=None):
     if data_dir is None:
         data_dir = args.data_dir if args.data else args.data_dir or trained.get("data_dir")
     if binarize is None:
-        binarize = args.binarize if args.binarize is not None else (
-            trained.get("binarize", False) if not args.data else False)
+        binarize = (
+            args.binarize
+            if args.binarize is not None
+            else (trained.get("binarize", False) if not args.data else False)
+        )
     return datasets.load(name, split, data_dir, binarize or False)
 
 
 def fit(model, dataset, what):
     """Check that ``dataset`` fits the model's image shape; binarize it for a binary model."""
     if tuple(dataset.image_shape) != tuple(model.image_shape):
-        raise CLIError(f"{what} has images of shape {dataset.image_shape}, the model "
-                       f"expects {tuple(model.image_shape)}")
+        raise CLIError(
+            f"{what} has images of shape {dataset.image_shape}, the model "
+            f"expects {tuple(model.image_shape)}"
+        )
     if dataset.levels != model.levels:
         if model.levels != 2:
             raise CLIError(f"{what} has {dataset.levels} levels, the model {model.levels}")
@@ -99,15 +105,20 @@ def check_output_file(path, what, extensions=None):
         raise CLIError(f"{what} {path} is a folder; give a file name")
     ext = os.path.splitext(path)[1].lower()
     if extensions is not None and ext not in extensions:
-        raise CLIError(f"{what} {path} must end in an image extension: "
-                       f"{', '.join(sorted(extensions))}")
+        raise CLIError(
+            f"{what} {path} must end in an image extension: {', '.join(sorted(extensions))}"
+        )
     _probe_folder(os.path.dirname(os.path.abspath(path)), what)
 
 
 def image_extensions():
     """Extensions PIL can write a grey or RGB grid to, among the usual ones."""
     from PIL import Image
+
     Image.init()
     known = Image.registered_extensions()
-    return {ext for ext in (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-            if known.get(ext) in Image.SAVE}
+    return {
+        ext
+        for ext in (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+        if known.get(ext) in Image.SAVE
+    }

@@ -1,13 +1,16 @@
 """``pixelar plot``: learning curves of one or more training folders on one figure."""
+
 from .errors import CLIError
 
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "plot", help="learning curves of training folders on one figure",
+        "plot",
+        help="learning curves of training folders on one figure",
         description="Draw the validation curves (bits/dim or nats against epochs and against "
         "wall-clock hours) of one or more training folders (their metrics.json) on one PNG. "
-        "Needs matplotlib.")
+        "Needs matplotlib.",
+    )
     p.add_argument("runs", nargs="+", metavar="RUN", help="training folders")
     p.add_argument("--out", help="PNG path (default: curves.png)")
     p.add_argument("--unit", default="bpd", choices=("bpd", "nats"))
@@ -19,6 +22,7 @@ def add_parser(subparsers):
 
 def run(args):
     from ..training.history import load_run, plot_runs
+
     try:
         runs = [load_run(r) for r in args.runs]
     except FileNotFoundError as exc:
@@ -26,11 +30,16 @@ def run(args):
     if args.unit == "nats":
         missing = [r["dir"] for r in runs if not r["num_dims"]]
         if missing:
-            raise CLIError(f"cannot convert to nats: no checkpoint JSON with the image shape "
-                           f"in {', '.join(missing)}; use --unit bpd")
+            raise CLIError(
+                f"cannot convert to nats: no checkpoint JSON with the image shape "
+                f"in {', '.join(missing)}; use --unit bpd"
+            )
     out = args.out or "curves.png"
     if plot_runs(out, runs, unit=args.unit, train=args.train, title=args.title) is None:
         raise CLIError("pixelar plot needs matplotlib: pip install matplotlib")
-    print(f"wrote {out} ({len(runs)} run(s): "
-          + ", ".join(f"{r['label']} {len(r['rows'])} epochs" for r in runs) + ")")
+    print(
+        f"wrote {out} ({len(runs)} run(s): "
+        + ", ".join(f"{r['label']} {len(r['rows'])} epochs" for r in runs)
+        + ")"
+    )
     return 0

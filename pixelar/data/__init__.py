@@ -8,6 +8,7 @@ folder of PNGs). Every loader returns an :class:`ImageSet` of int64 images (N, C
     (torch.Size([359, 1, 28, 28]), 2)
     >>> train = load("mnist", "train", root="~/data/mnist")
 """
+
 import os
 
 import torch
@@ -22,15 +23,27 @@ from .png import image_grid, load_png_folder, save_grid
 
 # name -> (loader(root, split), needs a data folder, description)
 DATASETS = {
-    "digits": (lambda root, split: load_digits("digits", split), False,
-               "embedded scikit-learn digits, 1x8x8, 17 grey levels"),
-    "digits-binary": (lambda root, split: load_digits("digits-binary", split), False,
-                      "embedded digits, 1x8x8, binarized"),
-    "digits28-binary": (lambda root, split: load_digits("digits28-binary", split), False,
-                        "embedded digits upsampled to 1x28x28, binarized (MNIST-shaped)"),
+    "digits": (
+        lambda root, split: load_digits("digits", split),
+        False,
+        "embedded scikit-learn digits, 1x8x8, 17 grey levels",
+    ),
+    "digits-binary": (
+        lambda root, split: load_digits("digits-binary", split),
+        False,
+        "embedded digits, 1x8x8, binarized",
+    ),
+    "digits28-binary": (
+        lambda root, split: load_digits("digits28-binary", split),
+        False,
+        "embedded digits upsampled to 1x28x28, binarized (MNIST-shaped)",
+    ),
     "mnist": (load_mnist, True, "MNIST IDX files (.gz or raw), 1x28x28, 256 levels"),
-    "binarized-mnist": (load_binarized_mnist, True,
-                        "binarized MNIST .amat files (fixed binarization), 1x28x28"),
+    "binarized-mnist": (
+        load_binarized_mnist,
+        True,
+        "binarized MNIST .amat files (fixed binarization), 1x28x28",
+    ),
     "cifar10": (load_cifar10, True, "CIFAR-10 python batches, 3x32x32, 256 levels"),
     "png": (load_png_folder, True, "a folder of same-sized PNG images"),
 }
@@ -58,11 +71,31 @@ def load(name: str, split: str = "train", root=None, binarize=False) -> ImageSet
     data = loader(root, split)
     if mode == "dynamic" and data.levels != 2:
         g = torch.Generator().manual_seed(FIXED_DRAW_SEED)
-        return ImageSet(bernoulli_binarize(data.images, data.levels, g), data.labels, 2,
-                        data.name + "-stochastic", data.split)
+        return ImageSet(
+            bernoulli_binarize(data.images, data.levels, g),
+            data.labels,
+            2,
+            data.name + "-stochastic",
+            data.split,
+        )
     return data.binarized() if mode == "threshold" else data
 
 
-__all__ = ["DATASETS", "SPLITS", "ImageSet", "load", "load_digits", "load_mnist",
-           "load_binarized_mnist", "load_cifar10", "load_png_folder", "read_idx", "write_idx",
-           "read_amat", "image_grid", "save_grid", "DataFileNotFoundError", "DataFormatError"]
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "ImageSet",
+    "load",
+    "load_digits",
+    "load_mnist",
+    "load_binarized_mnist",
+    "load_cifar10",
+    "load_png_folder",
+    "read_idx",
+    "write_idx",
+    "read_amat",
+    "image_grid",
+    "save_grid",
+    "DataFileNotFoundError",
+    "DataFormatError",
+]

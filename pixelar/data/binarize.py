@@ -5,13 +5,17 @@ Fixed: every pixel is drawn once from Bernoulli(intensity / 255) with a seeded g
 the 60,000 training images split into 50,000 train and 10,000 valid (the last 10,000),
 plus the 10,000 test images, written as ``binarized_mnist_{train,valid,test}.amat``.
 """
+
 import os
 
 import numpy as np
 import torch
 
-AMAT_NAMES = {"train": "binarized_mnist_train.amat", "val": "binarized_mnist_valid.amat",
-              "test": "binarized_mnist_test.amat"}
+AMAT_NAMES = {
+    "train": "binarized_mnist_train.amat",
+    "val": "binarized_mnist_valid.amat",
+    "test": "binarized_mnist_test.amat",
+}
 NUM_VALID = 10_000
 
 
@@ -35,8 +39,10 @@ def binarize_mnist_splits(train_images: np.ndarray, test_images: np.ndarray, see
     train = train.astype(np.uint8)
     test = test.astype(np.uint8)
     if len(train) <= NUM_VALID:
-        raise ValueError(f"need more than {NUM_VALID} training images to hold out the "
-                         f"last {NUM_VALID} for validation, got {len(train)}")
+        raise ValueError(
+            f"need more than {NUM_VALID} training images to hold out the "
+            f"last {NUM_VALID} for validation, got {len(train)}"
+        )
     return {"train": train[:-NUM_VALID], "val": train[-NUM_VALID:], "test": test}
 
 

@@ -1,12 +1,13 @@
 """``pixelar data binarize-mnist``: MNIST (IDX or CSV files) -> the three .amat files of
 the fixed stochastic binarization that ``--data binarized-mnist`` reads (see binarize)."""
+
 import os
 
 import numpy as np
 
 from .binarize import AMAT_NAMES, binarize_mnist_splits, write_amat
-from .mnist import MNIST_FILES, MNIST_HOW, read_idx
 from .errors import DataFormatError, require_file
+from .mnist import MNIST_FILES, MNIST_HOW, read_idx
 from .mnist_csv import CSV_HOW, find_mnist_csv, read_mnist_csv
 
 
@@ -19,8 +20,9 @@ def read_mnist_images(root, part):
     if csv_path is not None:
         images, _ = read_mnist_csv(csv_path)
     else:
-        images = read_idx(require_file(root, [names[0], names[0] + ".gz"], "mnist",
-                                       MNIST_HOW + " " + CSV_HOW))
+        images = read_idx(
+            require_file(root, [names[0], names[0] + ".gz"], "mnist", MNIST_HOW + " " + CSV_HOW)
+        )
     if images.ndim != 3:
         raise DataFormatError(f"mnist {part}: expected images (N, H, W), got {images.shape}")
     return np.array(images.reshape(len(images), -1), dtype=np.uint8)  # a writable copy
@@ -36,8 +38,9 @@ def make_binarized_mnist(data_dir, out_dir, seed=0, overwrite=False, log=print):
     paths = [os.path.join(out_dir, AMAT_NAMES[s]) for s in ("train", "val", "test")]
     existing = [p for p in paths if os.path.exists(p)]
     if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exist(s); pass --overwrite to "
-                              f"replace them")
+        raise FileExistsError(
+            f"{', '.join(existing)} already exist(s); pass --overwrite to replace them"
+        )
     train = read_mnist_images(data_dir, "train")
     test = read_mnist_images(data_dir, "test")
     log(f"binarizing {len(train)} training and {len(test)} test images (seed {seed})")

@@ -9,6 +9,7 @@ and ``labels``: N ints in 0..9; anything else is a DataFormatError.
              45,000 training images (in general the first 9/10) train, the rest
              validation; test_batch test.
 """
+
 import math
 import os
 import pickle
@@ -19,23 +20,29 @@ from .errors import DataFormatError, require_file
 from .imageset import ImageSet, check_split, make_imageset
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-HOW = ("Get cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, "
-       "extract it, and pass the folder cifar-10-batches-py (holding data_batch_1 ... "
-       "data_batch_5 and test_batch).")
+HOW = (
+    "Get cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, "
+    "extract it, and pass the folder cifar-10-batches-py (holding data_batch_1 ... "
+    "data_batch_5 and test_batch)."
+)
 
 # Everything a pickled numpy array may refer to (numpy 1 and numpy 2 module names), and
 # _codecs.encode, which protocol-2 pickles written by Python 3 use for bytes.
 _ALLOWED = {
     ("_codecs", "encode"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
 }
 
-BATCH_IMAGES = 10_000                   # images per batch in the CIFAR-10 format
-MAX_ARRAY_BYTES = BATCH_IMAGES * 3072   # the largest array a batch holds (its data)
-MAX_FILE_BYTES = 2 * MAX_ARRAY_BYTES    # a real batch file is about 31 MB
+BATCH_IMAGES = 10_000  # images per batch in the CIFAR-10 format
+MAX_ARRAY_BYTES = BATCH_IMAGES * 3072  # the largest array a batch holds (its data)
+MAX_FILE_BYTES = 2 * MAX_ARRAY_BYTES  # a real batch file is about 31 MB
 CLASSES = 10
 
 
@@ -49,7 +56,8 @@ def _checked_size(shape, dtype):
     if any(d < 0 for d in dims) or nbytes > MAX_ARRAY_BYTES:
         raise pickle.UnpicklingError(
             f"refusing to build an array of shape {tuple(dims)} ({nbytes:,} bytes): a CIFAR-10 "
-            f"batch holds at most {BATCH_IMAGES} x 3072 bytes")
+            f"batch holds at most {BATCH_IMAGES} x 3072 bytes"
+        )
 
 
 def _ndarray(shape, dtype=float, *args, **kwargs):
@@ -74,8 +82,8 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in _ALLOWED:
             raise pickle.UnpicklingError(
-                f"refusing to unpickle {module}.{name}: a CIFAR-10 batch holds only numpy "
-                f"arrays")
+                f"refusing to unpickle {module}.{name}: a CIFAR-10 batch holds only numpy arrays"
+            )
         if name == "ndarray":
             return _ndarray
         if name == "_reconstruct":
@@ -93,10 +101,15 @@ def _labels(path, labels, n):
         values = list(labels) if ok else []
     ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
     if not ok or len(values) != n or any(not 0 <= v < CLASSES for v in values):
-        got = (f"{len(values)} values in [{min(values)}, {max(values)}]" if ok and values
-               else f"{type(labels).__name__}" + (f" of {len(values)}" if ok else ""))
-        raise DataFormatError(f"{path}: 'labels' must be a list of {n} ints in 0..{CLASSES - 1} "
-                              f"(one per image), got {got}")
+        got = (
+            f"{len(values)} values in [{min(values)}, {max(values)}]"
+            if ok and values
+            else f"{type(labels).__name__}" + (f" of {len(values)}" if ok else "")
+        )
+        raise DataFormatError(
+            f"{path}: 'labels' must be a list of {n} ints in 0..{CLASSES - 1} "
+            f"(one per image), got {got}"
+        )
     return np.asarray(values, dtype=np.int64)
 
 
@@ -104,17 +117,30 @@ def read_batch(path):
     """One CIFAR-10 python batch -> images (N, 3, 32, 32) uint8, labels (N,) int64."""
     size = os.path.getsize(path)
     if size > MAX_FILE_BYTES:
-        raise DataFormatError(f"{path}: {size:,} bytes, more than a CIFAR-10 batch can be "
-                              f"({MAX_FILE_BYTES:,}); not a CIFAR-10 python batch")
+        raise DataFormatError(
+            f"{path}: {size:,} bytes, more than a CIFAR-10 batch can be "
+            f"({MAX_FILE_BYTES:,}); not a CIFAR-10 python batch"
+        )
     try:
         with open(path, "rb") as f:
             batch = NumpyOnlyUnpickler(f, encoding="bytes").load()
     except pickle.UnpicklingError as exc:
         raise DataFormatError(f"{path}: {exc}") from exc
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            OverflowError, MemoryError, RecursionError) as exc:
-        raise DataFormatError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__}: "
-                              f"{exc}); the file may be truncated") from exc
+    except (
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+    ) as exc:
+        raise DataFormatError(
+            f"{path}: not a CIFAR-10 python batch ({type(exc).__name__}: "
+            f"{exc}); the file may be truncated"
+        ) from exc
     if not isinstance(batch, dict):
         raise DataFormatError(f"{path}: expected a dict, got {type(batch).__name__}")
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
@@ -122,10 +148,16 @@ def read_batch(path):
     data = batch.get("data")
     if not isinstance(data, np.ndarray) or labels is None:
         raise DataFormatError(f"{path}: expected keys 'data' (numpy array) and 'labels'")
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 \
-            or len(data) > BATCH_IMAGES:
-        raise DataFormatError(f"{path}: 'data' must be a uint8 array (N, 3072) with N <= "
-                              f"{BATCH_IMAGES}, got {data.dtype} {data.shape}")
+    if (
+        data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3 * 32 * 32
+        or len(data) > BATCH_IMAGES
+    ):
+        raise DataFormatError(
+            f"{path}: 'data' must be a uint8 array (N, 3072) with N <= "
+            f"{BATCH_IMAGES}, got {data.dtype} {data.shape}"
+        )
     return data.reshape(-1, 3, 32, 32), _labels(path, labels, len(data))
 
 

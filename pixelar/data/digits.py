@@ -10,6 +10,7 @@ values 0..16, shipped inside the scikit-learn wheel, so nothing is downloaded).
 Splits are fixed: a seeded permutation (numpy RandomState(0)) cut into 70% train
 (1,258 images), 10% validation (180) and 20% test (359). Labels are the digit classes.
 """
+
 import functools
 
 import numpy as np
@@ -27,6 +28,7 @@ NAMES = ("digits", "digits-binary", "digits28-binary")
 def _raw():
     """(1797, 1, 8, 8) uint8 values 0..16 and (1797,) labels, read from scikit-learn."""
     from sklearn.datasets import load_digits
+
     bunch = load_digits()
     images = bunch.images.astype(np.uint8).reshape(-1, 1, 8, 8)
     return images, bunch.target.astype(np.int64)

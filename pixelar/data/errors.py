@@ -1,4 +1,5 @@
 """Errors of the data loaders that tell the user what to put where."""
+
 import os
 
 
@@ -16,11 +17,13 @@ def require_file(root, candidates, dataset, how_to_get):
     if root is None:
         raise DataFileNotFoundError(
             f"{dataset}: no data folder given. Put the files in a folder and pass it as "
-            f"--data-dir DIR (Python: root=DIR). {how_to_get}")
+            f"--data-dir DIR (Python: root=DIR). {how_to_get}"
+        )
     for name in candidates:
         path = os.path.join(root, name)
         if os.path.isfile(path):
             return path
     wanted = " or ".join(candidates)
     raise DataFileNotFoundError(
-        f"{dataset}: missing file {wanted} in {os.path.abspath(root)}. {how_to_get}")
+        f"{dataset}: missing file {wanted} in {os.path.abspath(root)}. {how_to_get}"
+    )

@@ -1,4 +1,5 @@
 """The container every dataset loader returns, and the seeded split rule they share."""
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -71,8 +72,11 @@ def seeded_split(n: int, split: str, fractions=(0.8, 0.1, 0.1), seed: int = 0) -
     if n >= 3:
         n_val, n_test = max(1, n_val), max(1, n_test)
     n_train = n - n_val - n_test
-    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val),
-              "test": (n_train + n_val, n)}
+    bounds = {
+        "train": (0, n_train),
+        "val": (n_train, n_train + n_val),
+        "test": (n_train + n_val, n),
+    }
     lo, hi = bounds[split]
     return np.sort(perm[lo:hi])
 

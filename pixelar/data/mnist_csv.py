@@ -2,6 +2,7 @@
 one image a line, ``label,p0,...,p783`` with pixels 0..255 in raster order, with or
 without a header line. ``load_mnist`` reads these when a folder has no IDX files.
 """
+
 import gzip
 import io
 import math
@@ -12,8 +13,10 @@ import numpy as np
 from .errors import DataFormatError
 
 CSV_FILES = {"train": "mnist_train.csv", "test": "mnist_test.csv"}
-CSV_HOW = ("Or put the CSV files mnist_train.csv and mnist_test.csv (label first, then the "
-           "784 pixels 0-255; optional header line; .csv or .csv.gz) there.")
+CSV_HOW = (
+    "Or put the CSV files mnist_train.csv and mnist_test.csv (label first, then the "
+    "784 pixels 0-255; optional header line; .csv or .csv.gz) there."
+)
 
 
 def find_mnist_csv(root, part):
@@ -51,23 +54,31 @@ def read_mnist_csv(path):
     has_header = not first.split(b",")[0].strip().isdigit()  # e.g. "label,1x1,..."
     body = rest if has_header else raw
     if not body.strip():
-        raise DataFormatError(f"{path}: no images (an MNIST CSV holds one image a line: "
-                              f"label,p0,...,p783)")
+        raise DataFormatError(
+            f"{path}: no images (an MNIST CSV holds one image a line: label,p0,...,p783)"
+        )
     try:
         table = np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.int64, ndmin=2)
     except ValueError as exc:
-        raise DataFormatError(f"{path}: not an MNIST CSV file ({exc}); expected one image "
-                              f"a line: label,p0,...,p783 (integers)") from exc
+        raise DataFormatError(
+            f"{path}: not an MNIST CSV file ({exc}); expected one image "
+            f"a line: label,p0,...,p783 (integers)"
+        ) from exc
     n_pixels = table.shape[1] - 1
     side = math.isqrt(max(n_pixels, 0))
     if n_pixels < 1 or side * side != n_pixels:
-        raise DataFormatError(f"{path}: expected a label and a square number of pixels "
-                              f"(785 values for 28x28) on every line, got {table.shape[1]}")
+        raise DataFormatError(
+            f"{path}: expected a label and a square number of pixels "
+            f"(785 values for 28x28) on every line, got {table.shape[1]}"
+        )
     labels, pixels = table[:, 0], table[:, 1:]
     if pixels.min() < 0 or pixels.max() > 255:
-        raise DataFormatError(f"{path}: pixel values must be in 0..255, got "
-                              f"{pixels.min()}..{pixels.max()}")
+        raise DataFormatError(
+            f"{path}: pixel values must be in 0..255, got {pixels.min()}..{pixels.max()}"
+        )
     if labels.min() < 0 or labels.max() > 9:
-        raise DataFormatError(f"{path}: the first column must be the label 0..9, got "
-                              f"{labels.min()}..{labels.max()} (is the label not first?)")
+        raise DataFormatError(
+            f"{path}: the first column must be the label 0..9, got "
+            f"{labels.min()}..{labels.max()} (is the label not first?)"
+        )
     return pixels.astype(np.uint8).reshape(-1, side, side), labels.astype(np.uint8)

@@ -10,6 +10,7 @@ Every file's header is checked before any image is decoded: it must be a PNG of 
 (or 1 bit) per sample, of at most MAX_PIXELS pixels, and all of the same width and height;
 16-bit and float images, corrupt files and larger images are a DataFormatError.
 """
+
 import math
 import os
 import struct
@@ -25,23 +26,39 @@ GREY_MODES = ("1", "L", "LA")
 COLOUR_MODES = ("RGB", "RGBA", "P", "PA")  # 8 bits per sample (P: a palette of RGB colours)
 MAX_PIXELS = 1 << 24  # 16.8 Mpx (4096 x 4096) per image
 # what PIL raises on corrupt or hostile files, besides OSError
-_PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
-               Image.DecompressionBombError)
+_PIL_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    zlib.error,
+    struct.error,
+    Image.DecompressionBombError,
+)
 
 
 def _png_paths(root):
     if root is None or not os.path.isdir(root):
-        where = ("no folder was given" if root is None
-                 else f"{os.path.abspath(root)} is not a folder")
-        raise DataFileNotFoundError(f"png: {where}. Put your .png images (all the same size) in "
-                                    f"a folder, optionally in one subfolder per class, and pass "
-                                    f"it as --data-dir DIR (Python: root=DIR).")
-    paths = sorted(os.path.join(d, f) for d, _, files in os.walk(root)
-                   for f in files if f.lower().endswith(".png"))
+        where = (
+            "no folder was given" if root is None else f"{os.path.abspath(root)} is not a folder"
+        )
+        raise DataFileNotFoundError(
+            f"png: {where}. Put your .png images (all the same size) in "
+            f"a folder, optionally in one subfolder per class, and pass "
+            f"it as --data-dir DIR (Python: root=DIR)."
+        )
+    paths = sorted(
+        os.path.join(d, f)
+        for d, _, files in os.walk(root)
+        for f in files
+        if f.lower().endswith(".png")
+    )
     if not paths:
-        raise DataFileNotFoundError(f"png: no .png files in {os.path.abspath(root)}. Put your "
-                                    f"images there (all the same size), optionally in one "
-                                    f"subfolder per class.")
+        raise DataFileNotFoundError(
+            f"png: no .png files in {os.path.abspath(root)}. Put your "
+            f"images there (all the same size), optionally in one "
+            f"subfolder per class."
+        )
     return paths
 
 
@@ -52,26 +69,33 @@ def _header(path):
     if len(ihdr) == 26 and ihdr[:8] == b"\x89PNG\r\n\x1a\n" and ihdr[12:16] == b"IHDR":
         width, height = struct.unpack(">II", ihdr[16:24])
         if width * height > MAX_PIXELS:
-            raise DataFormatError(f"{path}: {width} x {height} pixels, more than the "
-                                  f"{MAX_PIXELS:,} a dataset image may have")
+            raise DataFormatError(
+                f"{path}: {width} x {height} pixels, more than the "
+                f"{MAX_PIXELS:,} a dataset image may have"
+            )
         if ihdr[24] == 16:
-            raise DataFormatError(f"{path}: a 16-bit PNG is not supported (its values would "
-                                  f"be cut to 8 bits); convert the images to 8-bit greyscale "
-                                  f"or RGB")
+            raise DataFormatError(
+                f"{path}: a 16-bit PNG is not supported (its values would "
+                f"be cut to 8 bits); convert the images to 8-bit greyscale "
+                f"or RGB"
+            )
     try:
         with Image.open(path) as im:
             fmt, mode, size = im.format, im.mode, im.size
     except _PIL_ERRORS as exc:
-        raise DataFormatError(f"{path}: cannot read as PNG ({type(exc).__name__}: {exc})") \
-            from exc
+        raise DataFormatError(f"{path}: cannot read as PNG ({type(exc).__name__}: {exc})") from exc
     if fmt != "PNG":
         raise DataFormatError(f"{path}: not a PNG file ({fmt} data)")
     if mode not in GREY_MODES + COLOUR_MODES:
-        raise DataFormatError(f"{path}: PNG mode {mode!r} (16-bit or wider samples) is not "
-                              f"supported; convert the images to 8-bit greyscale or RGB")
+        raise DataFormatError(
+            f"{path}: PNG mode {mode!r} (16-bit or wider samples) is not "
+            f"supported; convert the images to 8-bit greyscale or RGB"
+        )
     if size[0] * size[1] > MAX_PIXELS:
-        raise DataFormatError(f"{path}: {size[0]} x {size[1]} pixels, more than the "
-                              f"{MAX_PIXELS:,} a dataset image may have")
+        raise DataFormatError(
+            f"{path}: {size[0]} x {size[1]} pixels, more than the "
+            f"{MAX_PIXELS:,} a dataset image may have"
+        )
     return mode, size
 
 
@@ -86,8 +110,7 @@ def _read(path, rgb, binary):
                 return np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
             return np.asarray(im.convert("L"), dtype=np.uint8)[None]
     except _PIL_ERRORS as exc:
-        raise DataFormatError(f"{path}: cannot read as PNG ({type(exc).__name__}: {exc})") \
-            from exc
+        raise DataFormatError(f"{path}: cannot read as PNG ({type(exc).__name__}: {exc})") from exc
 
 
 def load_png_folder(root, split="train") -> ImageSet:
@@ -97,9 +120,11 @@ def load_png_folder(root, split="train") -> ImageSet:
     headers = [_header(p) for p in paths]
     for p, (_, size) in zip(paths, headers):
         if size != headers[0][1]:
-            raise DataFormatError(f"png: {p} is {size[0]} x {size[1]} pixels (width x "
-                                  f"height), {paths[0]} {headers[0][1][0]} x "
-                                  f"{headers[0][1][1]}; every image must be the same size")
+            raise DataFormatError(
+                f"png: {p} is {size[0]} x {size[1]} pixels (width x "
+                f"height), {paths[0]} {headers[0][1][0]} x "
+                f"{headers[0][1][1]}; every image must be the same size"
+            )
     modes = [m for m, _ in headers]
     binary = all(m == "1" for m in modes)
     rgb = not all(m in GREY_MODES for m in modes)
@@ -111,8 +136,9 @@ def load_png_folder(root, split="train") -> ImageSet:
     for i in idx:
         arr = _read(paths[i], rgb, binary)
         if images and arr.shape != images[0].shape:  # a header that lied about the size
-            raise DataFormatError(f"png: {paths[i]} decodes to shape {arr.shape}, the others "
-                                  f"to {images[0].shape}")
+            raise DataFormatError(
+                f"png: {paths[i]} decodes to shape {arr.shape}, the others to {images[0].shape}"
+            )
         images.append(arr)
     if not images:
         raise DataFormatError(f"png: the {split} split of {len(paths)} images is empty")
@@ -147,7 +173,7 @@ def image_grid(images, levels, ncol=None, pad=2, min_size=64, group=1):
     for k in range(n):
         r, c = divmod(k, ncol)
         y, x = pad + r * (h + pad), pad + c * (w + pad) + gap * (c // group)
-        grid[:, y:y + h, x:x + w] = pix[k]
+        grid[:, y : y + h, x : x + w] = pix[k]
     return grid[0] if C == 1 else grid.transpose(1, 2, 0)
 
 

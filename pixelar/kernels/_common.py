@@ -5,6 +5,7 @@ helpers (compute dtypes, block sizes, the autograd glue of the two LSTM scans).
 Every kernel loads its inputs, converts them to the compute dtype ``ACC`` (float64 for
 float64 inputs, float32 otherwise), and stores its outputs in the input dtype.
 """
+
 import torch
 import triton
 import triton.language as tl
@@ -103,14 +104,17 @@ def pow2(n: int, minimum: int = 16) -> int:
 def check_device(op: str, *tensors) -> None:
     """The Triton kernels run on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1."""
     import os
+
     for t in tensors:
         if t.device.type == "cuda":
             continue
         if t.device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") == "1":
             continue
-        raise RuntimeError(f"{op}_triton: expects CUDA tensors (or CPU tensors with "
-                           f"TRITON_INTERPRET=1 set before triton is imported), got a "
-                           f"tensor on {t.device}")
+        raise RuntimeError(
+            f"{op}_triton: expects CUDA tensors (or CPU tensors with "
+            f"TRITON_INTERPRET=1 set before triton is imported), got a "
+            f"tensor on {t.device}"
+        )
 
 
 def contiguous(*tensors):
@@ -135,6 +139,7 @@ def lstm_scan_function(name: str, fwd, bwd):
     (B, H, R, N). x_gates, w_ss, h and c are saved for the backward; an output that gets no
     gradient (None) counts as a zero gradient.
     """
+
     def forward(ctx, x_gates, w_ss):
         h, c = fwd(x_gates, w_ss)
         ctx.save_for_backward(x_gates, w_ss, h, c)
@@ -146,5 +151,8 @@ def lstm_scan_function(name: str, fwd, bwd):
         grad_c = torch.zeros_like(c) if grad_c is None else grad_c
         return bwd(grad_h, grad_c, x_gates, w_ss, h, c)
 
-    return type(name, (torch.autograd.Function,),
-                {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+    return type(
+        name,
+        (torch.autograd.Function,),
+        {"forward": staticmethod(forward), "backward": staticmethod(backward)},
+    )

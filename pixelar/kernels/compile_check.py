@@ -10,6 +10,7 @@ Triton rejects or that needs more shared memory than the GPU has fails here, not
 a GPU is at hand. Exit status 1 if any kernel fails to compile or exceeds the shared memory
 of its target. Must run without TRITON_INTERPRET=1.
 """
+
 import argparse
 import os
 import subprocess
@@ -30,27 +31,57 @@ def cases(dtype):
 
     acc, prec = (tl.float64, "ieee") if dtype == "fp64" else (tl.float32, "tf32x3")
     acc_name = "fp64" if dtype == "fp64" else "fp32"
-    scan_ptrs = {n: f"*{dtype}" for n in ("x_ptr", "w_ptr", "h_ptr", "c_ptr", "gh_ptr",
-                                          "gc_ptr", "gx_ptr")}
+    scan_ptrs = {
+        n: f"*{dtype}" for n in ("x_ptr", "w_ptr", "h_ptr", "c_ptr", "gh_ptr", "gc_ptr", "gx_ptr")
+    }
     scan_ptrs["dc_ptr"] = f"*{acc_name}"
     nade_ptrs = {n: f"*{dtype}" for n in ("x_ptr", "wt_ptr", "c_ptr", "v_ptr", "go_ptr")}
-    nade_ptrs.update({n: f"*{acc_name}" for n in ("part_ptr", "gx_part_ptr", "gwt_ptr",
-                                                  "gc_ptr", "gv_ptr")})
+    nade_ptrs.update(
+        {n: f"*{acc_name}" for n in ("part_ptr", "gx_part_ptr", "gwt_ptr", "gc_ptr", "gv_ptr")}
+    )
     out = [
-        ("diagonal fwd (H=16, R=28)", diag._diagonal_fwd_kernel, scan_ptrs,
-         dict(BH=16, BK=16, RP=32, ACC=acc, PREC=prec), 4),
-        ("diagonal bwd (H=16, R=28)", diag._diagonal_bwd_kernel, scan_ptrs,
-         dict(BH=16, BK=16, RP=32, ACC=acc, PREC=prec), 4),
-        ("row fwd (H=128, W=32)", row._row_fwd_kernel, scan_ptrs,
-         dict(BH=16, BK=16, WP=32, ACC=acc, PREC=prec), 4),
-        ("row bwd (H=128, W=32)", row._row_bwd_kernel, scan_ptrs,
-         dict(BH=16, BK=16, WP=32, ACC=acc, PREC=prec), 4),
+        (
+            "diagonal fwd (H=16, R=28)",
+            diag._diagonal_fwd_kernel,
+            scan_ptrs,
+            dict(BH=16, BK=16, RP=32, ACC=acc, PREC=prec),
+            4,
+        ),
+        (
+            "diagonal bwd (H=16, R=28)",
+            diag._diagonal_bwd_kernel,
+            scan_ptrs,
+            dict(BH=16, BK=16, RP=32, ACC=acc, PREC=prec),
+            4,
+        ),
+        (
+            "row fwd (H=128, W=32)",
+            row._row_fwd_kernel,
+            scan_ptrs,
+            dict(BH=16, BK=16, WP=32, ACC=acc, PREC=prec),
+            4,
+        ),
+        (
+            "row bwd (H=128, W=32)",
+            row._row_bwd_kernel,
+            scan_ptrs,
+            dict(BH=16, BK=16, WP=32, ACC=acc, PREC=prec),
+            4,
+        ),
     ]
     for O, use_dot in ((1, False), (32, True)):
         for direction, kernel in (("fwd", nade._nade_fwd_kernel), ("bwd", nade._nade_bwd_kernel)):
-            out.append((f"nade {direction} (O={O})", kernel, nade_ptrs,
-                        dict(BB=nade.BLOCK_B, BH=nade.BLOCK_H, OP=O, ACC=acc, PREC=prec,
-                             USE_DOT=use_dot), 4))
+            out.append(
+                (
+                    f"nade {direction} (O={O})",
+                    kernel,
+                    nade_ptrs,
+                    dict(
+                        BB=nade.BLOCK_B, BH=nade.BLOCK_H, OP=O, ACC=acc, PREC=prec, USE_DOT=use_dot
+                    ),
+                    4,
+                )
+            )
     return out
 
 
@@ -64,17 +95,19 @@ def compile_kernel(kernel, ptrs, constexprs, arch, num_warps):
     unknown = [n for n in names if n.endswith("_ptr") and n not in ptrs]
     if unknown:
         raise KeyError(f"no pointer dtype for {unknown}: update compile_check.cases")
-    src = ASTSource(kernel, signature,
-                    constexprs={(names.index(k),): v for k, v in constexprs.items()})
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                          options=dict(num_warps=num_warps, num_stages=1))
+    src = ASTSource(
+        kernel, signature, constexprs={(names.index(k),): v for k, v in constexprs.items()}
+    )
+    return triton.compile(
+        src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=num_warps, num_stages=1)
+    )
 
 
 def resource_usage(compiled):
     """'REG:.. STACK:..' of the kernel from cuobjdump (bundled with triton), or ''."""
     import triton
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
-                        "cuobjdump")
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     if not os.path.exists(tool):
         return ""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
@@ -87,13 +120,11 @@ def resource_usage(compiled):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, nargs="+", choices=sorted(SMEM_LIMIT),
-                        default=[90, 80])
+    parser.add_argument("--arch", type=int, nargs="+", choices=sorted(SMEM_LIMIT), default=[90, 80])
     parser.add_argument("--dtype", nargs="+", choices=DTYPES, default=list(DTYPES))
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
-        raise SystemExit("compile_check: unset TRITON_INTERPRET (the interpreter never "
-                         "compiles)")
+        raise SystemExit("compile_check: unset TRITON_INTERPRET (the interpreter never compiles)")
     failures = 0
     for arch in args.arch:
         for dtype in args.dtype:
@@ -108,8 +139,11 @@ def main(argv=None):
                 smem = compiled.metadata.shared
                 too_big = smem > SMEM_LIMIT[arch]
                 failures += too_big
-                print(f"{label} {'TOO MUCH SHARED MEMORY' if too_big else 'ok':4s} "
-                      f"smem={smem} {resource_usage(compiled)}", flush=True)
+                print(
+                    f"{label} {'TOO MUCH SHARED MEMORY' if too_big else 'ok':4s} "
+                    f"smem={smem} {resource_usage(compiled)}",
+                    flush=True,
+                )
     print(f"compile_check: {failures} failure(s)")
     return 1 if failures else 0
 

@@ -18,14 +18,26 @@ column j + 1, read back from grad x_gates; dL/dc is carried in a two-column scra
 buffer. The weight gradient is then one contraction of grad x_gates with the shifted saved
 h, done by torch (cuBLAS on a GPU).
 """
+
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ._common import (acc_torch_dtype, check_device, contiguous, dot2, dtype_constexprs,
-                      lstm_cell_bwd, lstm_cell_fwd, lstm_scan_function, pow2, scan_sizes,
-                      w_tile, w_tile_t)
+from ._common import (
+    acc_torch_dtype,
+    check_device,
+    contiguous,
+    dot2,
+    dtype_constexprs,
+    lstm_cell_bwd,
+    lstm_cell_fwd,
+    lstm_scan_function,
+    pow2,
+    scan_sizes,
+    w_tile,
+    w_tile_t,
+)
 
 
 @triton.jit
@@ -48,8 +60,25 @@ def _unit_block(hb, r, r_ok, j, H, R, S, BH: tl.constexpr):
 
 
 @triton.jit
-def _gates(x_ptr, w_ptr, h_ptr, x_off, hc_base, k, k_ok, r, r_ok, valid, j, H, R, S,
-           BK: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr):
+def _gates(
+    x_ptr,
+    w_ptr,
+    h_ptr,
+    x_off,
+    hc_base,
+    k,
+    k_ok,
+    r,
+    r_ok,
+    valid,
+    j,
+    H,
+    R,
+    S,
+    BK: tl.constexpr,
+    ACC: tl.constexpr,
+    PREC: tl.constexpr,
+):
     """Gate pre-activations (BH, RP) of hidden units k in skewed column j, from x_gates and
     column j - 1 of h (read from h_ptr; zero before column 0 and above row 0)."""
     RS = R * S
@@ -66,24 +95,56 @@ def _gates(x_ptr, w_ptr, h_ptr, x_off, hc_base, k, k_ok, r, r_ok, valid, j, H, R
         h_same = tl.load(hp, mask=prev, other=0.0).to(ACC)
         h_above = tl.load(hp - S, mask=prev & (r >= 1)[None, :], other=0.0).to(ACC)
         g = k
-        pre_i += dot2(w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 0, ACC), h_above,
-                      w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 1, ACC), h_same, PREC)
+        pre_i += dot2(
+            w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 0, ACC),
+            h_above,
+            w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 1, ACC),
+            h_same,
+            PREC,
+        )
         g += H
-        pre_f += dot2(w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 0, ACC), h_above,
-                      w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 1, ACC), h_same, PREC)
+        pre_f += dot2(
+            w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 0, ACC),
+            h_above,
+            w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 1, ACC),
+            h_same,
+            PREC,
+        )
         g += H
-        pre_o += dot2(w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 0, ACC), h_above,
-                      w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 1, ACC), h_same, PREC)
+        pre_o += dot2(
+            w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 0, ACC),
+            h_above,
+            w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 1, ACC),
+            h_same,
+            PREC,
+        )
         g += H
-        pre_g += dot2(w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 0, ACC), h_above,
-                      w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 1, ACC), h_same, PREC)
+        pre_g += dot2(
+            w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 0, ACC),
+            h_above,
+            w_tile(w_ptr, g, k_ok, kk, kk_ok, H, 2, 1, ACC),
+            h_same,
+            PREC,
+        )
     return pre_i, pre_f, pre_o, pre_g
 
 
 @triton.jit
-def _diagonal_fwd_kernel(x_ptr, w_ptr, h_ptr, c_ptr, H, R, S, W,
-                         BH: tl.constexpr, BK: tl.constexpr, RP: tl.constexpr,
-                         ACC: tl.constexpr, PREC: tl.constexpr):
+def _diagonal_fwd_kernel(
+    x_ptr,
+    w_ptr,
+    h_ptr,
+    c_ptr,
+    H,
+    R,
+    S,
+    W,
+    BH: tl.constexpr,
+    BK: tl.constexpr,
+    RP: tl.constexpr,
+    ACC: tl.constexpr,
+    PREC: tl.constexpr,
+):
     """One program per image. x: (B, 4H, R, S); w: (4H, H, 2); h, c: (B, H, R, S)."""
     b = tl.program_id(0).to(tl.int64)
     r = tl.arange(0, RP)
@@ -95,10 +156,26 @@ def _diagonal_fwd_kernel(x_ptr, w_ptr, h_ptr, c_ptr, H, R, S, W,
         inside = _inside(j, r, r_ok, W)
         for hb in range(0, H, BH):
             k, k_ok, valid, off = _unit_block(hb, r, r_ok, j, H, R, S, BH)
-            pre_i, pre_f, pre_o, pre_g = _gates(x_base, w_ptr, h_ptr, off, hc_base, k, k_ok,
-                                                r, r_ok, valid, j, H, R, S, BK, ACC, PREC)
-            c_prev = tl.load(c_ptr + hc_base + off - 1, mask=valid & (j >= 1),
-                             other=0.0).to(ACC)
+            pre_i, pre_f, pre_o, pre_g = _gates(
+                x_base,
+                w_ptr,
+                h_ptr,
+                off,
+                hc_base,
+                k,
+                k_ok,
+                r,
+                r_ok,
+                valid,
+                j,
+                H,
+                R,
+                S,
+                BK,
+                ACC,
+                PREC,
+            )
+            c_prev = tl.load(c_ptr + hc_base + off - 1, mask=valid & (j >= 1), other=0.0).to(ACC)
             h, c = lstm_cell_fwd(pre_i, pre_f, pre_o, pre_g, c_prev)
             h = tl.where(inside[None, :], h, 0.0)  # the skew's padding stays zero
             c = tl.where(inside[None, :], c, 0.0)
@@ -108,10 +185,26 @@ def _diagonal_fwd_kernel(x_ptr, w_ptr, h_ptr, c_ptr, H, R, S, W,
 
 
 @triton.jit
-def _diagonal_bwd_kernel(gh_ptr, gc_ptr, x_ptr, w_ptr, h_ptr, c_ptr, gx_ptr, dc_ptr,
-                         B, H, R, S, W,
-                         BH: tl.constexpr, BK: tl.constexpr, RP: tl.constexpr,
-                         ACC: tl.constexpr, PREC: tl.constexpr):
+def _diagonal_bwd_kernel(
+    gh_ptr,
+    gc_ptr,
+    x_ptr,
+    w_ptr,
+    h_ptr,
+    c_ptr,
+    gx_ptr,
+    dc_ptr,
+    B,
+    H,
+    R,
+    S,
+    W,
+    BH: tl.constexpr,
+    BK: tl.constexpr,
+    RP: tl.constexpr,
+    ACC: tl.constexpr,
+    PREC: tl.constexpr,
+):
     """One program per image, columns in reverse. Writes gx = d(loss)/d(x_gates).
     dc: (2, B, H, R) scratch in ACC, dL/dc carried between columns (j % 2 is written)."""
     b = tl.program_id(0).to(tl.int64)
@@ -128,8 +221,25 @@ def _diagonal_bwd_kernel(gh_ptr, gc_ptr, x_ptr, w_ptr, h_ptr, c_ptr, gx_ptr, dc_
         inside = _inside(j, r, r_ok, W)
         for hb in range(0, H, BH):
             k, k_ok, valid, off = _unit_block(hb, r, r_ok, j, H, R, S, BH)
-            pre_i, pre_f, pre_o, pre_g = _gates(x_base, w_ptr, h_ptr, off, hc_base, k, k_ok,
-                                                r, r_ok, valid, j, H, R, S, BK, ACC, PREC)
+            pre_i, pre_f, pre_o, pre_g = _gates(
+                x_base,
+                w_ptr,
+                h_ptr,
+                off,
+                hc_base,
+                k,
+                k_ok,
+                r,
+                r_ok,
+                valid,
+                j,
+                H,
+                R,
+                S,
+                BK,
+                ACC,
+                PREC,
+            )
             # dL/dh[r, j] = W1^T dpre[r, j + 1] + W0^T dpre[r + 1, j + 1], from gx.
             dh = tl.load(gh_ptr + hc_base + off, mask=valid, other=0.0).to(ACC)
             for gb in range(0, 4 * H, BK):
@@ -139,25 +249,31 @@ def _diagonal_bwd_kernel(gh_ptr, gc_ptr, x_ptr, w_ptr, h_ptr, c_ptr, gx_ptr, dc_
                 gp = gx_base + g[:, None] * RS + r[None, :] * S + (j + 1)
                 d_same = tl.load(gp, mask=rows, other=0.0).to(ACC)
                 d_below = tl.load(gp + S, mask=rows & (r + 1 < R)[None, :], other=0.0).to(ACC)
-                dh += dot2(w_tile_t(w_ptr, k, k_ok, g, g_ok, H, 2, 1, ACC), d_same,
-                           w_tile_t(w_ptr, k, k_ok, g, g_ok, H, 2, 0, ACC), d_below, PREC)
+                dh += dot2(
+                    w_tile_t(w_ptr, k, k_ok, g, g_ok, H, 2, 1, ACC),
+                    d_same,
+                    w_tile_t(w_ptr, k, k_ok, g, g_ok, H, 2, 0, ACC),
+                    d_below,
+                    PREC,
+                )
             dc_off = (b * H + k[:, None]) * R + r[None, :]
-            dc = (tl.load(gc_ptr + hc_base + off, mask=valid, other=0.0).to(ACC)
-                  + tl.load(dc_ptr + ((j + 1) % 2) * B * H * R + dc_off, mask=valid & nxt,
-                            other=0.0))
-            c_prev = tl.load(c_ptr + hc_base + off - 1, mask=valid & (j >= 1),
-                             other=0.0).to(ACC)
+            dc = tl.load(gc_ptr + hc_base + off, mask=valid, other=0.0).to(ACC) + tl.load(
+                dc_ptr + ((j + 1) % 2) * B * H * R + dc_off, mask=valid & nxt, other=0.0
+            )
+            c_prev = tl.load(c_ptr + hc_base + off - 1, mask=valid & (j >= 1), other=0.0).to(ACC)
             c_cur = tl.load(c_ptr + hc_base + off, mask=valid, other=0.0).to(ACC)
-            d_i, d_f, d_o, d_g, dc_prev = lstm_cell_bwd(pre_i, pre_f, pre_o, pre_g, c_prev,
-                                                        c_cur, dh, dc)
+            d_i, d_f, d_o, d_g, dc_prev = lstm_cell_bwd(
+                pre_i, pre_f, pre_o, pre_g, c_prev, c_cur, dh, dc
+            )
             keep = inside[None, :]  # no gradient flows through the skew's padding
             ty = gx_ptr.dtype.element_ty
             tl.store(gx_base + off, tl.where(keep, d_i, 0.0).to(ty), mask=valid)
             tl.store(gx_base + off + gate, tl.where(keep, d_f, 0.0).to(ty), mask=valid)
             tl.store(gx_base + off + 2 * gate, tl.where(keep, d_o, 0.0).to(ty), mask=valid)
             tl.store(gx_base + off + 3 * gate, tl.where(keep, d_g, 0.0).to(ty), mask=valid)
-            tl.store(dc_ptr + (j % 2) * B * H * R + dc_off, tl.where(keep, dc_prev, 0.0),
-                     mask=valid)
+            tl.store(
+                dc_ptr + (j % 2) * B * H * R + dc_off, tl.where(keep, dc_prev, 0.0), mask=valid
+            )
         tl.debug_barrier()  # column j of gx and dc is read by every thread at column j - 1
 
 
@@ -167,9 +283,22 @@ def _fwd(x_gates, w_ss, block=16):
     B, H, R, S, BH = scan_sizes(x_gates, block)
     h = x_gates.new_empty(B, H, R, S)
     c = x_gates.new_empty(B, H, R, S)
-    _diagonal_fwd_kernel[(B,)](x_gates, w_ss, h, c, H, R, S, S - R + 1, BH=BH, BK=BH,
-                               RP=pow2(R), **dtype_constexprs(x_gates.dtype),
-                               num_warps=4, num_stages=1)
+    _diagonal_fwd_kernel[(B,)](
+        x_gates,
+        w_ss,
+        h,
+        c,
+        H,
+        R,
+        S,
+        S - R + 1,
+        BH=BH,
+        BK=BH,
+        RP=pow2(R),
+        **dtype_constexprs(x_gates.dtype),
+        num_warps=4,
+        num_stages=1,
+    )
     return h, c
 
 
@@ -179,14 +308,37 @@ def _bwd(grad_h, grad_c, x_gates, w_ss, h, c, block=16):
     B, H, R, S, BH = scan_sizes(x_gates, block)
     grad_x = torch.empty_like(x_gates)
     dc = x_gates.new_empty(2, B, H, R, dtype=acc_torch_dtype(x_gates.dtype))
-    _diagonal_bwd_kernel[(B,)](grad_h, grad_c, x_gates, w_ss, h, c, grad_x, dc,
-                               B, H, R, S, S - R + 1, BH=BH, BK=BH, RP=pow2(R),
-                               **dtype_constexprs(x_gates.dtype), num_warps=4, num_stages=1)
+    _diagonal_bwd_kernel[(B,)](
+        grad_h,
+        grad_c,
+        x_gates,
+        w_ss,
+        h,
+        c,
+        grad_x,
+        dc,
+        B,
+        H,
+        R,
+        S,
+        S - R + 1,
+        BH=BH,
+        BK=BH,
+        RP=pow2(R),
+        **dtype_constexprs(x_gates.dtype),
+        num_warps=4,
+        num_stages=1,
+    )
     # w_ss[:, :, 1] saw h[:, :, r, j-1]; w_ss[:, :, 0] saw h[:, :, r-1, j-1].
     h_same = F.pad(h, (1, 0))[..., :S]
     h_above = F.pad(h_same, (0, 0, 1, 0))[..., :R, :]
-    grad_w = torch.stack([torch.einsum("bgrs,bkrs->gk", grad_x, h_above),
-                          torch.einsum("bgrs,bkrs->gk", grad_x, h_same)], dim=-1)
+    grad_w = torch.stack(
+        [
+            torch.einsum("bgrs,bkrs->gk", grad_x, h_above),
+            torch.einsum("bgrs,bkrs->gk", grad_x, h_same),
+        ],
+        dim=-1,
+    )
     return grad_x, grad_w
 
 

@@ -14,6 +14,7 @@ program keeps its (BB, BH) tile of the pre-activation a in registers across all 
               (grad x) go through a small partial buffer.
 Neither direction ever forms the (B, D, Hd) tensor of hidden activations.
 """
+
 import torch
 import triton
 import triton.language as tl
@@ -37,9 +38,23 @@ def _program_tile(B, Hd, O, BB: tl.constexpr, BH: tl.constexpr, OP: tl.constexpr
 
 
 @triton.jit
-def _nade_fwd_kernel(x_ptr, wt_ptr, c_ptr, v_ptr, part_ptr, B, D, Hd, O,
-                     BB: tl.constexpr, BH: tl.constexpr, OP: tl.constexpr,
-                     ACC: tl.constexpr, PREC: tl.constexpr, USE_DOT: tl.constexpr):
+def _nade_fwd_kernel(
+    x_ptr,
+    wt_ptr,
+    c_ptr,
+    v_ptr,
+    part_ptr,
+    B,
+    D,
+    Hd,
+    O,
+    BB: tl.constexpr,
+    BH: tl.constexpr,
+    OP: tl.constexpr,
+    ACC: tl.constexpr,
+    PREC: tl.constexpr,
+    USE_DOT: tl.constexpr,
+):
     """x: (B, D); wt = W.T: (D, Hd); c: (Hd,); V: (D, O, Hd) -> part: (nH, B, D, O),
     part[tile] = sigmoid(a_d[:, tile]) @ V[d, :, tile].T."""
     ph, rb, rk, ro, bm, km, om = _program_tile(B, Hd, O, BB, BH, OP)
@@ -47,8 +62,11 @@ def _nade_fwd_kernel(x_ptr, wt_ptr, c_ptr, v_ptr, part_ptr, B, D, Hd, O,
     part = part_ptr + ((ph * B + rb[:, None]) * D) * O + ro[None, :]
     for d in range(D):
         h = sigmoid(a)
-        v = tl.load(v_ptr + (d * O + ro[:, None]) * Hd + rk[None, :],
-                    mask=om[:, None] & km[None, :], other=0.0).to(ACC)
+        v = tl.load(
+            v_ptr + (d * O + ro[:, None]) * Hd + rk[None, :],
+            mask=om[:, None] & km[None, :],
+            other=0.0,
+        ).to(ACC)
         if USE_DOT:
             out = tl.dot(h, tl.trans(v), input_precision=PREC)
         else:
@@ -60,17 +78,36 @@ def _nade_fwd_kernel(x_ptr, wt_ptr, c_ptr, v_ptr, part_ptr, B, D, Hd, O,
 
 
 @triton.jit
-def _nade_bwd_kernel(go_ptr, x_ptr, wt_ptr, c_ptr, v_ptr, gx_part_ptr, gwt_ptr, gc_ptr,
-                     gv_ptr, B, D, Hd, O,
-                     BB: tl.constexpr, BH: tl.constexpr, OP: tl.constexpr,
-                     ACC: tl.constexpr, PREC: tl.constexpr, USE_DOT: tl.constexpr):
+def _nade_bwd_kernel(
+    go_ptr,
+    x_ptr,
+    wt_ptr,
+    c_ptr,
+    v_ptr,
+    gx_part_ptr,
+    gwt_ptr,
+    gc_ptr,
+    gv_ptr,
+    B,
+    D,
+    Hd,
+    O,
+    BB: tl.constexpr,
+    BH: tl.constexpr,
+    OP: tl.constexpr,
+    ACC: tl.constexpr,
+    PREC: tl.constexpr,
+    USE_DOT: tl.constexpr,
+):
     """Reverse scan. Accumulates into gwt: (D, Hd), gc: (Hd,), gv: (D, O, Hd) (zeroed,
     atomic adds over batch tiles); writes gx_part: (nH, B, D) (summed over hidden tiles)."""
     ph, rb, rk, ro, bm, km, om = _program_tile(B, Hd, O, BB, BH, OP)
     vm = om[:, None] & km[None, :]
     # a_D = c + sum_d x_d W[:, d], in float64: a_d is recovered below by subtraction.
-    a = tl.zeros([BB, BH], dtype=tl.float64) + tl.load(
-        c_ptr + rk, mask=km, other=0.0).to(tl.float64)[None, :]
+    a = (
+        tl.zeros([BB, BH], dtype=tl.float64)
+        + tl.load(c_ptr + rk, mask=km, other=0.0).to(tl.float64)[None, :]
+    )
     for d in range(D):
         xd = tl.load(x_ptr + rb * D + d, mask=bm, other=0.0).to(tl.float64)
         wd = tl.load(wt_ptr + d * Hd + rk, mask=km, other=0.0).to(tl.float64)
@@ -81,16 +118,18 @@ def _nade_bwd_kernel(go_ptr, x_ptr, wt_ptr, c_ptr, v_ptr, gx_part_ptr, gwt_ptr, 
         xd = tl.load(x_ptr + rb * D + d, mask=bm, other=0.0)
         wd = tl.load(wt_ptr + d * Hd + rk, mask=km, other=0.0)
         # x_d and W[:, d] enter every a_{d'} with d' > d.
-        tl.store(gx_part_ptr + (ph * B + rb) * D + d,
-                 tl.sum(G * wd.to(ACC)[None, :], axis=1), mask=bm)
-        tl.atomic_add(gwt_ptr + d * Hd + rk, tl.sum(G * xd.to(ACC)[:, None], axis=0),
-                      mask=km)
+        tl.store(
+            gx_part_ptr + (ph * B + rb) * D + d, tl.sum(G * wd.to(ACC)[None, :], axis=1), mask=bm
+        )
+        tl.atomic_add(gwt_ptr + d * Hd + rk, tl.sum(G * xd.to(ACC)[:, None], axis=0), mask=km)
         a -= xd.to(tl.float64)[:, None] * wd.to(tl.float64)[None, :]
         h = sigmoid(a.to(ACC))
-        g = tl.load(go_ptr + (rb[:, None] * D + d) * O + ro[None, :],
-                    mask=bm[:, None] & om[None, :], other=0.0).to(ACC)
-        v = tl.load(v_ptr + (d * O + ro[:, None]) * Hd + rk[None, :], mask=vm,
-                    other=0.0).to(ACC)
+        g = tl.load(
+            go_ptr + (rb[:, None] * D + d) * O + ro[None, :],
+            mask=bm[:, None] & om[None, :],
+            other=0.0,
+        ).to(ACC)
+        v = tl.load(v_ptr + (d * O + ro[:, None]) * Hd + rk[None, :], mask=vm, other=0.0).to(ACC)
         if USE_DOT:
             gv = tl.dot(tl.trans(g), h, input_precision=PREC)
             gh = tl.dot(g, v, input_precision=PREC)
@@ -124,9 +163,23 @@ def _fwd(x, W, c, V, b, block_h=BLOCK_H):
     OP, use_dot = _out_block(O)
     grid = _grid(B, Hd, BH)
     part = x.new_empty(grid[1], B, D, O, dtype=acc_torch_dtype(x.dtype))
-    _nade_fwd_kernel[grid](x.contiguous(), W.t().contiguous(), c.contiguous(),
-                           V.contiguous(), part, B, D, Hd, O, BB=BLOCK_B, BH=BH, OP=OP,
-                           **dtype_constexprs(x.dtype), USE_DOT=use_dot, num_warps=4)
+    _nade_fwd_kernel[grid](
+        x.contiguous(),
+        W.t().contiguous(),
+        c.contiguous(),
+        V.contiguous(),
+        part,
+        B,
+        D,
+        Hd,
+        O,
+        BB=BLOCK_B,
+        BH=BH,
+        OP=OP,
+        **dtype_constexprs(x.dtype),
+        USE_DOT=use_dot,
+        num_warps=4,
+    )
     return (part.sum(0) + b).to(x.dtype)
 
 
@@ -135,8 +188,13 @@ def _bwd(grad_out, x, W, c, V, b, block_h=BLOCK_H):
     B, D = x.shape
     Hd, O = W.shape[0], V.shape[1]
     if B * D * O * Hd == 0:  # nothing to launch: only b has a (possibly) nonzero gradient
-        return (torch.zeros_like(x), torch.zeros_like(W), torch.zeros_like(c),
-                torch.zeros_like(V), grad_out.sum(0).to(b.dtype))
+        return (
+            torch.zeros_like(x),
+            torch.zeros_like(W),
+            torch.zeros_like(c),
+            torch.zeros_like(V),
+            grad_out.sum(0).to(b.dtype),
+        )
     BH = min(block_h, pow2(Hd))
     OP, use_dot = _out_block(O)
     grid = _grid(B, Hd, BH)
@@ -145,12 +203,34 @@ def _bwd(grad_out, x, W, c, V, b, block_h=BLOCK_H):
     gwt = x.new_zeros(D, Hd, dtype=acc)
     gc = x.new_zeros(Hd, dtype=acc)
     gv = x.new_zeros(D, O, Hd, dtype=acc)
-    _nade_bwd_kernel[grid](grad_out.contiguous(), x.contiguous(), W.t().contiguous(),
-                           c.contiguous(), V.contiguous(), gx_part, gwt, gc, gv,
-                           B, D, Hd, O, BB=BLOCK_B, BH=BH, OP=OP, **dtype_constexprs(x.dtype),
-                           USE_DOT=use_dot, num_warps=4)
-    return (gx_part.sum(0).to(x.dtype), gwt.t().to(W.dtype), gc.to(c.dtype), gv.to(V.dtype),
-            grad_out.sum(0).to(b.dtype))
+    _nade_bwd_kernel[grid](
+        grad_out.contiguous(),
+        x.contiguous(),
+        W.t().contiguous(),
+        c.contiguous(),
+        V.contiguous(),
+        gx_part,
+        gwt,
+        gc,
+        gv,
+        B,
+        D,
+        Hd,
+        O,
+        BB=BLOCK_B,
+        BH=BH,
+        OP=OP,
+        **dtype_constexprs(x.dtype),
+        USE_DOT=use_dot,
+        num_warps=4,
+    )
+    return (
+        gx_part.sum(0).to(x.dtype),
+        gwt.t().to(W.dtype),
+        gc.to(c.dtype),
+        gv.to(V.dtype),
+        grad_out.sum(0).to(b.dtype),
+    )
 
 
 class _NADEForward(torch.autograd.Function):
@@ -182,4 +262,3 @@ def nade_forward_triton(x, W, c, V, b):
     """
     check_device("nade_forward", x, W, c, V, b)
     return _NADEForward.apply(x, W, c, V, b)
-

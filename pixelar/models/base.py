@@ -3,6 +3,7 @@
 Images are integer tensors (B, C, H, W) with values in [0, levels). The order of the
 dimensions is raster order over (row, column), and channel 0, 1, 2 inside a pixel.
 """
+
 import itertools
 import os
 
@@ -27,8 +28,11 @@ def check_positive_int(name, value):
 
 
 def check_image_shape(image_shape):
-    if (not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3
-            or not all(is_int(s) and s > 0 for s in image_shape)):
+    if (
+        not isinstance(image_shape, (tuple, list))
+        or len(image_shape) != 3
+        or not all(is_int(s) and s > 0 for s in image_shape)
+    ):
         raise ValueError(f"image_shape must be (C, H, W) with positive ints, got {image_shape!r}")
     return tuple(image_shape)
 
@@ -53,10 +57,12 @@ def check_sample_size(n, num_dims):
     float64 uniforms and int64 (or float) values, 16 bytes a dimension."""
     nbytes = 16 * n * num_dims
     if nbytes > memory_limit():
-        raise ValueError(f"n={n:,} samples of {num_dims:,} dimensions need "
-                         f"{nbytes / 2**30:,.1f} GiB (uniforms and values), more than this "
-                         f"machine's memory ({memory_limit() / 2**30:,.1f} GiB); draw fewer "
-                         f"at a time")
+        raise ValueError(
+            f"n={n:,} samples of {num_dims:,} dimensions need "
+            f"{nbytes / 2**30:,.1f} GiB (uniforms and values), more than this "
+            f"machine's memory ({memory_limit() / 2**30:,.1f} GiB); draw fewer "
+            f"at a time"
+        )
 
 
 def check_model_size(model_name, nbytes, what):
@@ -67,9 +73,11 @@ def check_model_size(model_name, nbytes, what):
     """
     limit = memory_limit()
     if nbytes > limit:
-        raise ValueError(f"{model_name}: {what} needs {nbytes / 2**30:,.1f} GiB for its "
-                         f"parameters (float32), more than this machine's memory "
-                         f"({limit / 2**30:,.1f} GiB); choose smaller sizes")
+        raise ValueError(
+            f"{model_name}: {what} needs {nbytes / 2**30:,.1f} GiB for its "
+            f"parameters (float32), more than this machine's memory "
+            f"({limit / 2**30:,.1f} GiB); choose smaller sizes"
+        )
 
 
 def check_images(x, image_shape, levels, name="x", allow_negative=False):
@@ -79,20 +87,28 @@ def check_images(x, image_shape, levels, name="x", allow_negative=False):
     when ``allow_negative``, as in a sampling condition). Raises ValueError naming ``name``.
     """
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got "
-                         f"{type(x).__name__}")
+        raise ValueError(
+            f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}"
+        )
     if x.device.type == "meta":
-        raise ValueError(f"{name} is on the meta device (shapes without values); give "
-                         f"images on the model's device")
+        raise ValueError(
+            f"{name} is on the meta device (shapes without values); give "
+            f"images on the model's device"
+        )
     if x.dtype not in INTEGER_DTYPES:
-        raise ValueError(f"{name} must be an integer tensor (int64 or uint8) with values in "
-                         f"[0, {levels}), got dtype {x.dtype}")
+        raise ValueError(
+            f"{name} must be an integer tensor (int64 or uint8) with values in "
+            f"[0, {levels}), got dtype {x.dtype}"
+        )
     if x.dim() != 4:
-        raise ValueError(f"{name} must have shape (B, C, H, W) = (B, {', '.join(map(str, image_shape))}), "
-                         f"got {x.dim()} dimensions {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have shape (B, C, H, W) = (B, {', '.join(map(str, image_shape))}), "
+            f"got {x.dim()} dimensions {tuple(x.shape)}"
+        )
     if tuple(x.shape[1:]) != tuple(image_shape):
-        raise ValueError(f"{name} must have shape (B, {', '.join(map(str, image_shape))}), got "
-                         f"{tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have shape (B, {', '.join(map(str, image_shape))}), got {tuple(x.shape)}"
+        )
     x = x.long()
     # value ranges are data-dependent: checked in eager mode, skipped inside torch.compile
     # (a compiled model(x) takes what log_prob validated)
@@ -150,7 +166,11 @@ class AutoregressiveModel(nn.Module):
 
     def _param_like(self):
         p = next(self.parameters(), None)
-        return (p.dtype, p.device) if p is not None else (torch.get_default_dtype(), torch.device("cpu"))
+        return (
+            (p.dtype, p.device)
+            if p is not None
+            else (torch.get_default_dtype(), torch.device("cpu"))
+        )
 
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
         """Integer images (B, C, H, W) -> floats in [0, 1] of the parameters' dtype and device."""
@@ -167,22 +187,27 @@ class AutoregressiveModel(nn.Module):
 
     def _draw_uniforms(self, n, generator):
         device = self._param_like()[1]
-        return torch.rand((n, *self.image_shape), generator=generator, device=device,
-                          dtype=torch.float64)
+        return torch.rand(
+            (n, *self.image_shape), generator=generator, device=device, dtype=torch.float64
+        )
 
     def _check_condition(self, n, condition):
         if condition is None:
             return None
-        cond = check_images(condition, self.image_shape, self.levels, name="condition",
-                            allow_negative=True)
+        cond = check_images(
+            condition, self.image_shape, self.levels, name="condition", allow_negative=True
+        )
         if cond.shape[0] != n:
-            raise ValueError(f"condition must have shape ({n}, {', '.join(map(str, self.image_shape))}) "
-                             f"for n={n}, got {tuple(cond.shape)}")
+            raise ValueError(
+                f"condition must have shape ({n}, {', '.join(map(str, self.image_shape))}) "
+                f"for n={n}, got {tuple(cond.shape)}"
+            )
         return cond.to(self._param_like()[1])
 
     @torch.no_grad()
-    def sample(self, n: int, *, fast: bool = True, generator=None, condition=None,
-               progress: bool = False) -> torch.Tensor:
+    def sample(
+        self, n: int, *, fast: bool = True, generator=None, condition=None, progress: bool = False
+    ) -> torch.Tensor:
         """Draw n images: (n, C, H, W) int64.
 
         fast: use the cached O(pixels) sampler (False: one full forward pass per dimension).
@@ -197,8 +222,9 @@ class AutoregressiveModel(nn.Module):
             if not isinstance(flag, bool):
                 raise ValueError(f"{name} must be True or False, got {flag!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise ValueError(f"generator must be a torch.Generator or None, got "
-                             f"{type(generator).__name__}")
+            raise ValueError(
+                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
         check_sample_size(n, self.num_dims)
         cond = self._check_condition(n, condition)
         u = self._draw_uniforms(n, generator)
@@ -218,13 +244,21 @@ class AutoregressiveModel(nn.Module):
         x = torch.zeros((n, C, H, W), dtype=torch.long, device=u.device)
         if cond is not None:
             x = torch.where(cond >= 0, cond, x)
-        for r, c, ch in _progress(itertools.product(range(H), range(W), range(C)),
-                                  self.num_dims, progress, "naive sampling"):
+        for r, c, ch in _progress(
+            itertools.product(range(H), range(W), range(C)),
+            self.num_dims,
+            progress,
+            "naive sampling",
+        ):
             if cond is not None and bool((cond[:, ch, r, c] >= 0).all()):
                 continue
             logits = self(x)[:, ch, r, c]
-            check_finite_logits(logits, self.bernoulli, (r * W + c) * C + ch,
-                                None if cond is None else cond[:, ch, r, c] < 0)
+            check_finite_logits(
+                logits,
+                self.bernoulli,
+                (r * W + c) * C + ch,
+                None if cond is None else cond[:, ch, r, c] < 0,
+            )
             value = draw(logits, u[:, ch, r, c], self.bernoulli)
             if cond is not None:
                 value = torch.where(cond[:, ch, r, c] >= 0, cond[:, ch, r, c], value)
@@ -240,4 +274,5 @@ def _progress(iterable, total, enabled, desc):
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
+
     return tqdm(iterable, total=total, desc=desc, unit="dim")

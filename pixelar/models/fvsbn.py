@@ -1,4 +1,5 @@
 """Fully visible sigmoid belief network: logistic autoregression over binary dimensions."""
+
 import torch
 import torch.nn as nn
 
@@ -19,8 +20,10 @@ class FVSBN(AutoregressiveModel):
         self._config = dict(image_shape=list(self.image_shape))
         D = self.num_dims
         # D(D-1)/2 weights (float32) and their row and column indices (int64)
-        self.check_size(D * (D - 1) // 2 * (4 + 16) + 4 * D,
-                        f"image_shape={self.image_shape} (D = {D} dimensions)")
+        self.check_size(
+            D * (D - 1) // 2 * (4 + 16) + 4 * D,
+            f"image_shape={self.image_shape} (D = {D} dimensions)",
+        )
         rows, cols = torch.tril_indices(D, D, offset=-1)
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("cols", cols, persistent=False)

@@ -1,4 +1,5 @@
 """Independent pixels: one categorical per dimension (n parameters for binary images)."""
+
 import math
 
 import torch
@@ -20,7 +21,9 @@ class IndependentPixels(AutoregressiveModel):
         super().__init__(image_shape, levels)
         self._config = dict(image_shape=list(self.image_shape), levels=levels)
         shape = self.image_shape if self.bernoulli else (*self.image_shape, levels - 1)
-        self.check_size(4 * math.prod(shape), f"levels={levels} with image_shape={self.image_shape}")
+        self.check_size(
+            4 * math.prod(shape), f"levels={levels} with image_shape={self.image_shape}"
+        )
         self.logits = nn.Parameter(torch.zeros(shape))
 
     def forward(self, x):

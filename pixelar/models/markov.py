@@ -1,4 +1,5 @@
 """Markov pixels: p(x_i | the `order` previous dimensions), as lookup tables."""
+
 import torch
 import torch.nn as nn
 
@@ -28,8 +29,10 @@ class MarkovPixels(AutoregressiveModel):
         contexts = [L ** min(i, order) for i in range(n)]
         total = sum(contexts) * (L - 1)
         if total > MAX_PARAMETERS:
-            raise ValueError(f"MarkovPixels: order={order} with levels={levels} needs {total} "
-                             f"parameters (limit {MAX_PARAMETERS}); lower the order")
+            raise ValueError(
+                f"MarkovPixels: order={order} with levels={levels} needs {total} "
+                f"parameters (limit {MAX_PARAMETERS}); lower the order"
+            )
         offsets = torch.tensor([0] + contexts[:-1]).cumsum(0) * (L - 1)
         self.register_buffer("offsets", offsets, persistent=False)
         self.table = nn.Parameter(torch.zeros(total))
@@ -75,8 +78,9 @@ class MarkovPixels(AutoregressiveModel):
             if self.bernoulli:
                 logits = self.table[idx]
             else:
-                logits = torch.cat([self.table.new_zeros(n, 1),
-                                    self.table[idx[:, None] + free]], dim=1)
+                logits = torch.cat(
+                    [self.table.new_zeros(n, 1), self.table[idx[:, None] + free]], dim=1
+                )
             check_finite_logits(logits, self.bernoulli, i, None if cs is None else cs[:, i] < 0)
             value = draw(logits, us[:, i], self.bernoulli)
             if cs is not None:

@@ -1,4 +1,5 @@
 """NADE (Larochelle & Murray 2011) for binary images."""
+
 import math
 
 import torch
@@ -22,8 +23,10 @@ class NADE(AutoregressiveModel):
         check_positive_int("hidden", hidden)
         self._config = dict(image_shape=list(self.image_shape), hidden=hidden)
         D = self.num_dims
-        self.check_size(4 * (2 * hidden * D + hidden + D),
-                        f"hidden={hidden} with image_shape={self.image_shape}")
+        self.check_size(
+            4 * (2 * hidden * D + hidden + D),
+            f"hidden={hidden} with image_shape={self.image_shape}",
+        )
         self.hidden = hidden
         self.W = nn.Parameter(torch.randn(hidden, D) / math.sqrt(D))
         self.c = nn.Parameter(torch.zeros(hidden))
@@ -46,6 +49,12 @@ class NADE(AutoregressiveModel):
         """The whole D-step loop (draw, then a_{d+1} = a_d + W[:, d] x_d) in one op call
         (``ops.nade_sample``): O(D * hidden) per image. u: (n, C, H, W) float64 uniforms,
         cond: (n, C, H, W) int64 or None (negative: sample) -> (n, C, H, W) int64."""
-        x = ops.nade_sample(to_sequence(u), None if cond is None else to_sequence(cond),
-                            self.W.detach(), self.c.detach(), self.V.detach(), self.b.detach())
+        x = ops.nade_sample(
+            to_sequence(u),
+            None if cond is None else to_sequence(cond),
+            self.W.detach(),
+            self.c.detach(),
+            self.V.detach(),
+            self.b.detach(),
+        )
         return from_sequence(x, self.image_shape)

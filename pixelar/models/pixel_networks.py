@@ -2,13 +2,19 @@
 residual blocks (masked convolutions, Row LSTMs or Diagonal BiLSTMs), and an output head
 of two ReLU + 1x1 mask-B convolutions; Bernoulli outputs for levels=2, a levels-way
 softmax per channel otherwise, R -> G -> B masking for 3-channel images."""
+
 import torch
 import torch.nn as nn
 
 from .. import ops
 from ..nn import ConvResidualBlock, LSTMResidualBlock, MaskedConv2d, OutputHead
-from .base import (AutoregressiveModel, check_image_shape, check_levels, check_model_size,
-                   check_positive_int)
+from .base import (
+    AutoregressiveModel,
+    check_image_shape,
+    check_levels,
+    check_model_size,
+    check_positive_int,
+)
 
 
 def _check_args(cls_name, image_shape, levels, num_layers, hidden, head_hidden):
@@ -20,11 +26,17 @@ def _check_args(cls_name, image_shape, levels, num_layers, hidden, head_hidden):
     levels = check_levels(levels)
     O = 1 if levels == 2 else levels
     # a lower bound: the input convolution, 4 hidden^2 per block, the head
-    params = (98 * C * hidden + 4 * num_layers * hidden ** 2 + 2 * hidden * head_hidden
-              + head_hidden * C * O)
-    check_model_size(cls_name, 4 * params,
-                     f"num_layers={num_layers}, hidden={hidden}, head_hidden={head_hidden}, "
-                     f"levels={levels}")
+    params = (
+        98 * C * hidden
+        + 4 * num_layers * hidden**2
+        + 2 * hidden * head_hidden
+        + head_hidden * C * O
+    )
+    check_model_size(
+        cls_name,
+        4 * params,
+        f"num_layers={num_layers}, hidden={hidden}, head_hidden={head_hidden}, levels={levels}",
+    )
     return C
 
 
@@ -35,8 +47,10 @@ class _PixelNetwork(AutoregressiveModel):
         super().__init__(image_shape, levels)
         C = self.image_shape[0]
         if 2 * hidden < C or head_hidden < C:
-            raise ValueError(f"hidden and head_hidden must give each of the {C} colour "
-                             f"channels a feature, got hidden={hidden}, head_hidden={head_hidden}")
+            raise ValueError(
+                f"hidden and head_hidden must give each of the {C} colour "
+                f"channels a feature, got hidden={hidden}, head_hidden={head_hidden}"
+            )
         self.input_conv = MaskedConv2d(C, 2 * hidden, 7, "A", C)
         self.blocks = nn.ModuleList(blocks)
         self.head = OutputHead(2 * hidden, head_hidden, C, 1 if self.bernoulli else levels)
@@ -58,7 +72,8 @@ class _PixelNetwork(AutoregressiveModel):
         return out.view(B, self.image_shape[0], self.levels, H, W).permute(0, 1, 3, 4, 2)
 
     def features(self, x):
-        """Representation: the last block's features, averaged over positions: (B, C, H, W) -> (B, 2h)."""
+        """Representation: the last block's features, averaged over positions:
+        (B, C, H, W) -> (B, 2h)."""
         x = self.check_images(x)
         return self.trunk(x).mean(dim=(2, 3))
 
@@ -71,8 +86,10 @@ class _PixelNetwork(AutoregressiveModel):
         """The op's ``layer``: "conv" (PixelCNN), "row" or "diagonal" (PixelRNN)."""
         kinds = {block.sampling_kind for block in self.blocks}
         if len(kinds) != 1:
-            raise ValueError(f"{type(self).__name__}: the cached sampler needs blocks of one "
-                             f"kind, got {sorted(kinds)}")
+            raise ValueError(
+                f"{type(self).__name__}: the cached sampler needs blocks of one "
+                f"kind, got {sorted(kinds)}"
+            )
         return kinds.pop()
 
     def sampling_weights(self) -> list:
@@ -87,8 +104,7 @@ class _PixelNetwork(AutoregressiveModel):
 
     def sampling_state(self, weights, batch: int) -> list:
         """Zero cache for ``batch`` images (``ops.pixel_network_sample_state``)."""
-        return ops.pixel_network_sample_state(self.sampling_kind, weights, batch,
-                                              self.image_shape)
+        return ops.pixel_network_sample_state(self.sampling_kind, weights, batch, self.image_shape)
 
     @torch.no_grad()
     def _sample_fast(self, u, cond, progress=False):
@@ -104,14 +120,15 @@ class _PixelNetwork(AutoregressiveModel):
             x = torch.where(cond >= 0, cond, x).contiguous()
         state = self.sampling_state(weights, n)
         if not progress:
-            ops.pixel_network_sample_step(x, state, u, cond, weights, layer, self.levels, 0,
-                                          H * W)
+            ops.pixel_network_sample_step(x, state, u, cond, weights, layer, self.levels, 0, H * W)
             return x
         from tqdm.auto import tqdm
+
         with tqdm(total=u[0].numel(), desc="fast sampling", unit="dim") as bar:
             for r in range(H):
-                ops.pixel_network_sample_step(x, state, u, cond, weights, layer, self.levels,
-                                              r * W, (r + 1) * W)
+                ops.pixel_network_sample_step(
+                    x, state, u, cond, weights, layer, self.levels, r * W, (r + 1) * W
+                )
                 bar.update(C * W)
         return x
 
@@ -129,13 +146,22 @@ class PixelCNN(_PixelNetwork):
     (B, C, H, W, levels) logits.
     """
 
-    def __init__(self, image_shape=(1, 28, 28), levels=2, num_layers=15, hidden=16,
-                 head_hidden=32):
+    def __init__(self, image_shape=(1, 28, 28), levels=2, num_layers=15, hidden=16, head_hidden=32):
         C = _check_args("PixelCNN", image_shape, levels, num_layers, hidden, head_hidden)
-        super().__init__(image_shape, levels, hidden, head_hidden,
-                         [ConvResidualBlock(hidden, C) for _ in range(num_layers)])
-        self._config = dict(image_shape=list(self.image_shape), levels=levels,
-                            num_layers=num_layers, hidden=hidden, head_hidden=head_hidden)
+        super().__init__(
+            image_shape,
+            levels,
+            hidden,
+            head_hidden,
+            [ConvResidualBlock(hidden, C) for _ in range(num_layers)],
+        )
+        self._config = dict(
+            image_shape=list(self.image_shape),
+            levels=levels,
+            num_layers=num_layers,
+            hidden=hidden,
+            head_hidden=head_hidden,
+        )
 
 
 class PixelRNN(_PixelNetwork):
@@ -148,16 +174,34 @@ class PixelRNN(_PixelNetwork):
     (B, C, H, W, levels) logits.
     """
 
-    def __init__(self, image_shape=(1, 28, 28), levels=2, layer="diagonal", num_layers=7,
-                 hidden=16, head_hidden=32):
+    def __init__(
+        self,
+        image_shape=(1, 28, 28),
+        levels=2,
+        layer="diagonal",
+        num_layers=7,
+        hidden=16,
+        head_hidden=32,
+    ):
         if layer not in ("row", "diagonal"):
             raise ValueError(f"layer must be 'row' or 'diagonal', got {layer!r}")
         C = _check_args("PixelRNN", image_shape, levels, num_layers, hidden, head_hidden)
-        super().__init__(image_shape, levels, hidden, head_hidden,
-                         [LSTMResidualBlock(layer, hidden, C) for _ in range(num_layers)])
+        super().__init__(
+            image_shape,
+            levels,
+            hidden,
+            head_hidden,
+            [LSTMResidualBlock(layer, hidden, C) for _ in range(num_layers)],
+        )
         self.layer = layer
-        self._config = dict(image_shape=list(self.image_shape), levels=levels, layer=layer,
-                            num_layers=num_layers, hidden=hidden, head_hidden=head_hidden)
+        self._config = dict(
+            image_shape=list(self.image_shape),
+            levels=levels,
+            layer=layer,
+            num_layers=num_layers,
+            hidden=hidden,
+            head_hidden=head_hidden,
+        )
 
     def features(self, x):
         """Representation: the last recurrent layer's hidden state averaged over positions:

@@ -1,5 +1,6 @@
 """Conversions between images (B, C, H, W) and sequences (B, D) in pixelar's order:
 raster order over (row, column), then channel inside a pixel."""
+
 import torch
 
 

@@ -1,5 +1,6 @@
 """RNADE (Uria, Murray & Larochelle 2013): NADE for real-valued vectors, with a mixture of
 Gaussians per dimension."""
+
 import math
 
 import torch
@@ -25,8 +26,11 @@ class RNADE(nn.Module):
         for name, v in (("num_inputs", num_inputs), ("hidden", hidden), ("components", components)):
             check_positive_int(name, v)
         D, K = num_inputs, components
-        check_model_size("RNADE", 4 * (hidden * D + hidden + 3 * K * D * (hidden + 1)),
-                         f"num_inputs={num_inputs}, hidden={hidden}, components={components}")
+        check_model_size(
+            "RNADE",
+            4 * (hidden * D + hidden + 3 * K * D * (hidden + 1)),
+            f"num_inputs={num_inputs}, hidden={hidden}, components={components}",
+        )
         self._config = dict(num_inputs=num_inputs, hidden=hidden, components=components)
         self.num_inputs, self.hidden, self.components = num_inputs, hidden, components
         D, K = num_inputs, components
@@ -35,7 +39,7 @@ class RNADE(nn.Module):
         self.V = nn.Parameter(torch.randn(D, 3 * K, hidden) / math.sqrt(hidden))
         # spread the initial means so the components differ
         b = torch.zeros(D, 3 * K)
-        b[:, K:2 * K] = torch.linspace(-1.5, 1.5, K)
+        b[:, K : 2 * K] = torch.linspace(-1.5, 1.5, K)
         self.b = nn.Parameter(b)
 
     @property
@@ -47,21 +51,28 @@ class RNADE(nn.Module):
 
     def check_inputs(self, x, name="x"):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise ValueError(f"{name} must be a float tensor of shape (B, {self.num_inputs}), got "
-                             f"{getattr(x, 'dtype', type(x).__name__)}")
+            raise ValueError(
+                f"{name} must be a float tensor of shape (B, {self.num_inputs}), got "
+                f"{getattr(x, 'dtype', type(x).__name__)}"
+            )
         if x.dim() != 2 or x.shape[1] != self.num_inputs:
             raise ValueError(f"{name} must have shape (B, {self.num_inputs}), got {tuple(x.shape)}")
         if x.device.type == "meta":
-            raise ValueError(f"{name} is on the meta device (shapes without values); give "
-                             f"vectors on the model's device")
+            raise ValueError(
+                f"{name} is on the meta device (shapes without values); give "
+                f"vectors on the model's device"
+            )
         if not torch.isfinite(x).all():
             raise ValueError(f"{name} must be finite, got NaN or inf values")
         return x.to(self.W.dtype)
 
     def _split(self, out):
         K = self.components
-        return (out[..., :K], out[..., K:2 * K],
-                out[..., 2 * K:].clamp(LOG_SCALE_MIN, LOG_SCALE_MAX))
+        return (
+            out[..., :K],
+            out[..., K : 2 * K],
+            out[..., 2 * K :].clamp(LOG_SCALE_MIN, LOG_SCALE_MAX),
+        )
 
     def forward(self, x):
         x = self.check_inputs(x)
@@ -89,14 +100,25 @@ class RNADE(nn.Module):
         z = torch.randn(n, D, generator=generator, device=dev, dtype=torch.float64)
         if fast:
             # the whole D-step loop in one op call
-            return ops.rnade_sample(u, z, self.W.detach(), self.c.detach(), self.V.detach(),
-                                    self.b.detach(), LOG_SCALE_MIN, LOG_SCALE_MAX)
+            return ops.rnade_sample(
+                u,
+                z,
+                self.W.detach(),
+                self.c.detach(),
+                self.V.detach(),
+                self.b.detach(),
+                LOG_SCALE_MIN,
+                LOG_SCALE_MAX,
+            )
         x = torch.zeros(n, D, device=dev, dtype=dtype)
         for d in range(D):
             out = ops.nade_forward(x, self.W, self.c, self.V, self.b)[:, d]
             check_finite_logits(out, False, d)  # logit_pi, mu and log_sigma
             logit_pi, mu, log_sigma = self._split(out)
             k = draw_categorical(logit_pi, u[:, d]).unsqueeze(1)
-            value = mu.gather(1, k)[:, 0].double() + log_sigma.gather(1, k)[:, 0].double().exp() * z[:, d]
+            value = (
+                mu.gather(1, k)[:, 0].double()
+                + log_sigma.gather(1, k)[:, 0].double().exp() * z[:, d]
+            )
             x[:, d] = value.to(dtype)
         return x

@@ -5,6 +5,7 @@ Each block also states its part of the packed weights of the cached sampler
 (``pixelar.ops.pixel_network_sample_step``, whose docstring is the contract):
 ``sampling_kind`` ("conv", "row" or "diagonal", the op's ``layer``) and
 ``sampling_weights()``, its tensors in the op's order, detached and contiguous."""
+
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -31,7 +32,7 @@ class LSTMResidualBlock(nn.Module):
 
     @property
     def sampling_kind(self) -> str:
-        """"row" (Row LSTM) or "diagonal" (Diagonal BiLSTM): the op's ``layer``."""
+        """ "row" (Row LSTM) or "diagonal" (Diagonal BiLSTM): the op's ``layer``."""
         return self.lstm.sampling_kind
 
     def features(self, x, image):
@@ -74,8 +75,11 @@ class ConvResidualBlock(nn.Module):
         red_w (F, h), red_b (h,), conv_w (2, 3, h, h) rows 0..1 (the centre row) of the
         masked 3x3 kernel [ky, kx, c_in, c_out], conv_b (h,), exp_w (h, F), exp_b (F,)
         """
-        return (conv1x1_sampling_weights(self.reduce) + self.conv.sampling_weights()
-                + conv1x1_sampling_weights(self.expand))
+        return (
+            conv1x1_sampling_weights(self.reduce)
+            + self.conv.sampling_weights()
+            + conv1x1_sampling_weights(self.expand)
+        )
 
 
 class OutputHead(nn.Module):

@@ -1,4 +1,5 @@
 """Diagonal LSTM and Diagonal BiLSTM layers (van den Oord et al. 2016, section 3.2)."""
+
 import math
 
 import torch
@@ -24,9 +25,13 @@ class DiagonalLSTM(nn.Module):
         self.hidden = hidden
         if masked:
             self.input_to_state = MaskedConv2d(
-                in_channels, 4 * hidden, 1, "B",
+                in_channels,
+                4 * hidden,
+                1,
+                "B",
                 in_groups=channel_groups(in_channels, num_colors),
-                out_groups=channel_groups(hidden, num_colors).repeat(4))
+                out_groups=channel_groups(hidden, num_colors).repeat(4),
+            )
         else:
             self.input_to_state = nn.Conv2d(in_channels, 4 * hidden, 1)
         bound = 1.0 / math.sqrt(2 * hidden)

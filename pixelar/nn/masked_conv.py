@@ -6,6 +6,7 @@ kernel lets output position (r, c) see every input position earlier in raster or
 groups; at the centre position itself, mask "A" lets group g see only groups < g (the
 first layer: a pixel's channel never sees itself), mask "B" groups <= g (later layers).
 """
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -14,8 +15,10 @@ import torch.nn.functional as F
 def channel_groups(num_features: int, num_colors: int) -> torch.Tensor:
     """Colour group of each feature: (num_features,) int64 with values in [0, num_colors)."""
     if num_features < num_colors:
-        raise ValueError(f"channel_groups: need at least one feature per colour, got "
-                         f"{num_features} features for {num_colors} colours")
+        raise ValueError(
+            f"channel_groups: need at least one feature per colour, got "
+            f"{num_features} features for {num_colors} colours"
+        )
     return torch.arange(num_features) * num_colors // num_features
 
 
@@ -46,18 +49,35 @@ class MaskedConv2d(nn.Conv2d):
     (default: ``channel_groups(features, num_colors)``).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, mask_type, num_colors=1,
-                 in_groups=None, out_groups=None, bias=True):
-        kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        mask_type,
+        num_colors=1,
+        in_groups=None,
+        out_groups=None,
+        bias=True,
+    ):
+        kernel_size = (
+            (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        )
         if any(k % 2 == 0 for k in kernel_size):
             raise ValueError(f"MaskedConv2d: kernel sizes must be odd, got {kernel_size}")
-        super().__init__(in_channels, out_channels, kernel_size,
-                         padding=(kernel_size[0] // 2, kernel_size[1] // 2), bias=bias)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            padding=(kernel_size[0] // 2, kernel_size[1] // 2),
+            bias=bias,
+        )
         in_groups = channel_groups(in_channels, num_colors) if in_groups is None else in_groups
         out_groups = channel_groups(out_channels, num_colors) if out_groups is None else out_groups
         self.mask_type = mask_type
-        self.register_buffer("mask", causal_mask(kernel_size, mask_type, in_groups, out_groups),
-                             persistent=False)
+        self.register_buffer(
+            "mask", causal_mask(kernel_size, mask_type, in_groups, out_groups), persistent=False
+        )
 
     def masked_weight(self) -> torch.Tensor:
         """The effective kernel, weight * mask: (out_channels, in_channels, kh, kw)."""
@@ -91,8 +111,10 @@ def conv1x1_sampling_weights(conv: nn.Conv2d) -> list:
     the packed sampling layout: [w (in_channels, out_channels) input-major, b (out_channels,)],
     detached and contiguous."""
     if conv.kernel_size != (1, 1):
-        raise ValueError(f"conv1x1_sampling_weights: conv must be a 1x1 convolution, got "
-                         f"kernel_size={tuple(conv.kernel_size)}")
+        raise ValueError(
+            f"conv1x1_sampling_weights: conv must be a 1x1 convolution, got "
+            f"kernel_size={tuple(conv.kernel_size)}"
+        )
     weight = conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight
     return packed(weight[:, :, 0, 0].t(), _bias(conv))
 

@@ -1,4 +1,5 @@
 """Row LSTM layer (van den Oord et al. 2016, section 3.1)."""
+
 import math
 
 import torch
@@ -25,9 +26,14 @@ class RowLSTM(nn.Module):
         super().__init__()
         self.hidden = hidden
         gate_groups = channel_groups(hidden, num_colors).repeat(4)
-        self.input_to_state = MaskedConv2d(in_channels, 4 * hidden, (1, kernel_size), "B",
-                                           in_groups=channel_groups(in_channels, num_colors),
-                                           out_groups=gate_groups)
+        self.input_to_state = MaskedConv2d(
+            in_channels,
+            4 * hidden,
+            (1, kernel_size),
+            "B",
+            in_groups=channel_groups(in_channels, num_colors),
+            out_groups=gate_groups,
+        )
         bound = 1.0 / math.sqrt(3 * hidden)
         self.w_ss = nn.Parameter(torch.empty(4 * hidden, hidden, 3).uniform_(-bound, bound))
 
@@ -51,6 +57,7 @@ class RowLSTM(nn.Module):
             raise ValueError(
                 f"RowLSTM.sampling_weights: the cached sampler (pixel_network_sample_step) "
                 f"supports an input-to-state kernel of width {SAMPLING_KERNEL_SIZE}, this "
-                f"layer's is 1 x {width}; sample with fast=False")
+                f"layer's is 1 x {width}; sample with fast=False"
+            )
         is_w = self.input_to_state.causal_rows()[0, :2]  # (1, 3, F, 4hd): row 0, columns 0-1
         return packed(is_w, self.input_to_state.bias, self.w_ss.permute(2, 1, 0))

@@ -6,23 +6,41 @@ Backends: ``set_backend(name)`` / ``with backend(name):`` where name is "auto",
 device raises ``BackendUnavailableError`` (a RuntimeError). The table of implementations
 and the one "auto" rule: ``pixelar.ops._backend``.
 """
+
 from ._backend import BACKENDS, BackendUnavailableError, backend, get_backend, set_backend
 from .diagonal_lstm_scan import diagonal_lstm_scan, diagonal_lstm_scan_ref
 from .lstm_cell import lstm_cell_ref
 from .nade_forward import nade_forward, nade_forward_ref
 from .nade_sample import nade_sample, nade_sample_ref, rnade_sample, rnade_sample_ref
-from .pixel_network_sample import (pixel_network_sample_state, pixel_network_sample_step,
-                                   pixel_network_sample_step_ref)
+from .pixel_network_sample import (
+    pixel_network_sample_state,
+    pixel_network_sample_step,
+    pixel_network_sample_step_ref,
+)
 from .row_lstm_scan import row_lstm_scan, row_lstm_scan_ref
 from .skew import skew, skew_ref, unskew
 
 __all__ = [
-    "BACKENDS", "BackendUnavailableError", "backend", "get_backend", "set_backend",
-    "diagonal_lstm_scan", "diagonal_lstm_scan_ref",
-    "row_lstm_scan", "row_lstm_scan_ref",
-    "nade_forward", "nade_forward_ref",
-    "lstm_cell_ref", "skew", "skew_ref", "unskew",
-    "nade_sample", "nade_sample_ref", "rnade_sample", "rnade_sample_ref",
-    "pixel_network_sample_state", "pixel_network_sample_step",
+    "BACKENDS",
+    "BackendUnavailableError",
+    "backend",
+    "get_backend",
+    "set_backend",
+    "diagonal_lstm_scan",
+    "diagonal_lstm_scan_ref",
+    "row_lstm_scan",
+    "row_lstm_scan_ref",
+    "nade_forward",
+    "nade_forward_ref",
+    "lstm_cell_ref",
+    "skew",
+    "skew_ref",
+    "unskew",
+    "nade_sample",
+    "nade_sample_ref",
+    "rnade_sample",
+    "rnade_sample_ref",
+    "pixel_network_sample_state",
+    "pixel_network_sample_step",
     "pixel_network_sample_step_ref",
 ]

@@ -28,6 +28,7 @@ plus one keyword argument in each op's ``register`` call; nothing else.
 Cost per op call: ``resolve`` (a few comparisons and cached dict lookups) and one dict
 lookup of the implementation.
 """
+
 import contextlib
 import importlib
 import importlib.util
@@ -43,7 +44,7 @@ IMPLEMENTATIONS = BACKENDS[1:]  # what an op registers; "auto" chooses among the
 _state = threading.local()
 _default = "auto"
 _IMPLS = {}  # op name -> {implementation name: callable}
-_REFERENCE_HINT = ("pixelar.ops.backend('reference') (or set_backend('reference'))")
+_REFERENCE_HINT = "pixelar.ops.backend('reference') (or set_backend('reference'))"
 
 
 class BackendUnavailableError(RuntimeError):
@@ -91,13 +92,16 @@ def triton_interpreted() -> bool:
 
 # ---- the table --------------------------------------------------------------------------
 
+
 def register(op: str, **implementations) -> None:
     """Declare the implementations of ``op``: keyword arguments named in ``IMPLEMENTATIONS``
     ("reference" required), each a callable taking the wrapper's (checked) arguments."""
     unknown = set(implementations) - set(IMPLEMENTATIONS)
     if unknown or "reference" not in implementations:
-        raise ValueError(f"register({op!r}): implementations must include 'reference' and "
-                         f"be among {IMPLEMENTATIONS}, got {sorted(implementations)}")
+        raise ValueError(
+            f"register({op!r}): implementations must include 'reference' and "
+            f"be among {IMPLEMENTATIONS}, got {sorted(implementations)}"
+        )
     _IMPLS[op] = dict(implementations)
 
 
@@ -110,8 +114,10 @@ def lazy(module: str, name: str):
     """A callable that imports ``module`` on each call (a dict lookup once it is imported)
     and calls its attribute ``name``: the Triton kernels load only when they run, so
     ``import pixelar`` never imports triton."""
+
     def call(*args):
         return getattr(importlib.import_module(module), name)(*args)
+
     call.__name__ = call.__qualname__ = name
     return call
 
@@ -123,41 +129,52 @@ def dispatch(op: str, device: torch.device):
 
 # ---- the rule ---------------------------------------------------------------------------
 
+
 def _no_cuda_detail():
-    return extension_error() or ("pixelar was built without CUDA kernels "
-                                 "(set PIXELAR_CUDA=1 and rebuild)")
+    return extension_error() or (
+        "pixelar was built without CUDA kernels (set PIXELAR_CUDA=1 and rebuild)"
+    )
 
 
 def _check_cpp(op, device):
     if device.type != "cpu":
-        raise BackendUnavailableError(f"pixelar.ops.{op}: backend 'cpp' runs CPU tensors, "
-                                      f"got a tensor on {device}")
+        raise BackendUnavailableError(
+            f"pixelar.ops.{op}: backend 'cpp' runs CPU tensors, got a tensor on {device}"
+        )
     if not extension_loaded():
-        raise BackendUnavailableError(f"pixelar.ops.{op}: backend 'cpp' is not available.\n"
-                                      + extension_error())
+        raise BackendUnavailableError(
+            f"pixelar.ops.{op}: backend 'cpp' is not available.\n" + extension_error()
+        )
     if not has_kernel(op, "CPU"):
-        raise BackendUnavailableError(f"pixelar.ops.{op}: the extension has no CPU kernel "
-                                      f"for this op; rebuild pixelar or use backend "
-                                      f"'reference'")
+        raise BackendUnavailableError(
+            f"pixelar.ops.{op}: the extension has no CPU kernel "
+            f"for this op; rebuild pixelar or use backend "
+            f"'reference'"
+        )
 
 
 def _check_cuda(op, device):
     if device.type != "cuda":
-        raise BackendUnavailableError(f"pixelar.ops.{op}: backend 'cuda' runs CUDA tensors, "
-                                      f"got a tensor on {device}")
+        raise BackendUnavailableError(
+            f"pixelar.ops.{op}: backend 'cuda' runs CUDA tensors, got a tensor on {device}"
+        )
     if not has_kernel(op, "CUDA"):
-        raise BackendUnavailableError(f"pixelar.ops.{op}: backend 'cuda' is not available: "
-                                      + _no_cuda_detail())
+        raise BackendUnavailableError(
+            f"pixelar.ops.{op}: backend 'cuda' is not available: " + _no_cuda_detail()
+        )
 
 
 def _check_triton(op, device):
     if not triton_available():
-        raise BackendUnavailableError(f"pixelar.ops.{op}: backend 'triton' needs the triton "
-                                      "package (pip install triton)")
+        raise BackendUnavailableError(
+            f"pixelar.ops.{op}: backend 'triton' needs the triton package (pip install triton)"
+        )
     if device.type != "cuda" and not (device.type == "cpu" and triton_interpreted()):
-        raise BackendUnavailableError(f"pixelar.ops.{op}: backend 'triton' runs CUDA tensors "
-                                      f"(or CPU tensors under TRITON_INTERPRET=1), got "
-                                      f"{device}")
+        raise BackendUnavailableError(
+            f"pixelar.ops.{op}: backend 'triton' runs CUDA tensors "
+            f"(or CPU tensors under TRITON_INTERPRET=1), got "
+            f"{device}"
+        )
 
 
 _AVAILABLE = {"cpp": _check_cpp, "cuda": _check_cuda, "triton": _check_triton}
@@ -167,21 +184,26 @@ _KERNEL_LABELS = {"cpp": "C++", "cuda": "CUDA", "triton": "Triton"}
 def _auto_gpu(op, device, impls):
     """The implementation that backend "auto" picks for ``op`` on a non-CPU ``device``."""
     if device.type != "cuda":
-        raise BackendUnavailableError(f"pixelar.ops.{op}: no compiled kernel for device "
-                                      f"{device}; use pixelar.ops.set_backend('reference')")
+        raise BackendUnavailableError(
+            f"pixelar.ops.{op}: no compiled kernel for device "
+            f"{device}; use pixelar.ops.set_backend('reference')"
+        )
     if has_kernel(op, "CUDA"):
         return "cuda"
     if "triton" in impls:
         if triton_available():
             return "triton"
-        triton = ("; backend 'triton' (its other GPU kernel) needs the triton package "
-                  "(pip install triton)")
+        triton = (
+            "; backend 'triton' (its other GPU kernel) needs the triton package "
+            "(pip install triton)"
+        )
     else:
         triton = " (this op has no Triton kernel)"
     raise BackendUnavailableError(
         f"pixelar.ops.{op}: backend 'auto' found no CUDA kernel for a tensor on {device}: "
         f"{_no_cuda_detail()}{triton}\nTo run the PyTorch reference on the GPU, ask for it "
-        f"explicitly: {_REFERENCE_HINT}.")
+        f"explicitly: {_REFERENCE_HINT}."
+    )
 
 
 def resolve(op: str, device: torch.device) -> str:
@@ -196,8 +218,10 @@ def resolve(op: str, device: torch.device) -> str:
         name = "cpp" if device.type == "cpu" else _auto_gpu(op, device, impls)
     if name not in impls:
         others = ", ".join(f"'{n}'" for n in ("auto",) + tuple(impls))
-        raise BackendUnavailableError(f"pixelar.ops.{op}: there is no "
-                                      f"{_KERNEL_LABELS[name]} kernel for this op; use backend "
-                                      f"{others}")
+        raise BackendUnavailableError(
+            f"pixelar.ops.{op}: there is no "
+            f"{_KERNEL_LABELS[name]} kernel for this op; use backend "
+            f"{others}"
+        )
     _AVAILABLE[name](op, device)
     return name

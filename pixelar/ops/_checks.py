@@ -1,5 +1,6 @@
 """Input checks shared by the op wrappers: every failure is a ValueError that names the
 argument, what was expected and what was given."""
+
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -9,25 +10,25 @@ def check_float_tensor(op, name, t, ndim):
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != ndim:
-        raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape "
-                         f"{tuple(t.shape)}")
+        raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
     if t.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
 
 
 def check_like(op, name, t, ref_name, ref):
     if t.dtype != ref.dtype:
-        raise ValueError(f"{op}: {name} must have the dtype of {ref_name} ({ref.dtype}), "
-                         f"got {t.dtype}")
+        raise ValueError(
+            f"{op}: {name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}"
+        )
     if t.device != ref.device:
-        raise ValueError(f"{op}: {name} must be on the device of {ref_name} "
-                         f"({ref.device}), got {t.device}")
+        raise ValueError(
+            f"{op}: {name} must be on the device of {ref_name} ({ref.device}), got {t.device}"
+        )
 
 
 def check_shape(op, name, t, expected):
     if tuple(t.shape) != tuple(expected):
-        raise ValueError(f"{op}: {name} must have shape {tuple(expected)}, got "
-                         f"{tuple(t.shape)}")
+        raise ValueError(f"{op}: {name} must have shape {tuple(expected)}, got {tuple(t.shape)}")
 
 
 def _has_values(t):
@@ -57,13 +58,18 @@ def check_finite(op, name, t):
 def check_condition(op, name, cond, levels):
     """cond: values < levels; negative entries mean 'sample this dimension'."""
     if _has_values(cond) and int(cond.max()) >= levels:
-        raise ValueError(f"{op}: {name} values must be < {levels} (negative: sample), got "
-                         f"{_range_str(cond)}")
+        raise ValueError(
+            f"{op}: {name} values must be < {levels} (negative: sample), got {_range_str(cond)}"
+        )
 
 
 def check_real(op, name, value):
     """A finite real number (int or float, not bool) -> float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
-            or value in (float("inf"), float("-inf")):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value != value
+        or value in (float("inf"), float("-inf"))
+    ):
         raise ValueError(f"{op}: {name} must be a finite number, got {value!r}")
     return float(value)

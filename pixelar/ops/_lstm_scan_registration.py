@@ -1,6 +1,7 @@
 """Registration shared by the two LSTM scan ops (diagonal and row): both map
 (x_gates: (B, 4H, R, S), w_ss: (4H, H, K)) to (h, c): (B, H, R, S), and both have a
 ``<op>_backward(grad_h, grad_c, x_gates, w_ss, h, c) -> (grad_x_gates, grad_w_ss)`` op."""
+
 import torch
 
 from .._extension import extension_loaded
@@ -45,11 +46,13 @@ def register_lstm_scan(op_name: str) -> None:
 def check_lstm_scan_inputs(op, x_gates, w_ss, kernel_width):
     """ValueError unless x_gates: (B, 4H, R, S) and w_ss: (4H, H, kernel_width) agree."""
     from ._checks import check_float_tensor, check_like, check_shape
+
     check_float_tensor(op, "x_gates", x_gates, 4)
     check_float_tensor(op, "w_ss", w_ss, 3)
     check_like(op, "w_ss", w_ss, "x_gates", x_gates)
     B, G, R, S = x_gates.shape
     if G % 4 != 0 or G == 0:
-        raise ValueError(f"{op}: x_gates must have 4H channels (gates i, f, o, g), got "
-                         f"{G} channels")
+        raise ValueError(
+            f"{op}: x_gates must have 4H channels (gates i, f, o, g), got {G} channels"
+        )
     check_shape(op, "w_ss", w_ss, (G, G // 4, kernel_width))

@@ -6,13 +6,15 @@ position (r, c) sees the states at (r - 1, c) and (r, c - 1); in the skewed map 
 the previous column, rows r - 1 and r, which is the paper's 2x1 column convolution.
 
 For skewed column j and row r (image column c = j - r, valid when 0 <= c < W):
-    pre    = x_gates[:, :, r, j] + w_ss[:, :, 0] @ h[:, :, r-1, j-1] + w_ss[:, :, 1] @ h[:, :, r, j-1]
+    pre    = (x_gates[:, :, r, j] + w_ss[:, :, 0] @ h[:, :, r-1, j-1]
+              + w_ss[:, :, 1] @ h[:, :, r, j-1])
     i, f, o, g = pre split in four blocks of H
     c[r, j] = sigmoid(f) * c[r, j-1] + sigmoid(i) * tanh(g)
     h[r, j] = sigmoid(o) * tanh(c[r, j])
 States outside the image (the skew's padding, and r - 1 < 0, j - 1 < 0) are zero, so the
 result at a pixel never depends on the padding.
 """
+
 import torch
 
 from ._backend import dispatch, lazy, register
@@ -28,8 +30,10 @@ def check_inputs(x_gates, w_ss):
     check_lstm_scan_inputs(OP, x_gates, w_ss, kernel_width=2)
     R, S = x_gates.shape[2:]
     if S < R:
-        raise ValueError(f"{OP}: x_gates must be a skewed map with S = R + W - 1 >= R columns "
-                         f"(W >= 1), got R = {R}, S = {S}")
+        raise ValueError(
+            f"{OP}: x_gates must be a skewed map with S = R + W - 1 >= R columns "
+            f"(W >= 1), got R = {R}, S = {S}"
+        )
 
 
 def diagonal_lstm_scan_ref(x_gates: torch.Tensor, w_ss: torch.Tensor):
@@ -50,9 +54,11 @@ def diagonal_lstm_scan_ref(x_gates: torch.Tensor, w_ss: torch.Tensor):
     hs, cs = [], []
     for j in range(S):
         h_above = torch.cat([h_prev.new_zeros(B, H, 1), h_prev[:, :, :-1]], dim=2)
-        pre = (x_gates[:, :, :, j]
-               + torch.einsum("gk,bkr->bgr", w_ss[:, :, 0], h_above)
-               + torch.einsum("gk,bkr->bgr", w_ss[:, :, 1], h_prev))
+        pre = (
+            x_gates[:, :, :, j]
+            + torch.einsum("gk,bkr->bgr", w_ss[:, :, 0], h_above)
+            + torch.einsum("gk,bkr->bgr", w_ss[:, :, 1], h_prev)
+        )
         h, c = lstm_cell_ref(pre, c_prev, dim=1)
         inside = ((j - rows >= 0) & (j - rows < W)).view(1, 1, R)
         h = torch.where(inside, h, torch.zeros_like(h))
@@ -84,6 +90,11 @@ def _cuda(x_gates, w_ss):
     return torch.ops.pixelar.diagonal_lstm_scan(x_gates.contiguous(), w_ss.contiguous())
 
 
-register(OP, reference=diagonal_lstm_scan_ref, cpp=_cpp, cuda=_cuda,
-         triton=lazy("pixelar.kernels.diagonal_lstm_scan", "diagonal_lstm_scan_triton"))
+register(
+    OP,
+    reference=diagonal_lstm_scan_ref,
+    cpp=_cpp,
+    cuda=_cuda,
+    triton=lazy("pixelar.kernels.diagonal_lstm_scan", "diagonal_lstm_scan_triton"),
+)
 register_lstm_scan(OP)

@@ -10,11 +10,14 @@ index (row * W + column) * C + channel) whose draw would read one; dimensions th
 condition gives are not drawn and not checked (the kernels share the rule through
 csrc/include/pixelar/sampling_math.h: logit_finite, nonfinite_message).
 """
+
 import torch
 
-NONFINITE_MESSAGE = ("sampling: a logit is not finite (NaN or inf) at dimension {d} (raster "
-                     "order), so no value can be drawn; the model's parameters hold NaN or "
-                     "inf values")
+NONFINITE_MESSAGE = (
+    "sampling: a logit is not finite (NaN or inf) at dimension {d} (raster "
+    "order), so no value can be drawn; the model's parameters hold NaN or "
+    "inf values"
+)
 
 
 def check_finite_logits(logits: torch.Tensor, bernoulli: bool, dims, drawn=None):

@@ -3,6 +3,7 @@ csrc/include/pixelar/lstm_math.h).
 
 Gate pre-activations come as 4H channels in the order [i, f, o, g].
 """
+
 import torch
 
 

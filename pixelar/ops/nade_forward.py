@@ -9,6 +9,7 @@ and dispatch.
 O(B * D * Hd * O) work, never O(D^2 * Hd). NADE uses O = 1 (one Bernoulli logit per
 dimension); RNADE uses O = 3K (mixture logits, means and log-scales).
 """
+
 import torch
 
 from .._extension import extension_loaded
@@ -29,7 +30,7 @@ def nade_forward_ref(x, W, c, V, b):
     for d in range(D):
         h = torch.sigmoid(a)
         outs.append(h @ V[d].T + b[d])
-        a = a + x[:, d:d + 1] * W[:, d]
+        a = a + x[:, d : d + 1] * W[:, d]
     if not outs:  # D = 0
         return b.unsqueeze(0).expand(B, 0, V.shape[1])
     return torch.stack(outs, dim=1)
@@ -67,8 +68,13 @@ def _compiled(x, W, c, V, b):
     return torch.ops.pixelar.nade_forward(*(t.contiguous() for t in (x, W, c, V, b)))
 
 
-register(OP, reference=nade_forward_ref, cpp=_compiled, cuda=_compiled,
-         triton=lazy("pixelar.kernels.nade_forward", "nade_forward_triton"))
+register(
+    OP,
+    reference=nade_forward_ref,
+    cpp=_compiled,
+    cuda=_compiled,
+    triton=lazy("pixelar.kernels.nade_forward", "nade_forward_triton"),
+)
 
 
 def _register():
@@ -88,12 +94,12 @@ def _register():
         ctx.save_for_backward(*inputs)
 
     def _backward(ctx, grad_out):
-        grads = torch.ops.pixelar.nade_forward_backward(grad_out.contiguous(),
-                                                        *ctx.saved_tensors)
+        grads = torch.ops.pixelar.nade_forward_backward(grad_out.contiguous(), *ctx.saved_tensors)
         return tuple(grads)
 
-    torch.library.register_autograd("pixelar::nade_forward", _backward,
-                                    setup_context=_setup_context)
+    torch.library.register_autograd(
+        "pixelar::nade_forward", _backward, setup_context=_setup_context
+    )
 
 
 _register()

@@ -7,7 +7,8 @@ its reference and dispatch.
 NADE: x_d = 1 if u_d < sigmoid(out_d) (float64), else 0; a ``cond`` entry >= 0 replaces
 the draw (cond values must be < 2; negative: sample). Uniforms must lie in [0, 1); a NaN or
 infinite logit (RNADE: any of the 3K outputs) at a drawn dimension raises ValueError with
-pixelar/ops/draw.py's NONFINITE_MESSAGE, in the references and the kernels alike. RNADE: out_d = (logit_pi, mu, log_sigma) of K components each, log_sigma
+pixelar/ops/draw.py's NONFINITE_MESSAGE, in the references and the kernels alike.
+RNADE: out_d = (logit_pi, mu, log_sigma) of K components each, log_sigma
 clamped to [log_scale_min, log_scale_max]; component k = the inverse-CDF draw of
 softmax(logit_pi) at u_d (float64), x_d = mu_k + exp(log_sigma_k) * z_d, computed in
 float64 and rounded to the model's dtype. The draw rule is pixelar/ops/draw.py's, so
@@ -30,12 +31,20 @@ without a CUDA kernel built raises ``BackendUnavailableError`` (nothing falls ba
 silently); backend "reference" runs the PyTorch loops below (``nade_sample_ref``,
 ``rnade_sample_ref``) on any device.
 """
+
 import torch
 
 from .._extension import extension_loaded
 from ._backend import dispatch, register
-from ._checks import (check_condition, check_finite, check_float_tensor, check_like,
-                      check_real, check_shape, check_uniforms)
+from ._checks import (
+    check_condition,
+    check_finite,
+    check_float_tensor,
+    check_like,
+    check_real,
+    check_shape,
+    check_uniforms,
+)
 from .draw import check_finite_logits, draw_bernoulli, draw_categorical
 
 
@@ -66,8 +75,10 @@ def _check_nade(u, cond, W, c, V, b):
     check_uniforms(op, "u", u)
     if cond is not None:
         if not isinstance(cond, torch.Tensor) or cond.dtype != torch.int64:
-            raise ValueError(f"{op}: cond must be an int64 tensor, got "
-                             f"{getattr(cond, 'dtype', type(cond).__name__)}")
+            raise ValueError(
+                f"{op}: cond must be an int64 tensor, got "
+                f"{getattr(cond, 'dtype', type(cond).__name__)}"
+            )
         check_shape(op, "cond", cond, u.shape)
         check_condition(op, "cond", cond, 2)
 
@@ -78,8 +89,9 @@ def _check_rnade(u, z, W, c, V, b, log_scale_min, log_scale_max):
     op = "rnade_sample"
     D = _check_params(op, W, c, V, b)
     if V.shape[1] % 3 or V.shape[1] == 0:
-        raise ValueError(f"{op}: V must have 3K outputs per dimension (K >= 1 components), "
-                         f"got {V.shape[1]}")
+        raise ValueError(
+            f"{op}: V must have 3K outputs per dimension (K >= 1 components), got {V.shape[1]}"
+        )
     n = u.shape[0] if u.dim() == 2 else -1
     _check_noise(op, "u", u, n, D)
     _check_noise(op, "z", z, n, D)
@@ -125,8 +137,10 @@ def nade_sample(u, cond, W, c, V, b):
 
 def _nade_compiled(u, cond, W, c, V, b):
     return torch.ops.pixelar.nade_sample(
-        u.contiguous(), None if cond is None else cond.contiguous(),
-        *(t.contiguous() for t in (W, c, V, b)))
+        u.contiguous(),
+        None if cond is None else cond.contiguous(),
+        *(t.contiguous() for t in (W, c, V, b)),
+    )
 
 
 def rnade_sample_ref(u, z, W, c, V, b, log_scale_min, log_scale_max):
@@ -139,13 +153,14 @@ def rnade_sample_ref(u, z, W, c, V, b, log_scale_min, log_scale_max):
     for d in range(D):
         out = torch.sigmoid(a) @ V[d].T + b[d]
         check_finite_logits(out, False, d)  # logit_pi, mu and log_sigma
-        logit_pi, mu = out[:, :K], out[:, K:2 * K]
-        log_sigma = out[:, 2 * K:].clamp(log_scale_min, log_scale_max)
+        logit_pi, mu = out[:, :K], out[:, K : 2 * K]
+        log_sigma = out[:, 2 * K :].clamp(log_scale_min, log_scale_max)
         k = draw_categorical(logit_pi, u[:, d]).unsqueeze(1)
-        value = (mu.gather(1, k)[:, 0].double()
-                 + log_sigma.gather(1, k)[:, 0].double().exp() * z[:, d])
+        value = (
+            mu.gather(1, k)[:, 0].double() + log_sigma.gather(1, k)[:, 0].double().exp() * z[:, d]
+        )
         x[:, d] = value.to(x.dtype)
-        a = a + x[:, d:d + 1] * W[:, d]
+        a = a + x[:, d : d + 1] * W[:, d]
     return x
 
 
@@ -164,27 +179,32 @@ def rnade_sample(u, z, W, c, V, b, log_scale_min, log_scale_max):
 
 
 def _rnade_compiled(u, z, W, c, V, b, log_scale_min, log_scale_max):
-    return torch.ops.pixelar.rnade_sample(u.contiguous(), z.contiguous(),
-                                          *(t.contiguous() for t in (W, c, V, b)),
-                                          float(log_scale_min), float(log_scale_max))
+    return torch.ops.pixelar.rnade_sample(
+        u.contiguous(),
+        z.contiguous(),
+        *(t.contiguous() for t in (W, c, V, b)),
+        float(log_scale_min),
+        float(log_scale_max),
+    )
 
 
 # No Triton kernels: backend "triton" raises BackendUnavailableError for these ops.
 register("nade_sample", reference=nade_sample_ref, cpp=_nade_compiled, cuda=_nade_compiled)
-register("rnade_sample", reference=rnade_sample_ref, cpp=_rnade_compiled,
-         cuda=_rnade_compiled)
+register("rnade_sample", reference=rnade_sample_ref, cpp=_rnade_compiled, cuda=_rnade_compiled)
 
 
 def _register():
     if not extension_loaded():
         return
     if hasattr(torch.ops.pixelar, "nade_sample"):
+
         @torch.library.register_fake("pixelar::nade_sample")
         def _fake_nade(u, cond, W, c, V, b):
             torch._check(u.dim() == 2, lambda: "nade_sample: u must be (n, D)")
             return u.new_empty(u.shape, dtype=torch.int64)
 
     if hasattr(torch.ops.pixelar, "rnade_sample"):
+
         @torch.library.register_fake("pixelar::rnade_sample")
         def _fake_rnade(u, z, W, c, V, b, log_scale_min, log_scale_max):
             torch._check(u.dim() == 2, lambda: "rnade_sample: u must be (n, D)")

@@ -62,6 +62,7 @@ State (``pixel_network_sample_state``), zeros at the start; B batch, L blocks:
 Whatever the state holds, positions outside the image (row -1, columns -1 and W) count as
 zero.
 """
+
 import torch
 
 from .._extension import extension_loaded
@@ -80,9 +81,10 @@ def unpack_weights(weights, layer):
     n = BLOCK_PARAMS[layer]
     body = weights[2:-4]
     if len(body) % n:
-        raise ValueError(f"{OP}: weights must be 2 + {n} * L + 4 tensors for layer "
-                         f"{layer!r}, got {len(weights)}")
-    blocks = [tuple(body[i:i + n]) for i in range(0, len(body), n)]
+        raise ValueError(
+            f"{OP}: weights must be 2 + {n} * L + 4 tensors for layer {layer!r}, got {len(weights)}"
+        )
+    blocks = [tuple(body[i : i + n]) for i in range(0, len(body), n)]
     return weights[0], weights[1], blocks, tuple(weights[-4:])
 
 
@@ -102,12 +104,14 @@ def state_shapes(layer, weights, batch, image_shape):
 def pixel_network_sample_state(layer, weights, batch, image_shape):
     """Zero state for ``batch`` images of ``image_shape`` (C, H, W): a list of tensors of the
     weights' dtype and device (layout in the module docstring)."""
-    return [weights[1].new_zeros(shape)
-            for shape in state_shapes(layer, weights, batch, image_shape)]
+    return [
+        weights[1].new_zeros(shape) for shape in state_shapes(layer, weights, batch, image_shape)
+    ]
 
 
 # ----------------------------------------------------------------------------------------
 # Reference: the cache updates written out in plain PyTorch, batched over images.
+
 
 def _input_conv(img, in_w, in_b, r, c):
     """Mask-A 7x7 convolution at (r, c): img (B, C, H, W) floats -> (B, F)."""
@@ -172,8 +176,11 @@ def _diagonal_block(y, p, state, l, r, c, W):
     h, cell = lstm_cell_ref(pre, c_prev, dim=-1)
     features = h + back[:, l, c] if r >= 1 else h
     out = y + features @ out_w + out_b
-    return out, [(hs, (slice(None), l, c), h), (cl, (slice(None), l), cell),
-                 (ys, (slice(None), l, c), y)]
+    return out, [
+        (hs, (slice(None), l, c), h),
+        (cl, (slice(None), l), cell),
+        (ys, (slice(None), l, c), y),
+    ]
 
 
 def _right_to_left_row(img, blocks, state, r):
@@ -215,10 +222,11 @@ def pixel_network_sample_step_ref(x, state, u, cond, weights, layer, levels, sta
                 y, w = block_fn(y, params, state, l, r, c, W)
                 writes += w
             hidden = torch.relu(torch.relu(y) @ w1 + b1)
-            logits = hidden @ w2[:, ch * O:(ch + 1) * O] + b2[ch * O:(ch + 1) * O]
+            logits = hidden @ w2[:, ch * O : (ch + 1) * O] + b2[ch * O : (ch + 1) * O]
             logits = logits[:, 0] if O == 1 else logits
-            check_finite_logits(logits, O == 1, p * C + ch,
-                                None if cond is None else cond[:, ch, r, c] < 0)
+            check_finite_logits(
+                logits, O == 1, p * C + ch, None if cond is None else cond[:, ch, r, c] < 0
+            )
             value = draw(logits, u[:, ch, r, c], O == 1)
             if cond is not None:
                 value = torch.where(cond[:, ch, r, c] >= 0, cond[:, ch, r, c], value)
@@ -232,13 +240,16 @@ def pixel_network_sample_step_ref(x, state, u, cond, weights, layer, levels, sta
 # ----------------------------------------------------------------------------------------
 # Wrapper
 
+
 def _check(x, state, u, cond, weights, layer, levels, start, stop):
     if layer not in LAYERS:
         raise ValueError(f"{OP}: layer must be one of {LAYERS}, got {layer!r}")
     if not isinstance(x, torch.Tensor) or x.dtype != torch.int64 or x.dim() != 4:
-        raise ValueError(f"{OP}: x must be an int64 tensor (B, C, H, W), got "
-                         f"{getattr(x, 'dtype', type(x).__name__)} "
-                         f"{tuple(getattr(x, 'shape', ()))}")
+        raise ValueError(
+            f"{OP}: x must be an int64 tensor (B, C, H, W), got "
+            f"{getattr(x, 'dtype', type(x).__name__)} "
+            f"{tuple(getattr(x, 'shape', ()))}"
+        )
     B, C, H, W = x.shape
     check_float_tensor(OP, "u", u, 4)
     check_shape(OP, "u", u, x.shape)
@@ -250,15 +261,17 @@ def _check(x, state, u, cond, weights, layer, levels, start, stop):
         check_shape(OP, "cond", cond, x.shape)
     shapes = state_shapes(layer, weights, B, (C, H, W))
     if len(state) != len(shapes):
-        raise ValueError(f"{OP}: state must be {len(shapes)} tensors for layer {layer!r}, "
-                         f"got {len(state)}")
+        raise ValueError(
+            f"{OP}: state must be {len(shapes)} tensors for layer {layer!r}, got {len(state)}"
+        )
     dtype = weights[0].dtype
     for i, (s, shape) in enumerate(zip(state, shapes)):
         check_shape(OP, f"state[{i}]", s, shape)
         if s.dtype != dtype or not s.is_contiguous():
-            raise ValueError(f"{OP}: state[{i}] must be a contiguous tensor of the weights' "
-                             f"dtype {dtype}, got {s.dtype}"
-                             + ("" if s.is_contiguous() else " (not contiguous)"))
+            raise ValueError(
+                f"{OP}: state[{i}] must be a contiguous tensor of the weights' "
+                f"dtype {dtype}, got {s.dtype}" + ("" if s.is_contiguous() else " (not contiguous)")
+            )
     if not x.is_contiguous():
         raise ValueError(f"{OP}: x must be contiguous (it is written in place)")
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
@@ -267,8 +280,9 @@ def _check(x, state, u, cond, weights, layer, levels, start, stop):
         if isinstance(v, bool) or not isinstance(v, int):
             raise ValueError(f"{OP}: {name} must be an int, got {v!r}")
     if not 0 <= start <= stop <= H * W:
-        raise ValueError(f"{OP}: need 0 <= start <= stop <= H * W = {H * W}, got "
-                         f"start={start}, stop={stop}")
+        raise ValueError(
+            f"{OP}: need 0 <= start <= stop <= H * W = {H * W}, got start={start}, stop={stop}"
+        )
     check_uniforms(OP, "u", u)
     if cond is not None:
         check_condition(OP, "cond", cond, levels)
@@ -299,9 +313,17 @@ def pixel_network_sample_step(x, state, u, cond, weights, layer, levels, start, 
 
 def _compiled(x, state, u, cond, weights, layer, levels, start, stop):
     weights = [w.contiguous() for w in weights]
-    torch.ops.pixelar.pixel_network_sample_step(x, state, u.contiguous(),
-                                                None if cond is None else cond.contiguous(),
-                                                weights, layer, levels, start, stop)
+    torch.ops.pixelar.pixel_network_sample_step(
+        x,
+        state,
+        u.contiguous(),
+        None if cond is None else cond.contiguous(),
+        weights,
+        layer,
+        levels,
+        start,
+        stop,
+    )
 
 
 # No Triton kernel: backend "triton" raises BackendUnavailableError for this op.

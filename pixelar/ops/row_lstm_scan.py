@@ -9,6 +9,7 @@ the whole map first; this op runs the recurrence row by row. The state-to-state 
     h[r, c] = sigmoid(o) * tanh(c[r, c])
 with h[-1] = c[-1] = 0.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -58,6 +59,11 @@ def _compiled(x_gates, w_ss):
     return torch.ops.pixelar.row_lstm_scan(x_gates.contiguous(), w_ss.contiguous())
 
 
-register(OP, reference=row_lstm_scan_ref, cpp=_compiled, cuda=_compiled,
-         triton=lazy("pixelar.kernels.row_lstm_scan", "row_lstm_scan_triton"))
+register(
+    OP,
+    reference=row_lstm_scan_ref,
+    cpp=_compiled,
+    cuda=_compiled,
+    triton=lazy("pixelar.kernels.row_lstm_scan", "row_lstm_scan_triton"),
+)
 register_lstm_scan(OP)

@@ -3,6 +3,7 @@
 Row r is shifted right by r positions, so the diagonals of the image become the columns
 of the skewed map and one column step processes a whole diagonal at once.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -20,13 +21,13 @@ def skew(x: torch.Tensor) -> torch.Tensor:
 
 
 def unskew(y: torch.Tensor, width: int) -> torch.Tensor:
-    """Inverse of :func:`skew`: y: (..., R, R + width - 1) -> (..., R, width), out[r, c] = y[r, r + c]."""
+    """Inverse of :func:`skew`: y: (..., R, R + width - 1) -> (..., R, width),
+    out[r, c] = y[r, r + c]."""
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"unskew: width must be a positive int, got {width!r}")
     *lead, R, S = y.shape
     if S != R + width - 1:
-        raise ValueError(f"unskew: y must have R + width - 1 = {R + width - 1} columns, "
-                         f"got {S}")
+        raise ValueError(f"unskew: y must have R + width - 1 = {R + width - 1} columns, got {S}")
     flat = F.pad(y.reshape(*lead, R * S), (0, R)).reshape(*lead, R, S + 1)
     return flat[..., :width]
 
@@ -36,5 +37,5 @@ def skew_ref(x: torch.Tensor) -> torch.Tensor:
     *lead, R, W = x.shape
     out = x.new_zeros(*lead, R, R + W - 1)
     for r in range(R):
-        out[..., r, r:r + W] = x[..., r, :]
+        out[..., r, r : r + W] = x[..., r, :]
     return out

@@ -8,6 +8,7 @@ The shipped example compares the digits with corrupted copies of themselves
     >>> scores = score_anomalies(model, test_images, corrupt(test_images, 2, "flip", 0.1))
     >>> scores.auroc, scores.nll_in.shape, scores.nll_ood.shape   # float, (N,), (M,)
 """
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -30,6 +31,7 @@ class AnomalyScores:
     auroc: the AUROC of telling the out-of-distribution images apart by a higher NLL
         (``auroc(nll_in, nll_ood)``), or None.
     """
+
     nll_in: torch.Tensor
     summary_in: dict
     nll_ood: Optional[torch.Tensor] = None
@@ -87,13 +89,21 @@ def auroc(in_scores, out_scores):
     """Area under the ROC curve for telling out-of-distribution images (positives) from
     in-distribution ones by a higher score. in_scores: (N,), out_scores: (M,) -> float."""
     from sklearn.metrics import roc_auc_score
+
     y = np.concatenate([np.zeros(len(in_scores)), np.ones(len(out_scores))])
     s = np.concatenate([np.asarray(in_scores, np.float64), np.asarray(out_scores, np.float64)])
     return float(roc_auc_score(y, s))
 
 
-def save_histogram(path, in_scores, out_scores, in_label="in-distribution",
-                   out_label="out-of-distribution", title=None, bins=40):
+def save_histogram(
+    path,
+    in_scores,
+    out_scores,
+    in_label="in-distribution",
+    out_label="out-of-distribution",
+    title=None,
+    bins=40,
+):
     """Write a PNG with overlaid histograms of the two score sets (NLL in nats).
     Uses matplotlib when installed (pip install pixelar[plot]), else draws with Pillow."""
     in_scores = np.asarray(in_scores, np.float64)
@@ -101,6 +111,7 @@ def save_histogram(path, in_scores, out_scores, in_label="in-distribution",
     edges = np.histogram_bin_edges(np.concatenate([in_scores, out_scores]), bins=bins)
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -121,6 +132,7 @@ def save_histogram(path, in_scores, out_scores, in_label="in-distribution",
 
 def _histogram_pillow(path, a, b, edges, in_label, out_label, title):
     from PIL import Image, ImageDraw
+
     W, H, margin = 640, 360, 40
     ca, _ = np.histogram(a, edges)
     cb, _ = np.histogram(b, edges)

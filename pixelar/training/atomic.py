@@ -12,6 +12,7 @@ stop at STAGE (``start``, ``partial``, ``written``, ``replaced``): it writes its
 file named by ``PIXELAR_FAULT_MARKER`` and sleeps, so that a test can kill it there with
 SIGKILL (tests/test_checkpoint_crash.py).
 """
+
 import os
 import re
 import tempfile
@@ -76,8 +77,7 @@ def atomic_write(path, write, label=None):
     tmp = None
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".",
-                                   suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
         os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
@@ -89,8 +89,9 @@ def atomic_write(path, write, label=None):
         tmp = None
         _fsync_folder(folder)
     except OSError as exc:
-        raise OutputWriteError(f"could not write {path}: {exc.strerror or exc}; the previous "
-                               f"file (if any) is kept") from exc
+        raise OutputWriteError(
+            f"could not write {path}: {exc.strerror or exc}; the previous file (if any) is kept"
+        ) from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             try:
@@ -113,11 +114,13 @@ def write_chunks(f, data, label=None):
 
 def atomic_write_bytes(path, data, label=None):
     """Write ``data`` to ``path`` atomically (see ``atomic_write``)."""
+
     def write(tmp):
         with open(tmp, "wb") as f:
             if label:
                 fault_point(label, "start")
             write_chunks(f, data, label)
+
     atomic_write(path, write, label)
 
 
@@ -128,6 +131,7 @@ def atomic_write_json(path, obj):
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2)
             f.write("\n")
+
     atomic_write(path, write)
 
 

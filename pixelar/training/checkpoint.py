@@ -23,6 +23,7 @@ Version 1 (earlier pixelar) wrote a pair, ``PREFIX.safetensors`` plus ``PREFIX.j
 JSON holding the tensors' SHA-256); it is still read, with its checks, and the next write
 of that checkpoint replaces it with version 2.
 """
+
 import hashlib
 import json
 import os
@@ -32,23 +33,37 @@ import warnings
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import save as _save_bytes
 from safetensors.torch import load as _load_bytes
+from safetensors.torch import save as _save_bytes
 
 from ..models import MODELS
+
 # atomic_write, atomic_write_json and OutputWriteError are re-exported from here
-from .atomic import (OutputWriteError, atomic_write, atomic_write_bytes,  # noqa: F401
-                     atomic_write_json)
+from .atomic import OutputWriteError, atomic_write, atomic_write_bytes, atomic_write_json  # noqa: F401
 
 FORMAT = "pixelar-checkpoint"
 VERSION = 2
 META_KEY, DIGEST_KEY = "pixelar_checkpoint", "pixelar_sha256"
-NAMES = ("best", "last")           # the checkpoints of a training folder
-HEADER_LIMIT = 100 << 20           # bytes of safetensors header (JSON) we agree to parse
-JSON_LIMIT = 64 << 20              # bytes of a version-1 JSON file
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
-               "I8": 1, "U8": 1, "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1,
-               "F8_E5M2": 1}
+NAMES = ("best", "last")  # the checkpoints of a training folder
+HEADER_LIMIT = 100 << 20  # bytes of safetensors header (JSON) we agree to parse
+JSON_LIMIT = 64 << 20  # bytes of a version-1 JSON file
+DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "U16": 2,
+    "U32": 4,
+    "U64": 8,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+}
 
 
 class CheckpointError(RuntimeError):
@@ -60,6 +75,7 @@ class CheckpointWarning(UserWarning):
 
 
 # ---------------------------------------------------------------------------- files
+
 
 def sha256_file(path) -> str:
     h = hashlib.sha256()
@@ -92,8 +108,10 @@ def checkpoint_paths(path):
                 path = os.path.join(path, name)
                 break
         else:
-            raise CheckpointError(f"no checkpoint in folder {path}: best.safetensors or "
-                                  f"last.safetensors (written by pixelar train) not found")
+            raise CheckpointError(
+                f"no checkpoint in folder {path}: best.safetensors or "
+                f"last.safetensors (written by pixelar train) not found"
+            )
     prefix = _strip(path)
     return prefix + ".safetensors", prefix + ".json"
 
@@ -115,36 +133,46 @@ def remove_checkpoint(prefix):
 
 # ---------------------------------------------------------------------------- header
 
+
 def _read_header(raw_head, size, path):
     """Parse a safetensors header. raw_head: the file's first bytes (at least 8 + header
     length, when the file has them); size: the file's length. Returns (header dict,
     data start). Checks every entry against the file's size."""
     if size < 8 or len(raw_head) < 8:
-        raise CheckpointError(f"{path} is truncated or corrupted: {size} bytes is too short "
-                              f"for a safetensors file")
+        raise CheckpointError(
+            f"{path} is truncated or corrupted: {size} bytes is too short for a safetensors file"
+        )
     (n,) = struct.unpack("<Q", raw_head[:8])
     if n > min(HEADER_LIMIT, size - 8) or len(raw_head) < 8 + n:
-        raise CheckpointError(f"{path} is truncated or corrupted: its header claims {n} "
-                              f"bytes, the file holds {size}")
+        raise CheckpointError(
+            f"{path} is truncated or corrupted: its header claims {n} bytes, the file holds {size}"
+        )
     try:
-        header = json.loads(bytes(raw_head[8:8 + n]).decode("utf-8"))
+        header = json.loads(bytes(raw_head[8 : 8 + n]).decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{path} is truncated or corrupted: its safetensors header "
-                              f"is not valid JSON ({type(exc).__name__})") from exc
+        raise CheckpointError(
+            f"{path} is truncated or corrupted: its safetensors header "
+            f"is not valid JSON ({type(exc).__name__})"
+        ) from exc
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is corrupted: its safetensors header is not an object")
     data_len = size - 8 - n
     for name, entry in header.items():
         if name == "__metadata__":
             if not (isinstance(entry, dict) and all(isinstance(v, str) for v in entry.values())):
-                raise CheckpointError(f"{path} is corrupted: __metadata__ must map names to "
-                                      f"strings")
+                raise CheckpointError(
+                    f"{path} is corrupted: __metadata__ must map names to strings"
+                )
             continue
-        ok = (isinstance(entry, dict) and entry.get("dtype") in DTYPE_BYTES
-              and isinstance(entry.get("shape"), list)
-              and all(type(s) is int and s >= 0 for s in entry["shape"])
-              and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
-              and all(type(o) is int for o in entry["data_offsets"]))
+        ok = (
+            isinstance(entry, dict)
+            and entry.get("dtype") in DTYPE_BYTES
+            and isinstance(entry.get("shape"), list)
+            and all(type(s) is int and s >= 0 for s in entry["shape"])
+            and isinstance(entry.get("data_offsets"), list)
+            and len(entry["data_offsets"]) == 2
+            and all(type(o) is int for o in entry["data_offsets"])
+        )
         if not ok:
             raise CheckpointError(f"{path} is corrupted: bad header entry for tensor {name!r}")
         begin, end = entry["data_offsets"]
@@ -152,11 +180,15 @@ def _read_header(raw_head, size, path):
         for s in entry["shape"]:
             numel *= s
         if not 0 <= begin <= end or end - begin != numel * DTYPE_BYTES[entry["dtype"]]:
-            raise CheckpointError(f"{path} is corrupted: tensor {name!r} of shape "
-                                  f"{entry['shape']} does not match its byte range")
+            raise CheckpointError(
+                f"{path} is corrupted: tensor {name!r} of shape "
+                f"{entry['shape']} does not match its byte range"
+            )
         if end > data_len:
-            raise CheckpointError(f"{path} is truncated or corrupted: tensor {name!r} ends at "
-                                  f"byte {end} of a data section of {data_len} bytes")
+            raise CheckpointError(
+                f"{path} is truncated or corrupted: tensor {name!r} ends at "
+                f"byte {end} of a data section of {data_len} bytes"
+            )
     return header, 8 + n
 
 
@@ -174,6 +206,7 @@ def _digest(meta_str, header, data):
 
 # ---------------------------------------------------------------------------- checks
 
+
 def _fail(path, what):
     raise CheckpointError(f"{path}: {what}")
 
@@ -187,8 +220,10 @@ def _check_meta(meta, path):
     if type(version) is not int or version < 1:
         _fail(path, f"bad checkpoint version {version!r}")
     if version > VERSION:
-        _fail(path, f"checkpoint version {version}; this pixelar reads up to {VERSION}: "
-                    f"upgrade pixelar")
+        _fail(
+            path,
+            f"checkpoint version {version}; this pixelar reads up to {VERSION}: upgrade pixelar",
+        )
     name = meta.get("model_class")
     if not isinstance(name, str) or name not in MODELS:
         _fail(path, f"unknown model class {name!r}; pixelar knows {', '.join(MODELS)}")
@@ -198,19 +233,28 @@ def _check_meta(meta, path):
     opt = meta.get("optimizer")
     if opt is not None:
         groups = opt.get("param_groups") if isinstance(opt, dict) else None
-        ok = (isinstance(opt, dict) and isinstance(opt.get("class"), str)
-              and isinstance(groups, list) and groups
-              and all(isinstance(g, dict) and isinstance(g.get("params"), list)
-                      and all(type(i) is int for i in g["params"]) for g in groups)
-              and isinstance(opt.get("scalars"), dict)
-              and all(isinstance(v, dict) for v in opt["scalars"].values()))
+        ok = (
+            isinstance(opt, dict)
+            and isinstance(opt.get("class"), str)
+            and isinstance(groups, list)
+            and groups
+            and all(
+                isinstance(g, dict)
+                and isinstance(g.get("params"), list)
+                and all(type(i) is int for i in g["params"])
+                for g in groups
+            )
+            and isinstance(opt.get("scalars"), dict)
+            and all(isinstance(v, dict) for v in opt["scalars"].values())
+        )
         if not ok:
             _fail(path, "the optimizer entry is malformed (class, param_groups, scalars)")
         for g in groups:
             lr = g.get("lr")
             if type(lr) not in (int, float) or not lr >= 0 or lr == float("inf"):
-                _fail(path, f"the optimizer's learning rate must be a finite number >= 0, "
-                            f"got {lr!r}")
+                _fail(
+                    path, f"the optimizer's learning rate must be a finite number >= 0, got {lr!r}"
+                )
     if meta.get("train_state") is not None and not isinstance(meta["train_state"], dict):
         _fail(path, "train_state must be an object")
 
@@ -218,29 +262,31 @@ def _check_meta(meta, path):
 def _check_config_sizes(config, header, path):
     """Cheap bounds before building the model, even on the meta device: integers below
     2**31, at most 2**26 pixels, no more layers than stored tensors."""
+
     def ints(value):
         if type(value) is int:
             yield value
         elif isinstance(value, (list, dict)):
-            for v in (value.values() if isinstance(value, dict) else value):
+            for v in value.values() if isinstance(value, dict) else value:
                 yield from ints(v)
+
     for key, value in config.items():
         for v in ints(value):
-            if abs(v) >= 2 ** 31:
+            if abs(v) >= 2**31:
                 _fail(path, f"model_config {key}={value!r} is out of range")
     shape = config.get("image_shape")
     if isinstance(shape, list) and all(type(s) is int for s in shape):
         pixels = 1
         for s in shape:
             pixels *= max(s, 0)
-        if pixels > 2 ** 26:
-            _fail(path, f"model_config image_shape={shape} has {pixels} dimensions (at most "
-                        f"{2 ** 26})")
+        if pixels > 2**26:
+            _fail(
+                path, f"model_config image_shape={shape} has {pixels} dimensions (at most {2**26})"
+            )
     n_model = sum(1 for k in header if k.startswith("model."))
     layers = config.get("num_layers")
     if type(layers) is int and layers > n_model:
-        _fail(path, f"model_config num_layers={layers} but only {n_model} model tensors are "
-                    f"stored")
+        _fail(path, f"model_config num_layers={layers} but only {n_model} model tensors are stored")
 
 
 def _check_shapes(meta, header, path):
@@ -253,27 +299,42 @@ def _check_shapes(meta, header, path):
             model = MODELS[name](**config)
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     except Exception as exc:  # any bad config (TypeError, ValueError, ...) is the file's fault
-        raise CheckpointError(f"{path}: model_config {json.dumps(config)[:200]} does not "
-                              f"describe a {name}: {type(exc).__name__}: {exc}") from exc
-    stored = {k[len("model."):]: tuple(v["shape"]) for k, v in header.items()
-              if k.startswith("model.") and isinstance(v, dict)}
+        raise CheckpointError(
+            f"{path}: model_config {json.dumps(config)[:200]} does not "
+            f"describe a {name}: {type(exc).__name__}: {exc}"
+        ) from exc
+    stored = {
+        k[len("model.") :]: tuple(v["shape"])
+        for k, v in header.items()
+        if k.startswith("model.") and isinstance(v, dict)
+    }
     missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
     if missing or unexpected:
-        _fail(path, f"the stored weights do not fit {name}: missing {missing[:5]}, "
-                    f"unexpected {unexpected[:5]}")
+        _fail(
+            path,
+            f"the stored weights do not fit {name}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}",
+        )
     for k, shape in expected.items():
         if stored[k] != shape:
-            _fail(path, f"the stored weights do not fit {name}({json.dumps(config)[:200]}): "
-                        f"model.{k} has shape {list(stored[k])}, the model expects {list(shape)}")
+            _fail(
+                path,
+                f"the stored weights do not fit {name}({json.dumps(config)[:200]}): "
+                f"model.{k} has shape {list(stored[k])}, the model expects {list(shape)}",
+            )
 
 
 def nonfinite_names(tensors):
     """Names of the floating tensors of ``tensors`` (name -> tensor) holding NaN or inf."""
-    return [k for k, v in tensors.items()
-            if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    return [
+        k
+        for k, v in tensors.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
 
 
 # ---------------------------------------------------------------------------- save
+
 
 def _jsonable(value):
     if isinstance(value, (tuple, list)):
@@ -301,8 +362,7 @@ def encode_checkpoint(tensors, meta) -> bytes:
     first = _save_bytes(tensors, metadata={"format": "pt", META_KEY: meta_str})
     header, start = _read_header(first, len(first), "<new checkpoint>")
     digest = _digest(meta_str, header, memoryview(first)[start:])
-    return _save_bytes(tensors, metadata={"format": "pt", META_KEY: meta_str,
-                                          DIGEST_KEY: digest})
+    return _save_bytes(tensors, metadata={"format": "pt", META_KEY: meta_str, DIGEST_KEY: digest})
 
 
 def save_checkpoint(prefix, model, optimizer=None, train_state=None, rng=True):
@@ -323,17 +383,25 @@ def save_checkpoint(prefix, model, optimizer=None, train_state=None, rng=True):
                     tensors[f"optimizer.{pid}.{key}"] = value
                 else:
                     scalars.setdefault(str(pid), {})[key] = _jsonable(value)
-        meta_optimizer = {"class": type(optimizer).__name__,
-                          "param_groups": _jsonable(sd["param_groups"]), "scalars": scalars}
+        meta_optimizer = {
+            "class": type(optimizer).__name__,
+            "param_groups": _jsonable(sd["param_groups"]),
+            "scalars": scalars,
+        }
     if rng:
         tensors.update(rng_state())
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     from .. import __version__
+
     meta = {
-        "format": FORMAT, "version": VERSION,
-        "model_class": type(model).__name__, "model_config": _jsonable(model.config()),
-        "optimizer": meta_optimizer, "train_state": train_state,
-        "pixelar_version": __version__, "torch_version": torch.__version__,
+        "format": FORMAT,
+        "version": VERSION,
+        "model_class": type(model).__name__,
+        "model_config": _jsonable(model.config()),
+        "optimizer": meta_optimizer,
+        "train_state": train_state,
+        "pixelar_version": __version__,
+        "torch_version": torch.__version__,
     }
     atomic_write_bytes(path, encode_checkpoint(tensors, meta), label=os.path.basename(prefix))
     try:  # a version-1 JSON beside it described the tensors file just replaced
@@ -344,6 +412,7 @@ def save_checkpoint(prefix, model, optimizer=None, train_state=None, rng=True):
 
 
 # ---------------------------------------------------------------------------- load
+
 
 class Checkpoint:
     """A loaded checkpoint: ``meta`` (the JSON), ``tensors`` (name -> CPU tensor), ``path``
@@ -359,7 +428,7 @@ class Checkpoint:
         return self.meta.get("train_state") or {}
 
     def model_state(self):
-        return {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
+        return {k[len("model.") :]: v for k, v in self.tensors.items() if k.startswith("model.")}
 
     def build_model(self, allow_nonfinite=False):
         """A new model of the stored class and config, with the stored weights. Raises
@@ -370,13 +439,17 @@ class Checkpoint:
             model = MODELS[name](**self.meta["model_config"])
             model.load_state_dict(self.model_state(), strict=True)
         except Exception as exc:
-            raise CheckpointError(f"{self.path}: the stored weights do not fit {name}"
-                                  f"({self.meta.get('model_config')}): {exc}") from exc
+            raise CheckpointError(
+                f"{self.path}: the stored weights do not fit {name}"
+                f"({self.meta.get('model_config')}): {exc}"
+            ) from exc
         bad = nonfinite_names(model.state_dict())
         if bad and not allow_nonfinite:
-            raise CheckpointError(f"{self.path}: non-finite parameters (NaN or inf in "
-                                  f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
-                                  f"the run that wrote it diverged; refusing to use it")
+            raise CheckpointError(
+                f"{self.path}: non-finite parameters (NaN or inf in "
+                f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
+                f"the run that wrote it diverged; refusing to use it"
+            )
         return model
 
     def restore_optimizer(self, optimizer):
@@ -385,16 +458,22 @@ class Checkpoint:
         if stored is None:
             raise CheckpointError(f"{self.path}: holds no optimizer state")
         if stored["class"] != type(optimizer).__name__:
-            raise CheckpointError(f"{self.path}: optimizer is {stored['class']}, "
-                                  f"not {type(optimizer).__name__}")
+            raise CheckpointError(
+                f"{self.path}: optimizer is {stored['class']}, not {type(optimizer).__name__}"
+            )
         groups = stored["param_groups"]
         sizes = [len(g["params"]) for g in optimizer.param_groups]
         if [len(g["params"]) for g in groups] != sizes:
-            raise CheckpointError(f"{self.path}: optimizer state is for parameter groups of "
-                                  f"{[len(g['params']) for g in groups]} tensors, the model "
-                                  f"has {sizes}")
-        ids = {i: p for g, og in zip(groups, optimizer.param_groups)
-               for i, p in zip(g["params"], og["params"])}
+            raise CheckpointError(
+                f"{self.path}: optimizer state is for parameter groups of "
+                f"{[len(g['params']) for g in groups]} tensors, the model "
+                f"has {sizes}"
+            )
+        ids = {
+            i: p
+            for g, og in zip(groups, optimizer.param_groups)
+            for i, p in zip(g["params"], og["params"])
+        }
         try:
             state = {}
             for key, value in self.tensors.items():
@@ -407,11 +486,12 @@ class Checkpoint:
                 if pid not in ids:
                     raise ValueError(f"state for parameter {pid}, which no group lists")
                 for name, value in entries.items():
-                    if torch.is_tensor(value) and name != "step" and \
-                            value.shape != ids[pid].shape:
-                        raise ValueError(f"optimizer.{pid}.{name} has shape "
-                                         f"{list(value.shape)}, its parameter "
-                                         f"{list(ids[pid].shape)}")
+                    if torch.is_tensor(value) and name != "step" and value.shape != ids[pid].shape:
+                        raise ValueError(
+                            f"optimizer.{pid}.{name} has shape "
+                            f"{list(value.shape)}, its parameter "
+                            f"{list(ids[pid].shape)}"
+                        )
             optimizer.load_state_dict({"state": state, "param_groups": groups})
         except Exception as exc:
             raise CheckpointError(f"{self.path}: optimizer state does not fit: {exc}") from exc
@@ -422,9 +502,11 @@ class Checkpoint:
         if cpu is not None:
             ref = torch.get_rng_state()
             if cpu.dtype != ref.dtype or cpu.shape != ref.shape:
-                raise CheckpointError(f"{self.path}: rng.torch is {cpu.dtype} "
-                                      f"{list(cpu.shape)}, expected {ref.dtype} "
-                                      f"{list(ref.shape)}")
+                raise CheckpointError(
+                    f"{self.path}: rng.torch is {cpu.dtype} "
+                    f"{list(cpu.shape)}, expected {ref.dtype} "
+                    f"{list(ref.shape)}"
+                )
             torch.set_rng_state(cpu)
         cuda = [self.tensors[k] for k in sorted(self.tensors) if k.startswith("rng.cuda.")]
         if cuda and torch.cuda.is_available():
@@ -438,8 +520,10 @@ def _load_tensors(raw, path):
     try:
         return _load_bytes(bytes(raw))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} cannot be read as safetensors ({exc}): the "
-                              f"checkpoint is truncated or corrupted") from exc
+        raise CheckpointError(
+            f"{path} cannot be read as safetensors ({exc}): the "
+            f"checkpoint is truncated or corrupted"
+        ) from exc
 
 
 def _read_file(path):
@@ -466,8 +550,10 @@ def _load_v2(path, raw, header, start):
     digest = _digest(meta_str, header, memoryview(raw)[start:])
     stored = header["__metadata__"].get(DIGEST_KEY)
     if digest != stored:
-        raise CheckpointError(f"{path} is truncated or corrupted: its SHA-256 {digest[:12]}... "
-                              f"differs from the {str(stored)[:12]}... recorded in it")
+        raise CheckpointError(
+            f"{path} is truncated or corrupted: its SHA-256 {digest[:12]}... "
+            f"differs from the {str(stored)[:12]}... recorded in it"
+        )
     try:
         meta = json.loads(meta_str)
     except (ValueError, RecursionError) as exc:
@@ -484,13 +570,16 @@ def _read_json(path):
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if len(text) > JSON_LIMIT:
-        raise CheckpointError(f"{path} is larger than {JSON_LIMIT >> 20} MiB: not a "
-                              f"checkpoint's JSON")
+        raise CheckpointError(
+            f"{path} is larger than {JSON_LIMIT >> 20} MiB: not a checkpoint's JSON"
+        )
     try:
         return json.loads(text.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({type(exc).__name__}): the "
-                              f"checkpoint is truncated or corrupted") from exc
+        raise CheckpointError(
+            f"{path} is not valid JSON ({type(exc).__name__}): the "
+            f"checkpoint is truncated or corrupted"
+        ) from exc
 
 
 def _load_v1(prefix, attempts=4):
@@ -499,8 +588,10 @@ def _load_v1(prefix, attempts=4):
     tensors_path, json_path = prefix + ".safetensors", prefix + ".json"
     for p in (json_path, tensors_path):
         if not os.path.isfile(p):
-            raise CheckpointError(f"checkpoint file {p} not found (a version-1 checkpoint is "
-                                  f"PREFIX.json plus PREFIX.safetensors)")
+            raise CheckpointError(
+                f"checkpoint file {p} not found (a version-1 checkpoint is "
+                f"PREFIX.json plus PREFIX.safetensors)"
+            )
     for attempt in range(attempts):
         try:
             meta = _read_json(json_path)
@@ -511,7 +602,8 @@ def _load_v1(prefix, attempts=4):
                 raise CheckpointError(
                     f"{tensors_path} is truncated or corrupted: its SHA-256 {digest[:12]}... "
                     f"differs from the {str(meta.get('tensors_sha256'))[:12]}... recorded in "
-                    f"{json_path}")
+                    f"{json_path}"
+                )
             break
         except CheckpointError:
             if attempt + 1 == attempts:
@@ -528,8 +620,10 @@ def _load_prefix(prefix):
         if META_KEY in header.get("__metadata__", {}):
             return _load_v2(path, raw, header, start)
         if not os.path.isfile(prefix + ".json"):
-            raise CheckpointError(f"{path} is not a pixelar checkpoint: it holds no "
-                                  f"{META_KEY} metadata and no {prefix}.json is beside it")
+            raise CheckpointError(
+                f"{path} is not a pixelar checkpoint: it holds no "
+                f"{META_KEY} metadata and no {prefix}.json is beside it"
+            )
     return _load_v1(prefix)
 
 
@@ -565,8 +659,9 @@ def checkpoint_file(prefix):
     .safetensors file; format 1: the .json written after it), or None when absent."""
     prefix = _strip(prefix)
     for path in (prefix + ".json", prefix + ".safetensors"):
-        if os.path.isfile(path) and (path.endswith(".json") or
-                                     not os.path.isfile(prefix + ".json")):
+        if os.path.isfile(path) and (
+            path.endswith(".json") or not os.path.isfile(prefix + ".json")
+        ):
             return path
     return None
 
@@ -581,9 +676,11 @@ def load_checkpoint(path, prefer=NAMES) -> Checkpoint:
         candidates = [os.path.join(path, name) for name in prefer]
         present = [p for p in candidates if _exists(p)]
         if not present:
-            raise CheckpointError(f"no checkpoint in folder {path}: "
-                                  f"{' or '.join(n + '.safetensors' for n in prefer)} (written "
-                                  f"by pixelar train) not found")
+            raise CheckpointError(
+                f"no checkpoint in folder {path}: "
+                f"{' or '.join(n + '.safetensors' for n in prefer)} (written "
+                f"by pixelar train) not found"
+            )
     else:
         present = [_strip(path)]
     errors = []
@@ -594,9 +691,12 @@ def load_checkpoint(path, prefer=NAMES) -> Checkpoint:
             errors.append(exc)
             continue
         for exc in errors:
-            warnings.warn(f"skipping a damaged checkpoint: {exc}; using {ckpt.path} "
-                          f"(step {ckpt.train_state.get('global_step', '?')}) instead",
-                          CheckpointWarning, stacklevel=2)
+            warnings.warn(
+                f"skipping a damaged checkpoint: {exc}; using {ckpt.path} "
+                f"(step {ckpt.train_state.get('global_step', '?')}) instead",
+                CheckpointWarning,
+                stacklevel=2,
+            )
         return ckpt
     if len(errors) == 1:
         raise errors[0]

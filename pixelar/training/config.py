@@ -2,6 +2,7 @@
 in each checkpoint), ``check_config`` (a setting no run can use is a ``TrainingError``
 before any work), the model from its name (``resolve_model_class``, ``build_model``) and
 the optimizer (``make_optimizer``)."""
+
 import inspect
 import math
 import os
@@ -17,38 +18,46 @@ from . import distributed
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 # Settings a resumed run may change; every other one comes from the checkpoint.
-RESUME_OVERRIDES = ("epochs", "max_steps", "max_time", "checkpoint_every", "eval_batch_size",
-                    "device", "tensorboard")
+RESUME_OVERRIDES = (
+    "epochs",
+    "max_steps",
+    "max_time",
+    "checkpoint_every",
+    "eval_batch_size",
+    "device",
+    "tensorboard",
+)
 ALIASES = {"independent": "IndependentPixels", "markov": "MarkovPixels"}
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (stored in each checkpoint)."""
-    model: str = "PixelRNN"            # a name of pixelar.models.MODELS (case-insensitive)
+
+    model: str = "PixelRNN"  # a name of pixelar.models.MODELS (case-insensitive)
     model_args: dict = field(default_factory=dict)  # constructor kwargs besides shape/levels
-    data: str = "digits28-binary"      # a name of pixelar.data.DATASETS
+    data: str = "digits28-binary"  # a name of pixelar.data.DATASETS
     data_dir: Optional[str] = None
-    binarize: object = False            # False, "threshold" (True in older checkpoints)
-                                        # or "dynamic" (a fresh Bernoulli draw each epoch)
+    binarize: object = False  # False, "threshold" (True in older checkpoints)
+    # or "dynamic" (a fresh Bernoulli draw each epoch)
     train_subset: Optional[int] = None  # use only the first n training images
-    val_subset: Optional[int] = None    # use only the first n validation images
+    val_subset: Optional[int] = None  # use only the first n validation images
     epochs: int = 10
-    max_steps: Optional[int] = None     # pause (checkpoint and return) after this many steps
-    max_time: Optional[float] = None    # pause after this many seconds of this call (a
-                                        # time budget per sitting; continue with resume)
-    batch_size: int = 64                # global batch (split over the ranks)
+    max_steps: Optional[int] = None  # pause (checkpoint and return) after this many steps
+    max_time: Optional[float] = None  # pause after this many seconds of this call (a
+    # time budget per sitting; continue with resume)
+    batch_size: int = 64  # global batch (split over the ranks)
     eval_batch_size: int = 256
-    optimizer: str = "adam"             # "adam" or "rmsprop"
+    optimizer: str = "adam"  # "adam" or "rmsprop"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    clip: Optional[float] = 1.0         # max gradient norm; None: no clipping
-    patience: Optional[int] = 5         # early stopping after this many epochs without a
-                                        # better validation bits/dim; None: never
+    clip: Optional[float] = 1.0  # max gradient norm; None: no clipping
+    patience: Optional[int] = 5  # early stopping after this many epochs without a
+    # better validation bits/dim; None: never
     seed: int = 0
-    checkpoint_every: int = 0           # also checkpoint every n steps (0: each epoch only)
-    device: str = "auto"                # "auto", "cpu", "cuda"
-    tensorboard: bool = False           # also log the epoch scalars to OUT/tensorboard
+    checkpoint_every: int = 0  # also checkpoint every n steps (0: each epoch only)
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    tensorboard: bool = False  # also log the epoch scalars to OUT/tensorboard
 
 
 class TrainingError(ValueError):
@@ -60,11 +69,21 @@ class TrainingDiverged(RuntimeError):
 
 
 # field -> (smallest allowed value, None allowed); integers unless listed in _FLOATS
-_LIMITS = {"train_subset": (1, True), "val_subset": (1, True), "epochs": (1, False),
-           "max_steps": (1, True), "batch_size": (1, False), "eval_batch_size": (1, False),
-           "lr": (0.0, False), "weight_decay": (0.0, False), "clip": (0.0, True),
-           "patience": (0, True), "seed": (0, False), "checkpoint_every": (0, False),
-           "max_time": (0.0, True)}
+_LIMITS = {
+    "train_subset": (1, True),
+    "val_subset": (1, True),
+    "epochs": (1, False),
+    "max_steps": (1, True),
+    "batch_size": (1, False),
+    "eval_batch_size": (1, False),
+    "lr": (0.0, False),
+    "weight_decay": (0.0, False),
+    "clip": (0.0, True),
+    "patience": (0, True),
+    "seed": (0, False),
+    "checkpoint_every": (0, False),
+    "max_time": (0.0, True),
+}
 _FLOATS = ("lr", "weight_decay", "clip", "max_time")
 
 
@@ -82,21 +101,27 @@ def check_config(config):
             ok = type(value) is int and value >= low
             kind = "an integer"
         if not ok:
-            raise TrainingError(f"{name.replace('_', '-')} must be {kind} >= {low}"
-                                f"{' (or unset)' if optional else ''}, got {value!r}")
-    if config.seed >= 2 ** 32:
+            raise TrainingError(
+                f"{name.replace('_', '-')} must be {kind} >= {low}"
+                f"{' (or unset)' if optional else ''}, got {value!r}"
+            )
+    if config.seed >= 2**32:
         raise TrainingError(f"seed must be below 2**32, got {config.seed}")
     if config.data not in datasets.DATASETS:
-        raise TrainingError(f"unknown dataset {config.data!r}; choose one of "
-                            f"{', '.join(datasets.DATASETS)}")
+        raise TrainingError(
+            f"unknown dataset {config.data!r}; choose one of {', '.join(datasets.DATASETS)}"
+        )
     if config.optimizer not in OPTIMIZERS:
-        raise TrainingError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got "
-                            f"{config.optimizer!r}")
+        raise TrainingError(
+            f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}"
+        )
     if not isinstance(config.model_args, dict):
         raise TrainingError(f"model_args must be a dict, got {config.model_args!r}")
     if config.max_time is not None and config.max_time <= 0:
-        raise TrainingError(f"max_time (--time-budget) must be a positive number of seconds, got "
-                            f"{config.max_time!r}")
+        raise TrainingError(
+            f"max_time (--time-budget) must be a positive number of seconds, got "
+            f"{config.max_time!r}"
+        )
     try:
         binarize_mode(config.binarize)
     except ValueError as exc:
@@ -124,8 +149,10 @@ def resolve_model_class(name):
     lookup.update({k: v for k, v in ALIASES.items()})
     key = lookup.get(str(name).lower())
     if str(name).lower() == "rnade":  # not in MODELS (image models only)
-        raise TrainingError("RNADE models real-valued vectors (B, D); pixelar train fits "
-                            "image models: choose one of " + ", ".join(MODELS))
+        raise TrainingError(
+            "RNADE models real-valued vectors (B, D); pixelar train fits "
+            "image models: choose one of " + ", ".join(MODELS)
+        )
     if key is None:
         raise TrainingError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     return MODELS[key]
@@ -144,8 +171,10 @@ def build_model(name, model_args, image_shape, levels, device=None):
     unknown = set(kwargs) - set(params)
     if unknown:
         allowed = [p for p in params if p not in ("self", "image_shape", "levels")]
-        raise TrainingError(f"{cls.__name__} has no argument {', '.join(sorted(unknown))}; "
-                            f"it takes {', '.join(allowed)}")
+        raise TrainingError(
+            f"{cls.__name__} has no argument {', '.join(sorted(unknown))}; "
+            f"it takes {', '.join(allowed)}"
+        )
     kwargs["image_shape"] = tuple(image_shape)
     if "levels" in params:
         kwargs["levels"] = levels
@@ -158,13 +187,17 @@ def build_model(name, model_args, image_shape, levels, device=None):
         raise TrainingError(f"{cls.__name__}({shown}): {exc}") from exc
     have = _memory_bytes(device)
     if have is not None and need > have:
-        raise TrainingError(f"{cls.__name__}({shown}) is too large: its parameters, gradients "
-                            f"and optimizer state need {need / 2 ** 30:.1f} GiB, the device "
-                            f"has {have / 2 ** 30:.1f} GiB")
+        raise TrainingError(
+            f"{cls.__name__}({shown}) is too large: its parameters, gradients "
+            f"and optimizer state need {need / 2**30:.1f} GiB, the device "
+            f"has {have / 2**30:.1f} GiB"
+        )
     model = cls(**kwargs)
     if model.levels != levels:
-        raise TrainingError(f"{cls.__name__} models images with {model.levels} levels, but "
-                            f"the data has {levels}; pick a binary dataset or --binarize")
+        raise TrainingError(
+            f"{cls.__name__} models images with {model.levels} levels, but "
+            f"the data has {levels}; pick a binary dataset or --binarize"
+        )
     return model
 
 

@@ -7,6 +7,7 @@ nccl on GPUs (one GPU per process, cuda:LOCAL_RANK). A process waits at most ``t
 seconds (``pixelar train --ddp-timeout``, default DEFAULT_TIMEOUT) for its peers in a
 collective; then it fails with an error instead of hanging (torch's default is 30 minutes).
 """
+
 import datetime
 import hashlib
 import os
@@ -30,11 +31,15 @@ def peer_error(d, exc, timeout):
     """A PeerError for ``exc`` raised by a collective (gloo and nccl raise RuntimeError or
     torch.distributed.DistError), or None when ``exc`` is something else."""
     text = " ".join(str(exc).split())
-    if not d.enabled or not (isinstance(exc, dist.DistError) or any(
-            word in text for word in ("Timed out", "timed out", "gloo", "NCCL", "Connection"))):
+    if not d.enabled or not (
+        isinstance(exc, dist.DistError)
+        or any(word in text for word in ("Timed out", "timed out", "gloo", "NCCL", "Connection"))
+    ):
         return None
-    return PeerError(f"process {d.rank} of {d.world_size}: another process failed or did not "
-                     f"answer within {float(timeout):g} s (--ddp-timeout): {text[:300]}")
+    return PeerError(
+        f"process {d.rank} of {d.world_size}: another process failed or did not "
+        f"answer within {float(timeout):g} s (--ddp-timeout): {text[:300]}"
+    )
 
 
 @dataclass
@@ -79,8 +84,10 @@ def setup(device="auto", timeout=DEFAULT_TIMEOUT) -> Dist:
     if not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(seconds=float(timeout)))
+        dist.init_process_group(
+            "nccl" if dev.type == "cuda" else "gloo",
+            timeout=datetime.timedelta(seconds=float(timeout)),
+        )
         owns = True
     return Dist(dist.get_rank(), dist.get_world_size(), dev, owns)
 
@@ -94,8 +101,9 @@ def all_reduce_sum(d: Dist, values):
     """Sum a list of floats over the ranks (float64); identity when running alone."""
     if not d.enabled:
         return list(values)
-    t = torch.tensor(values, dtype=torch.float64,
-                     device=d.device if d.device.type == "cuda" else "cpu")
+    t = torch.tensor(
+        values, dtype=torch.float64, device=d.device if d.device.type == "cuda" else "cpu"
+    )
     dist.all_reduce(t)
     return t.tolist()
 

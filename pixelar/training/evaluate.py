@@ -1,5 +1,6 @@
 """Exact likelihood of a dataset under a model: per-image NLL, and its mean in nats and
 bits/dim with a 95% confidence interval."""
+
 import math
 
 import torch
@@ -23,10 +24,11 @@ def nll_per_image(model, images, batch_size=256, device=None, progress=False):
     batches = range(0, len(images), batch_size)
     if progress:
         from tqdm.auto import tqdm
+
         batches = tqdm(batches, desc="evaluating", unit="batch", leave=False)
     try:
         for start in batches:
-            x = images[start:start + batch_size].to(device)
+            x = images[start : start + batch_size].to(device)
             out.append(-model.log_prob(x).double().cpu())
     finally:
         model.train(was_training)
@@ -46,8 +48,13 @@ def summarize(nll, num_dims):
     mean = nll.mean().item()
     half = Z95 * nll.std(unbiased=True).item() / math.sqrt(n) if n > 1 else float("nan")
     to_bpd = 1.0 / (num_dims * math.log(2.0))
-    return {"n": n, "nll_nats": mean, "nll_nats_ci95": half,
-            "bits_per_dim": mean * to_bpd, "bits_per_dim_ci95": half * to_bpd}
+    return {
+        "n": n,
+        "nll_nats": mean,
+        "nll_nats_ci95": half,
+        "bits_per_dim": mean * to_bpd,
+        "bits_per_dim_ci95": half * to_bpd,
+    }
 
 
 def evaluate(model, images, batch_size=256, device=None, progress=False):
@@ -59,5 +66,7 @@ def evaluate(model, images, batch_size=256, device=None, progress=False):
 
 def format_metrics(m):
     """One line: 'NLL 85.12 ± 1.03 nats = 0.1566 ± 0.0019 bits/dim (n=359)'."""
-    return (f"NLL {m['nll_nats']:.2f} ± {m['nll_nats_ci95']:.2f} nats = "
-            f"{m['bits_per_dim']:.4f} ± {m['bits_per_dim_ci95']:.4f} bits/dim (n={m['n']})")
+    return (
+        f"NLL {m['nll_nats']:.2f} ± {m['nll_nats_ci95']:.2f} nats = "
+        f"{m['bits_per_dim']:.4f} ± {m['bits_per_dim_ci95']:.4f} bits/dim (n={m['n']})"
+    )

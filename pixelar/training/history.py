@@ -13,6 +13,7 @@ and, with ``--tensorboard``, the same scalars as TensorBoard events in OUT/tenso
 matplotlib and tensorboard are imported inside the functions that need them, so that
 ``import pixelar`` stays fast and neither is a dependency.
 """
+
 import csv
 import io
 import json
@@ -24,13 +25,23 @@ from .checkpoint import atomic_write, read_meta
 CSV_NAME = "history.csv"
 PNG_NAME = "curve.png"
 TENSORBOARD_DIR = "tensorboard"
-COLUMNS = ("epoch", "step", "hours", "train_bpd", "val_bpd", "train_nats", "val_nats",
-           "epoch_seconds", "images_per_s")
+COLUMNS = (
+    "epoch",
+    "step",
+    "hours",
+    "train_bpd",
+    "val_bpd",
+    "train_nats",
+    "val_nats",
+    "epoch_seconds",
+    "images_per_s",
+)
 MATPLOTLIB_HOW = "pip install matplotlib"
 _said_no_matplotlib = False
 
 
 # ---------------------------------------------------------------------------- rows
+
 
 def history_rows(history, num_dims=None):
     """The trainer's per-epoch history (metrics.json "history") -> one dict per epoch with
@@ -43,11 +54,20 @@ def history_rows(history, num_dims=None):
     rows, elapsed = [], 0.0
     to_nats = num_dims * math.log(2.0) if num_dims else None
     for e in history:
-        elapsed = e["elapsed_s"] if e.get("elapsed_s") is not None else \
-            elapsed + (e.get("seconds") or 0.0)
-        row = {"epoch": e["epoch"], "step": e.get("step"), "hours": elapsed / 3600.0,
-               "train_bpd": e.get("train_bpd"), "val_bpd": e.get("val_bpd"),
-               "epoch_seconds": e.get("seconds"), "images_per_s": e.get("images_per_s")}
+        elapsed = (
+            e["elapsed_s"]
+            if e.get("elapsed_s") is not None
+            else elapsed + (e.get("seconds") or 0.0)
+        )
+        row = {
+            "epoch": e["epoch"],
+            "step": e.get("step"),
+            "hours": elapsed / 3600.0,
+            "train_bpd": e.get("train_bpd"),
+            "val_bpd": e.get("val_bpd"),
+            "epoch_seconds": e.get("seconds"),
+            "images_per_s": e.get("images_per_s"),
+        }
         for part in ("train", "val"):
             nats = e.get(f"{part}_nats")
             if nats is None and to_nats is not None and row[f"{part}_bpd"] is not None:
@@ -63,17 +83,24 @@ def csv_text(rows):
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow(["" if row.get(k) is None else
-                         (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k])
-                         for k in COLUMNS])
+        writer.writerow(
+            [
+                ""
+                if row.get(k) is None
+                else (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k])
+                for k in COLUMNS
+            ]
+        )
     return buf.getvalue()
 
 
 def write_csv(path, rows):
     """Write ``csv_text(rows)`` to ``path`` atomically."""
+
     def write(tmp):
         with open(tmp, "w") as f:
             f.write(csv_text(rows))
+
     atomic_write(path, write)
     return path
 
@@ -83,12 +110,17 @@ def read_csv(path):
     with open(path, newline="") as f:
         out = []
         for row in csv.DictReader(f):
-            out.append({k: (None if v == "" else (int(v) if k in ("epoch", "step")
-                                                   else float(v))) for k, v in row.items()})
+            out.append(
+                {
+                    k: (None if v == "" else (int(v) if k in ("epoch", "step") else float(v)))
+                    for k, v in row.items()
+                }
+            )
     return out
 
 
 # ---------------------------------------------------------------------------- runs
+
 
 def _num_dims_of_run(run_dir):
     """C * H * W from the run's checkpoint metadata (model_config.image_shape), or None."""
@@ -108,18 +140,25 @@ def load_run(run_dir, label=None):
     "best_epoch"} from its metrics.json. Raises FileNotFoundError when there is none."""
     path = os.path.join(os.fspath(run_dir), "metrics.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{run_dir}: no metrics.json (not a pixelar training folder, "
-                                f"or no epoch has finished yet)")
+        raise FileNotFoundError(
+            f"{run_dir}: no metrics.json (not a pixelar training folder, "
+            f"or no epoch has finished yet)"
+        )
     with open(path) as f:
         metrics = json.load(f)
     num_dims = _num_dims_of_run(run_dir)
-    return {"label": label or os.path.basename(os.path.normpath(os.fspath(run_dir))),
-            "dir": os.fspath(run_dir), "rows": history_rows(metrics.get("history", []), num_dims),
-            "num_dims": num_dims, "status": metrics.get("status"),
-            "best_epoch": metrics.get("best_epoch")}
+    return {
+        "label": label or os.path.basename(os.path.normpath(os.fspath(run_dir))),
+        "dir": os.fspath(run_dir),
+        "rows": history_rows(metrics.get("history", []), num_dims),
+        "num_dims": num_dims,
+        "status": metrics.get("status"),
+        "best_epoch": metrics.get("best_epoch"),
+    }
 
 
 # ---------------------------------------------------------------------------- figures
+
 
 def _figure(ncols, width=11.0, height=4.0):
     """A matplotlib Figure on the Agg canvas (no pyplot, no global state), or None when
@@ -147,11 +186,13 @@ def plot_curve(path, rows, num_dims=None, title=None):
     if fig is None:
         return None
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, x_key, x_label in ((axes[0], "epoch", "epoch"),
-                               (axes[1], "hours", "wall-clock hours")):
+    for ax, x_key, x_label in ((axes[0], "epoch", "epoch"), (axes[1], "hours", "wall-clock hours")):
         for part, style in (("train", "--"), ("val", "-")):
-            pts = [(r[x_key], r[f"{part}_bpd"]) for r in rows
-                   if r[x_key] is not None and r[f"{part}_bpd"] is not None]
+            pts = [
+                (r[x_key], r[f"{part}_bpd"])
+                for r in rows
+                if r[x_key] is not None and r[f"{part}_bpd"] is not None
+            ]
             if pts:
                 ax.plot(*zip(*pts), style, marker="o", markersize=3, label=part)
         ax.set_xlabel(x_label)
@@ -190,20 +231,35 @@ def plot_runs(path, runs, unit="bpd", train=False, reference=None, title=None, y
             for part, style in (("val", "-"), ("train", ":")):
                 if part == "train" and not train:
                     continue
-                pts = [(r[x_key], r[f"{part}_{unit}"]) for r in run["rows"]
-                       if r[x_key] is not None and r[f"{part}_{unit}"] is not None]
+                pts = [
+                    (r[x_key], r[f"{part}_{unit}"])
+                    for r in run["rows"]
+                    if r[x_key] is not None and r[f"{part}_{unit}"] is not None
+                ]
                 if pts:
-                    ax.plot(*zip(*pts), style, color=color, marker="o", markersize=2.5,
-                            label=run["label"] + ("" if part == "val" else " (train)"))
+                    ax.plot(
+                        *zip(*pts),
+                        style,
+                        color=color,
+                        marker="o",
+                        markersize=2.5,
+                        label=run["label"] + ("" if part == "val" else " (train)"),
+                    )
     for label, value in (reference or {}).items():
         color = colors.setdefault(label, f"C{len(colors) % 10}")
         for ax in axes:
-            ax.axhline(value, linestyle="--", linewidth=1, color=color,
-                       label=f"{label}: {value:g}" if ax is axes[0] else None)
+            ax.axhline(
+                value,
+                linestyle="--",
+                linewidth=1,
+                color=color,
+                label=f"{label}: {value:g}" if ax is axes[0] else None,
+            )
     axes[0].set_xlabel("epoch")
     axes[1].set_xlabel("wall-clock hours")
-    axes[0].set_ylabel(("" if train else "validation ")
-                       + {"bpd": "bits / dim", "nats": "nats / image"}[unit])
+    axes[0].set_ylabel(
+        ("" if train else "validation ") + {"bpd": "bits / dim", "nats": "nats / image"}[unit]
+    )
     for ax in axes:
         ax.grid(alpha=0.3)
     if ylim is not None:
@@ -216,14 +272,16 @@ def plot_runs(path, runs, unit="bpd", train=False, reference=None, title=None, y
 
 # ---------------------------------------------------------------------------- trainer hook
 
+
 def tensorboard_writer(out_dir):
     """A torch SummaryWriter logging to OUT/tensorboard. Raises ImportError with a
     one-line message saying how to install tensorboard when it is missing."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
-        raise ImportError("--tensorboard needs the tensorboard package: "
-                          "pip install tensorboard") from exc
+        raise ImportError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard"
+        ) from exc
     return SummaryWriter(log_dir=os.path.join(os.fspath(out_dir), TENSORBOARD_DIR))
 
 
@@ -241,8 +299,10 @@ def on_epoch(out_dir, history, num_dims, writer=None, log=print, title=None):
         png = True
     if png is None and not _said_no_matplotlib:
         _said_no_matplotlib = True
-        log(f"note: writing {CSV_NAME} only; for the learning-curve PNG ({PNG_NAME}) "
-            f"{MATPLOTLIB_HOW}")
+        log(
+            f"note: writing {CSV_NAME} only; for the learning-curve PNG ({PNG_NAME}) "
+            f"{MATPLOTLIB_HOW}"
+        )
     if writer is not None and rows:
         last = rows[-1]
         for key in ("train_bpd", "val_bpd", "train_nats", "val_nats"):

@@ -8,6 +8,7 @@ holder (pid, host, start time) so a second run can say who holds it.
     with RunLock("runs/x"):     # RunLockedError if another process holds it
         ...
 """
+
 import json
 import os
 import socket
@@ -35,8 +36,10 @@ class RunLock:
         try:
             with open(self.path) as f:
                 info = json.loads(f.read() or "{}")
-            return (f"pid {info['pid']} on host {info['host']}, started "
-                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info['since']))}")
+            return (
+                f"pid {info['pid']} on host {info['host']}, started "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info['since']))}"
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return "another process"
 
@@ -49,9 +52,11 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise RunLockedError(f"{self.folder} is in use by another pixelar train "
-                                 f"({self._holder()}); wait for it to end or choose another "
-                                 f"--out") from None
+            raise RunLockedError(
+                f"{self.folder} is in use by another pixelar train "
+                f"({self._holder()}); wait for it to end or choose another "
+                f"--out"
+            ) from None
         except OSError:  # a filesystem without flock (some network mounts): run unlocked
             os.close(fd)
             return self

@@ -1,6 +1,7 @@
 """The state of a training run: ``TrainState``, the counters every checkpoint stores as its
 ``train_state`` (and ``stored_config``, which checks them when resuming), and ``Run``,
 what one sitting of the trainer holds (model, optimizer, data, device, that state)."""
+
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class TrainState:
     extra: keys of a resumed checkpoint this version does not know, written back as they
     were.
     """
+
     config: dict
     epoch: int = 0
     step_in_epoch: int = 0
@@ -49,14 +51,17 @@ class TrainState:
     def from_dict(cls, stored):
         """The state a checkpoint's ``train_state`` holds (checked by ``stored_config``)."""
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        return cls(**{k: v for k, v in stored.items() if k in known},
-                   extra={k: v for k, v in stored.items() if k not in known})
+        return cls(
+            **{k: v for k, v in stored.items() if k in known},
+            extra={k: v for k, v in stored.items() if k not in known},
+        )
 
     def to_dict(self):
         """The JSON dict a checkpoint stores as ``train_state``."""
         out = dict(self.extra)
-        out.update((f.name, getattr(self, f.name)) for f in dataclasses.fields(self)
-                   if f.name != "extra")
+        out.update(
+            (f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "extra"
+        )
         return out
 
     def metrics(self):
@@ -64,9 +69,16 @@ class TrainState:
         return {k: getattr(self, k) for k in METRICS_KEYS}
 
 
-_STATE_FIELDS = {"epoch": int, "step_in_epoch": int, "global_step": int, "bad_epochs": int,
-                 "epoch_loss_sum": (int, float), "epoch_images": int, "history": list,
-                 "status": str}
+_STATE_FIELDS = {
+    "epoch": int,
+    "step_in_epoch": int,
+    "global_step": int,
+    "bad_epochs": int,
+    "epoch_loss_sum": (int, float),
+    "epoch_images": int,
+    "history": list,
+    "status": str,
+}
 
 
 def stored_config(ckpt):
@@ -84,8 +96,9 @@ def stored_config(ckpt):
                 raise TypeError(f"{key} is {state[key]!r}")
         check_config(stored)
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{ckpt.path}: the stored training state is not usable "
-                              f"({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(
+            f"{ckpt.path}: the stored training state is not usable ({type(exc).__name__}: {exc})"
+        ) from exc
     return stored
 
 
@@ -98,22 +111,23 @@ class Run:
     half applied (a KeyboardInterrupt then writes no checkpoint). batch is the global batch,
     per_rank this process's part of it; images: (N, C, H, W) int64 training images.
     """
+
     config: TrainConfig
-    d: Any                              # distributed.Dist
+    d: Any  # distributed.Dist
     out_dir: str
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    train_set: Any                      # pixelar.data Dataset
+    train_set: Any  # pixelar.data Dataset
     val_set: Any
-    dynamic: bool                       # binarize="dynamic": a fresh draw for every batch
+    dynamic: bool  # binarize="dynamic": a fresh draw for every batch
     state: TrainState
     log: Callable
     progress: bool = True
     on_step: Optional[Callable] = None
-    writer: Any = None                  # a tensorboard SummaryWriter, or None
-    net: Optional[nn.Module] = None     # NegLogLikelihood(model), DDP-wrapped under torchrun
-    sitting_t0: float = 0.0             # time.perf_counter() when this sitting started
-    elapsed_base: float = 0.0           # state.elapsed_s when this sitting started
+    writer: Any = None  # a tensorboard SummaryWriter, or None
+    net: Optional[nn.Module] = None  # NegLogLikelihood(model), DDP-wrapped under torchrun
+    sitting_t0: float = 0.0  # time.perf_counter() when this sitting started
+    elapsed_base: float = 0.0  # state.elapsed_s when this sitting started
     saved_step: Optional[int] = None
     updating: bool = False
     batch: int = 0

@@ -34,6 +34,7 @@ data, device) and its ``TrainState`` (the counters stored in every checkpoint):
 ``_result``. The settings and the model's construction are in ``config.py``;
 ``TrainState`` and ``Run`` in ``state.py``.
 """
+
 import dataclasses
 import math
 import os
@@ -46,11 +47,27 @@ from .. import data as datasets
 from ..data.binarize import bernoulli_binarize, binarize_mode, dynamic_generator
 from . import distributed, history
 from .atomic import clean_stale_temporaries
-from .checkpoint import (CheckpointError, atomic_write_json, has_checkpoint, load_checkpoint,
-                         nonfinite_names, remove_checkpoint, save_checkpoint)
-from .config import (ALIASES, OPTIMIZERS, RESUME_OVERRIDES, TrainConfig,  # noqa: F401
-                     TrainingDiverged, TrainingError, build_model, check_config,
-                     make_optimizer, resolve_model_class)
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_json,
+    has_checkpoint,
+    load_checkpoint,
+    nonfinite_names,
+    remove_checkpoint,
+    save_checkpoint,
+)
+from .config import (  # noqa: F401
+    ALIASES,
+    OPTIMIZERS,
+    RESUME_OVERRIDES,
+    TrainConfig,
+    TrainingDiverged,
+    TrainingError,
+    build_model,
+    check_config,
+    make_optimizer,
+    resolve_model_class,
+)
 from .run_lock import RunLock
 from .state import Run, TrainState, stored_config
 
@@ -77,8 +94,18 @@ def epoch_order(n, seed, epoch):
 
 # ---------------------------------------------------------------------------- train()
 
-def train(config: TrainConfig, out_dir, *, resume=False, overwrite=False, progress=True,
-          on_step=None, log=print, ddp_timeout=distributed.DEFAULT_TIMEOUT):
+
+def train(
+    config: TrainConfig,
+    out_dir,
+    *,
+    resume=False,
+    overwrite=False,
+    progress=True,
+    on_step=None,
+    log=print,
+    ddp_timeout=distributed.DEFAULT_TIMEOUT,
+):
     """Train ``config.model`` on ``config.data`` and checkpoint into ``out_dir``.
 
     resume: continue from out_dir/last (settings other than RESUME_OVERRIDES come from
@@ -95,8 +122,10 @@ def train(config: TrainConfig, out_dir, *, resume=False, overwrite=False, progre
     """
     out_dir = os.fspath(out_dir)
     if resume and overwrite:
-        raise TrainingError("resume and overwrite exclude each other: --resume continues the "
-                            "run in the folder, --overwrite deletes it")
+        raise TrainingError(
+            "resume and overwrite exclude each other: --resume continues the "
+            "run in the folder, --overwrite deletes it"
+        )
     check_config(config)
     lock = None
     if int(os.environ.get("RANK", "0")) == 0:  # the process that writes the folder
@@ -105,8 +134,15 @@ def train(config: TrainConfig, out_dir, *, resume=False, overwrite=False, progre
         config, ckpt = _previous_run(config, out_dir, resume, overwrite, lock is not None)
         d = distributed.setup(config.device, timeout=ddp_timeout)
         try:
-            run = _start(config, d, out_dir, ckpt, progress, on_step,
-                         log if d.is_main else (lambda *a, **k: None))
+            run = _start(
+                config,
+                d,
+                out_dir,
+                ckpt,
+                progress,
+                on_step,
+                log if d.is_main else (lambda *a, **k: None),
+            )
             return _loop(run)
         except RuntimeError as exc:
             failure = distributed.peer_error(d, exc, ddp_timeout)
@@ -126,16 +162,19 @@ def _previous_run(config, out_dir, resume, overwrite, writes_folder):
     ``overwrite`` (the folder's writer then deletes that run)."""
     if resume:
         last_prefix = os.path.join(out_dir, "last")
-        ckpt = load_checkpoint(out_dir if os.path.isdir(out_dir) else last_prefix,
-                               prefer=("last", "best"))
+        ckpt = load_checkpoint(
+            out_dir if os.path.isdir(out_dir) else last_prefix, prefer=("last", "best")
+        )
         stored = stored_config(ckpt)
         overrides = {k: getattr(config, k) for k in RESUME_OVERRIDES}
         config = dataclasses.replace(stored, **overrides)
         check_config(config)
         return config, ckpt
     if has_checkpoint(out_dir) and not overwrite:
-        raise TrainingError(f"{out_dir} already holds a checkpoint; pass --resume to "
-                            f"continue it or --overwrite to start again")
+        raise TrainingError(
+            f"{out_dir} already holds a checkpoint; pass --resume to "
+            f"continue it or --overwrite to start again"
+        )
     if overwrite and writes_folder:
         clear_run(out_dir)
     return config, None
@@ -160,13 +199,15 @@ def _open_out_dir(out_dir):
         os.makedirs(out_dir, exist_ok=True)
         lock = RunLock(out_dir).acquire()
     except OSError as exc:
-        raise TrainingError(f"cannot write the output folder {out_dir}: "
-                            f"{exc.strerror or exc}") from exc
+        raise TrainingError(
+            f"cannot write the output folder {out_dir}: {exc.strerror or exc}"
+        ) from exc
     clean_stale_temporaries(out_dir)
     return lock
 
 
 # ---------------------------------------------------------------------------- setup
+
 
 def _start(config, d, out_dir, ckpt, progress, on_step, log):
     """The Run of this sitting: the data, a tensorboard writer, the model (initialised
@@ -177,14 +218,31 @@ def _start(config, d, out_dir, ckpt, progress, on_step, log):
     train_set, val_set = _load_data(config, dynamic)
     writer = _tensorboard(config, d, out_dir)
     torch.manual_seed(config.seed)
-    model = build_model(config.model, config.model_args, train_set.image_shape,
-                        2 if dynamic else train_set.levels, d.device)
+    model = build_model(
+        config.model,
+        config.model_args,
+        train_set.image_shape,
+        2 if dynamic else train_set.levels,
+        d.device,
+    )
     model.to(d.device)
-    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr,
-                               config.weight_decay)
-    run = Run(config, d, out_dir, model, optimizer, train_set, val_set, dynamic,
-              TrainState(dataclasses.asdict(config)), log, progress, on_step, writer,
-              sitting_t0=sitting_t0)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.weight_decay)
+    run = Run(
+        config,
+        d,
+        out_dir,
+        model,
+        optimizer,
+        train_set,
+        val_set,
+        dynamic,
+        TrainState(dataclasses.asdict(config)),
+        log,
+        progress,
+        on_step,
+        writer,
+        sitting_t0=sitting_t0,
+    )
     if ckpt is not None:
         _resume(run, ckpt)
     if run.state.elapsed_s is None:  # runs from before the wall clock was recorded
@@ -199,8 +257,9 @@ def _start(config, d, out_dir, ckpt, progress, on_step, log):
 def _load_data(config, dynamic):
     """(train, val) datasets of ``config``, subsets taken. With dynamic binarization the
     training images stay grey (each batch is drawn afresh); validation is one fixed draw."""
-    train_set = datasets.load(config.data, "train", config.data_dir,
-                              False if dynamic else config.binarize)
+    train_set = datasets.load(
+        config.data, "train", config.data_dir, False if dynamic else config.binarize
+    )
     val_set = datasets.load(config.data, "val", config.data_dir, config.binarize)
     return train_set.subset(config.train_subset), val_set.subset(config.val_subset)
 
@@ -221,11 +280,12 @@ def _resume(run, ckpt):
     (CheckpointError for non-finite weights or weights that do not fit the model)."""
     bad = nonfinite_names(ckpt.model_state())
     if bad:
-        raise CheckpointError(f"{ckpt.path}: non-finite weights ({', '.join(bad[:3])}): "
-                              f"the run that wrote it diverged; start again with --overwrite")
+        raise CheckpointError(
+            f"{ckpt.path}: non-finite weights ({', '.join(bad[:3])}): "
+            f"the run that wrote it diverged; start again with --overwrite"
+        )
     try:
-        run.model.load_state_dict({k: v.to(run.d.device)
-                                   for k, v in ckpt.model_state().items()})
+        run.model.load_state_dict({k: v.to(run.d.device) for k, v in ckpt.model_state().items()})
     except RuntimeError as exc:
         raise CheckpointError(f"{ckpt.path}: weights do not fit the model: {exc}") from exc
     run.saved_step = ckpt.train_state["global_step"]
@@ -245,7 +305,8 @@ def _wrap(model, d):
     net = NegLogLikelihood(model)
     if d.enabled:
         net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+            net, device_ids=[d.device.index] if d.device.type == "cuda" else None
+        )
     return net
 
 
@@ -255,8 +316,9 @@ def _split_batch(run):
     n, world = len(run.train_set), run.d.world_size
     run.batch = min(run.config.batch_size, n)
     if run.batch % world:
-        raise TrainingError(f"batch size {run.batch} must be divisible by the number of "
-                            f"processes ({world})")
+        raise TrainingError(
+            f"batch size {run.batch} must be divisible by the number of processes ({world})"
+        )
     run.per_rank = run.batch // world
     run.steps_per_epoch = n // run.batch
 
@@ -264,15 +326,18 @@ def _split_batch(run):
 def _log_start(run):
     """One line on what is trained on what, where (and a note when it already ended)."""
     params = sum(p.numel() for p in run.model.parameters())
-    run.log(f"training {type(run.model).__name__} ({params:,} parameters) on "
-            f"{run.config.data}: {len(run.train_set)} train / {len(run.val_set)} val images, "
-            f"{run.steps_per_epoch} steps of {run.batch} per epoch, {run.d.world_size} "
-            f"process(es) on {run.d.device}")
+    run.log(
+        f"training {type(run.model).__name__} ({params:,} parameters) on "
+        f"{run.config.data}: {len(run.train_set)} train / {len(run.val_set)} val images, "
+        f"{run.steps_per_epoch} steps of {run.batch} per epoch, {run.d.world_size} "
+        f"process(es) on {run.d.device}"
+    )
     if run.state.status == "early_stopped":
         run.log("this run already stopped early; nothing to do")
 
 
 # ---------------------------------------------------------------------------- the loop
+
 
 def _loop(run):
     """Train epoch after epoch until ``config.epochs``, early stopping or a pause; write
@@ -288,8 +353,10 @@ def _loop(run):
         if not run.updating:
             state.status = "interrupted"
             _checkpoint(run, run.last_prefix)
-            run.log(f"\ninterrupted: checkpoint at step {state.global_step} written to "
-                    f"{run.last_prefix}.safetensors; continue with --resume")
+            run.log(
+                f"\ninterrupted: checkpoint at step {state.global_step} written to "
+                f"{run.last_prefix}.safetensors; continue with --resume"
+            )
         raise
     if state.status != "early_stopped":
         state.status = "finished"
@@ -319,8 +386,9 @@ def _run_epoch(run):
         if bar is not None:
             running = state.epoch_loss_sum / state.epoch_images / math.log(2)
             bar.update(1)
-            bar.set_postfix(loss=f"{running:.4f} bpd",
-                            img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            bar.set_postfix(
+                loss=f"{running:.4f} bpd", img_s=f"{seen / (time.perf_counter() - t0):.0f}"
+            )
         if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
             _checkpoint(run, run.last_prefix)
         if run.on_step is not None:
@@ -336,9 +404,15 @@ def _progress_bar(run):
     if not (run.progress and run.d.is_main):
         return None
     from tqdm.auto import tqdm
-    return tqdm(total=run.steps_per_epoch, initial=run.state.step_in_epoch,
-                desc=f"epoch {run.state.epoch + 1}/{run.config.epochs}", unit="batch",
-                leave=False, dynamic_ncols=True)
+
+    return tqdm(
+        total=run.steps_per_epoch,
+        initial=run.state.step_in_epoch,
+        desc=f"epoch {run.state.epoch + 1}/{run.config.epochs}",
+        unit="batch",
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
 def _pause_reason(run):
@@ -365,11 +439,14 @@ def _batch(run, order, epoch):
     With dynamic binarization the whole global batch is drawn (seeded by seed, epoch and
     step), then each rank takes its part."""
     d, step, batch = run.d, run.state.step_in_epoch, run.batch
-    idx = order[step * batch:(step + 1) * batch]
+    idx = order[step * batch : (step + 1) * batch]
     mine = slice(d.rank * run.per_rank, (d.rank + 1) * run.per_rank)
     if run.dynamic:
-        x = bernoulli_binarize(run.train_set.images[idx], run.train_set.levels,
-                               dynamic_generator(run.config.seed, epoch, step))
+        x = bernoulli_binarize(
+            run.train_set.images[idx],
+            run.train_set.levels,
+            dynamic_generator(run.config.seed, epoch, step),
+        )
         return x[mine].to(d.device)
     return run.train_set.images[idx[mine]].to(d.device)
 
@@ -385,8 +462,7 @@ def _train_step(run, order, epoch):
     if run.config.clip:
         norm = nn.utils.clip_grad_norm_(model.parameters(), run.config.clip)
     else:
-        norm = nn.utils.get_total_norm(
-            [p.grad for p in model.parameters() if p.grad is not None])
+        norm = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
     _check_finite(run.d, loss.item(), norm.item(), lambda what: _diverged(run, what))
     run.updating = True
     try:
@@ -413,12 +489,16 @@ def _end_epoch(run, epoch, seconds, seen):
     if run.d.is_main:
         atomic_write_json(os.path.join(run.out_dir, "metrics.json"), state.metrics())
         history.on_epoch(run.out_dir, state.history, run.num_dims, run.writer, run.log)
-    run.log(f"epoch {epoch + 1}/{config.epochs}: train {entry['train_bpd']:.4f} bits/dim, "
-            f"val {entry['val_bpd']:.4f} bits/dim{' (best)' if improved else ''}, "
-            f"{seconds:.1f} s, {entry['images_per_s'] or 0:.0f} images/s")
+    run.log(
+        f"epoch {epoch + 1}/{config.epochs}: train {entry['train_bpd']:.4f} bits/dim, "
+        f"val {entry['val_bpd']:.4f} bits/dim{' (best)' if improved else ''}, "
+        f"{seconds:.1f} s, {entry['images_per_s'] or 0:.0f} images/s"
+    )
     if state.status == "early_stopped":
-        run.log(f"early stopping: no better validation bits/dim for {config.patience} "
-                f"epochs (best {state.best_val_bpd:.4f} at epoch {state.best_epoch})")
+        run.log(
+            f"early stopping: no better validation bits/dim for {config.patience} "
+            f"epochs (best {state.best_val_bpd:.4f} at epoch {state.best_epoch})"
+        )
 
 
 def _validate(run, epoch, seconds, seen):
@@ -426,12 +506,18 @@ def _validate(run, epoch, seconds, seen):
     validation bits/dim and nats, time, throughput, step and the run's wall clock."""
     d, state, D = run.d, run.state, run.num_dims
     loss_sum, count = distributed.all_reduce_sum(
-        d, [state.epoch_loss_sum, float(state.epoch_images)])
+        d, [state.epoch_loss_sum, float(state.epoch_images)]
+    )
     val = _val_bpd(d, run.model, run.val_set.images, run.config.eval_batch_size)
-    entry = {"epoch": epoch + 1, "train_bpd": loss_sum / max(count, 1) / math.log(2),
-             "val_bpd": val, "seconds": seconds,
-             "images_per_s": seen / seconds if seconds > 0 else None,
-             "step": state.global_step, "elapsed_s": _clock(run)}
+    entry = {
+        "epoch": epoch + 1,
+        "train_bpd": loss_sum / max(count, 1) / math.log(2),
+        "val_bpd": val,
+        "seconds": seconds,
+        "images_per_s": seen / seconds if seconds > 0 else None,
+        "step": state.global_step,
+        "elapsed_s": _clock(run),
+    }
     entry["train_nats"] = entry["train_bpd"] * D * math.log(2)
     entry["val_nats"] = val * D * math.log(2)
     state.history.append(entry)
@@ -455,13 +541,13 @@ def _update_best(run, entry):
 
 def _val_bpd(d, model, images, batch_size):
     """Validation bits/dim, the images sharded over the ranks and the sums all-reduced."""
-    shard = images[d.rank::d.world_size]
+    shard = images[d.rank :: d.world_size]
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for start in range(0, len(shard), batch_size):
-            x = shard[start:start + batch_size].to(d.device)
+            x = shard[start : start + batch_size].to(d.device)
             total += (-model.log_prob(x)).double().sum().item()
             count += len(x)
     model.train(was_training)
@@ -470,6 +556,7 @@ def _val_bpd(d, model, images, batch_size):
 
 
 # ---------------------------------------------------------------------------- checkpoints
+
 
 def _clock(run):
     """Wall-clock seconds of the whole run so far (all sittings), stored in the state."""
@@ -482,12 +569,22 @@ def _checkpoint(run, prefix):
     optimizer state (the same on all), so all stop together when they are not finite."""
     _clock(run)
     model, optimizer = run.model, run.optimizer
-    bad = nonfinite_names({**model.state_dict(), **{
-        f"optimizer.{i}.{k}": v for i, st in enumerate(optimizer.state.values())
-        for k, v in st.items()}})
+    bad = nonfinite_names(
+        {
+            **model.state_dict(),
+            **{
+                f"optimizer.{i}.{k}": v
+                for i, st in enumerate(optimizer.state.values())
+                for k, v in st.items()
+            },
+        }
+    )
     if bad:  # the step just applied made them so
-        _diverged(run, f"the weights or optimizer state hold NaN or inf "
-                       f"({', '.join(bad[:3])})", step=run.state.global_step)
+        _diverged(
+            run,
+            f"the weights or optimizer state hold NaN or inf ({', '.join(bad[:3])})",
+            step=run.state.global_step,
+        )
     if run.d.is_main:
         save_checkpoint(prefix, model, optimizer, run.state.to_dict())
     run.saved_step = run.state.global_step
@@ -496,12 +593,16 @@ def _checkpoint(run, prefix):
 def _diverged(run, what, step=None):
     """Raise TrainingDiverged at ``step`` (default: the step being taken), naming the last
     good checkpoint, which is kept."""
-    kept = (f"the last good checkpoint, {run.last_prefix}.safetensors (step "
-            f"{run.saved_step}), is kept" if run.saved_step is not None
-            else "no checkpoint was written")
+    kept = (
+        f"the last good checkpoint, {run.last_prefix}.safetensors (step {run.saved_step}), is kept"
+        if run.saved_step is not None
+        else "no checkpoint was written"
+    )
     step = run.state.global_step + 1 if step is None else step
-    raise TrainingDiverged(f"training diverged at step {step} (epoch {run.state.epoch + 1}): "
-                           f"{what}; stopped there, {kept}; try a lower --lr or --clip")
+    raise TrainingDiverged(
+        f"training diverged at step {step} (epoch {run.state.epoch + 1}): "
+        f"{what}; stopped there, {kept}; try a lower --lr or --clip"
+    )
 
 
 def _check_finite(d, loss, norm, diverged):
@@ -511,8 +612,11 @@ def _check_finite(d, loss, norm, diverged):
     if d.enabled:
         bad = distributed.all_reduce_sum(d, [float(bad)])[0] > 0
     if bad:
-        diverged(f"non-finite loss ({loss:g} nats/dim) or gradient norm ({norm:g})"
-                 if not d.enabled else "non-finite loss or gradient norm on some process")
+        diverged(
+            f"non-finite loss ({loss:g} nats/dim) or gradient norm ({norm:g})"
+            if not d.enabled
+            else "non-finite loss or gradient norm on some process"
+        )
 
 
 def _budget_spent(d, t0, max_time):
@@ -531,11 +635,18 @@ def _result(run):
     hashes = distributed.gather_weight_hashes(run.d, run.model)
     if len(set(hashes)) > 1:
         raise RuntimeError(f"DDP ranks ended with different weights: {hashes}")
-    result = {k: getattr(state, k) for k in ("status", "history", "best_val_bpd",
-                                             "best_epoch", "global_step")}
-    result.update(out_dir=out_dir, last=os.path.join(out_dir, "last.safetensors"),
-                  best=os.path.join(out_dir, "best.safetensors"), rank_weight_sha256=hashes)
+    result = {
+        k: getattr(state, k)
+        for k in ("status", "history", "best_val_bpd", "best_epoch", "global_step")
+    }
+    result.update(
+        out_dir=out_dir,
+        last=os.path.join(out_dir, "last.safetensors"),
+        best=os.path.join(out_dir, "best.safetensors"),
+        rank_weight_sha256=hashes,
+    )
     if run.d.is_main:
-        atomic_write_json(os.path.join(out_dir, "metrics.json"),
-                          {**state.metrics(), "rank_weight_sha256": hashes})
+        atomic_write_json(
+            os.path.join(out_dir, "metrics.json"), {**state.metrics(), "rank_weight_sha256": hashes}
+        )
     return result
