@@ -1,7 +1,7 @@
 // CUDA kernel of pixelar::pixel_network_sample_step: cached sampling of PixelCNN and
 // PixelRNN (Row LSTM, Diagonal BiLSTM), pixels [start, stop) of every image in one launch
 // (semantics, packed weight layout and state layout: the docstring of
-// pixelar/ops/pixel_network_sample.py; the CPU kernel: csrc/cpu/sampling_pixel_networks.cpp,
+// pixelar/ops/pixel_network_sample.py; the CPU kernel: csrc/cpu/pixel_network_sample.cpp,
 // whose structure this kernel follows step by step).
 //
 // Design: one thread block per image runs the whole pixel loop. Per pixel and channel, the
@@ -16,9 +16,13 @@
 // pixelar/models/draw.py) and writes it to x, which the next channel's input convolution
 // reads. For the Diagonal BiLSTM the right-to-left direction of row r runs after the row's
 // last pixel, column by column, two stages per column. LSTM cells: lstm_math.h with
-// math::SimdMath, as the CPU kernel. Kernel and launcher are compiled by nvcc
-// (sampling_pixel_networks.cu registers them) and by the CPU emulation tests.
-#pragma once
+// math::SimdMath, as the CPU kernel. Kernel, launcher and registration are compiled by
+// nvcc, all but the registration by the CPU emulation tests.
+#if !defined(PIXELAR_CUDA_EMULATION)  // the CUDA build: the registration below
+#include <torch/library.h>
+
+#include "cuda_device.cuh"
+#endif
 
 #include <optional>
 #include <string>
@@ -329,13 +333,8 @@ void pixel_network_sample_step(const at::Tensor& x, at::TensorList state, const 
               c10::DeviceTypeName(Dev::kDeviceType), " tensor for this kernel, got a tensor on ",
               x.device());
   const at::Device dev = x.device();
-  const auto check = [&](const at::Tensor& t, const char* tname, at::ScalarType dtype,
-                         at::IntArrayRef shape) {
-    sampling_kernels::check_tensor<Dev>(kOp, t, tname, dtype, shape, dev);
-    TORCH_CHECK(t.is_contiguous(), kOp, ": ", tname, " must be contiguous");
-  };
   const pixel_network::Sizes sz = pixel_network::check_args(
-      kOp, x, u, cond, weights, state, name, levels, start, stop, check);
+      kOp, x, u, cond, weights, state, name, levels, start, stop, Dev::kDeviceType);
   const int layer = sz.layer;
   const int64_t B = sz.B, C = sz.C, H = sz.H, W = sz.W, L = sz.L, F = sz.F, U = sz.U,
                 G = sz.G, Q = sz.Q, O = sz.O, nw = sz.nw;
@@ -382,12 +381,23 @@ void pixel_network_sample_step(const at::Tensor& x, at::TensorList state, const 
     n.pend_stride = pend_stride;
     n.bad = bad.data_ptr<int64_t>();
     const size_t smem = pixel_network_smem(F, U, Q, O, sizeof(scalar_t));
-    sampling_kernels::check_sample_smem(smem, Dev::max_smem_optin(), kOp,
-                                        "one image's layer input, gates and head");
+    checks::check_smem(kOp, smem, Dev::max_smem_optin(),
+                       sampling_kernels::sample_smem_hint("one image's layer input, gates "
+                                                          "and head").c_str());
     Dev::launch(pixel_network_sample_kernel<scalar_t>, B, 1, threads, smem, n, start, stop);
   });
-  sampling_kernels::check_nonfinite_flag(bad);
+  checks::check_logits_finite(bad.item<int64_t>());
 }
 
 }  // namespace cuda
 }  // namespace pixelar
+
+// The CUDA build registers the launchers for CudaDevice; the emulation tests
+// (tests/cuda_emulation/) include this file with PIXELAR_CUDA_EMULATION defined and
+// instantiate them for their host device policy instead.
+#if !defined(PIXELAR_CUDA_EMULATION)
+TORCH_LIBRARY_IMPL(pixelar, CUDA, m) {
+  using pixelar::cuda::CudaDevice;
+  m.impl("pixel_network_sample_step", &pixelar::cuda::pixel_network_sample_step<CudaDevice>);
+}
+#endif
