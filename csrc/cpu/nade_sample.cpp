@@ -130,11 +130,6 @@ PIXELAR_SIMD_CLONES int64_t rnade_tile(const double* u, const double* z, const T
   return bad;
 }
 
-void check(const char* op, const char* name, const at::Tensor& t, at::ScalarType dtype,
-           at::IntArrayRef shape) {
-  checks::check_tensor(op, name, t, dtype, shape, at::kCPU);
-}
-
 // Checks W (Hd, D), c (Hd,), V (D, O, Hd), b (D, O) and u (n, D); returns Hd.
 int64_t check_params(const char* op, const at::Tensor& u, const at::Tensor& W,
                      const at::Tensor& c, const at::Tensor& V, const at::Tensor& b, int64_t O) {
@@ -144,11 +139,11 @@ int64_t check_params(const char* op, const at::Tensor& u, const at::Tensor& W,
   const at::ScalarType dtype = W.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, op,
               ": W must be float32 or float64, got ", dtype);
-  check(op, "u", u, at::kDouble, u.sizes());
-  check(op, "W", W, dtype, {Hd, D});
-  check(op, "c", c, dtype, {Hd});
-  check(op, "V", V, dtype, {D, O, Hd});
-  check(op, "b", b, dtype, {D, O});
+  checks::check_tensor(op, "u", u, at::kDouble, u.sizes(), at::kCPU);
+  checks::check_tensor(op, "W", W, dtype, {Hd, D}, at::kCPU);
+  checks::check_tensor(op, "c", c, dtype, {Hd}, at::kCPU);
+  checks::check_tensor(op, "V", V, dtype, {D, O, Hd}, at::kCPU);
+  checks::check_tensor(op, "b", b, dtype, {D, O}, at::kCPU);
   return Hd;
 }
 
@@ -158,7 +153,9 @@ at::Tensor nade_sample_cpu(const at::Tensor& u_, const std::optional<at::Tensor>
   const char* op = "pixelar::nade_sample";
   const int64_t Hd = check_params(op, u_, W, c_, V_, b_, 1);
   const int64_t n = u_.size(0), D = u_.size(1);
-  if (cond_.has_value()) check(op, "cond", *cond_, at::kLong, u_.sizes());
+  if (cond_.has_value()) {
+    checks::check_tensor(op, "cond", *cond_, at::kLong, u_.sizes(), at::kCPU);
+  }
   checks::check_uniforms(op, "u", u_);
   if (cond_.has_value()) checks::check_condition(op, "cond", *cond_, 2);
   const at::Tensor u = u_.contiguous(), c = c_.contiguous(), V = V_.contiguous(),
@@ -200,7 +197,7 @@ at::Tensor rnade_sample_cpu(const at::Tensor& u_, const at::Tensor& z_, const at
   const int64_t O = V_.size(1), K = O / 3;
   const int64_t Hd = check_params(op, u_, W, c_, V_, b_, O);
   const int64_t n = u_.size(0), D = u_.size(1);
-  check(op, "z", z_, at::kDouble, u_.sizes());
+  checks::check_tensor(op, "z", z_, at::kDouble, u_.sizes(), at::kCPU);
   checks::check_uniforms(op, "u", u_);
   checks::check_finite(op, "z", z_);
   checks::check_clamp(op, log_scale_min, log_scale_max);
