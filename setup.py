@@ -126,11 +126,11 @@ def extensions():
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         # Not --use_fast_math: it makes tanhf the approximate tanh.approx.f32 (docs/gpu.md).
         nvcc = opt + ["-ftz=true", "-prec-div=false", "-prec-sqrt=false", "-fmad=true",
-                      "-lineinfo", "-DPIXELAR_WITH_CUDA"]
+                      "-lineinfo"]
         return [CUDAExtension(
             "pixelar._C", sources,
             include_dirs=include_dirs + _cuda_library_includes(),
-            extra_compile_args={"cxx": cxx + ["-DPIXELAR_WITH_CUDA"], "nvcc": nvcc},
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc},
             extra_link_args=["-fopenmp"],
             py_limited_api=True,
         )]

@@ -1,10 +1,14 @@
-// Schemas of every pixelar op (namespace `pixelar`) and the Python module stub for `_C`.
+// Every pixelar op's schema (namespace `pixelar`, the one TORCH_LIBRARY block) and the
+// Python module stub for `_C`. Names and signatures are a contract: the Python ops
+// (pixelar/ops/) and saved models call them.
 //
-// Kernels live elsewhere, one file per op and device:
+// Kernels live elsewhere, one file per op and device, each registering with
+// TORCH_LIBRARY_IMPL:
 //   csrc/cpu/<op>.cpp   TORCH_LIBRARY_IMPL(pixelar, CPU, m)
 //   csrc/cuda/<op>.cu   TORCH_LIBRARY_IMPL(pixelar, CUDA, m)
-// Fake (meta) kernels and autograd are registered from Python (pixelar/ops/).
-// Shapes and semantics of each op: the docstrings in pixelar/ops/<op>.py and docs/ops.md.
+// Fake (meta) kernels and autograd are registered from Python (pixelar/ops/<op>.py).
+// Shapes and semantics of each op: the docstrings in pixelar/ops/<op>.py; every file of
+// each op and the checklist for adding one: docs/ops.md.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -31,4 +35,16 @@ TORCH_LIBRARY(pixelar, m) {
   m.def("nade_forward(Tensor x, Tensor W, Tensor c, Tensor V, Tensor b) -> Tensor");
   m.def("nade_forward_backward(Tensor grad_out, Tensor x, Tensor W, Tensor c, Tensor V, "
         "Tensor b) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // NADE sampling, the whole loop. u: (n, D) float64; cond: (n, D) int64 or None;
+  // W: (Hd, D); c: (Hd,); V: (D, 1, Hd); b: (D, 1). Returns (n, D) int64.
+  m.def("nade_sample(Tensor u, Tensor? cond, Tensor W, Tensor c, Tensor V, Tensor b) -> Tensor");
+  // RNADE sampling, the whole loop. u, z: (n, D) float64; V: (D, 3K, Hd); b: (D, 3K).
+  // Returns (n, D) of W's dtype.
+  m.def("rnade_sample(Tensor u, Tensor z, Tensor W, Tensor c, Tensor V, Tensor b, "
+        "float log_scale_min, float log_scale_max) -> Tensor");
+  // Cached PixelCNN / PixelRNN sampling of pixels [start, stop) in raster order, in place
+  // (x and the state). layer: "conv" | "row" | "diagonal". Layouts:
+  // pixelar/ops/pixel_network_sample.py.
+  m.def("pixel_network_sample_step(Tensor(a!) x, Tensor(b!)[] state, Tensor u, "
+        "Tensor? cond, Tensor[] weights, str layer, int levels, int start, int stop) -> ()");
 }

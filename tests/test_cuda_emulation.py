@@ -5,7 +5,7 @@ launch limits asserted), against the PyTorch references: the scans forward and b
 the NADE forward and backward, and the three sampling kernels, at odd shapes, in fp32 and
 fp64 (half / bfloat16 for the training kernels), with weights and state in shared and in
 global memory and with fewer threads than work items. The kernels and their launchers
-are the files the CUDA build compiles (csrc/cuda/*.cuh, built here by
+are the files the CUDA build compiles (csrc/cuda/<op>.cu, built here by
 tests/cuda_emulation/emulation_build.py, cached under build/). Also: the launch arithmetic
 (launch_plan.h) at sizes no emulation could run, the PTX of the CUDA math flags, and the
 sanitizer runs (opt-in: PIXELAR_SANITIZE=1).
@@ -517,7 +517,7 @@ def test_sanitizer_tsan_catches_a_deleted_syncthreads(tmp_path):
     # forward deleted: the next row reads h while other threads still write it
     scratch = tmp_path / "csrc"
     shutil.copytree(os.path.join(ROOT, "csrc"), scratch)
-    path = scratch / "cuda" / "row_lstm_scan.cuh"
+    path = scratch / "cuda" / "row_lstm_scan.cu"
     src = path.read_text()
     barrier = "    __syncthreads();\n    cur ^= 1;\n"
     assert src.count(barrier) == 1

@@ -29,7 +29,7 @@
 
 #include "kernel_common.h"
 #include "lstm_loops.h"
-#include "scan_checks.h"
+#include "pixelar/checks.h"
 
 namespace pixelar {
 namespace cpu {
@@ -55,13 +55,13 @@ int64_t row_stride(int64_t R) {
 }
 
 template <typename T>
-PIXELAR_INLINE int64_t whole_vectors(int64_t n) {
+PIXELAR_HOST_DEVICE_INLINE int64_t whole_vectors(int64_t n) {
   constexpr int64_t L = simd::Vec<T>::lanes;
   return ceil_div(n, L) * L;
 }
 
 // Rows r0..r1 of skewed column j inside the image.
-PIXELAR_INLINE void column_rows(const Dims& d, int64_t j, int64_t* r0, int64_t* r1) {
+PIXELAR_HOST_DEVICE_INLINE void column_rows(const Dims& d, int64_t j, int64_t* r0, int64_t* r1) {
   *r0 = std::max<int64_t>(0, j - d.W + 1);
   *r1 = std::min<int64_t>(d.R - 1, j);
 }
@@ -69,22 +69,23 @@ PIXELAR_INLINE void column_rows(const Dims& d, int64_t j, int64_t* r0, int64_t* 
 // std::copy(first, last, dst) inline: the runs here are a column's rows (tens of values),
 // where a call of memmove per run costs more than the copy.
 template <typename T>
-PIXELAR_INLINE void copy_run(const T* __restrict first, const T* last, T* __restrict dst) {
+PIXELAR_HOST_DEVICE_INLINE
+void copy_run(const T* __restrict first, const T* last, T* __restrict dst) {
   const int64_t n = last - first;
   for (int64_t t = 0; t < n; ++t) dst[t] = first[t];
 }
 
 // dst[t] = src[t * stride], t < n.
 template <typename T>
-PIXELAR_INLINE void gather(T* __restrict dst, const T* __restrict src, int64_t stride,
-                           int64_t n) {
+PIXELAR_HOST_DEVICE_INLINE void gather(T* __restrict dst, const T* __restrict src, int64_t stride,
+                                       int64_t n) {
   for (int64_t t = 0; t < n; ++t) dst[t] = src[t * stride];
 }
 
 // dst[t * stride] = src[t], t < n.
 template <typename T>
-PIXELAR_INLINE void scatter(T* __restrict dst, int64_t stride, const T* __restrict src,
-                            int64_t n) {
+PIXELAR_HOST_DEVICE_INLINE void scatter(T* __restrict dst, int64_t stride, const T* __restrict src,
+                                        int64_t n) {
   for (int64_t t = 0; t < n; ++t) dst[t * stride] = src[t];
 }
 
@@ -92,9 +93,10 @@ PIXELAR_INLINE void scatter(T* __restrict dst, int64_t stride, const T* __restri
 // r0 <= r < r0 + n (and scratch beyond, up to whole vectors). x points at x[0, 0, j] (strides
 // d.xg, d.xr); hb as above. brow: 2H pointers of scratch.
 template <typename T>
-PIXELAR_INLINE void column_pre_activations(const T* x, const T* wcat, const T* hb, T* pre,
-                                           const Dims& d, int64_t Rp, int64_t r0, int64_t n,
-                                           const T** brow) {
+PIXELAR_HOST_DEVICE_INLINE
+void column_pre_activations(const T* x, const T* wcat, const T* hb, T* pre,
+                            const Dims& d, int64_t Rp, int64_t r0, int64_t n,
+                            const T** brow) {
   const int64_t H = d.H, G = d.G, lo = r0 + 1;
   if (d.xr == 1) {
     for (int64_t g = 0; g < G; ++g)
@@ -251,7 +253,8 @@ PIXELAR_SIMD_CLONES void backward_one(const T* gh, const T* gc, const T* x, cons
 }
 
 Dims check_inputs(const char* op, const at::Tensor& x_gates, const at::Tensor& w_ss) {
-  const int64_t H = check_scan_inputs(op, x_gates, w_ss, 2, "(B, 4H, R, S)", "(4H, H, 2)");
+  const int64_t H = checks::check_scan_inputs(op, x_gates, w_ss, 2, "(B, 4H, R, S)",
+                                                   "(4H, H, 2)", checks::kCpu);
   const int64_t G = 4 * H, R = x_gates.size(2), S = x_gates.size(3);
   TORCH_CHECK(S >= R, op, ": x_gates must be a skewed map with S = R + W - 1 >= R columns "
               "(W >= 1), got R = ", R, ", S = ", S);
@@ -298,8 +301,8 @@ std::tuple<at::Tensor, at::Tensor> diagonal_lstm_scan_backward_cpu(
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
   Dims d = check_inputs(kOpBwd, x_gates_in, w_ss_in);
   const int64_t B = x_gates_in.size(0);
-  check_scan_states(kOpBwd, x_gates_in, {B, d.H, d.R, d.S}, "(B, H, R, S)", grad_h_in,
-                    grad_c_in, h_in, c_in);
+  checks::check_scan_states(kOpBwd, x_gates_in, {B, d.H, d.R, d.S}, "(B, H, R, S)",
+                            grad_h_in, grad_c_in, h_in, c_in, checks::kCpu);
   const at::Tensor& x_gates = x_gates_in;  // read in place (strides in d)
   const at::Tensor grad_h = grad_h_in.contiguous(),
                    grad_c = grad_c_in.contiguous(), h = h_in.contiguous(),

@@ -1,5 +1,5 @@
-// Shared by the CPU kernels in csrc/cpu: input checks that raise clear errors, and the
-// compiler settings under which their inner loops vectorize.
+// Shared by the CPU kernels in csrc/cpu: the compiler settings under which their inner loops
+// vectorize, and small tensor helpers. (Input checks: pixelar/checks.h, shared with CUDA.)
 //
 // Include this after the torch headers and before pixelar/lstm_math.h: the pragma below
 // applies to every function defined after it in the translation unit (our kernels and the
@@ -13,9 +13,7 @@
 
 #include <algorithm>
 
-#include <string>
-
-#include "pixelar/shape_str.h"
+#include "pixelar/inline.h"
 
 // Vectorization of the inner loops.
 // * -ftrapping-math (GCC's default) forbids if-converting the clamps and selects of the
@@ -36,41 +34,12 @@
 #else
 #define PIXELAR_SIMD_CLONES
 #endif
-// For helpers called from a PIXELAR_SIMD_CLONES function: inlined, they are compiled for
-// each clone's target; an out-of-line copy would be baseline code only.
-#if defined(__GNUC__)
-#define PIXELAR_INLINE inline __attribute__((always_inline))
-#else
-#define PIXELAR_INLINE inline
-#endif
+// Helpers called from a PIXELAR_SIMD_CLONES function are PIXELAR_HOST_DEVICE_INLINE
+// (pixelar/inline.h): inlined, they are compiled for each clone's target; an out-of-line
+// copy would be baseline code only.
 
 namespace pixelar {
 namespace cpu {
-
-// A floating-point (fp32 / fp64) CPU tensor of rank `ndim`. `layout` names the dimensions
-// for the message, e.g. "(B, 4H, R, S)".
-inline void check_input(const char* op, const char* name, const at::Tensor& t, int64_t ndim,
-                        const char* layout) {
-  TORCH_CHECK(t.defined(), op, ": ", name, " is an undefined tensor");
-  TORCH_CHECK(t.dim() == ndim, op, ": ", name, " must be a ", ndim, "-D tensor ", layout,
-              ", got shape ", shape_str(t));
-  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor for this kernel, "
-              "got a tensor on ", t.device());
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ",
-              name, " must be float32 or float64, got ", t.scalar_type());
-}
-
-inline void check_same_dtype(const char* op, const char* name, const at::Tensor& t,
-                             const char* ref_name, const at::Tensor& ref) {
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " must have the dtype of ",
-              ref_name, " (", ref.scalar_type(), "), got ", t.scalar_type());
-}
-
-inline void check_shape(const char* op, const char* name, const at::Tensor& t,
-                        at::IntArrayRef expected, const char* layout) {
-  TORCH_CHECK(t.sizes() == expected, op, ": ", name, " must have shape ", layout, " = ",
-              expected, ", got ", shape_str(t));
-}
 
 // An output laid out like `like` (what torch.empty_like gives, which is what the fake
 // kernels promise), holding `value` (contiguous). Copies only when the layouts differ.

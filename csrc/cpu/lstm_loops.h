@@ -16,12 +16,13 @@ namespace cpu {
 
 // Gate pre-activations p* + q* (two addends, e.g. input-to-state and state-to-state).
 template <typename T>
-PIXELAR_INLINE void lstm_forward_loop(const T* __restrict pi, const T* __restrict pf,
-                              const T* __restrict po, const T* __restrict pg,
-                              const T* __restrict qi, const T* __restrict qf,
-                              const T* __restrict qo, const T* __restrict qg,
-                              const T* __restrict c_prev, T* __restrict c, T* __restrict h,
-                              int64_t n) {
+PIXELAR_HOST_DEVICE_INLINE
+void lstm_forward_loop(const T* __restrict pi, const T* __restrict pf,
+                       const T* __restrict po, const T* __restrict pg,
+                       const T* __restrict qi, const T* __restrict qf,
+                       const T* __restrict qo, const T* __restrict qg,
+                       const T* __restrict c_prev, T* __restrict c, T* __restrict h,
+                       int64_t n) {
   for (int64_t k = 0; k < n; ++k) {
     T cn, hn;
     math::lstm_cell_forward<T, math::SimdMath>(pi[k] + qi[k], pf[k] + qf[k], po[k] + qo[k],
@@ -35,14 +36,15 @@ PIXELAR_INLINE void lstm_forward_loop(const T* __restrict pi, const T* __restric
 // dc_carry: in, the gradient reaching c from the next step; out, the gradient of c_prev.
 // Writes the pre-activation gradients d*.
 template <typename T>
-PIXELAR_INLINE void lstm_backward_loop(const T* __restrict pi, const T* __restrict pf,
-                               const T* __restrict po, const T* __restrict pg,
-                               const T* __restrict qi, const T* __restrict qf,
-                               const T* __restrict qo, const T* __restrict qg,
-                               const T* __restrict c_prev, const T* __restrict c,
-                               const T* __restrict dh, const T* __restrict dc_out,
-                               T* __restrict dc_carry, T* __restrict di, T* __restrict df,
-                               T* __restrict d_o, T* __restrict dg, int64_t n) {
+PIXELAR_HOST_DEVICE_INLINE
+void lstm_backward_loop(const T* __restrict pi, const T* __restrict pf,
+                        const T* __restrict po, const T* __restrict pg,
+                        const T* __restrict qi, const T* __restrict qf,
+                        const T* __restrict qo, const T* __restrict qg,
+                        const T* __restrict c_prev, const T* __restrict c,
+                        const T* __restrict dh, const T* __restrict dc_out,
+                        T* __restrict dc_carry, T* __restrict di, T* __restrict df,
+                        T* __restrict d_o, T* __restrict dg, int64_t n) {
   for (int64_t k = 0; k < n; ++k) {
     T a, b, e, f, dcp;
     math::lstm_cell_backward<T, math::SimdMath>(pi[k] + qi[k], pf[k] + qf[k], po[k] + qo[k],
@@ -63,8 +65,9 @@ PIXELAR_INLINE void lstm_backward_loop(const T* __restrict pi, const T* __restri
 // out[g * ldo + i] += sum_k w[g * ldw + k] * b[k][i0 + i] for g < NG, i < NV * lanes: NG x NV
 // vectors of sums held in registers, each b vector loaded once for the NG outputs.
 template <typename T, int NG, int NV>
-PIXELAR_INLINE void rows_gemm_block(T* __restrict out, int64_t ldo, const T* __restrict w,
-                                    int64_t ldw, const T* const* b, int64_t i0, int64_t K) {
+PIXELAR_HOST_DEVICE_INLINE
+void rows_gemm_block(T* __restrict out, int64_t ldo, const T* __restrict w,
+                     int64_t ldw, const T* const* b, int64_t i0, int64_t K) {
   using V = typename simd::Vec<T>::type;
   constexpr int L = simd::Vec<T>::lanes;
   V acc[NG][NV];
@@ -83,8 +86,9 @@ PIXELAR_INLINE void rows_gemm_block(T* __restrict out, int64_t ldo, const T* __r
 }
 
 template <typename T, int NG, int NV>
-PIXELAR_INLINE void rows_gemm_cols(T* out, int64_t ldo, const T* w, int64_t ldw, int64_t M,
-                                   const T* const* b, int64_t i0, int64_t K) {
+PIXELAR_HOST_DEVICE_INLINE
+void rows_gemm_cols(T* out, int64_t ldo, const T* w, int64_t ldw, int64_t M,
+                    const T* const* b, int64_t i0, int64_t K) {
   int64_t g = 0;
   for (; g + NG <= M; g += NG)
     rows_gemm_block<T, NG, NV>(out + g * ldo + i0, ldo, w + g * ldw, ldw, b, i0, K);
@@ -95,8 +99,8 @@ PIXELAR_INLINE void rows_gemm_cols(T* out, int64_t ldo, const T* w, int64_t ldw,
 // vectors: out rows and every b[k] must be addressable that far (the extra lanes are
 // scratch). w: (M, K) with row stride ldw; b: K pointers to runs of rows.
 template <typename T>
-PIXELAR_INLINE void rows_gemm(T* out, int64_t ldo, const T* w, int64_t ldw, int64_t M,
-                              const T* const* b, int64_t K, int64_t n) {
+PIXELAR_HOST_DEVICE_INLINE void rows_gemm(T* out, int64_t ldo, const T* w, int64_t ldw, int64_t M,
+                                          const T* const* b, int64_t K, int64_t n) {
   constexpr int L = simd::Vec<T>::lanes;
   const int64_t nv = (n + L - 1) / L;
   int64_t v = 0;
@@ -111,8 +115,8 @@ PIXELAR_INLINE void rows_gemm(T* out, int64_t ldo, const T* w, int64_t ldw, int6
 
 // out[g * ldo + u] += sum_{t < n} a[g * lda + t] * b[u * ldb + t] for g < NG, u < NU.
 template <typename T, int NG, int NU>
-PIXELAR_INLINE void dots_block(T* out, int64_t ldo, const T* __restrict a, int64_t lda,
-                               const T* __restrict b, int64_t ldb, int64_t n) {
+PIXELAR_HOST_DEVICE_INLINE void dots_block(T* out, int64_t ldo, const T* __restrict a, int64_t lda,
+                                           const T* __restrict b, int64_t ldb, int64_t n) {
   using V = typename simd::Vec<T>::type;
   constexpr int L = simd::Vec<T>::lanes;
   V acc[NG][NU];
@@ -139,8 +143,8 @@ PIXELAR_INLINE void dots_block(T* out, int64_t ldo, const T* __restrict a, int64
 // out[g * ldo + u] += sum_{t < n} a[g * lda + t] * b[u * ldb + t] for g < M, u < N: the
 // products of the rows of a with the rows of b, in blocks of 4 x 2 rows.
 template <typename T>
-PIXELAR_INLINE void row_dots(T* out, int64_t ldo, const T* a, int64_t lda, int64_t M,
-                             const T* b, int64_t ldb, int64_t N, int64_t n) {
+PIXELAR_HOST_DEVICE_INLINE void row_dots(T* out, int64_t ldo, const T* a, int64_t lda, int64_t M,
+                                         const T* b, int64_t ldb, int64_t N, int64_t n) {
   int64_t g = 0;
   for (; g + 4 <= M; g += 4) {
     int64_t u = 0;

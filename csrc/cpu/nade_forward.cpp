@@ -29,6 +29,7 @@
 
 #include "kernel_common.h"
 #include "nade_hidden.h"
+#include "pixelar/checks.h"
 #include "pixelar/simd.h"
 
 namespace pixelar {
@@ -62,7 +63,8 @@ struct Args {
 // The step that brings batch row b to dimension dd (applying column dd - 1): the rule's
 // choice, except at segment starts, where every row restarts from an exact e.
 template <typename T>
-PIXELAR_INLINE Step step_to(const Args<T>& A, nade::Row<T>& rule, int64_t b, int64_t dd) {
+PIXELAR_HOST_DEVICE_INLINE
+Step step_to(const Args<T>& A, nade::Row<T>& rule, int64_t b, int64_t dd) {
   if (dd == 0) return rule.restart();
   const T xp = A.x[b * A.d.D + dd - 1];
   const float wmax = A.wmax[dd - 1];
@@ -120,10 +122,11 @@ PIXELAR_SIMD_CLONES void forward_tile(Args<T> A, int64_t b0, int64_t nb, int64_t
 // grad_V[d]; S += grad_a_d = g0 V[d] h_d (1 - h_d). S_d excludes dimension d itself: it
 // is read before the update.
 template <int R, bool kGradW, typename T>
-PIXELAR_INLINE void backward_rows_o1(const T* const* hd, T* const* S, const T* g0, const T* xd,
-                                     const T* __restrict wd, T* __restrict gwd,
-                                     const T* __restrict vd, T* __restrict gvd, int64_t n,
-                                     T* out) {
+PIXELAR_HOST_DEVICE_INLINE
+void backward_rows_o1(const T* const* hd, T* const* S, const T* g0, const T* xd,
+                      const T* __restrict wd, T* __restrict gwd,
+                      const T* __restrict vd, T* __restrict gvd, int64_t n,
+                      T* out) {
   using V = typename simd::Vec<T>::type;
   constexpr int L = simd::Vec<T>::lanes;
   V acc[R] = {};
@@ -160,9 +163,10 @@ PIXELAR_INLINE void backward_rows_o1(const T* const* hd, T* const* S, const T* g
 
 // backward_rows_o1 for the rows i0 .. i0 + R - 1 of a tile.
 template <int R, typename T>
-PIXELAR_INLINE void backward_group_o1(const T* const* hd, T* const* S, const T* g0, const T* xd,
-                                      bool grads_finite, const T* wd, T* gwd, const T* vd,
-                                      T* gvd, int64_t n, T* out) {
+PIXELAR_HOST_DEVICE_INLINE
+void backward_group_o1(const T* const* hd, T* const* S, const T* g0, const T* xd,
+                       bool grads_finite, const T* wd, T* gwd, const T* vd,
+                       T* gvd, int64_t n, T* out) {
   bool grad_w = !grads_finite;  // x_d = 0 adds 0 * S_d to grad_W: skipped when S is finite
   for (int r = 0; r < R; ++r) grad_w = grad_w || xd[r] != T(0);
   if (grad_w) {
@@ -174,10 +178,11 @@ PIXELAR_INLINE void backward_group_o1(const T* const* hd, T* const* S, const T* 
 
 // The same for any O: gh = sum_o g_o V[d, o], grad_V[d, o] += g_o h_d, S += gh h_d (1 - h_d).
 template <typename T>
-PIXELAR_INLINE T backward_step(const T* __restrict hd, T* __restrict S, const T* __restrict wd,
-                               T* __restrict gwd, const T* __restrict vd, T* __restrict gvd,
-                               const T* go, int64_t O, int64_t Hd, T xd, T* __restrict gh,
-                               int64_t n) {
+PIXELAR_HOST_DEVICE_INLINE
+T backward_step(const T* __restrict hd, T* __restrict S, const T* __restrict wd,
+                T* __restrict gwd, const T* __restrict vd, T* __restrict gvd,
+                const T* go, int64_t O, int64_t Hd, T xd, T* __restrict gh,
+                int64_t n) {
   const T total = simd::dot(wd, S, n);
   for (int64_t k = 0; k < n; ++k) gwd[k] += xd * S[k];
   std::fill(gh, gh + n, T(0));
@@ -309,20 +314,20 @@ int64_t backward_scratch(int64_t D, int64_t chunk) {
 
 Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& W, const at::Tensor& c,
                   const at::Tensor& V, const at::Tensor& b) {
-  check_input(op, "x", x, 2, "(B, D)");
-  check_input(op, "W", W, 2, "(Hd, D)");
-  check_input(op, "c", c, 1, "(Hd,)");
-  check_input(op, "V", V, 3, "(D, O, Hd)");
-  check_input(op, "b", b, 2, "(D, O)");
-  check_same_dtype(op, "W", W, "x", x);
-  check_same_dtype(op, "c", c, "x", x);
-  check_same_dtype(op, "V", V, "x", x);
-  check_same_dtype(op, "b", b, "x", x);
+  checks::check_input(op, "x", x, 2, "(B, D)", checks::kCpu);
+  checks::check_input(op, "W", W, 2, "(Hd, D)", checks::kCpu);
+  checks::check_input(op, "c", c, 1, "(Hd,)", checks::kCpu);
+  checks::check_input(op, "V", V, 3, "(D, O, Hd)", checks::kCpu);
+  checks::check_input(op, "b", b, 2, "(D, O)", checks::kCpu);
+  checks::check_like(op, "W", W, "x", x);
+  checks::check_like(op, "c", c, "x", x);
+  checks::check_like(op, "V", V, "x", x);
+  checks::check_like(op, "b", b, "x", x);
   const int64_t B = x.size(0), D = x.size(1), Hd = W.size(0), O = V.size(1);
-  check_shape(op, "W", W, {Hd, D}, "(Hd, D)");
-  check_shape(op, "c", c, {Hd}, "(Hd,)");
-  check_shape(op, "V", V, {D, O, Hd}, "(D, O, Hd)");
-  check_shape(op, "b", b, {D, O}, "(D, O)");
+  checks::check_shape(op, "W", W, {Hd, D}, "(Hd, D)");
+  checks::check_shape(op, "c", c, {Hd}, "(Hd,)");
+  checks::check_shape(op, "V", V, {D, O, Hd}, "(D, O, Hd)");
+  checks::check_shape(op, "b", b, {D, O}, "(D, O)");
   return Dims{B, D, Hd, O};
 }
 
@@ -394,9 +399,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
     const at::Tensor& c_in, const at::Tensor& V_in, const at::Tensor& b_in) {
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
   const Dims d = check_inputs(kOpBwd, x_in, W_in, c_in, V_in, b_in);
-  check_input(kOpBwd, "grad_out", grad_out_in, 3, "(B, D, O)");
-  check_same_dtype(kOpBwd, "grad_out", grad_out_in, "x", x_in);
-  check_shape(kOpBwd, "grad_out", grad_out_in, {d.B, d.D, d.O}, "(B, D, O)");
+  checks::check_input(kOpBwd, "grad_out", grad_out_in, 3, "(B, D, O)", checks::kCpu);
+  checks::check_like(kOpBwd, "grad_out", grad_out_in, "x", x_in);
+  checks::check_shape(kOpBwd, "grad_out", grad_out_in, {d.B, d.D, d.O}, "(B, D, O)");
   const at::Tensor g = grad_out_in.contiguous(), x = x_in.contiguous(), c = c_in.contiguous();
   const at::Tensor V = V_in.contiguous();
   const at::Tensor wt = transposed(W_in);

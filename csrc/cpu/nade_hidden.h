@@ -1,5 +1,5 @@
 // The NADE hidden-state walk shared by the CPU training kernel (nade_forward.cpp) and the
-// sampler (sampling_nade.cpp): a_0 = c, h_d = sigmoid(a_d), a_{d+1} = a_d + x_d W[:, d].
+// sampler (nade_sample.cpp): a_0 = c, h_d = sigmoid(a_d), a_{d+1} = a_d + x_d W[:, d].
 //
 // Each step d -> d + 1 of one row (a batch row / an image) takes one of four forms:
 //   kKeep     x_d = 0 and column d of W finite: a, e and h are unchanged (no work at all;
@@ -120,8 +120,8 @@ struct Row {
 // that order, one rounding each: NV independent chains of vector adds, so the adds of
 // different vectors overlap (a single chain would wait on every add's latency).
 template <int NV, bool kUpdate>
-PIXELAR_INLINE void add_columns(float* __restrict a, const float* const* pend, int np,
-                                const float* __restrict w, float xd, int64_t k) {
+PIXELAR_HOST_DEVICE_INLINE void add_columns(float* __restrict a, const float* const* pend, int np,
+                                            const float* __restrict w, float xd, int64_t k) {
   using simd::v8sf;
   v8sf acc[NV];
   for (int j = 0; j < NV; ++j) acc[j] = simd::load<v8sf>(a + k + 8 * j);
@@ -135,8 +135,9 @@ PIXELAR_INLINE void add_columns(float* __restrict a, const float* const* pend, i
 // Applies step S (not kKeep) to a row over n units: a, e, h (n each) are its state; w, ew
 // the column (W^T[d], exp(-W^T[d]), at the same unit offset), xd its input.
 template <Step S, typename T>
-PIXELAR_INLINE void step(Row<T>& row, T* __restrict a, T* __restrict e, T* __restrict h,
-                         const T* __restrict w, const T* __restrict ew, T xd, int64_t n) {
+PIXELAR_HOST_DEVICE_INLINE
+void step(Row<T>& row, T* __restrict a, T* __restrict e, T* __restrict h,
+          const T* __restrict w, const T* __restrict ew, T xd, int64_t n) {
   static_assert(S != Step::kKeep, "kKeep changes nothing");
   const int np = S == Step::kProduct ? 0 : row.npending;
   const T* const* pend = row.pending;
@@ -188,8 +189,9 @@ PIXELAR_INLINE void step(Row<T>& row, T* __restrict a, T* __restrict e, T* __res
 
 // step() with S chosen at run time; kKeep does nothing.
 template <typename T>
-PIXELAR_INLINE void step(Step s, Row<T>& row, T* a, T* e, T* h, const T* w, const T* ew, T xd,
-                         int64_t n) {
+PIXELAR_HOST_DEVICE_INLINE
+void step(Step s, Row<T>& row, T* a, T* e, T* h, const T* w, const T* ew, T xd,
+          int64_t n) {
   switch (s) {
     case Step::kKeep: return;
     case Step::kProduct: return step<Step::kProduct>(row, a, e, h, w, ew, xd, n);

@@ -31,7 +31,7 @@
 
 #include "kernel_common.h"
 #include "lstm_loops.h"
-#include "scan_checks.h"
+#include "pixelar/checks.h"
 
 namespace pixelar {
 namespace cpu {
@@ -49,8 +49,8 @@ inline int64_t unit_grain(int64_t BW) {
 // per segment, hcol0[w + 1] = hcol1[w] = hcol2[w - 1] = h[w], zero where w + k - 1 falls
 // outside the segment.
 template <typename T>
-PIXELAR_INLINE void fill_hcol(const T* __restrict h, T* hcol, int64_t hg, int64_t B,
-                              int64_t W) {
+PIXELAR_HOST_DEVICE_INLINE void fill_hcol(const T* __restrict h, T* hcol, int64_t hg, int64_t B,
+                                          int64_t W) {
   T* __restrict h0 = hcol;
   T* __restrict h1 = hcol + hg;
   T* __restrict h2 = hcol + 2 * hg;
@@ -68,8 +68,8 @@ PIXELAR_INLINE void fill_hcol(const T* __restrict h, T* hcol, int64_t hg, int64_
 // (terms outside the segment dropped): the next row's pre at column w' read h[w' + k - 1].
 // No q (last row): dh = gh.
 template <typename T>
-PIXELAR_INLINE void shifted_sum(const T* __restrict gh, const T* q, int64_t qg,
-                                T* __restrict dh, int64_t B, int64_t W) {
+PIXELAR_HOST_DEVICE_INLINE void shifted_sum(const T* __restrict gh, const T* q, int64_t qg,
+                                            T* __restrict dh, int64_t B, int64_t W) {
   if (q == nullptr) {
     std::copy(gh, gh + B * W, dh);
     return;
@@ -115,7 +115,8 @@ struct Dims {
 };
 
 Dims check_inputs(const char* op, const at::Tensor& x_gates, const at::Tensor& w_ss) {
-  const int64_t H = check_scan_inputs(op, x_gates, w_ss, 3, "(B, 4H, R, W)", "(4H, H, 3)");
+  const int64_t H = checks::check_scan_inputs(op, x_gates, w_ss, 3, "(B, 4H, R, W)",
+                                                   "(4H, H, 3)", checks::kCpu);
   return Dims{x_gates.size(0), H, 4 * H, x_gates.size(2), x_gates.size(3)};
 }
 
@@ -177,8 +178,8 @@ std::tuple<at::Tensor, at::Tensor> row_lstm_scan_backward_cpu(
     const at::Tensor& w_ss_in, const at::Tensor& h_in, const at::Tensor& c_in) {
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
   const Dims d = check_inputs(kOpBwd, x_gates_in, w_ss_in);
-  check_scan_states(kOpBwd, x_gates_in, {d.B, d.H, d.R, d.W}, "(B, H, R, W)", grad_h_in,
-                    grad_c_in, h_in, c_in);
+  checks::check_scan_states(kOpBwd, x_gates_in, {d.B, d.H, d.R, d.W}, "(B, H, R, W)",
+                            grad_h_in, grad_c_in, h_in, c_in, checks::kCpu);
   const auto opts = x_gates_in.options();
   at::Tensor grad_x = at::empty_like(x_gates_in);  // the layout the fake kernel promises
   if (d.B * d.H * d.R * d.W == 0) {

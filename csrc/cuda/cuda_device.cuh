@@ -1,6 +1,13 @@
-// The device policy of the CUDA launchers (host_common.h) for a real GPU: tensors on CUDA,
-// the device's shared-memory limit, kernel<<<...>>> on the current stream. nvcc only; the
-// tests' CPU emulation has its own policy (tests/cuda_emulation/).
+// The device policy of the CUDA launchers for a real GPU: tensors on CUDA, the device's
+// shared-memory limit, kernel<<<...>>> on the current stream. nvcc only; the tests' CPU
+// emulation has its own policy (tests/cuda_emulation/emulated_kernels.cpp: EmuDevice).
+// The launchers (csrc/cuda/<op>.cu) are templates over such a policy `Dev`:
+//   Dev::kDeviceType            where the tensors must live (kCUDA; the emulation: kCPU)
+//   Dev::max_threads()          threads per block the launchers may use (kMaxThreads)
+//   Dev::max_smem_optin()       the device's opt-in dynamic shared memory per block
+//   Dev::Guard(device)          the device guard
+//   Dev::launch(kernel, gx, gy, threads, smem_bytes, args...)   launch and check
+//   Dev::device_table(host)     an int64 CPU tensor copied to the device (pointer tables)
 #pragma once
 
 #include <ATen/ATen.h>
@@ -9,7 +16,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime.h>
 
-#include "host_common.h"
+#include "launch_plan.h"
 
 namespace pixelar {
 namespace cuda {

@@ -1,4 +1,4 @@
-// What every CUDA kernel body in csrc/cuda/*.cuh needs, compiled either by nvcc or, for the
+// What every CUDA kernel body in csrc/cuda/<op>.cu needs, compiled either by nvcc or, for the
 // tests, by the host compiler under the CUDA emulation (csrc/emulation/
 // cuda_host_emulation.h, included first by tests/cuda_emulation/emulated_kernels.cpp).
 #pragma once

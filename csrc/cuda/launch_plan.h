@@ -1,5 +1,5 @@
 // Launch geometry and shared-memory sizes of the CUDA kernels: plain host arithmetic (no
-// CUDA, no ATen), called by the launchers in csrc/cuda/*.cuh, which the CUDA build and the
+// CUDA, no ATen), called by the launchers in csrc/cuda/<op>.cu, which the CUDA build and the
 // CPU emulation tests (tests/cuda_emulation/) both compile, and exposed to the tests so they
 // check the real numbers at sizes no emulation could run (the paper's shapes, a batch of a
 // million, each GPU's shared-memory limit).
@@ -57,7 +57,7 @@ inline ScanPlan plan_scan(size_t state_bytes, size_t weight_bytes, size_t smem_l
   return p;
 }
 
-// ---- NADE forward / backward (nade_forward.cuh): a lane owns one hidden unit for kNadeRows
+// ---- NADE forward / backward (nade_forward.cu): a lane owns one hidden unit for kNadeRows
 // batch rows; a block covers up to kNadeMaxThreads hidden units (its warps' sums are added
 // in shared memory), blocks tile the hidden units on gridDim.y and the batch groups on
 // gridDim.x (up to 2^31 - 1 groups: any batch). 512 threads, not 1,024: the float64
@@ -87,7 +87,7 @@ inline int64_t nade_forward_partials(int64_t B, int64_t D, int64_t O, int64_t Hd
   return nade_grid(B, Hd, max_threads).y * B * D * O;
 }
 
-// ---- sampling kernels (sampling_*.cuh): one block per image, up to 512 threads.
+// ---- sampling kernels (nade_sample.cu, pixel_network_sample.cu): one block per image, up to 512 threads.
 constexpr int kMaxSampleThreads = 512;
 
 inline int sample_threads(int64_t n, int max_threads = kMaxSampleThreads) {

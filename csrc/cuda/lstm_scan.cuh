@@ -1,20 +1,24 @@
-// What the two LSTM scans (diagonal_lstm_scan.cuh, row_lstm_scan.cuh) share. On the device:
+// What the two LSTM scans (diagonal_lstm_scan.cu, row_lstm_scan.cu) share. On the device:
 // the accessor of the recurrent weights w_ss, copied to shared memory when they fit, and
 // the block's state, in shared memory or, when it does not fit, in a global scratch
 // buffer. On the host: the launchers (input checks shared with the CPU kernels, the
 // shared-memory plan of launch_plan.h, the launch of a one-block-per-image kernel), which
 // each scan instantiates with its kernels and sizes, and which the CUDA build and the CPU
-// emulation tests both compile (the device policy Dev: host_common.h).
+// emulation tests both compile (the device policy Dev: cuda_device.cuh).
 //
 // Shapes: x_gates (B, 4H, R, N) and h, c (B, H, R, N), where N = S skewed columns (diagonal
 // scan) or W columns (row scan); w_ss (4H, H, taps), taps = 2 (diagonal) or 3 (row).
 #pragma once
 
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+
 #include <tuple>
 
-#include "../cpu/scan_checks.h"
 #include "device_code.cuh"
-#include "host_common.h"
+#include "launch_plan.h"
+#include "pixelar/checks.h"
 
 namespace pixelar {
 namespace cuda {
@@ -80,7 +84,7 @@ struct ScanNames {
 };
 
 template <typename Dev>
-constexpr scan_checks::Target scan_target() {
+constexpr checks::Target scan_target() {
   return {Dev::kDeviceType, true};
 }
 
@@ -89,13 +93,13 @@ constexpr scan_checks::Target scan_target() {
 template <typename Scan, typename Dev>
 ScanSizes check_scan_forward_args(const char* op, const at::Tensor& x_gates,
                                   const at::Tensor& w_ss) {
-  scan_checks::check_scan_inputs(op, x_gates, w_ss, Scan::kTaps, Scan::kNames.x_layout,
-                                 Scan::kNames.w_layout, scan_target<Dev>());
+  checks::check_scan_inputs(op, x_gates, w_ss, Scan::kTaps, Scan::kNames.x_layout,
+                            Scan::kNames.w_layout, scan_target<Dev>());
   const ScanSizes n = scan_sizes(x_gates);
   Scan::check_sizes(op, n);
   // ints in the kernels: offsets in one image's maps (4H * R * N) and in w_ss
-  check_index32(op, {4 * n.H * n.R * n.N, w_ss.numel()}, "one image of x_gates, or w_ss,");
-  check_index32(op, {n.H, n.R, n.N}, "a dimension of x_gates");
+  checks::check_index32(op, {4 * n.H * n.R * n.N, w_ss.numel()}, "one image of x_gates, or w_ss,");
+  checks::check_index32(op, {n.H, n.R, n.N}, "a dimension of x_gates");
   return n;
 }
 
@@ -143,9 +147,8 @@ std::tuple<at::Tensor, at::Tensor> scan_backward(
     const at::Tensor& w_ss_in, const at::Tensor& h_in, const at::Tensor& c_in) {
   const char* op = Scan::kNames.backward_op;
   const ScanSizes n = check_scan_forward_args<Scan, Dev>(op, x_gates_in, w_ss_in);
-  scan_checks::check_scan_states(op, x_gates_in, {n.B, n.H, n.R, n.N},
-                                 Scan::kNames.state_layout, grad_h_in, grad_c_in, h_in, c_in,
-                                 scan_target<Dev>());
+  checks::check_scan_states(op, x_gates_in, {n.B, n.H, n.R, n.N}, Scan::kNames.state_layout,
+                            grad_h_in, grad_c_in, h_in, c_in, scan_target<Dev>());
   const typename Dev::Guard guard(x_gates_in.device());
   const at::Tensor x_gates = x_gates_in.contiguous(), w_ss = w_ss_in.contiguous();
   const at::Tensor grad_h = grad_h_in.contiguous(), grad_c = grad_c_in.contiguous();

@@ -1,7 +1,7 @@
-// Helpers of the CUDA sampling kernels (sampling_nade.cuh, sampling_pixel_networks.cuh):
-// input checks with the CPU kernels' messages, arithmetic rounded as the references round
-// it. Launch sizes: launch_plan.h. Free of CUDA headers, so that the CPU emulation tests
-// compile them too.
+// Helpers of the CUDA sampling kernels (nade_sample.cu, pixel_network_sample.cu): the
+// non-finite flag, the shared-memory hint, arithmetic rounded as the references round it
+// (input checks: pixelar/checks.h, shared with the CPU kernels). Launch sizes:
+// launch_plan.h. Free of CUDA headers, so that the CPU emulation tests compile them too.
 //
 // The draws and the per-element math come from csrc/include/pixelar/sampling_math.h and
 // lstm_math.h, the code the CPU kernels run.
@@ -15,37 +15,20 @@
 #include <string>
 
 #include "device_code.cuh"
-#include "host_common.h"
+#include "launch_plan.h"
+#include "pixelar/checks.h"
 #include "pixelar/sampling_math.h"
-#include "pixelar/shape_str.h"
 
 namespace pixelar {
 namespace cuda {
 namespace sampling_kernels {
 
-// t is a tensor of Dev's device type on `device`, of dtype `dtype` and shape `shape`.
-template <typename Dev>
-void check_tensor(const char* op, const at::Tensor& t, const char* name, at::ScalarType dtype,
-                  at::IntArrayRef shape, const at::Device& device) {
-  TORCH_CHECK(t.defined(), op, ": ", name, " is an undefined tensor");
-  TORCH_CHECK(t.device().type() == Dev::kDeviceType, op, ": ", name, " must be a ",
-              c10::DeviceTypeName(Dev::kDeviceType), " tensor for this kernel, got a "
-              "tensor on ", t.device());
-  TORCH_CHECK(t.device() == device, op, ": ", name, " must be on ", device,
-              " (the device of the other inputs), got ", t.device());
-  TORCH_CHECK(t.scalar_type() == dtype, op, ": ", name, " must be ", dtype, ", got ",
-              t.scalar_type());
-  TORCH_CHECK(t.sizes() == shape, op, ": ", name, " must have shape ", shape, ", got ",
-              shape_str(t));
-}
-
-// `bytes` of dynamic shared memory within `limit` (host_common.h's check_smem), or an
-// error saying that `what` is kept there and what to do.
-inline void check_sample_smem(size_t bytes, size_t limit, const char* op, const char* what) {
-  const std::string hint = std::string("the kernel keeps ") + what + " in shared memory; use a "
-                           "smaller model, float32, or sample on the CPU (backend 'cpp') or "
-                           "with pixelar.ops.backend('reference')";
-  check_smem(bytes, limit, op, hint.c_str());
+// The hint of a sampler's shared-memory check (checks::check_smem): `what` is kept there,
+// and what to do instead.
+inline std::string sample_smem_hint(const char* what) {
+  return std::string("the kernel keeps ") + what + " in shared memory; use a smaller model, "
+         "float32, or sample on the CPU (backend 'cpp') or with "
+         "pixelar.ops.backend('reference')";
 }
 
 // Correctly rounded +, *, / (never contracted into a fused multiply-add, and exact division
@@ -58,14 +41,10 @@ __device__ __forceinline__ void record_nonfinite(int64_t* flag, int64_t d) {
 }
 
 // The flag a sampling launch reports its smallest non-finite dimension in (on `like`'s
-// device), and the check after the launch: ValueError(sampling::nonfinite_message(d)), the
-// CPU kernels' and the references' text.
+// device); after the launch, checks::check_logits_finite(flag.item<int64_t>()) raises
+// ValueError(sampling::nonfinite_message(d)), the CPU kernels' and the references' text.
 inline at::Tensor nonfinite_flag(const at::Tensor& like) {
   return at::full({1}, sampling::kNoBadDimension, like.options().dtype(at::kLong));
-}
-inline void check_nonfinite_flag(const at::Tensor& flag) {
-  const int64_t first = flag.item<int64_t>();
-  TORCH_CHECK_VALUE(first == sampling::kNoBadDimension, sampling::nonfinite_message(first));
 }
 
 __device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }

@@ -1,5 +1,5 @@
 // A host emulation of the CUDA execution model, enough to run pixelar's CUDA kernel bodies
-// (csrc/cuda/*.cuh) on the CPU, under the test extension of tests/cuda_emulation/.
+// (csrc/cuda/<op>.cu) on the CPU, under the test extension of tests/cuda_emulation/.
 //
 // Model: one std::thread per CUDA thread of a block; blocks run one after another.
 //   __syncthreads      a std::barrier over the block; a thread that returns calls

@@ -1,5 +1,6 @@
 // The test extension of tests/test_cuda_emulation.py: pixelar's CUDA kernels and their
-// launchers (csrc/cuda/*.cuh, the code the CUDA build compiles) instantiated for the host
+// launchers (csrc/cuda/<op>.cu, the code the CUDA build compiles, but for the registration,
+// which PIXELAR_CUDA_EMULATION leaves out) instantiated for the host
 // emulation of csrc/emulation/cuda_host_emulation.h, on CPU tensors; and the launch
 // arithmetic of csrc/cuda/launch_plan.h, for sizes no emulation could run.
 #include <torch/extension.h>
@@ -13,11 +14,11 @@
 
 #include "cuda_host_emulation.h"  // before the kernels: __global__, __syncthreads, ...
 
-#include "diagonal_lstm_scan.cuh"
-#include "nade_forward.cuh"
-#include "row_lstm_scan.cuh"
-#include "sampling_nade.cuh"
-#include "sampling_pixel_networks.cuh"
+#include "diagonal_lstm_scan.cu"
+#include "nade_forward.cu"
+#include "nade_sample.cu"
+#include "pixel_network_sample.cu"
+#include "row_lstm_scan.cu"
 
 namespace {
 

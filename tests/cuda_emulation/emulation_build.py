@@ -1,6 +1,6 @@
 """Build (once, cached under build/) and load the CUDA-emulation test extension:
 tests/cuda_emulation/emulated_kernels.cpp, which compiles pixelar's CUDA kernels and
-launchers (csrc/cuda/*.cuh) for the host emulation of csrc/emulation/cuda_host_emulation.h.
+launchers (csrc/cuda/<op>.cu, without their registration) for the host emulation of csrc/emulation/cuda_host_emulation.h.
 
 ``sanitizer``: None, "asan" (AddressSanitizer + UndefinedBehaviorSanitizer) or "tsan"
 (ThreadSanitizer); a sanitized build runs only in a process that preloads the sanitizer's

@@ -15,29 +15,22 @@
 
 #include <cmath>
 
+#include "pixelar/inline.h"
+
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
 // exp_poly / tanh_poly below also take GCC float vectors (pixelar/simd.h); they are always
 // inlined, so no ABI is involved in passing them.
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
-#if defined(__CUDACC__) || defined(__HIPCC__)
-#define PIXELAR_HD __host__ __device__ __forceinline__
-#elif defined(__GNUC__)
-// Forced: the CPU kernels call these inside loops that vectorize only when every call is
-// inlined, and GCC's size heuristics otherwise stop inlining in big translation units.
-#define PIXELAR_HD inline __attribute__((always_inline))
-#else
-#define PIXELAR_HD inline
-#endif
 
 namespace pixelar {
 namespace math {
 
-PIXELAR_HD float exp_(float x) { return expf(x); }
-PIXELAR_HD double exp_(double x) { return exp(x); }
-PIXELAR_HD float tanh_(float x) { return tanhf(x); }
-PIXELAR_HD double tanh_(double x) { return tanh(x); }
+PIXELAR_HOST_DEVICE_INLINE float exp_(float x) { return expf(x); }
+PIXELAR_HOST_DEVICE_INLINE double exp_(double x) { return exp(x); }
+PIXELAR_HOST_DEVICE_INLINE float tanh_(float x) { return tanhf(x); }
+PIXELAR_HOST_DEVICE_INLINE double tanh_(double x) { return tanh(x); }
 
 // ---- Where exp and tanh come from: a policy type, the last template argument of the
 // functions below (default LibmMath, so existing calls are unchanged).
@@ -50,12 +43,12 @@ PIXELAR_HD double tanh_(double x) { return tanh(x); }
 //             NaN out; exp saturates at the ends of the float range (0 < exp(x) <= FLT_MAX).
 struct LibmMath {
   template <typename T>
-  PIXELAR_HD static T exp(T x) { return exp_(x); }
+  PIXELAR_HOST_DEVICE_INLINE static T exp(T x) { return exp_(x); }
   template <typename T>
-  PIXELAR_HD static T tanh(T x) { return tanh_(x); }
+  PIXELAR_HOST_DEVICE_INLINE static T tanh(T x) { return tanh_(x); }
 };
 
-PIXELAR_HD float bits_to_float(int bits) {
+PIXELAR_HOST_DEVICE_INLINE float bits_to_float(int bits) {
 #if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
   return __int_as_float(bits);
 #else
@@ -70,14 +63,15 @@ template <typename F>
 struct Pow2;
 template <>
 struct Pow2<float> {
-  PIXELAR_HD static float of(float n) { return bits_to_float((static_cast<int>(n) + 127) << 23); }
+  PIXELAR_HOST_DEVICE_INLINE
+  static float of(float n) { return bits_to_float((static_cast<int>(n) + 127) << 23); }
 };
 
 // Cephes expf: exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln(2) / 2, exp(r) by a
 // degree-7 polynomial. x is clamped to [-87.34, 88.38] (2^n stays a normal float). Written
 // with +, *, comparisons and selects only, so F may be float or a GCC float vector.
 template <typename F>
-PIXELAR_HD F exp_poly(F x) {
+PIXELAR_HOST_DEVICE_INLINE F exp_poly(F x) {
   const F zero{};
   const F hi = zero + 88.3762626647949f, lo = zero + -87.3365447504f;
   // Clamps that keep NaN (a comparison with NaN is false).
@@ -104,7 +98,7 @@ PIXELAR_HD F exp_poly(F x) {
 // tanh(|x|) = (1 - e) / (1 + e) with e = exp(-2|x|); below |x| = 1/16, where that loses
 // relative precision, its Taylor series to x^7 (truncation error < 1e-13 relative).
 template <typename F>
-PIXELAR_HD F tanh_poly(F x) {
+PIXELAR_HOST_DEVICE_INLINE F tanh_poly(F x) {
   const F zero{};
   const F ax = x < zero ? -x : x;
   const F e = exp_poly(-2.0f * ax);
@@ -118,21 +112,21 @@ PIXELAR_HD F tanh_poly(F x) {
 }
 
 struct SimdMath {
-  PIXELAR_HD static float exp(float x) { return exp_poly(x); }
-  PIXELAR_HD static float tanh(float x) { return tanh_poly(x); }
-  PIXELAR_HD static double exp(double x) { return exp_(x); }
-  PIXELAR_HD static double tanh(double x) { return tanh_(x); }
+  PIXELAR_HOST_DEVICE_INLINE static float exp(float x) { return exp_poly(x); }
+  PIXELAR_HOST_DEVICE_INLINE static float tanh(float x) { return tanh_poly(x); }
+  PIXELAR_HOST_DEVICE_INLINE static double exp(double x) { return exp_(x); }
+  PIXELAR_HOST_DEVICE_INLINE static double tanh(double x) { return tanh_(x); }
 };
 
 template <typename T, typename M = LibmMath>
-PIXELAR_HD T sigmoid(T x) {
+PIXELAR_HOST_DEVICE_INLINE T sigmoid(T x) {
   return T(1) / (T(1) + M::exp(-x));
 }
 
 // Forward of one LSTM cell element. pre_* are gate pre-activations.
 template <typename T, typename M = LibmMath>
-PIXELAR_HD void lstm_cell_forward(T pre_i, T pre_f, T pre_o, T pre_g, T c_prev,
-                                  T* c_out, T* h_out) {
+PIXELAR_HOST_DEVICE_INLINE void lstm_cell_forward(T pre_i, T pre_f, T pre_o, T pre_g, T c_prev,
+                                                  T* c_out, T* h_out) {
   const T i = sigmoid<T, M>(pre_i);
   const T f = sigmoid<T, M>(pre_f);
   const T o = sigmoid<T, M>(pre_o);
@@ -148,10 +142,11 @@ PIXELAR_HD void lstm_cell_forward(T pre_i, T pre_f, T pre_o, T pre_g, T c_prev,
 //       next step's dc_prev)
 // Writes the gradients of the four pre-activations and of c_prev.
 template <typename T, typename M = LibmMath>
-PIXELAR_HD void lstm_cell_backward(T pre_i, T pre_f, T pre_o, T pre_g, T c_prev, T c,
-                                   T dh, T dc,
-                                   T* d_pre_i, T* d_pre_f, T* d_pre_o, T* d_pre_g,
-                                   T* dc_prev) {
+PIXELAR_HOST_DEVICE_INLINE
+void lstm_cell_backward(T pre_i, T pre_f, T pre_o, T pre_g, T c_prev, T c,
+                        T dh, T dc,
+                        T* d_pre_i, T* d_pre_f, T* d_pre_o, T* d_pre_g,
+                        T* dc_prev) {
   const T i = sigmoid<T, M>(pre_i);
   const T f = sigmoid<T, M>(pre_f);
   const T o = sigmoid<T, M>(pre_o);
@@ -163,32 +158,6 @@ PIXELAR_HD void lstm_cell_backward(T pre_i, T pre_f, T pre_o, T pre_g, T c_prev,
   *d_pre_g = dc_total * i * (T(1) - g * g);
   *d_pre_f = dc_total * c_prev * f * (T(1) - f);
   *dc_prev = dc_total * f;
-}
-
-// Sampling by inverse CDF from one uniform u in [0, 1): the rule every sampler in pixelar
-// uses (Python reference included), so fast and naive samplers draw identical values.
-// Bernoulli with logit `logit`: 1 if u < sigmoid(logit), else 0.
-template <typename T>
-PIXELAR_HD long bernoulli_from_uniform(T logit, T u) {
-  return u < sigmoid(logit) ? 1 : 0;
-}
-
-// Categorical over `levels` logits (stride `stride` between consecutive levels): the
-// smallest k with u < cdf[k], where cdf is the cumulative softmax; levels - 1 if rounding
-// leaves u above the last cdf value.
-template <typename T>
-PIXELAR_HD long categorical_from_uniform(const T* logits, long levels, long stride, T u) {
-  T m = logits[0];
-  for (long k = 1; k < levels; ++k) m = logits[k * stride] > m ? logits[k * stride] : m;
-  T total = T(0);
-  for (long k = 0; k < levels; ++k) total += exp_(logits[k * stride] - m);
-  const T target = u * total;
-  T cdf = T(0);
-  for (long k = 0; k < levels - 1; ++k) {
-    cdf += exp_(logits[k * stride] - m);
-    if (target < cdf) return k;
-  }
-  return levels - 1;
 }
 
 }  // namespace math

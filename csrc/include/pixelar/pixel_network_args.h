@@ -1,11 +1,9 @@
-// Argument checks of pixelar::pixel_network_sample_step, shared by its CPU kernel
-// (csrc/cpu/sampling_pixel_networks.cpp) and CUDA kernel (csrc/cuda/...cu): the layer
-// name, x / u / cond, the packed weights and the state, laid out as the docstring of
-// pixelar/ops/pixel_network_sample.py says; and the pointers into them (Buffers). Host
-// code, but for block_params and the Buffers struct (also device).
-// What depends on the device (where a tensor lives, contiguity) is the caller's
-// `check(tensor, name, dtype, shape)`. The values of u and cond are checked here too
-// (pixelar/sampling_checks.h: uniforms in [0, 1), cond < levels), on either device.
+// Arguments of pixelar::pixel_network_sample_step, shared by its CPU kernel
+// (csrc/cpu/pixel_network_sample.cpp) and CUDA kernel (csrc/cuda/pixel_network_sample.cu):
+// their checks (the layer name, x / u / cond, the packed weights and the state, laid out
+// as the docstring of pixelar/ops/pixel_network_sample.py says; the values of u and cond:
+// uniforms in [0, 1), cond < levels) and the pointers into them (Buffers). Host code, but
+// for block_params and the Buffers struct (also device).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -14,14 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "pixelar/sampling_checks.h"
-#include "pixelar/shape_str.h"
+#include "pixelar/checks.h"
+#include "pixelar/inline.h"
 
-#if defined(__CUDACC__)
-#define PIXELAR_NET_HD __host__ __device__ __forceinline__
-#else
-#define PIXELAR_NET_HD inline
-#endif
 
 namespace pixelar {
 
@@ -30,7 +23,7 @@ namespace pixel_network {
 enum Layer : int { kConv = 0, kRow = 1, kDiagonal = 2 };
 
 // Weight tensors per residual block of each layer kind.
-PIXELAR_NET_HD int block_params(int layer) {
+PIXELAR_HOST_DEVICE_INLINE int block_params(int layer) {
   return layer == kConv ? 6 : (layer == kRow ? 5 : 8);
 }
 
@@ -82,12 +75,17 @@ Buffers<T> buffers(const Sizes& s, const at::Tensor& x, const at::Tensor& u,
   return n;
 }
 
-// Checks every argument (TORCH_CHECK, messages naming op) and returns the sizes.
-template <typename Check>
-Sizes check_args(const char* op, const at::Tensor& x, const at::Tensor& u,
-                 const std::optional<at::Tensor>& cond, at::TensorList weights,
-                 at::TensorList state, const std::string& name, int64_t levels, int64_t start,
-                 int64_t stop, Check check) {
+// Checks every argument (pixelar/checks.h; messages naming op) and returns the sizes:
+// every tensor on a `device` device (the device of x), contiguous, of its dtype and shape.
+inline Sizes check_args(const char* op, const at::Tensor& x, const at::Tensor& u,
+                        const std::optional<at::Tensor>& cond, at::TensorList weights,
+                        at::TensorList state, const std::string& name, int64_t levels,
+                        int64_t start, int64_t stop, at::DeviceType device) {
+  const at::Device same = x.device();
+  const auto check = [&](const at::Tensor& t, const char* tname, at::ScalarType dtype,
+                         at::IntArrayRef shape) {
+    checks::check_tensor(op, tname, t, dtype, shape, device, &same, /*contiguous=*/true);
+  };
   Sizes s{};
   if (name == "conv") s.layer = kConv;
   else if (name == "row") s.layer = kRow;
@@ -102,8 +100,8 @@ Sizes check_args(const char* op, const at::Tensor& x, const at::Tensor& u,
   TORCH_CHECK(levels >= 2, op, ": levels must be >= 2, got ", levels);
   TORCH_CHECK(0 <= start && start <= stop && stop <= s.H * s.W, op,
               ": need 0 <= start <= stop <= H * W, got ", start, ", ", stop);
-  sampling::check_uniforms(op, u);
-  if (cond.has_value()) sampling::check_condition(op, *cond, levels);
+  checks::check_uniforms(op, "u", u);
+  if (cond.has_value()) checks::check_condition(op, "cond", *cond, levels);
   const int np = block_params(s.layer);
   s.nw = static_cast<int64_t>(weights.size());
   TORCH_CHECK(s.nw >= 6 + np && (s.nw - 6) % np == 0, op, ": weights must be 2 + ", np,

@@ -15,14 +15,9 @@
 #include <cstdint>
 #include <cstring>
 
+#include "pixelar/inline.h"
 #include "pixelar/lstm_math.h"  // also silences -Wpsabi: 32-byte vector arguments of
                                  // always-inlined helpers involve no ABI
-
-#if defined(__GNUC__)
-#define PIXELAR_SIMD_INLINE inline __attribute__((always_inline))
-#else
-#define PIXELAR_SIMD_INLINE inline
-#endif
 
 namespace pixelar {
 namespace simd {
@@ -45,27 +40,28 @@ struct Vec<double> {
 };
 
 template <typename V, typename T>
-PIXELAR_SIMD_INLINE V load(const T* p) {
+PIXELAR_HOST_DEVICE_INLINE V load(const T* p) {
   V v;
   std::memcpy(&v, p, sizeof(V));
   return v;
 }
 
 template <typename V, typename T>
-PIXELAR_SIMD_INLINE void store(T* p, V v) {
+PIXELAR_HOST_DEVICE_INLINE void store(T* p, V v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
 template <typename V, typename T>
-PIXELAR_SIMD_INLINE V broadcast(T x) {
+PIXELAR_HOST_DEVICE_INLINE V broadcast(T x) {
   return V{} + x;
 }
 
 // out[0 .. NV * lanes) += sum_k act(x[k]) * w[k * ldw + ...]: NV vectors of sums in two
 // chains (even / odd k, added at the end). act: identity, or ReLU when kRelu.
 template <typename T, int NV, bool kRelu>
-PIXELAR_SIMD_INLINE void affine_block(T* __restrict__ out, const T* __restrict__ x, int64_t K,
-                                      const T* __restrict__ w, int64_t ldw) {
+PIXELAR_HOST_DEVICE_INLINE
+void affine_block(T* __restrict__ out, const T* __restrict__ x, int64_t K,
+                  const T* __restrict__ w, int64_t ldw) {
   using V = typename Vec<T>::type;
   constexpr int L = Vec<T>::lanes;
   V acc0[NV], acc1[NV];
@@ -99,7 +95,7 @@ PIXELAR_SIMD_INLINE void affine_block(T* __restrict__ out, const T* __restrict__
 }
 
 // Sum of the lanes, pairwise.
-PIXELAR_SIMD_INLINE float reduce_add(v8sf v) {
+PIXELAR_HOST_DEVICE_INLINE float reduce_add(v8sf v) {
   typedef float v4sf __attribute__((vector_size(16)));
   v4sf lo, hi;
   std::memcpy(&lo, &v, sizeof(lo));
@@ -108,11 +104,11 @@ PIXELAR_SIMD_INLINE float reduce_add(v8sf v) {
   return (s[0] + s[2]) + (s[1] + s[3]);
 }
 
-PIXELAR_SIMD_INLINE double reduce_add(v4df v) { return (v[0] + v[2]) + (v[1] + v[3]); }
+PIXELAR_HOST_DEVICE_INLINE double reduce_add(v4df v) { return (v[0] + v[2]) + (v[1] + v[3]); }
 
 // sum_k v[k] * h[k] over n values: two chains of vector sums, then the tail.
 template <typename T>
-PIXELAR_SIMD_INLINE T dot(const T* __restrict__ v, const T* __restrict__ h, int64_t n) {
+PIXELAR_HOST_DEVICE_INLINE T dot(const T* __restrict__ v, const T* __restrict__ h, int64_t n) {
   using V = typename Vec<T>::type;
   constexpr int L = Vec<T>::lanes;
   V acc0{}, acc1{};
@@ -133,7 +129,7 @@ PIXELAR_SIMD_INLINE T dot(const T* __restrict__ v, const T* __restrict__ h, int6
 // out[r] = the lane sum of acc[r], r < R, for R = 4 or 8 float vectors: a transpose-and-add
 // tree of shuffles (no serial chain of scalar adds per vector). Other cases: one by one.
 template <int R>
-PIXELAR_SIMD_INLINE void reduce_add_rows(const v8sf* acc, float* out) {
+PIXELAR_HOST_DEVICE_INLINE void reduce_add_rows(const v8sf* acc, float* out) {
   static_assert(R == 4 || R == 8, "R = 4 or 8");
   const v8si even = {0, 8, 2, 10, 4, 12, 6, 14}, odd = {1, 9, 3, 11, 5, 13, 7, 15};
   const v8si lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
@@ -156,14 +152,14 @@ PIXELAR_SIMD_INLINE void reduce_add_rows(const v8sf* acc, float* out) {
 }
 
 template <int R>
-PIXELAR_SIMD_INLINE void reduce_add_rows(const v4df* acc, double* out) {
+PIXELAR_HOST_DEVICE_INLINE void reduce_add_rows(const v4df* acc, double* out) {
   for (int r = 0; r < R; ++r) out[r] = reduce_add(acc[r]);
 }
 
 // out[r] = sum_k v[k] * h[r][k] over n values, r < R: v loaded once for the R rows.
 template <int R, typename T>
-PIXELAR_SIMD_INLINE void dot_rows(const T* __restrict__ v, const T* const* h, int64_t n,
-                                  T* out) {
+PIXELAR_HOST_DEVICE_INLINE void dot_rows(const T* __restrict__ v, const T* const* h, int64_t n,
+                                         T* out) {
   using V = typename Vec<T>::type;
   constexpr int L = Vec<T>::lanes;
   V acc[R] = {};
@@ -180,8 +176,8 @@ PIXELAR_SIMD_INLINE void dot_rows(const T* __restrict__ v, const T* const* h, in
 // out[g] += sum_k act(x[k]) * w[k * ldw + g] for g < G: w input-major (K rows of stride
 // ldw), blocks of 4, 2 and 1 vectors, then scalars.
 template <typename T, bool kRelu>
-PIXELAR_SIMD_INLINE void affine(T* __restrict__ out, const T* __restrict__ x, int64_t K,
-                                const T* __restrict__ w, int64_t G, int64_t ldw) {
+PIXELAR_HOST_DEVICE_INLINE void affine(T* __restrict__ out, const T* __restrict__ x, int64_t K,
+                                       const T* __restrict__ w, int64_t G, int64_t ldw) {
   constexpr int L = Vec<T>::lanes;
   int64_t g = 0;
   for (; g + 4 * L <= G; g += 4 * L) affine_block<T, 4, kRelu>(out + g, x, K, w + g, ldw);
@@ -204,7 +200,7 @@ PIXELAR_SIMD_INLINE void affine(T* __restrict__ out, const T* __restrict__ x, in
 namespace math {
 template <>
 struct Pow2<simd::v8sf> {
-  PIXELAR_SIMD_INLINE static simd::v8sf of(simd::v8sf n) {
+  PIXELAR_HOST_DEVICE_INLINE static simd::v8sf of(simd::v8sf n) {
     const simd::v8si e = (__builtin_convertvector(n, simd::v8si) + 127) << 23;
     simd::v8sf scale;
     std::memcpy(&scale, &e, sizeof(scale));
@@ -215,16 +211,16 @@ struct Pow2<simd::v8sf> {
 
 namespace simd {
 
-PIXELAR_SIMD_INLINE v8sf vexp(v8sf x) { return math::exp_poly(x); }
+PIXELAR_HOST_DEVICE_INLINE v8sf vexp(v8sf x) { return math::exp_poly(x); }
 
-PIXELAR_SIMD_INLINE v8sf vsigmoid(v8sf x) { return 1.0f / (1.0f + vexp(-x)); }
+PIXELAR_HOST_DEVICE_INLINE v8sf vsigmoid(v8sf x) { return 1.0f / (1.0f + vexp(-x)); }
 
-PIXELAR_SIMD_INLINE v8sf vtanh(v8sf x) { return math::tanh_poly(x); }
+PIXELAR_HOST_DEVICE_INLINE v8sf vtanh(v8sf x) { return math::tanh_poly(x); }
 
 // LSTM cells over U units: pre = [i, f, o, g] blocks of U; writes h and c.
-PIXELAR_SIMD_INLINE void lstm_cells(const float* __restrict__ pre,
-                                    const float* __restrict__ c_prev, int64_t U,
-                                    float* __restrict__ h, float* __restrict__ c) {
+PIXELAR_HOST_DEVICE_INLINE void lstm_cells(const float* __restrict__ pre,
+                                           const float* __restrict__ c_prev, int64_t U,
+                                           float* __restrict__ h, float* __restrict__ c) {
   int64_t j = 0;
   for (; j + 8 <= U; j += 8) {
     const v8sf i = vsigmoid(load<v8sf>(pre + j));
@@ -241,9 +237,9 @@ PIXELAR_SIMD_INLINE void lstm_cells(const float* __restrict__ pre,
   }
 }
 
-PIXELAR_SIMD_INLINE void lstm_cells(const double* __restrict__ pre,
-                                    const double* __restrict__ c_prev, int64_t U,
-                                    double* __restrict__ h, double* __restrict__ c) {
+PIXELAR_HOST_DEVICE_INLINE void lstm_cells(const double* __restrict__ pre,
+                                           const double* __restrict__ c_prev, int64_t U,
+                                           double* __restrict__ h, double* __restrict__ c) {
   for (int64_t j = 0; j < U; ++j) {
     math::lstm_cell_forward<double>(pre[j], pre[U + j], pre[2 * U + j], pre[3 * U + j],
                                     c_prev[j], &c[j], &h[j]);
@@ -251,8 +247,8 @@ PIXELAR_SIMD_INLINE void lstm_cells(const double* __restrict__ pre,
 }
 
 // RNADE hidden update over n units: a += xd * w; h = sigmoid(a) (NADE: nade_hidden.h).
-PIXELAR_SIMD_INLINE void hidden_update(float* __restrict__ a, float* __restrict__ h,
-                                       const float* __restrict__ w, float xd, int64_t n) {
+PIXELAR_HOST_DEVICE_INLINE void hidden_update(float* __restrict__ a, float* __restrict__ h,
+                                              const float* __restrict__ w, float xd, int64_t n) {
   int64_t j = 0;
   const v8sf b = broadcast<v8sf>(xd);
   for (; j + 8 <= n; j += 8) {
@@ -266,8 +262,8 @@ PIXELAR_SIMD_INLINE void hidden_update(float* __restrict__ a, float* __restrict_
   }
 }
 
-PIXELAR_SIMD_INLINE void hidden_update(double* __restrict__ a, double* __restrict__ h,
-                                       const double* __restrict__ w, double xd, int64_t n) {
+PIXELAR_HOST_DEVICE_INLINE void hidden_update(double* __restrict__ a, double* __restrict__ h,
+                                              const double* __restrict__ w, double xd, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     a[j] += xd * w[j];
     h[j] = math::sigmoid<double>(a[j]);

@@ -19,7 +19,7 @@
 #include "kernel_common.h"
 #include "nade_hidden.h"
 #include "pixelar/lstm_math.h"
-#include "pixelar/sampling_checks.h"
+#include "pixelar/checks.h"
 #include "pixelar/sampling_math.h"
 #include "pixelar/simd.h"
 
@@ -30,15 +30,15 @@ namespace {
 constexpr int64_t kTile = 8;
 
 template <typename T>
-PIXELAR_SIMD_INLINE void update_hidden(T* a, T* h, const T* w, T xd, int64_t Hd) {
+PIXELAR_HOST_DEVICE_INLINE void update_hidden(T* a, T* h, const T* w, T xd, int64_t Hd) {
   simd::hidden_update(a, h, w, xd, Hd);
 }
 
 // out[o * nb + s] = sum_j v[o * Hd + j] * h[s * Hd + j] for o < O, s < nb (<= kTile): the
 // dot products of O weight rows with the hidden states of the tile's images.
 template <typename T>
-PIXELAR_SIMD_INLINE void tile_dots(const T* v, const T* h, int64_t O, int64_t nb, int64_t Hd,
-                                   T* out) {
+PIXELAR_HOST_DEVICE_INLINE void tile_dots(const T* v, const T* h, int64_t O, int64_t nb, int64_t Hd,
+                                          T* out) {
   constexpr int S = sizeof(T) == 4 ? 8 : 4;
   const T* rows[kTile];
   for (int64_t s = 0; s < nb; ++s) rows[s] = h + s * Hd;
@@ -130,15 +130,6 @@ PIXELAR_SIMD_CLONES int64_t rnade_tile(const double* u, const double* z, const T
   return bad;
 }
 
-void check(const char* op, const at::Tensor& t, const char* name, at::ScalarType dtype,
-           at::IntArrayRef shape) {
-  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK(t.scalar_type() == dtype, op, ": ", name, " must be ", dtype, ", got ",
-              t.scalar_type());
-  TORCH_CHECK(t.sizes() == shape, op, ": ", name, " must have shape ", shape, ", got ",
-              shape_str(t));
-}
-
 // Checks W (Hd, D), c (Hd,), V (D, O, Hd), b (D, O) and u (n, D); returns Hd.
 int64_t check_params(const char* op, const at::Tensor& u, const at::Tensor& W,
                      const at::Tensor& c, const at::Tensor& V, const at::Tensor& b, int64_t O) {
@@ -148,11 +139,11 @@ int64_t check_params(const char* op, const at::Tensor& u, const at::Tensor& W,
   const at::ScalarType dtype = W.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, op,
               ": W must be float32 or float64, got ", dtype);
-  check(op, u, "u", at::kDouble, u.sizes());
-  check(op, W, "W", dtype, {Hd, D});
-  check(op, c, "c", dtype, {Hd});
-  check(op, V, "V", dtype, {D, O, Hd});
-  check(op, b, "b", dtype, {D, O});
+  checks::check_tensor(op, "u", u, at::kDouble, u.sizes(), at::kCPU);
+  checks::check_tensor(op, "W", W, dtype, {Hd, D}, at::kCPU);
+  checks::check_tensor(op, "c", c, dtype, {Hd}, at::kCPU);
+  checks::check_tensor(op, "V", V, dtype, {D, O, Hd}, at::kCPU);
+  checks::check_tensor(op, "b", b, dtype, {D, O}, at::kCPU);
   return Hd;
 }
 
@@ -162,9 +153,11 @@ at::Tensor nade_sample_cpu(const at::Tensor& u_, const std::optional<at::Tensor>
   const char* op = "pixelar::nade_sample";
   const int64_t Hd = check_params(op, u_, W, c_, V_, b_, 1);
   const int64_t n = u_.size(0), D = u_.size(1);
-  if (cond_.has_value()) check(op, *cond_, "cond", at::kLong, u_.sizes());
-  sampling::check_uniforms(op, u_);
-  if (cond_.has_value()) sampling::check_condition(op, *cond_, 2);
+  if (cond_.has_value()) {
+    checks::check_tensor(op, "cond", *cond_, at::kLong, u_.sizes(), at::kCPU);
+  }
+  checks::check_uniforms(op, "u", u_);
+  if (cond_.has_value()) checks::check_condition(op, "cond", *cond_, 2);
   const at::Tensor u = u_.contiguous(), c = c_.contiguous(), V = V_.contiguous(),
                    b = b_.contiguous(), Wt = transposed(W);
   const at::Tensor cond = cond_.has_value() ? cond_->contiguous() : at::Tensor();
@@ -191,8 +184,7 @@ at::Tensor nade_sample_cpu(const at::Tensor& u_, const std::optional<at::Tensor>
     });
   });
   const int64_t first_bad = bad.load();
-  TORCH_CHECK_VALUE(first_bad == sampling::kNoBadDimension,
-                    sampling::nonfinite_message(first_bad));
+  checks::check_logits_finite(first_bad);
   return x;
 }
 
@@ -205,10 +197,10 @@ at::Tensor rnade_sample_cpu(const at::Tensor& u_, const at::Tensor& z_, const at
   const int64_t O = V_.size(1), K = O / 3;
   const int64_t Hd = check_params(op, u_, W, c_, V_, b_, O);
   const int64_t n = u_.size(0), D = u_.size(1);
-  check(op, z_, "z", at::kDouble, u_.sizes());
-  sampling::check_uniforms(op, u_);
-  sampling::check_finite(op, z_, "z");
-  sampling::check_clamp(op, log_scale_min, log_scale_max);
+  checks::check_tensor(op, "z", z_, at::kDouble, u_.sizes(), at::kCPU);
+  checks::check_uniforms(op, "u", u_);
+  checks::check_finite(op, "z", z_);
+  checks::check_clamp(op, log_scale_min, log_scale_max);
   const at::Tensor u = u_.contiguous(), z = z_.contiguous(), c = c_.contiguous(),
                    V = V_.contiguous(), b = b_.contiguous(), Wt = transposed(W);
   at::Tensor x = at::empty({n, D}, W.options());
@@ -230,22 +222,11 @@ at::Tensor rnade_sample_cpu(const at::Tensor& u_, const at::Tensor& z_, const at
     });
   });
   const int64_t first_bad = bad.load();
-  TORCH_CHECK_VALUE(first_bad == sampling::kNoBadDimension,
-                    sampling::nonfinite_message(first_bad));
+  checks::check_logits_finite(first_bad);
   return x;
 }
 
 }  // namespace
-
-TORCH_LIBRARY_FRAGMENT(pixelar, m) {
-  // NADE sampling, the whole loop. u: (n, D) float64; cond: (n, D) int64 or None;
-  // W: (Hd, D); c: (Hd,); V: (D, 1, Hd); b: (D, 1). Returns (n, D) int64.
-  m.def("nade_sample(Tensor u, Tensor? cond, Tensor W, Tensor c, Tensor V, Tensor b) -> Tensor");
-  // RNADE sampling, the whole loop. u, z: (n, D) float64; V: (D, 3K, Hd); b: (D, 3K).
-  // Returns (n, D) of W's dtype.
-  m.def("rnade_sample(Tensor u, Tensor z, Tensor W, Tensor c, Tensor V, Tensor b, "
-        "float log_scale_min, float log_scale_max) -> Tensor");
-}
 
 TORCH_LIBRARY_IMPL(pixelar, CPU, m) {
   m.impl("nade_sample", &nade_sample_cpu);

@@ -1,6 +1,6 @@
 // CUDA kernels of pixelar::nade_sample and pixelar::rnade_sample: the whole D-step sampling
 // loop of NADE / RNADE in one launch (semantics: the docstring of
-// pixelar/ops/nade_sample.py; the CPU kernels: csrc/cpu/sampling_nade.cpp).
+// pixelar/ops/nade_sample.py; the CPU kernels: csrc/cpu/nade_sample.cpp).
 //
 // Design: one thread block per image. Thread t owns the hidden units j = t, t + blockDim,
 // ...: their a_j and h_j = sigmoid(a_j) live in shared memory and only that thread touches
@@ -20,9 +20,13 @@
 // approximate on the GPU (-prec-div=false), so float32 samples
 // agree with the CPU's only up to draws at a threshold; the draws themselves are float64
 // and exact, and float64 samples are bitwise the reference's (the emulation tests).
-// Kernels and launchers are compiled by nvcc (sampling_nade.cu registers them) and by
-// the CPU emulation tests.
-#pragma once
+// Kernels, launchers and registration are compiled by nvcc, all but the registration by the
+// CPU emulation tests.
+#if !defined(PIXELAR_CUDA_EMULATION)  // the CUDA build: the registration below
+#include <torch/library.h>
+
+#include "cuda_device.cuh"
+#endif
 
 #include <optional>
 
@@ -128,7 +132,6 @@ template <typename Dev>
 int64_t check_nade_sample_params(const char* op, const at::Tensor& u, const at::Tensor& W,
                                  const at::Tensor& c, const at::Tensor& V, const at::Tensor& b,
                                  int64_t O) {
-  using sampling_kernels::check_tensor;
   TORCH_CHECK(u.dim() == 2, op, ": u must be (n, D), got ", shape_str(u));
   TORCH_CHECK(W.dim() == 2, op, ": W must be (Hd, D), got ", shape_str(W));
   const int64_t D = u.size(1), Hd = W.size(0);
@@ -139,11 +142,11 @@ int64_t check_nade_sample_params(const char* op, const at::Tensor& u, const at::
               c10::DeviceTypeName(Dev::kDeviceType), " tensor for this kernel, got a tensor on ",
               u.device());
   const at::Device dev = u.device();
-  check_tensor<Dev>(op, u, "u", at::kDouble, u.sizes(), dev);
-  check_tensor<Dev>(op, W, "W", dtype, {Hd, D}, dev);
-  check_tensor<Dev>(op, c, "c", dtype, {Hd}, dev);
-  check_tensor<Dev>(op, V, "V", dtype, {D, O, Hd}, dev);
-  check_tensor<Dev>(op, b, "b", dtype, {D, O}, dev);
+  checks::check_tensor(op, "u", u, at::kDouble, u.sizes(), Dev::kDeviceType, &dev);
+  checks::check_tensor(op, "W", W, dtype, {Hd, D}, Dev::kDeviceType, &dev);
+  checks::check_tensor(op, "c", c, dtype, {Hd}, Dev::kDeviceType, &dev);
+  checks::check_tensor(op, "V", V, dtype, {D, O, Hd}, Dev::kDeviceType, &dev);
+  checks::check_tensor(op, "b", b, dtype, {D, O}, Dev::kDeviceType, &dev);
   TORCH_CHECK(Hd <= INT32_MAX && O <= INT32_MAX, op, ": W and V are too large for this kernel");
   return Hd;
 }
@@ -156,8 +159,9 @@ void launch_nade_sample(const char* op, const at::Tensor& u, const at::Tensor* z
   const int64_t n = u.size(0), D = u.size(1), Hd = Wt.size(1);
   const int threads = sample_threads(std::max<int64_t>(Hd, O), Dev::max_threads());
   const size_t smem = nade_sample_smem(Hd, O, threads, sizeof(T));
-  sampling_kernels::check_sample_smem(smem, Dev::max_smem_optin(), op,
-                                      "the hidden state a and h of one image");
+  checks::check_smem(op, smem, Dev::max_smem_optin(),
+                     sampling_kernels::sample_smem_hint("the hidden state a and h of one image")
+                         .c_str());
   const at::Tensor bad = sampling_kernels::nonfinite_flag(u);
   Dev::launch(nade_sampling::nade_sample_kernel<T, kRnade>, n, 1, threads, smem,
               u.data_ptr<double>(), z ? z->data_ptr<double>() : nullptr,
@@ -165,7 +169,7 @@ void launch_nade_sample(const char* op, const at::Tensor& u, const at::Tensor* z
               V.data_ptr<T>(), b.data_ptr<T>(), kRnade ? nullptr : x.data_ptr<int64_t>(),
               kRnade ? x.data_ptr<T>() : nullptr, bad.data_ptr<int64_t>(), D,
               static_cast<int>(Hd), static_cast<int>(O), ls_min, ls_max);
-  sampling_kernels::check_nonfinite_flag(bad);
+  checks::check_logits_finite(bad.item<int64_t>());
 }
 
 template <typename Dev>
@@ -176,7 +180,8 @@ at::Tensor nade_sample(const at::Tensor& u_, const std::optional<at::Tensor>& co
   check_nade_sample_params<Dev>(op, u_, W, c_, V_, b_, 1);
   const int64_t n = u_.size(0), D = u_.size(1);
   if (cond_.has_value()) {
-    sampling_kernels::check_tensor<Dev>(op, *cond_, "cond", at::kLong, u_.sizes(), u_.device());
+    const at::Device dev = u_.device();
+    checks::check_tensor(op, "cond", *cond_, at::kLong, u_.sizes(), Dev::kDeviceType, &dev);
   }
   TORCH_CHECK(n <= INT32_MAX, op, ": at most 2^31 - 1 images per call, got ", n);
   const typename Dev::Guard guard(u_.device());
@@ -202,7 +207,8 @@ at::Tensor rnade_sample(const at::Tensor& u_, const at::Tensor& z_, const at::Te
   const int64_t O = V_.size(1);
   check_nade_sample_params<Dev>(op, u_, W, c_, V_, b_, O);
   const int64_t n = u_.size(0), D = u_.size(1);
-  sampling_kernels::check_tensor<Dev>(op, z_, "z", at::kDouble, u_.sizes(), u_.device());
+  const at::Device dev = u_.device();
+  checks::check_tensor(op, "z", z_, at::kDouble, u_.sizes(), Dev::kDeviceType, &dev);
   TORCH_CHECK(n <= INT32_MAX, op, ": at most 2^31 - 1 vectors per call, got ", n);
   const typename Dev::Guard guard(u_.device());
   const at::Tensor u = u_.contiguous(), z = z_.contiguous(), c = c_.contiguous(),
@@ -219,3 +225,14 @@ at::Tensor rnade_sample(const at::Tensor& u_, const at::Tensor& z_, const at::Te
 
 }  // namespace cuda
 }  // namespace pixelar
+
+// The CUDA build registers the launchers for CudaDevice; the emulation tests
+// (tests/cuda_emulation/) include this file with PIXELAR_CUDA_EMULATION defined and
+// instantiate them for their host device policy instead.
+#if !defined(PIXELAR_CUDA_EMULATION)
+TORCH_LIBRARY_IMPL(pixelar, CUDA, m) {
+  using pixelar::cuda::CudaDevice;
+  m.impl("nade_sample", &pixelar::cuda::nade_sample<CudaDevice>);
+  m.impl("rnade_sample", &pixelar::cuda::rnade_sample<CudaDevice>);
+}
+#endif

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kernel_common.h"
+#include "pixelar/checks.h"
 #include "pixelar/lstm_math.h"
 #include "pixelar/pixel_network_args.h"
 #include "pixelar/sampling_math.h"
@@ -37,17 +38,17 @@ using sampling::copy;
 
 // out[g] += sum_k x[k] * w[k * ldw + g], g < G (ReLU applied to x in the _relu form).
 template <typename T>
-PIXELAR_SIMD_INLINE void affine_acc(T* out, const T* x, int64_t K, const T* w, int64_t G,
-                                    int64_t ldw) {
+PIXELAR_HOST_DEVICE_INLINE void affine_acc(T* out, const T* x, int64_t K, const T* w, int64_t G,
+                                           int64_t ldw) {
   simd::affine<T, false>(out, x, K, w, G, ldw);
 }
 template <typename T>
-PIXELAR_SIMD_INLINE void affine_relu_acc(T* out, const T* x, int64_t K, const T* w,
-                                         int64_t G, int64_t ldw) {
+PIXELAR_HOST_DEVICE_INLINE void affine_relu_acc(T* out, const T* x, int64_t K, const T* w,
+                                                int64_t G, int64_t ldw) {
   simd::affine<T, true>(out, x, K, w, G, ldw);
 }
 template <typename T>
-PIXELAR_SIMD_INLINE void lstm_cell(const T* pre, const T* c_prev, int64_t U, T* h, T* c) {
+PIXELAR_HOST_DEVICE_INLINE void lstm_cell(const T* pre, const T* c_prev, int64_t U, T* h, T* c) {
   simd::lstm_cells(pre, c_prev, U, h, c);
 }
 
@@ -68,8 +69,8 @@ struct Net : pixel_network::Buffers<T> {
 };
 
 template <typename T>
-PIXELAR_SIMD_INLINE T pixel_value(const Net<T>& n, const int64_t* x, int64_t ch, int64_t r,
-                                  int64_t c) {
+PIXELAR_HOST_DEVICE_INLINE T pixel_value(const Net<T>& n, const int64_t* x, int64_t ch, int64_t r,
+                                         int64_t c) {
   const int64_t v = x[(ch * n.H + r) * n.W + c];
   return v == 0 ? T(0) : static_cast<T>(v) / static_cast<T>(n.levels - 1);
 }
@@ -260,23 +261,13 @@ PIXELAR_SIMD_CLONES int64_t sample_image(const Net<T>& n, int64_t b, int64_t sta
   return bad;
 }
 
-void check_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype,
-                  at::IntArrayRef shape) {
-  TORCH_CHECK(t.device().is_cpu(), kOp, ": ", name, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK(t.scalar_type() == dtype, kOp, ": ", name, " must be ", dtype, ", got ",
-              t.scalar_type());
-  TORCH_CHECK(t.sizes() == shape, kOp, ": ", name, " must have shape ", shape, ", got ",
-              shape_str(t));
-  TORCH_CHECK(t.is_contiguous(), kOp, ": ", name, " must be contiguous");
-}
-
 void pixel_network_sample_step_cpu(const at::Tensor& x, at::TensorList state,
                                    const at::Tensor& u, const std::optional<at::Tensor>& cond,
                                    at::TensorList weights, c10::string_view layer_name,
                                    int64_t levels, int64_t start, int64_t stop) {
   const std::string name(layer_name.data(), layer_name.size());
   const pixel_network::Sizes sz = pixel_network::check_args(
-      kOp, x, u, cond, weights, state, name, levels, start, stop, check_tensor);
+      kOp, x, u, cond, weights, state, name, levels, start, stop, at::kCPU);
   const int layer = sz.layer;
   const int64_t B = sz.B, C = sz.C, H = sz.H, W = sz.W, L = sz.L, F = sz.F, U = sz.U,
                 Q = sz.Q, O = sz.O, nw = sz.nw;
@@ -307,19 +298,10 @@ void pixel_network_sample_step_cpu(const at::Tensor& x, at::TensorList state,
     });
   });
   const int64_t first_bad = bad.load();
-  TORCH_CHECK_VALUE(first_bad == sampling::kNoBadDimension,
-                    sampling::nonfinite_message(first_bad));
+  checks::check_logits_finite(first_bad);
 }
 
 }  // namespace
-
-TORCH_LIBRARY_FRAGMENT(pixelar, m) {
-  // Cached PixelCNN / PixelRNN sampling of pixels [start, stop) in raster order, in place
-  // (x and the state). layer: "conv" | "row" | "diagonal". See
-  // pixelar/ops/pixel_network_sample.py for the layouts.
-  m.def("pixel_network_sample_step(Tensor(a!) x, Tensor(b!)[] state, Tensor u, "
-        "Tensor? cond, Tensor[] weights, str layer, int levels, int start, int stop) -> ()");
-}
 
 TORCH_LIBRARY_IMPL(pixelar, CPU, m) {
   m.impl("pixel_network_sample_step", &pixel_network_sample_step_cpu);
