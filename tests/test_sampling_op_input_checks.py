@@ -181,7 +181,7 @@ def test_diagonal_scan_reference_refuses_s_below_r_like_the_op():
 @pytest.mark.skipif(not cpp_built(), reason="pixelar._C is not built")
 def test_kernels_called_directly_refuse_the_same_values():
     """torch.ops.pixelar.* (no Python wrapper) refuse the same values with the same words
-    (csrc/include/pixelar/sampling_checks.h)."""
+    (csrc/include/pixelar/checks.h)."""
 
     def same_words(call, wrapped):
         with pytest.raises(ValueError) as direct:

@@ -10,7 +10,7 @@
 //      sums are added in warp order by one thread per output (fixed order: the same result
 //      on every run), plus b[d];
 //   2. thread 0 draws x_d with the helpers of pixelar/sampling_math.h (float64 inverse
-//      CDF, the rule of pixelar/models/draw.py) and broadcasts it through shared memory;
+//      CDF, the rule of pixelar/ops/draw.py) and broadcasts it through shared memory;
 //   3. every thread updates its units: a_j += x_d W[j, d] (W^T read coalesced) and
 //      h_j = sigmoid(a_j). NADE skips units with x_d = 0 and a finite W[j, d] (nothing
 //      changes). Float sigmoids use math::SimdMath's exp, as the CPU kernels do.

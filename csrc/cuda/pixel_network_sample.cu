@@ -13,7 +13,7 @@
 // of every layer at (r, c) go to a per-image "pending" workspace in global memory and are
 // written to the cache (the state tensors, global memory) after the pixel's last channel.
 // Thread 0 draws each value (pixelar/sampling_math.h: float64 inverse CDF, the rule of
-// pixelar/models/draw.py) and writes it to x, which the next channel's input convolution
+// pixelar/ops/draw.py) and writes it to x, which the next channel's input convolution
 // reads. For the Diagonal BiLSTM the right-to-left direction of row r runs after the row's
 // last pixel, column by column, two stages per column. The kernel calls one __device__
 // function per stage group: input_conv, conv_layer / row_layer / diagonal_layer, head_and_draw,

@@ -1,7 +1,7 @@
 """Drawing discrete values from pre-drawn uniforms by inverse CDF, in float64.
 
 Every sampler in pixelar (naive, cached, C++ and GPU kernels) uses exactly this rule
-(csrc/include/pixelar/lstm_math.h mirrors it), so samplers that are fed the same uniforms
+(csrc/include/pixelar/sampling_math.h mirrors it), so samplers that are fed the same uniforms
 return the same values.
 
 Non-finite logits: no value can be drawn from a NaN or infinite logit, so every sampler

@@ -14,14 +14,14 @@ softmax(logit_pi) at u_d (float64), x_d = mu_k + exp(log_sigma_k) * z_d, compute
 float64 and rounded to the model's dtype. The draw rule is pixelar/ops/draw.py's, so
 these match the naive samplers fed the same randomness.
 
-The CPU kernel (csrc/cpu/sampling_nade.cpp) runs tiles of 8 images in lockstep over the
+The CPU kernel (csrc/cpu/nade_sample.cpp) runs tiles of 8 images in lockstep over the
 dimensions. For float32 NADE it carries e = exp(-a) as a product (e *= exp(-W[:, d]) when
 x_d = 1, h = 1 / (1 + e)) and recomputes it from a after at most 32 products, or sooner
 when the columns' max |W| since the last exact e add up to more than 60 (the hidden walk
 of csrc/cpu/nade_hidden.h, shared with nade_forward), so h is within ~4e-6 (relative) of
 sigmoid(a); float64 computes sigmoid(a) at every update.
 
-The CUDA kernel (csrc/cuda/sampling_nade.cu) runs one thread block per image, the whole
+The CUDA kernel (csrc/cuda/nade_sample.cu) runs one thread block per image, the whole
 loop in one launch: threads over the hidden units (a and h in shared memory), block sums
 for V[d] @ h, thread 0 draws with the same helpers (csrc/include/pixelar/sampling_math.h).
 It computes h = sigmoid(a) at every update that changes a (float32: the CPU kernels' exp

@@ -27,8 +27,8 @@ Every value is drawn from the pre-drawn uniforms ``u`` by the rule of
 pixelar/ops/draw.py (float64 inverse CDF), so this sampler and the naive one return
 identical images from identical uniforms.
 
-Kernels: C++ (csrc/cpu/sampling_pixel_networks.cpp: images in parallel, each running its
-pixel loop) and CUDA (csrc/cuda/sampling_pixel_networks.cu: one thread block per image runs
+Kernels: C++ (csrc/cpu/pixel_network_sample.cpp: images in parallel, each running its
+pixel loop) and CUDA (csrc/cuda/pixel_network_sample.cu: one thread block per image runs
 the pixels [start, stop) in one launch, threads over the features of each dense product,
 the same draw helpers, csrc/include/pixelar/sampling_math.h). Under backend "auto" CPU
 tensors go to the C++ kernel and CUDA tensors to the CUDA kernel; a CUDA tensor with no

@@ -7,13 +7,13 @@
 // so the inner loops run over contiguous outputs and vectorize without reassociating sums.
 //
 // The draws take logits of the model's dtype, convert them to double and apply the rule of
-// pixelar/models/draw.py, so every sampler fed the same uniforms returns the same values.
+// pixelar/ops/draw.py, so every sampler fed the same uniforms returns the same values.
 //
 // Non-finite logits (one rule for every sampler): a draw whose logits hold NaN or +-inf is
 // refused. Each sampler checks the logits of every dimension it draws (not those the
 // condition replaces) with logit_finite / logits_finite, and reports the smallest such
 // dimension d (the raster index (row * W + column) * C + channel, or d of a NADE vector)
-// as ValueError(nonfinite_message(d)), the text of pixelar/models/draw.py's
+// as ValueError(nonfinite_message(d)), the text of pixelar/ops/draw.py's
 // NONFINITE_MESSAGE. Kernels never throw inside a parallel region: a worker records its
 // smallest bad dimension (record_nonfinite: an atomic minimum, kNoBadDimension when none)
 // and the host raises after the region (CPU: after at::parallel_for; CUDA: after copying
@@ -86,7 +86,7 @@ inline void record_nonfinite(Atomic& flag, int64_t d) {
 
 // The device side is sampling_kernels::record_nonfinite (csrc/cuda/sampling_common.cuh).
 
-// The error of a sampler that met a non-finite logit at dimension d (pixelar/models/draw.py:
+// The error of a sampler that met a non-finite logit at dimension d (pixelar/ops/draw.py:
 // NONFINITE_MESSAGE, the same text).
 inline std::string nonfinite_message(int64_t d) {
   return "sampling: a logit is not finite (NaN or inf) at dimension " + std::to_string(d) +
@@ -97,13 +97,13 @@ inline std::string nonfinite_message(int64_t d) {
 // Sampling by inverse CDF from one uniform u in [0, 1): the rule every sampler in pixelar
 // uses (the Python reference included), so fast and naive samplers draw identical values.
 
-// The Bernoulli draw of pixelar/models/draw.py: 1 if u < sigmoid(logit), in double.
+// The Bernoulli draw of pixelar/ops/draw.py: 1 if u < sigmoid(logit), in double.
 template <typename T>
 PIXELAR_HOST_DEVICE_INLINE int64_t draw_bernoulli(T logit, double u) {
   return u < math::sigmoid(static_cast<double>(logit)) ? 1 : 0;
 }
 
-// The categorical draw of pixelar/models/draw.py from `levels` logits (stride `stride`),
+// The categorical draw of pixelar/ops/draw.py from `levels` logits (stride `stride`),
 // in double: the smallest k with u * total < cdf[k], levels - 1 if rounding leaves none.
 template <typename T>
 PIXELAR_HOST_DEVICE_INLINE int64_t draw_categorical(const T* logits, int64_t levels, int64_t stride,
