@@ -17,6 +17,7 @@ Environment variables:
     PIXELAR_CCACHE=0     do not put ccache in front of the compilers (torch does when it is
                          on PATH).
 """
+
 import glob
 import os
 import re
@@ -70,8 +71,10 @@ def _want_cuda():
     flag = os.environ.get("PIXELAR_CUDA")
     if flag is not None:
         if flag == "1" and (torch.version.cuda is None or CUDA_HOME is None):
-            sys.exit("PIXELAR_CUDA=1 but torch has no CUDA or nvcc was not found "
-                     f"(torch.version.cuda={torch.version.cuda}, CUDA_HOME={CUDA_HOME})")
+            sys.exit(
+                "PIXELAR_CUDA=1 but torch has no CUDA or nvcc was not found "
+                f"(torch.version.cuda={torch.version.cuda}, CUDA_HOME={CUDA_HOME})"
+            )
         return flag == "1"
     return torch.version.cuda is not None and CUDA_HOME is not None
 
@@ -92,8 +95,9 @@ def _build_temp():
     """Persistent object-file folder: one per build flavour, so flipping PIXELAR_CUDA or DEBUG
     never reuses objects compiled with other flags. pip's editable install would otherwise
     compile into a fresh temporary folder every time (a full rebuild on every install)."""
-    flavour = ("cuda" if _want_cuda() else "cpu") + ("-debug" if os.environ.get("DEBUG") == "1"
-                                                     else "")
+    flavour = ("cuda" if _want_cuda() else "cpu") + (
+        "-debug" if os.environ.get("DEBUG") == "1" else ""
+    )
     return os.path.join(BUILD_DIR, f"temp-{flavour}-py{sys.version_info[0]}{sys.version_info[1]}")
 
 
@@ -125,36 +129,40 @@ def extensions():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         # Not --use_fast_math: it makes tanhf the approximate tanh.approx.f32 (docs/gpu.md).
-        nvcc = opt + ["-ftz=true", "-prec-div=false", "-prec-sqrt=false", "-fmad=true",
-                      "-lineinfo"]
-        return [CUDAExtension(
-            "pixelar._C", sources,
-            include_dirs=include_dirs + _cuda_library_includes(),
-            extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+        nvcc = opt + ["-ftz=true", "-prec-div=false", "-prec-sqrt=false", "-fmad=true", "-lineinfo"]
+        return [
+            CUDAExtension(
+                "pixelar._C",
+                sources,
+                include_dirs=include_dirs + _cuda_library_includes(),
+                extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+                extra_link_args=["-fopenmp"],
+                py_limited_api=True,
+            )
+        ]
+    return [
+        CppExtension(
+            "pixelar._C",
+            sources,
+            include_dirs=include_dirs,
+            extra_compile_args={"cxx": cxx},
             extra_link_args=["-fopenmp"],
             py_limited_api=True,
-        )]
-    return [CppExtension(
-        "pixelar._C", sources,
-        include_dirs=include_dirs,
-        extra_compile_args={"cxx": cxx},
-        extra_link_args=["-fopenmp"],
-        py_limited_api=True,
-    )]
+        )
+    ]
 
 
 setup(
     name="pixelar",
     version="0.1.0",
     description="Autoregressive image models (PixelRNN, PixelCNN, NADE ...) with fast "
-                "kernels and cached sampling for PyTorch",
+    "kernels and cached sampling for PyTorch",
     packages=find_packages(include=["pixelar", "pixelar.*"]),
     ext_modules=extensions(),
     cmdclass={"build_ext": PersistentBuildExt},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy", "safetensors", "tqdm", "pillow",
-                      "scikit-learn"],
-    extras_require={"test": ["pytest", "scipy"], "plot": ["matplotlib"]},
+    install_requires=["torch>=2.4", "numpy", "safetensors", "tqdm", "pillow", "scikit-learn"],
+    extras_require={"test": ["pytest", "scipy"], "plot": ["matplotlib"], "lint": ["ruff==0.17.6"]},
     entry_points={"console_scripts": ["pixelar=pixelar.cli:main"]},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
 )

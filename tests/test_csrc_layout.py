@@ -2,6 +2,7 @@
 one kernel file per op and device (csrc/cpu/<op>.cpp, csrc/cuda/<op>.cu) registering with
 TORCH_LIBRARY_IMPL, the CUDA registrations hidden from the host emulation, one inline macro,
 no dead -D flag in setup.py, and a docs/ops.md section per op. Reads the sources only."""
+
 import glob
 import os
 import re
@@ -80,14 +81,16 @@ def test_cuda_registrations_are_hidden_from_the_emulation():
         guarded = re.findall(r"#if !defined\(PIXELAR_CUDA_EMULATION\)(.*?)#endif", text, re.S)
         assert any("TORCH_LIBRARY_IMPL" in g for g in guarded), name
         assert any('#include "cuda_device.cuh"' in g for g in guarded), name
-        outside = re.sub(r"#if !defined\(PIXELAR_CUDA_EMULATION\).*?#endif", "", text,
-                         flags=re.S)
+        outside = re.sub(r"#if !defined\(PIXELAR_CUDA_EMULATION\).*?#endif", "", text, flags=re.S)
         assert "TORCH_LIBRARY_IMPL" not in outside and "cuda_device.cuh" not in outside, name
 
 
 def test_one_inline_macro():
-    defines = [(rel, m) for rel, text in sources().items()
-               for m in re.findall(r"#define (PIXELAR_\w*(?:INLINE|_HD)\w*)", text)]
+    defines = [
+        (rel, m)
+        for rel, text in sources().items()
+        for m in re.findall(r"#define (PIXELAR_\w*(?:INLINE|_HD)\w*)", text)
+    ]
     assert defines == [("include/pixelar/inline.h", "PIXELAR_HOST_DEVICE_INLINE")] * 3, defines
 
 

@@ -13,6 +13,7 @@ sanitizer runs (opt-in: PIXELAR_SANITIZE=1).
 What the emulation cannot show: timing, and the GPU's memory model (it runs under the
 C++ one): docs/gpu.md.
 """
+
 import ast
 import os
 import re
@@ -25,6 +26,7 @@ import pytest
 import torch
 
 import pixelar
+
 import model_zoo
 from conftest import report_diff
 
@@ -52,17 +54,21 @@ def emu():
 @pytest.fixture
 def limits(emu):
     """limits(max_threads, smem): what the emulated launchers see as the device's limits."""
+
     def set_limits(max_threads=1024, smem=H100_SMEM):
         emu.set_limits(max_threads, smem)
+
     yield set_limits
     emu.set_limits(*DEFAULT_LIMITS)
 
 
 def tol(dtype):
-    return {torch.float64: dict(rtol=1e-12, atol=1e-12),
-            torch.float32: dict(rtol=2e-5, atol=2e-5),
-            torch.float16: dict(rtol=2e-2, atol=2e-2),
-            torch.bfloat16: dict(rtol=5e-2, atol=5e-2)}[dtype]
+    return {
+        torch.float64: dict(rtol=1e-12, atol=1e-12),
+        torch.float32: dict(rtol=2e-5, atol=2e-5),
+        torch.float16: dict(rtol=2e-2, atol=2e-2),
+        torch.bfloat16: dict(rtol=5e-2, atol=5e-2),
+    }[dtype]
 
 
 # ---------------------------------------------------------------- LSTM scans
@@ -124,8 +130,9 @@ def test_scan_forward_backward(emu, limits, scan, B, H, R, W, dtype, max_threads
     report_diff(f"{scan} grad x", gx, xr.grad)
     loose = tol(dtype) if dtype in (torch.float64, torch.float32) else dict(rtol=0.1, atol=0.1)
     torch.testing.assert_close(gx.double(), xr.grad, **loose)
-    torch.testing.assert_close(gw.double(), wr.grad, **(loose if dtype != torch.float32
-                                                         else dict(rtol=1e-4, atol=1e-4)))
+    torch.testing.assert_close(
+        gw.double(), wr.grad, **(loose if dtype != torch.float32 else dict(rtol=1e-4, atol=1e-4))
+    )
     assert emu.launches() == launches + 2  # the kernels ran (no early return)
 
 
@@ -149,11 +156,18 @@ def test_scan_backward_checks_its_inputs(emu, scan):
     with pytest.raises(RuntimeError, match="4H channels"):
         backward(state, state, torch.zeros(1, 6, 3, 4), torch.zeros(6, 1, taps), state, state)
     with pytest.raises(RuntimeError, match="h must have shape"):
-        backward(state, state, torch.zeros(1, 8, 3, 4), torch.zeros(8, 2, taps),
-                 torch.zeros(1, 2, 3, 5), state)
+        backward(
+            state,
+            state,
+            torch.zeros(1, 8, 3, 4),
+            torch.zeros(8, 2, taps),
+            torch.zeros(1, 2, 3, 5),
+            state,
+        )
     with pytest.raises(RuntimeError, match="grad_c must have the dtype"):
-        backward(state, state.double(), torch.zeros(1, 8, 3, 4), torch.zeros(8, 2, taps),
-                 state, state)
+        backward(
+            state, state.double(), torch.zeros(1, 8, 3, 4), torch.zeros(8, 2, taps), state, state
+        )
     if scan == "diagonal":
         with pytest.raises(RuntimeError, match="S = R \\+ W - 1 >= R"):
             s = torch.zeros(1, 2, 5, 4)
@@ -168,10 +182,11 @@ def test_launchers_refuse_32_bit_overflow(emu):
         emu.diagonal_lstm_scan(x, torch.zeros(4, 1, 2))
     with pytest.raises(RuntimeError, match="32-bit"):
         emu.row_lstm_scan(x, torch.zeros(4, 1, 3))
-    xb = torch.zeros(1, 1).expand(2 ** 31, 1)
+    xb = torch.zeros(1, 1).expand(2**31, 1)
     with pytest.raises(RuntimeError, match="32-bit"):
-        emu.nade_forward(xb, torch.zeros(1, 1), torch.zeros(1), torch.zeros(1, 1, 1),
-                         torch.zeros(1, 1))
+        emu.nade_forward(
+            xb, torch.zeros(1, 1), torch.zeros(1), torch.zeros(1, 1, 1), torch.zeros(1, 1)
+        )
 
 
 # Defect 2: the scan backward's state moves to global scratch when it does not fit, so the
@@ -179,18 +194,20 @@ def test_launchers_refuse_32_bit_overflow(emu):
 # scan at R >= 46, launch on an A100 and an H100, in fp32 and fp64.
 @pytest.mark.parametrize("limit", [A100_SMEM, H100_SMEM])
 @pytest.mark.parametrize("elem", [4, 8])
-@pytest.mark.parametrize("scan,L", [("row", 32), ("row", 64), ("row", 128), ("diagonal", 32),
-                                    ("diagonal", 46), ("diagonal", 64)])
+@pytest.mark.parametrize(
+    "scan,L",
+    [("row", 32), ("row", 64), ("row", 128), ("diagonal", 32), ("diagonal", 46), ("diagonal", 64)],
+)
 def test_scan_plan_fits_paper_shapes(emu, limit, elem, scan, L):
     H = 128
     for backward in (False, True):
-        smem, state_in_smem, weights_in_smem, scratch = emu.plan_scan(scan, backward, H, L,
-                                                                      elem, limit)
+        smem, state_in_smem, weights_in_smem, scratch = emu.plan_scan(
+            scan, backward, H, L, elem, limit
+        )
         assert smem <= limit
         assert weights_in_smem is False  # 768 KB of fp32 weights at H = 128
         P = 1 if scan == "diagonal" else 2
-        state = ((5 * H * (L + P) + 2 * H * L) if backward
-                 else (2 * H * (L + P) + H * L)) * elem
+        state = ((5 * H * (L + P) + 2 * H * L) if backward else (2 * H * (L + P) + H * L)) * elem
         assert (smem, scratch) == ((state, 0) if state_in_smem else (0, state))
         assert state_in_smem == (state <= limit)
 
@@ -272,7 +289,7 @@ def test_nade_forward_hidden_zero(emu):
 
 # Defect 1: batch groups on gridDim.x: any batch launches (gridDim.y stopped at 65,535
 # groups of 8, B = 524,281).
-@pytest.mark.parametrize("B", [524_280, 524_281, 10 ** 7, 8 * (2 ** 31 - 1)])
+@pytest.mark.parametrize("B", [524_280, 524_281, 10**7, 8 * (2**31 - 1)])
 def test_nade_grid_takes_any_batch(emu, B):
     gx, gy, threads, fits = emu.nade_grid(B, 500)
     assert fits and gx == -(-B // 8) and gy == 1 and threads == 512
@@ -361,8 +378,9 @@ def test_pixel_network_sample_step(emu, name, image_shape, levels, start, stop, 
     layer, weights, state, x, u, cond = pixel_step_inputs(name, image_shape, levels, dtype)
     x_ref, state_ref = x.clone(), [s.clone() for s in state]
     emu.pixel_network_sample_step(x, state, u, cond, weights, layer, levels, start, stop)
-    pixelar.ops.pixel_network_sample_step_ref(x_ref, state_ref, u, cond, weights, layer,
-                                              levels, start, stop)
+    pixelar.ops.pixel_network_sample_step_ref(
+        x_ref, state_ref, u, cond, weights, layer, levels, start, stop
+    )
     if dtype == torch.float64:
         assert torch.equal(x, x_ref)
     elif not torch.equal(x, x_ref):
@@ -416,7 +434,8 @@ def test_pixel_network_step_nonfinite_logit_raises_like_the_reference(emu, name)
     args = lambda: ([s.clone() for s in state], u, cond, weights, layer, 4, 2, 6)
     message = _error_of(lambda: emu.pixel_network_sample_step(x.clone(), *args()))
     assert message == _error_of(
-        lambda: pixelar.ops.pixel_network_sample_step_ref(x.clone(), *args()))
+        lambda: pixelar.ops.pixel_network_sample_step_ref(x.clone(), *args())
+    )
     assert "dimension 6 " in message  # pixel 2, channel 0: the first one drawn
 
 
@@ -434,8 +453,9 @@ def setup_nvcc_flags():
     src = open(os.path.join(ROOT, "setup.py")).read()
     match = re.search(r"nvcc = opt \+ (\[[^\]]*\])", src)
     assert match, "setup.py: no 'nvcc = opt + [...]' line"
-    return [f for f in ast.literal_eval(match.group(1))
-            if not f.startswith("-D") and f != "-lineinfo"]
+    return [
+        f for f in ast.literal_eval(match.group(1)) if not f.startswith("-D") and f != "-lineinfo"
+    ]
 
 
 def test_setup_has_no_fast_math():
@@ -450,17 +470,29 @@ def test_ptx_has_no_approximate_tanh(tmp_path):
     # precise one (--use_fast_math made it tanh.approx.f32: ~6.5e-4 relative error at the
     # paper's shapes against a 2e-4 float32 tolerance)
     src = tmp_path / "cell.cu"
-    src.write_text(textwrap.dedent("""
+    src.write_text(
+        textwrap.dedent("""
         #include "pixelar/lstm_math.h"
         __global__ void cell(const float* p, float* out) {
           float c, h;
           pixelar::math::lstm_cell_forward(p[0], p[1], p[2], p[3], p[4], &c, &h);
           out[0] = c; out[1] = h; out[2] = pixelar::math::sigmoid(p[5]);
         }
-    """))
+    """)
+    )
     ptx = tmp_path / "cell.ptx"
-    cmd = ["nvcc", "-arch=sm_90", "-ptx", *setup_nvcc_flags(), "-O3",
-           "-I", os.path.join(ROOT, "csrc", "include"), str(src), "-o", str(ptx)]
+    cmd = [
+        "nvcc",
+        "-arch=sm_90",
+        "-ptx",
+        *setup_nvcc_flags(),
+        "-O3",
+        "-I",
+        os.path.join(ROOT, "csrc", "include"),
+        str(src),
+        "-o",
+        str(ptx),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     text = ptx.read_text()
     assert "tanh.approx" not in text
@@ -468,34 +500,51 @@ def test_ptx_has_no_approximate_tanh(tmp_path):
 
 
 # ---------------------------------------------------------------- sanitizers (opt-in)
-sanitize = pytest.mark.skipif(os.environ.get("PIXELAR_SANITIZE") != "1",
-                              reason="sanitizer runs are opt-in: PIXELAR_SANITIZE=1")
+sanitize = pytest.mark.skipif(
+    os.environ.get("PIXELAR_SANITIZE") != "1",
+    reason="sanitizer runs are opt-in: PIXELAR_SANITIZE=1",
+)
 
 
 def runtime_library(name):
-    return subprocess.run([os.environ.get("CXX", "c++"), f"-print-file-name={name}"],
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [os.environ.get("CXX", "c++"), f"-print-file-name={name}"], capture_output=True, text=True
+    ).stdout.strip()
 
 
 def sanitizer_env(kind):
     """The environment of a process that loads the `kind` build: its runtime preloaded
     (with libstdc++ after it, so that ASan's __cxa_throw interceptor finds the real one)."""
     preload = [runtime_library(f"lib{kind}.so"), runtime_library("libstdc++.so")]
-    env = dict(os.environ, LD_PRELOAD=" ".join(preload), PIXELAR_EMU_SANITIZER=kind,
-               OMP_NUM_THREADS="1", PIXELAR_SANITIZE="0",
-               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1",
-               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
-               TSAN_OPTIONS="halt_on_error=1:exitcode=66:report_signal_unsafe=0")
+    env = dict(
+        os.environ,
+        LD_PRELOAD=" ".join(preload),
+        PIXELAR_EMU_SANITIZER=kind,
+        OMP_NUM_THREADS="1",
+        PIXELAR_SANITIZE="0",
+        ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1",
+        UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
+        TSAN_OPTIONS="halt_on_error=1:exitcode=66:report_signal_unsafe=0",
+    )
     return env
 
 
 def build_sanitized(kind, cuda_dir=None):
     """Build (and load) the sanitized module in a process with its runtime preloaded (the
     module refuses to load without it); the compilers run under the preload too."""
-    code = ("import sys; sys.path.insert(0, %r); import emulation_build as b; b.load(%r, %r)"
-            % (os.path.join(HERE, "cuda_emulation"), kind, cuda_dir))
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=sanitizer_env(kind),
-                          capture_output=True, text=True, timeout=900)
+    code = "import sys; sys.path.insert(0, %r); import emulation_build as b; b.load(%r, %r)" % (
+        os.path.join(HERE, "cuda_emulation"),
+        kind,
+        cuda_dir,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=sanitizer_env(kind),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -504,9 +553,25 @@ def build_sanitized(kind, cuda_dir=None):
 def test_sanitizers_on_every_case(kind):
     build_sanitized(kind)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-s", "-p", "no:cacheprovider",
-         os.path.join(HERE, "test_cuda_emulation.py"), "-k", "not sanitizer and not ptx"],
-        cwd=ROOT, env=sanitizer_env(kind), capture_output=True, text=True, timeout=1800)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-x",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+            os.path.join(HERE, "test_cuda_emulation.py"),
+            "-k",
+            "not sanitizer and not ptx",
+        ],
+        cwd=ROOT,
+        env=sanitizer_env(kind),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert "passed" in proc.stdout
 
@@ -524,12 +589,18 @@ def test_sanitizer_tsan_catches_a_deleted_syncthreads(tmp_path):
     path.write_text(src.replace(barrier, "    cur ^= 1;\n"))
     build_sanitized("tsan", str(scratch / "cuda"))
     code = textwrap.dedent(f"""
-        import sys; sys.path.insert(0, {os.path.join(HERE, 'cuda_emulation')!r})
+        import sys; sys.path.insert(0, {os.path.join(HERE, "cuda_emulation")!r})
         import torch, emulation_build
-        m = emulation_build.load("tsan", {str(scratch / 'cuda')!r})
+        m = emulation_build.load("tsan", {str(scratch / "cuda")!r})
         x = torch.randn(1, 16, 6, 40, dtype=torch.float64)
         m.row_lstm_scan(x, torch.randn(16, 4, 3, dtype=torch.float64))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=sanitizer_env("tsan"),
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=sanitizer_env("tsan"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode != 0 and "data race" in proc.stderr, proc.stderr[-3000:]

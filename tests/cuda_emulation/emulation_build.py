@@ -1,6 +1,7 @@
 """Build (once, cached under build/) and load the CUDA-emulation test extension:
 tests/cuda_emulation/emulated_kernels.cpp, which compiles pixelar's CUDA kernels and
-launchers (csrc/cuda/<op>.cu, without their registration) for the host emulation of csrc/emulation/cuda_host_emulation.h.
+launchers (csrc/cuda/<op>.cu, without their registration) for the host emulation of
+csrc/emulation/cuda_host_emulation.h.
 
 ``sanitizer``: None, "asan" (AddressSanitizer + UndefinedBehaviorSanitizer) or "tsan"
 (ThreadSanitizer); a sanitized build runs only in a process that preloads the sanitizer's
@@ -10,6 +11,7 @@ Environment: PIXELAR_EMU_SANITIZER picks the sanitizer of ``load()`` without arg
 PIXELAR_EMU_CUDA_DIR its ``cuda_dir`` (to run the tests on an experimental copy of the
 kernels).
 """
+
 import hashlib
 import os
 
@@ -18,8 +20,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 SANITIZER_FLAGS = {
     None: [],
-    "asan": ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
-             "-fno-omit-frame-pointer"],
+    "asan": [
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=undefined",
+        "-fno-omit-frame-pointer",
+    ],
     "tsan": ["-fsanitize=thread", "-fno-omit-frame-pointer"],
 }
 
@@ -30,20 +35,30 @@ def load(sanitizer=None, cuda_dir=None, verbose=False):
 
     if sanitizer is None:
         sanitizer = os.environ.get("PIXELAR_EMU_SANITIZER") or None
-    cuda_dir = (cuda_dir or os.environ.get("PIXELAR_EMU_CUDA_DIR")
-                or os.path.join(ROOT, "csrc", "cuda"))
+    cuda_dir = (
+        cuda_dir or os.environ.get("PIXELAR_EMU_CUDA_DIR") or os.path.join(ROOT, "csrc", "cuda")
+    )
     tag = sanitizer or "plain"
     if cuda_dir != os.path.join(ROOT, "csrc", "cuda"):
         tag += "_" + hashlib.sha1(cuda_dir.encode()).hexdigest()[:8]
     build_dir = os.path.join(ROOT, "build", f"cuda_emulation_{tag}")
     os.makedirs(build_dir, exist_ok=True)
-    flags = ["-std=c++20", "-O1", "-g0", "-ffp-contract=off", "-fno-fast-math",
-             "-Wno-unknown-pragmas"] + SANITIZER_FLAGS[sanitizer]
+    flags = [
+        "-std=c++20",
+        "-O1",
+        "-g0",
+        "-ffp-contract=off",
+        "-fno-fast-math",
+        "-Wno-unknown-pragmas",
+    ] + SANITIZER_FLAGS[sanitizer]
     return ext.load(
         name=f"pixelar_cuda_emulation_{tag}",
         sources=[os.path.join(HERE, "emulated_kernels.cpp")],
-        extra_include_paths=[cuda_dir, os.path.join(ROOT, "csrc", "include"),
-                             os.path.join(ROOT, "csrc", "emulation")],
+        extra_include_paths=[
+            cuda_dir,
+            os.path.join(ROOT, "csrc", "include"),
+            os.path.join(ROOT, "csrc", "emulation"),
+        ],
         extra_cflags=flags,
         extra_ldflags=SANITIZER_FLAGS[sanitizer],
         build_directory=build_dir,
