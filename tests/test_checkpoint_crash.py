@@ -19,6 +19,8 @@ from pixelar.training import TrainConfig, load_checkpoint, train
 from pixelar.training import trainer as trainer_module
 from pixelar.training.checkpoint import CheckpointWarning
 
+from training_testing import TINY_CLI
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,18 +42,7 @@ CONFIG = dict(
     optimizer="rmsprop",
 )
 CLI = [
-    "--model",
-    "nade",
-    "--model-arg",
-    "hidden=6",
-    "--data",
-    "digits-binary",
-    "--train-subset",
-    "96",
-    "--val-subset",
-    "32",
-    "--batch-size",
-    "32",
+    *TINY_CLI,
     "--epochs",
     "3",
     "--lr",

@@ -34,7 +34,7 @@ from pixelar.training import (
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: tiny models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from training_testing import BACKEND, QUIET, nade_and_adam, tiny, training_backend  # noqa: E402, F401
+from training_testing import BACKEND, QUIET, TINY_CLI, nade_and_adam, tiny, training_backend  # noqa: E402, F401
 
 
 def weights(folder, name="last"):
@@ -320,18 +320,7 @@ def test_ddp_two_processes_on_cpu_keep_identical_weights(tmp_path):
         "-m",
         "pixelar",
         "train",
-        "--model",
-        "nade",
-        "--model-arg",
-        "hidden=6",
-        "--data",
-        "digits-binary",
-        "--train-subset",
-        "96",
-        "--val-subset",
-        "32",
-        "--batch-size",
-        "32",
+        *TINY_CLI,
         "--epochs",
         "2",
         "--lr",

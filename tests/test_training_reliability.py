@@ -23,7 +23,7 @@ from pixelar.training.trainer import TrainingDiverged, build_model
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from training_testing import BACKEND, QUIET, tiny, training_backend  # noqa: E402, F401
+from training_testing import BACKEND, QUIET, TINY_CLI, tiny, training_backend  # noqa: E402, F401
 
 # ---------------------------------------------------------------- S5: one run per folder
 
@@ -294,18 +294,7 @@ def test_a_stopped_peer_fails_the_run_after_the_timeout(tmp_path):
                     "-m",
                     "pixelar",
                     "train",
-                    "--model",
-                    "nade",
-                    "--model-arg",
-                    "hidden=6",
-                    "--data",
-                    "digits-binary",
-                    "--train-subset",
-                    "96",
-                    "--val-subset",
-                    "32",
-                    "--batch-size",
-                    "32",
+                    *TINY_CLI,
                     "--epochs",
                     "100000",
                     "--patience",

@@ -18,6 +18,13 @@ def training_backend():
         yield
 
 
+# The same tiny run on the command line (add --epochs etc.): pixelar train *TINY_CLI ...
+TINY_CLI = [
+    "--model", "nade", "--model-arg", "hidden=6", "--data", "digits-binary",
+    "--train-subset", "96", "--val-subset", "32", "--batch-size", "32",
+]  # fmt: skip
+
+
 def tiny(**kw):
     """A NADE on 96 binary 8x8 digits: 3 steps of 32 per epoch."""
     base = dict(
