@@ -335,3 +335,37 @@ def test_a_stopped_peer_fails_the_run_after_the_timeout(tmp_path):
     assert rc == 1 and waited < 60, (rc, waited, err)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "did not answer within 3 s" in lines[0], err
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT, ignored by the parent shell"])
+def test_a_stop_signal_writes_the_last_checkpoint(tmp_path, how):
+    """`kill PID` (SIGTERM), or SIGINT to a job a script started in the background (which
+    inherits SIGINT ignored), stops `pixelar train` like Ctrl-C: last checkpoint, status 130."""
+    ignore_sigint = how.startswith("SIGINT")
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pixelar", "train", *TINY_CLI, "--epochs", "100000",
+         "--patience", "0", "--backend", BACKEND, "--no-progress", "--out", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint
+        else None,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not has_checkpoint(out) and time.time() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.2)
+        assert has_checkpoint(out), "no checkpoint within 120 s"
+        proc.send_signal(signal.SIGINT if ignore_sigint else signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    assert load_checkpoint(out / "last").train_state["status"] == "interrupted"
