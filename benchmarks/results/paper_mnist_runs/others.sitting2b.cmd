@@ -1,0 +1,1 @@
+cd /work/wt/run3 && OMP_WAIT_POLICY=PASSIVE PYTHONPATH=. python benchmarks/paper_mnist.py --data-dir /work/data/binarized_mnist --runs-dir /work/main/runs/paper_mnist --threads 1 --train-only --busy-minutes 0 --models diagonal_1x32 --budget 1500
