@@ -43,7 +43,7 @@ def _backend_message(exc, args):
     )
 
 
-# (exception types, exit status, message(exc, args) -> str, or None to let it propagate)
+# (exception types, exit status, message(exc, args) -> str)
 ERRORS = [
     (
         (
@@ -70,6 +70,5 @@ def explain(exc, args):
     or None when none matches (the exception is then not the user's to read)."""
     for types, status, message in ERRORS:
         if isinstance(exc, types):
-            text = message(exc, args)
-            return None if text is None else (status, text)
+            return status, message(exc, args)
     return None
