@@ -8,7 +8,6 @@ import torch
 
 import pixelar
 from pixelar.models import FVSBN, NADE, IndependentPixels, MarkovPixels, PixelCNN, PixelRNN
-from pixelar.models.pixel_networks import pack_pixel_network
 
 
 def _binary_only(cls, **kw):
@@ -88,7 +87,7 @@ def pixel_step_inputs(name, image_shape, levels, dtype, seed=0, batch=3):
     """Inputs of pixel_network_sample_step: a packed model (layer, weights), a random state,
     a partially generated image x, uniforms u and a condition (70% of it -1: sampled)."""
     model = make_model(name, image_shape, levels).to(dtype)
-    layer, weights = pack_pixel_network(model)
+    layer, weights = model.sampling_kind, model.sampling_weights()
     g = torch.Generator().manual_seed(seed)
     state = [
         torch.randn(s.shape, generator=g, dtype=dtype)

@@ -170,7 +170,7 @@ def test_step_op_over_a_range_names_the_raster_dimension():
     model = _pixel_network("row", 4)
     with torch.no_grad():
         model.head.out.bias[:] = INF
-    layer, weights = pixelar.models.pixel_networks.pack_pixel_network(model)
+    layer, weights = model.sampling_kind, model.sampling_weights()
     C, H, W = model.image_shape
     messages = []
     for name in ("cpp", "reference"):

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import pixelar
-from pixelar.models.pixel_networks import pack_pixel_network
 from pixelar.ops import (
     diagonal_lstm_scan,
     diagonal_lstm_scan_ref,
@@ -129,7 +128,7 @@ def test_rnade_sample_refuses_bad_bounds_and_noise(kwargs, words):
 def _step_args(cond_value=None, u_bad=None, levels=3):
     torch.manual_seed(0)
     model = pixelar.models.PixelCNN((1, 3, 4), levels, num_layers=1, hidden=2, head_hidden=4)
-    layer, weights = pack_pixel_network(model)
+    layer, weights = model.sampling_kind, model.sampling_weights()
 
     def args():
         x = torch.zeros(2, 1, 3, 4, dtype=torch.long)

@@ -133,12 +133,6 @@ class _PixelNetwork(AutoregressiveModel):
         return x
 
 
-def pack_pixel_network(model):
-    """(layer, weights) of a PixelCNN / PixelRNN for ``ops.pixel_network_sample_step``:
-    ``model.sampling_kind`` and ``model.sampling_weights()``."""
-    return model.sampling_kind, model.sampling_weights()
-
-
 class PixelCNN(_PixelNetwork):
     """PixelCNN: 7x7 mask A, then ``num_layers`` residual blocks with 3x3 mask-B convolutions.
 
