@@ -26,6 +26,7 @@ class ScanOpTests:
         SHAPES       (B, H, R, W) cases for the kernel; the first four for the loop too
         EMPTY_SHAPES (B, H, R, W) cases with nothing to compute that the op accepts
         THREAD_TOL   None: results equal with one and two threads; else assert_close kwargs
+        EXTRA_ARGS   the op's arguments after (x, w), in every call (default none)
 
     and defines, as static methods:
 
@@ -41,6 +42,7 @@ class ScanOpTests:
     SHAPES = []
     EMPTY_SHAPES = [(0, 2, 3, 4), (2, 3, 0, 4), (2, 3, 4, 0)]  # B, R, W = 0
     THREAD_TOL = None
+    EXTRA_ARGS = ()
 
     def pytest_generate_tests(self, metafunc):
         """`shape` runs over SHAPES, `loop_shape` over the first four."""
@@ -53,10 +55,10 @@ class ScanOpTests:
 
     def wrapper(self, x, w):
         """The op through pixelar.ops (backend chosen by the caller)."""
-        return getattr(pixelar.ops, self.NAME)(x, w)
+        return getattr(pixelar.ops, self.NAME)(x, w, *self.EXTRA_ARGS)
 
     def reference(self, x, w):
-        return getattr(pixelar.ops, self.NAME + "_ref")(x, w)
+        return getattr(pixelar.ops, self.NAME + "_ref")(x, w, *self.EXTRA_ARGS)
 
     def op(self):
         """torch.ops.pixelar.<NAME>; skips the test where pixelar._C has no CPU kernel."""
@@ -73,7 +75,7 @@ class ScanOpTests:
         x = x.detach().requires_grad_()
         w = w.detach().requires_grad_()
         if raw_op:
-            h, c = self.op()(x, w)
+            h, c = self.op()(x, w, *self.EXTRA_ARGS)
         else:
             with pixelar.ops.backend("cpp"):
                 h, c = self.wrapper(x, w)
@@ -138,14 +140,15 @@ class ScanOpTests:
     def test_same_result_with_one_and_two_threads(self):
         op, back = self.op(), self.backward_op()
         x, w = self.sample_inputs(5, 4, 6, 7, dtype=torch.float32)
-        h, c = op(x, w)
+        extra = self.EXTRA_ARGS
+        h, c = op(x, w, *extra)
         gh, gc = torch.randn_like(h), torch.randn_like(c)
-        grads = back(gh, gc, x, w, h, c)
+        grads = back(gh, gc, x, w, h, c, *extra)
         previous = torch.get_num_threads()
         try:
             torch.set_num_threads(1)
-            h1, c1 = op(x, w)
-            grads1 = back(gh, gc, x, w, h, c)
+            h1, c1 = op(x, w, *extra)
+            grads1 = back(gh, gc, x, w, h, c, *extra)
         finally:
             torch.set_num_threads(previous)
         for a, b in zip((h, c) + tuple(grads), (h1, c1) + tuple(grads1)):
@@ -162,11 +165,13 @@ class ScanOpTests:
 
     def test_opcheck(self):
         op, back = self.op(), self.backward_op()
+        extra = self.EXTRA_ARGS
         x, w = self.sample_inputs(2, 3, 4, 5, requires_grad=True)
-        torch.library.opcheck(op, (x, w))
+        torch.library.opcheck(op, (x, w, *extra))
         x, w = self.sample_inputs(1, 2, 3, 2)
-        h, c = op(x, w)
-        torch.library.opcheck(back, (torch.randn_like(h), torch.randn_like(c), x, w, h, c))
+        h, c = op(x, w, *extra)
+        gh, gc = torch.randn_like(h), torch.randn_like(c)
+        torch.library.opcheck(back, (gh, gc, x, w, h, c, *extra))
 
     def test_wrapper_rejects_bad_inputs(self):
         x, w = self.sample_inputs(2, 3, 4, 5)
@@ -177,20 +182,21 @@ class ScanOpTests:
     def test_raw_op_rejects_bad_inputs(self):
         op, back = self.op(), self.backward_op()
         x, w = self.sample_inputs(2, 3, 4, 5)
+        extra = self.EXTRA_ARGS
         for args, message in self.bad_op_inputs(x, w):
             with pytest.raises(RuntimeError, match=message):
-                op(*args)
-        h, c = op(x, w)
+                op(*args, *extra)
+        h, c = op(x, w, *extra)
         for args, message in self.bad_backward_inputs(x, w, h, c):
             with pytest.raises(RuntimeError, match=message):
-                back(*args)
+                back(*args, *extra)
 
     def test_torch_compile_fullgraph(self):
         op = self.op()
         x, w = self.sample_inputs(2, 2, 3, 4, dtype=torch.float32, requires_grad=True)
 
         def f(x, w):
-            h, c = op(x, w)
+            h, c = op(x, w, *self.EXTRA_ARGS)
             return (h * h).sum() + c.sum()
 
         compiled = torch.compile(f, fullgraph=True, backend="aot_eager")

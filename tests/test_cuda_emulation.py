@@ -136,6 +136,35 @@ def test_scan_forward_backward(emu, limits, scan, B, H, R, W, dtype, max_threads
     assert emu.launches() == launches + 2  # the kernels ran (no early return)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_diagonal_scan_image_layout(emu, reverse, dtype):
+    """pixelar::diagonal_lstm_scan_image on the CUDA path (the skewed-map kernels between
+    ATen's skew and unskew, csrc/cuda/diagonal_lstm_scan.cu) vs the op's reference, forward
+    and backward, with channels-last outputs as on the CPU."""
+    g = torch.Generator().manual_seed(3)
+    B, H, R, W = 2, 3, 5, 4
+    x = torch.randn(B, 4 * H, R, W, generator=g, dtype=torch.float64)
+    w = torch.randn(4 * H, H, 2, generator=g, dtype=torch.float64) / (2 * H) ** 0.5
+    x, w = x.to(dtype), w.to(dtype)
+    launches = emu.launches()
+    h, c = emu.diagonal_lstm_scan_image(x, w, reverse)
+    assert h.is_contiguous(memory_format=torch.channels_last)
+    xr, wr = x.double().requires_grad_(), w.double().requires_grad_()
+    h_ref, c_ref = pixelar.ops.diagonal_lstm_scan_image_ref(xr, wr, reverse)
+    torch.testing.assert_close(h.double(), h_ref.detach(), **tol(dtype))
+    torch.testing.assert_close(c.double(), c_ref.detach(), **tol(dtype))
+    gh = torch.randn(h.shape, generator=g, dtype=torch.float64).to(dtype)
+    gc = torch.randn(h.shape, generator=g, dtype=torch.float64).to(dtype)
+    gx, gw = emu.diagonal_lstm_scan_image_backward(gh, gc, x, w, h, c, reverse)
+    torch.autograd.backward([h_ref, c_ref], [gh.double(), gc.double()])
+    torch.testing.assert_close(gx.double(), xr.grad, **tol(dtype))
+    torch.testing.assert_close(gw.double(), wr.grad, **tol(dtype))
+    assert emu.launches() == launches + 2  # the forward and backward kernels ran
+    with pytest.raises(RuntimeError, match="diagonal_lstm_scan_image: x_gates must have 4H"):
+        emu.diagonal_lstm_scan_image(x[:, :5], w, reverse)
+
+
 @pytest.mark.parametrize("scan", ["diagonal", "row"])
 def test_scan_empty_and_hidden_zero(emu, scan):
     for B, H, R, W in [(0, 2, 3, 2), (2, 0, 3, 2)]:

@@ -332,6 +332,74 @@ struct DiagonalScan {
   }
 };
 
+// pixelar::diagonal_lstm_scan_image (the image layout, reverse = right to left): the
+// kernels above between ATen's skew (and mirror) of the inputs and unskew (and mirror) of
+// the outputs, as pixelar/ops/skew.py defines them; outputs channels-last, as on the CPU.
+namespace image_layout {
+
+constexpr const char* kOp = "pixelar::diagonal_lstm_scan_image";
+constexpr const char* kOpBwd = "pixelar::diagonal_lstm_scan_image_backward";
+
+// (B, C, R, W) -> (B, C, R, R + W - 1): row r shifted right by r (mirrored first when
+// reverse), zero-filled.
+inline at::Tensor to_skewed(const at::Tensor& t_in, bool reverse) {
+  const at::Tensor t = reverse ? t_in.flip({3}) : t_in;
+  const int64_t B = t.size(0), C = t.size(1), R = t.size(2), W = t.size(3), S = R + W - 1;
+  return at::constant_pad_nd(t, {0, R})
+      .reshape({B, C, R * (W + R)})
+      .narrow(2, 0, R * S)
+      .reshape({B, C, R, S});
+}
+
+// Inverse of to_skewed: (B, C, R, R + W - 1) -> (B, C, R, W), channels-last.
+inline at::Tensor to_image(const at::Tensor& y, int64_t W, bool reverse) {
+  const int64_t B = y.size(0), C = y.size(1), R = y.size(2), S = y.size(3);
+  at::Tensor t = at::constant_pad_nd(y.reshape({B, C, R * S}), {0, R})
+                     .reshape({B, C, R, S + 1})
+                     .narrow(3, 0, W);
+  if (reverse) t = t.flip({3});
+  return t.contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+inline at::Tensor empty_states(const at::Tensor& x_gates, int64_t H) {
+  return at::empty({x_gates.size(0), H, x_gates.size(2), x_gates.size(3)},
+                   x_gates.options().memory_format(at::MemoryFormat::ChannelsLast));
+}
+
+}  // namespace image_layout
+
+template <typename Dev>
+std::tuple<at::Tensor, at::Tensor> scan_image_forward(const at::Tensor& x_gates,
+                                                      const at::Tensor& w_ss, bool reverse) {
+  const int64_t H = checks::check_scan_inputs(image_layout::kOp, x_gates, w_ss, 2,
+                                              "(B, 4H, R, W)", "(4H, H, 2)", scan_target<Dev>());
+  if (x_gates.numel() == 0) {
+    return {image_layout::empty_states(x_gates, H), image_layout::empty_states(x_gates, H)};
+  }
+  const int64_t W = x_gates.size(3);
+  auto hc = scan_forward<DiagonalScan, Dev>(image_layout::to_skewed(x_gates, reverse), w_ss);
+  return {image_layout::to_image(std::get<0>(hc), W, reverse),
+          image_layout::to_image(std::get<1>(hc), W, reverse)};
+}
+
+template <typename Dev>
+std::tuple<at::Tensor, at::Tensor> scan_image_backward(
+    const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& x_gates,
+    const at::Tensor& w_ss, const at::Tensor& h, const at::Tensor& c, bool reverse) {
+  const int64_t H = checks::check_scan_inputs(image_layout::kOpBwd, x_gates, w_ss, 2,
+                                              "(B, 4H, R, W)", "(4H, H, 2)", scan_target<Dev>());
+  const int64_t B = x_gates.size(0), R = x_gates.size(2), W = x_gates.size(3);
+  checks::check_scan_states(image_layout::kOpBwd, x_gates, {B, H, R, W}, "(B, H, R, W)",
+                            grad_h, grad_c, h, c, scan_target<Dev>());
+  if (x_gates.numel() == 0) {
+    return {at::empty_like(x_gates, at::MemoryFormat::ChannelsLast), at::zeros_like(w_ss)};
+  }
+  auto sk = [reverse](const at::Tensor& t) { return image_layout::to_skewed(t, reverse); };
+  auto gxw = scan_backward<DiagonalScan, Dev>(sk(grad_h), sk(grad_c), sk(x_gates), w_ss, sk(h),
+                                               sk(c));
+  return {image_layout::to_image(std::get<0>(gxw), W, reverse), std::get<1>(gxw)};
+}
+
 }  // namespace cuda
 }  // namespace pixelar
 
@@ -345,5 +413,8 @@ TORCH_LIBRARY_IMPL(pixelar, CUDA, m) {
   m.impl("diagonal_lstm_scan", &pixelar::cuda::scan_forward<DiagonalScan, CudaDevice>);
   m.impl("diagonal_lstm_scan_backward",
          &pixelar::cuda::scan_backward<DiagonalScan, CudaDevice>);
+  m.impl("diagonal_lstm_scan_image", &pixelar::cuda::scan_image_forward<CudaDevice>);
+  m.impl("diagonal_lstm_scan_image_backward",
+         &pixelar::cuda::scan_image_backward<CudaDevice>);
 }
 #endif

@@ -55,10 +55,24 @@ class _PixelNetwork(AutoregressiveModel):
         self.blocks = nn.ModuleList(blocks)
         self.head = OutputHead(2 * hidden, head_hidden, C, 1 if self.bernoulli else levels)
 
+    # Features in channels-last memory: set by models whose blocks are fastest so (the
+    # Diagonal BiLSTM's scan reads and writes a pixel's channels as one run, and every 1x1
+    # convolution becomes one matrix product, pixelar.nn.masked_conv.pointwise).
+    channels_last = False
+
+    def stem(self, x):
+        """Integer images (B, C, H, W) -> (the float image the blocks read, (B, C, H, W);
+        the input convolution's features, (B, 2h, H, W))."""
+        image = self.to_input(x)
+        if self.channels_last:  # channels-last strides even for C = 1, so cat keeps them
+            B, C, H, W = image.shape
+            image = image.new_empty(B, H, W, C).permute(0, 3, 1, 2).copy_(image)
+            return image, self.input_conv(image).contiguous(memory_format=torch.channels_last)
+        return image, self.input_conv(image)
+
     def trunk(self, x):
         """Integer images (B, C, H, W) -> (B, 2h, H, W) features before the head."""
-        image = self.to_input(x)
-        y = self.input_conv(image)
+        image, y = self.stem(x)
         for block in self.blocks:
             y = block(y, image)
         return y
@@ -69,7 +83,11 @@ class _PixelNetwork(AutoregressiveModel):
         if self.bernoulli:
             return out
         B, _, H, W = out.shape
-        return out.view(B, self.image_shape[0], self.levels, H, W).permute(0, 1, 3, 4, 2)
+        C, L = self.image_shape[0], self.levels
+        if out.is_contiguous():
+            return out.view(B, C, L, H, W).permute(0, 1, 3, 4, 2)
+        # channels-last (the Diagonal BiLSTM's features): (B, H, W, C * L) in memory
+        return out.permute(0, 2, 3, 1).reshape(B, H, W, C, L).permute(0, 3, 1, 2, 4)
 
     def features(self, x):
         """Representation: the last block's features, averaged over positions:
@@ -188,6 +206,7 @@ class PixelRNN(_PixelNetwork):
             [LSTMResidualBlock(layer, hidden, C) for _ in range(num_layers)],
         )
         self.layer = layer
+        self.channels_last = layer == "diagonal"
         self._config = dict(
             image_shape=list(self.image_shape),
             levels=levels,
@@ -201,8 +220,7 @@ class PixelRNN(_PixelNetwork):
         """Representation: the last recurrent layer's hidden state averaged over positions:
         (B, C, H, W) -> (B, hidden)."""
         x = self.check_images(x)
-        image = self.to_input(x)
-        y = self.input_conv(image)
+        image, y = self.stem(x)
         for block in self.blocks[:-1]:
             y = block(y, image)
         return self.blocks[-1].features(y, image).mean(dim=(2, 3))

@@ -7,22 +7,32 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
-from .masked_conv import MaskedConv2d, channel_groups, conv1x1_sampling_weights, packed
+from .masked_conv import (
+    MaskedConv2d,
+    channel_groups,
+    conv1x1,
+    conv1x1_sampling_weights,
+    packed,
+)
 
 
 class DiagonalLSTM(nn.Module):
-    """One direction: 1x1 masked (B) input-to-state convolution, skew, the column scan with
-    a 2x1 state-to-state kernel, unskew. The state at (r, c) sees (r-1, c) and (r, c-1), so
-    its receptive field is every pixel (r', c') with r' <= r and c' <= c.
+    """One direction: 1x1 masked (B) input-to-state convolution, then the Diagonal LSTM
+    recurrence with a 2x1 state-to-state kernel (pixelar.ops.diagonal_lstm_scan_image: the
+    skewed map of the paper, walked in place). The state at (r, c) sees (r-1, c) and
+    (r, c-1), so its receptive field is every pixel (r', c') with r' <= r and c' <= c;
+    ``reverse=True`` scans right to left, (r, c) seeing (r-1, c) and (r, c+1).
 
-    x: (B, in_channels, R, W) -> h: (B, hidden, R, W)
+    x: (B, in_channels, R, W) -> h: (B, hidden, R, W) (channels-last memory from the
+    compiled kernels; a channels-last x makes the 1x1 convolution one matrix product).
     ``masked=False`` makes the input-to-state convolution a plain 1x1 (for the right-to-left
     direction, whose output is only used a row lower).
     """
 
-    def __init__(self, in_channels, hidden, num_colors=1, masked=True):
+    def __init__(self, in_channels, hidden, num_colors=1, masked=True, reverse=False):
         super().__init__()
         self.hidden = hidden
+        self.reverse = reverse
         if masked:
             self.input_to_state = MaskedConv2d(
                 in_channels,
@@ -38,14 +48,10 @@ class DiagonalLSTM(nn.Module):
         self.w_ss = nn.Parameter(torch.empty(4 * hidden, hidden, 2).uniform_(-bound, bound))
 
     def forward(self, x):
-        width = x.shape[-1]
-        x_gates = ops.skew(self.input_to_state(x))
-        if x_gates.device.type == "cpu":
-            # (B, S, 4H, R) in memory: the C++ scan then reads each skewed column's rows as
-            # contiguous runs (one copy, in place of the one .contiguous() would make).
-            x_gates = x_gates.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
-        h, _ = ops.diagonal_lstm_scan(x_gates, self.w_ss)
-        return ops.unskew(h, width)
+        h, _ = ops.diagonal_lstm_scan_image(
+            conv1x1(self.input_to_state, x), self.w_ss, self.reverse
+        )
+        return h
 
     def sampling_weights(self) -> list:
         """This direction's part of a "diagonal" block in the packed layout of the cached
@@ -67,9 +73,9 @@ def shift_down(x: torch.Tensor) -> torch.Tensor:
 
 
 class DiagonalBiLSTM(nn.Module):
-    """Two Diagonal LSTMs: left-to-right on the map, right-to-left on the mirrored map. The
-    right-to-left output is mirrored back and shifted down one row before the two are
-    added, so (r, c) sees rows above it in full and never its own row's future.
+    """Two Diagonal LSTMs: left-to-right, and right-to-left (``reverse``). The right-to-left
+    output is shifted down one row before the two are added, so (r, c) sees rows above it
+    in full and never its own row's future.
 
     The right-to-left direction also reads ``context`` (the image itself), unmasked: its
     output is used only a row lower, where the whole row above is past. Without it, the
@@ -85,12 +91,14 @@ class DiagonalBiLSTM(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.left_to_right = DiagonalLSTM(in_channels, hidden, num_colors)
-        self.right_to_left = DiagonalLSTM(in_channels + context_channels, hidden, masked=False)
+        self.right_to_left = DiagonalLSTM(
+            in_channels + context_channels, hidden, masked=False, reverse=True
+        )
 
     def forward(self, x, context=None):
         forward_h = self.left_to_right(x)
         rl_input = x if context is None else torch.cat([x, context], dim=1)
-        backward_h = self.right_to_left(rl_input.flip(-1)).flip(-1)
+        backward_h = self.right_to_left(rl_input)
         return forward_h + shift_down(backward_h)
 
     def sampling_weights(self) -> list:

@@ -84,6 +84,8 @@ class MaskedConv2d(nn.Conv2d):
         return self.weight * self.mask
 
     def forward(self, x):
+        if pointwise_ready(self, x):  # 1x1 on channels-last features: one matrix product
+            return pointwise(x, self.masked_weight(), self.bias)
         return F.conv2d(x, self.masked_weight(), self.bias, padding=self.padding)
 
     def sampling_weights(self) -> list:
@@ -104,6 +106,28 @@ class MaskedConv2d(nn.Conv2d):
         (kh // 2 + 1, kw, in_channels, out_channels)."""
         rows = self.kernel_size[0] // 2 + 1
         return self.masked_weight()[:, :, :rows, :].permute(2, 3, 1, 0)
+
+
+def conv1x1(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a 1x1 convolution (a Conv2d or MaskedConv2d, mask applied), done as
+    one matrix product over the pixels when x is in channels-last memory (the result then
+    is too); otherwise the convolution itself. x: (B, in, R, W) -> (B, out, R, W)."""
+    if not pointwise_ready(conv, x):
+        return conv(x)
+    weight = conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight
+    return pointwise(x, weight, conv.bias)
+
+
+def pointwise_ready(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether :func:`pointwise` computes ``conv(x)``: a 1x1 kernel, x channels-last."""
+    return conv.kernel_size == (1, 1) and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
+    """A 1x1 convolution as a matrix product: x (B, in, R, W) channels-last, weight
+    (out, in, 1, 1), bias (out,) or None -> (B, out, R, W), channels-last."""
+    y = F.linear(x.permute(0, 2, 3, 1), weight[:, :, 0, 0], bias)  # (B, R, W, out)
+    return y.permute(0, 3, 1, 2)
 
 
 def conv1x1_sampling_weights(conv: nn.Conv2d) -> list:

@@ -9,6 +9,7 @@ and the one "auto" rule: ``pixelar.ops._backend``.
 
 from ._backend import BACKENDS, BackendUnavailableError, backend, get_backend, set_backend
 from .diagonal_lstm_scan import diagonal_lstm_scan, diagonal_lstm_scan_ref
+from .diagonal_lstm_scan_image import diagonal_lstm_scan_image, diagonal_lstm_scan_image_ref
 from .lstm_cell import lstm_cell_ref
 from .nade_forward import nade_forward, nade_forward_ref
 from .nade_sample import nade_sample, nade_sample_ref, rnade_sample, rnade_sample_ref
@@ -28,6 +29,8 @@ __all__ = [
     "set_backend",
     "diagonal_lstm_scan",
     "diagonal_lstm_scan_ref",
+    "diagonal_lstm_scan_image",
+    "diagonal_lstm_scan_image_ref",
     "row_lstm_scan",
     "row_lstm_scan_ref",
     "nade_forward",

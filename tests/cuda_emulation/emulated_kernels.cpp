@@ -114,6 +114,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("diagonal_offsets", &diagonal_offsets);
   m.def("diagonal_lstm_scan", &scan_forward<DiagonalScan, EmuDevice>);
   m.def("diagonal_lstm_scan_backward", &scan_backward<DiagonalScan, EmuDevice>);
+  m.def("diagonal_lstm_scan_image", &scan_image_forward<EmuDevice>);
+  m.def("diagonal_lstm_scan_image_backward", &scan_image_backward<EmuDevice>);
   m.def("row_lstm_scan", &scan_forward<RowScan, EmuDevice>);
   m.def("row_lstm_scan_backward", &scan_backward<RowScan, EmuDevice>);
   m.def("nade_forward", &nade_forward<EmuDevice>);

@@ -1,0 +1,396 @@
+// CPU kernels of pixelar::diagonal_lstm_scan_image and its backward (semantics: the
+// docstring of pixelar/ops/diagonal_lstm_scan_image.py): the Diagonal LSTM recurrence read
+// and written on the image layout, no skewed map; `reverse` scans right to left.
+//
+// Layout: channels-last. The states h, c (B, H, R, W) and grad_x_gates (B, 4H, R, W) are
+// allocated in torch.channels_last memory order, so one pixel's H (or 4H) values are one
+// contiguous run; x_gates is read in place whatever its strides (fastest channels-last, as
+// the layer's 1x1 convolution, done as a matrix product, writes it).
+//
+// One batch element per task (at::parallel_for over the batch). Diagonal j holds the
+// pixels r + s = j, s = the scan column (image column s, or W - 1 - s when reverse); every
+// pixel of a diagonal reads only the previous diagonal: h of the pixel above (r - 1, same
+// column) and h, c of the previous pixel of its row in scan order. Per pixel, the
+// state-to-state product is a matrix-vector product over the 2H inputs, vectorized along
+// the gates (two pixels at a time share each weight load: gemv2), and the cell runs on
+// vectors of units. The gates are kept padded to Hp (whole vectors) per gate block.
+//
+// Backward: the diagonals in reverse. The gradient reaching h(r, c) comes from the pixel
+// below (its row above) and the next pixel of the row, whose gate gradients (grad_x) are
+// already written: dh = grad_h + Wb @ [gx(r + 1, c); gx(r, next)]. The gates are recomputed
+// from x_gates and the saved h (one more gemv), c's gradient is carried along each row.
+// grad_w_ss, after the walk, is two batched matrix products of grad_x with the shifted h
+// (torch's BLAS), summed over the batch in a fixed order.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "kernel_common.h"
+#include "lstm_loops.h"
+#include "pixelar/checks.h"
+
+// The copies here are runs of H or 4H values: GCC would turn their loops into calls of
+// memmove, which cost more than the copies (13% of the backward's time).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-tree-loop-distribute-patterns")
+#endif
+
+namespace pixelar {
+namespace cpu {
+namespace {
+
+constexpr const char* kOp = "pixelar::diagonal_lstm_scan_image";
+constexpr const char* kOpBwd = "pixelar::diagonal_lstm_scan_image_backward";
+
+struct Dims {
+  int64_t H, G, R, W, Hp;   // Hp: H rounded up to whole vectors
+  bool reverse;
+  int64_t xg, xr, xc;       // strides of x_gates (gate, row, column)
+  // Image column of scan column s.
+  PIXELAR_HOST_DEVICE_INLINE int64_t column(int64_t s) const { return reverse ? W - 1 - s : s; }
+};
+
+// out_p[i] += sum_{k < K} in_p(k) * w[k * ldw + i] for i < NV * lanes (from column i0), for
+// NP pixels p at once, in_p(k) = a_p[k] for k < Kh and b_p[k - Kh] after (K = 2 Kh): NP x NV
+// vectors of sums in registers, each weight vector loaded once for the NP pixels. With
+// few vectors of sums (the backward's H-wide product), even and odd k go to two sets of
+// sums, so that two multiply-adds are in flight per sum.
+template <typename T, int NP, int NV>
+PIXELAR_HOST_DEVICE_INLINE void gemv_block(T* const* out, const T* const* a, const T* const* b,
+                                           int64_t Kh, const T* __restrict w, int64_t ldw,
+                                           int64_t i0) {
+  using V = typename simd::Vec<T>::type;
+  constexpr int L = simd::Vec<T>::lanes;
+  constexpr int kChains = NP * NV <= 4 ? 2 : 1;
+  V acc[kChains][NP][NV];
+  for (int p = 0; p < NP; ++p) {
+    for (int v = 0; v < NV; ++v) {
+      acc[0][p][v] = simd::load<V>(out[p] + i0 + v * L);
+      if (kChains > 1) acc[kChains - 1][p][v] = V{};
+    }
+  }
+  for (int half = 0; half < 2; ++half) {
+    const T* const* in = half ? b : a;
+    const T* wk = w + half * Kh * ldw + i0;
+    int64_t k = 0;
+    for (; k + kChains <= Kh; k += kChains) {
+      for (int ch = 0; ch < kChains; ++ch) {
+        V wv[NV];
+        for (int v = 0; v < NV; ++v) wv[v] = simd::load<V>(wk + (k + ch) * ldw + v * L);
+        for (int p = 0; p < NP; ++p) {
+          const V x = simd::broadcast<V>(in[p][k + ch]);
+          for (int v = 0; v < NV; ++v) acc[ch][p][v] += x * wv[v];
+        }
+      }
+    }
+    for (; k < Kh; ++k) {
+      V wv[NV];
+      for (int v = 0; v < NV; ++v) wv[v] = simd::load<V>(wk + k * ldw + v * L);
+      for (int p = 0; p < NP; ++p) {
+        const V x = simd::broadcast<V>(in[p][k]);
+        for (int v = 0; v < NV; ++v) acc[0][p][v] += x * wv[v];
+      }
+    }
+  }
+  for (int p = 0; p < NP; ++p) {
+    for (int v = 0; v < NV; ++v) {
+      V sum = acc[0][p][v];
+      if (kChains > 1) sum += acc[kChains - 1][p][v];
+      simd::store(out[p] + i0 + v * L, sum);
+    }
+  }
+}
+
+// gemv_block over all N columns (a whole number of vectors).
+template <typename T, int NP>
+PIXELAR_HOST_DEVICE_INLINE void gemv(T* const* out, const T* const* a, const T* const* b,
+                                     int64_t Kh, const T* w, int64_t N) {
+  constexpr int L = simd::Vec<T>::lanes;
+  int64_t i = 0;
+  for (; i + 4 * L <= N; i += 4 * L) gemv_block<T, NP, 4>(out, a, b, Kh, w, N, i);
+  for (; i + 2 * L <= N; i += 2 * L) gemv_block<T, NP, 2>(out, a, b, Kh, w, N, i);
+  for (; i < N; i += L) gemv_block<T, NP, 1>(out, a, b, Kh, w, N, i);
+}
+
+// dst[0 .. n) = src[0 .. n): whole vectors, then the rest (runs of H or 4H values, where a
+// call of memmove costs more than the copy).
+template <typename T>
+PIXELAR_HOST_DEVICE_INLINE void copy_n(const T* __restrict src, int64_t n, T* __restrict dst) {
+  using V = typename simd::Vec<T>::type;
+  constexpr int L = simd::Vec<T>::lanes;
+  int64_t t = 0;
+  for (; t + L <= n; t += L) simd::store(dst + t, simd::load<V>(src + t));
+  for (; t < n; ++t) dst[t] = src[t];
+}
+
+// pre (4 blocks of Hp) = x_gates at pixel x (gate stride xg), gate q*H + u -> q*Hp + u.
+template <typename T>
+PIXELAR_HOST_DEVICE_INLINE void load_gates(const T* x, const Dims& d, T* pre) {
+  for (int64_t q = 0; q < 4; ++q) {
+    const T* xq = x + q * d.H * d.xg;
+    T* pq = pre + q * d.Hp;
+    if (d.xg == 1) {
+      copy_n(xq, d.H, pq);
+    } else {
+      for (int64_t u = 0; u < d.H; ++u) pq[u] = xq[u * d.xg];
+    }
+  }
+}
+
+// Per-thread scratch: two pixels' pre (4Hp), c_prev, c, h, dh, d gates (4Hp), and zeros.
+template <typename T>
+struct Scratch {
+  std::vector<T> mem;
+  T *pre[2], *cprev[2], *cnew[2], *hnew[2], *dh[2], *dpre[2], *zeros;
+  explicit Scratch(const Dims& d) : mem(2 * (13 * d.Hp) + 8 * d.Hp + 2 * d.G + 64, T(0)) {
+    T* p = mem.data();
+    for (int i = 0; i < 2; ++i) {
+      pre[i] = p, p += 4 * d.Hp;
+      cprev[i] = p, p += d.Hp;
+      cnew[i] = p, p += d.Hp;
+      hnew[i] = p, p += d.Hp;
+      dh[i] = p, p += d.Hp;
+      dpre[i] = p, p += 4 * d.Hp;
+    }
+    zeros = p;  // at least max(4Hp, 2G) zeros, never written
+  }
+};
+
+// Forward of one batch element. x: the element's x_gates (strides in d); wf: (2H, 4Hp),
+// row k = input k (h above: k < H; previous h in scan order: k >= H), column q * Hp + u =
+// gate q of unit u (zero padding); h, c: (R, W, H) channels-last outputs.
+template <typename T>
+PIXELAR_SIMD_CLONES void forward_one(const T* x, const T* wf, T* h, T* c, Dims d,
+                                     Scratch<T>* sc) {
+  const int64_t H = d.H, R = d.R, W = d.W, Hp = d.Hp, S = R + W - 1;
+  const int64_t dcol = d.reverse ? 1 : -1;  // the previous pixel in scan order
+  for (int64_t j = 0; j < S; ++j) {
+    const int64_t r0 = std::max<int64_t>(0, j - W + 1), r1 = std::min<int64_t>(R - 1, j);
+    for (int64_t r = r0; r <= r1; r += 2) {
+      const int np = r + 1 <= r1 ? 2 : 1;
+      const T* above[2];
+      const T* left[2];
+      int64_t pix[2];
+      for (int p = 0; p < np; ++p) {
+        const int64_t rr = r + p, s = j - rr, col = d.column(s);
+        pix[p] = rr * W + col;
+        load_gates(x + rr * d.xr + col * d.xc, d, sc->pre[p]);
+        above[p] = rr > 0 ? h + (pix[p] - W) * H : sc->zeros;
+        left[p] = s > 0 ? h + (pix[p] + dcol) * H : sc->zeros;
+        const T* cl = s > 0 ? c + (pix[p] + dcol) * H : sc->zeros;
+        copy_n(cl, H, sc->cprev[p]);
+      }
+      if (np == 2) {
+        gemv<T, 2>(sc->pre, above, left, H, wf, 4 * Hp);
+      } else {
+        gemv<T, 1>(sc->pre, above, left, H, wf, 4 * Hp);
+      }
+      for (int p = 0; p < np; ++p) {
+        const T* pre = sc->pre[p];
+        const T* z = sc->zeros;
+        lstm_forward_loop<T>(pre, pre + Hp, pre + 2 * Hp, pre + 3 * Hp, z, z, z, z,
+                             sc->cprev[p], sc->cnew[p], sc->hnew[p], Hp);
+        copy_n(sc->hnew[p], H, h + pix[p] * H);
+        copy_n(sc->cnew[p], H, c + pix[p] * H);
+      }
+    }
+  }
+}
+
+// Backward of one batch element. gh, gc, h, c: (R, W, H) channels-last; x as in
+// forward_one; wf as in forward_one; wb: (2G, Hp), row g = gate g of the pixel below (its
+// weights of the h above), row G + g = gate g of the next pixel in scan order (its weights
+// of the previous h), column u (zero padding). Writes gx: (R, W, G) channels-last.
+// dcar: (R, Hp) zeros, the gradient of each row's c carried along the scan.
+template <typename T>
+PIXELAR_SIMD_CLONES void backward_one(const T* gh, const T* gc, const T* x, const T* wf,
+                                      const T* wb, const T* h, const T* c, T* gx, T* dcar,
+                                      Dims d, Scratch<T>* sc) {
+  const int64_t H = d.H, G = d.G, R = d.R, W = d.W, Hp = d.Hp, S = R + W - 1;
+  const int64_t dcol = d.reverse ? 1 : -1;  // previous pixel in scan order; -dcol: next
+  for (int64_t j = S - 1; j >= 0; --j) {
+    const int64_t r0 = std::max<int64_t>(0, j - W + 1), r1 = std::min<int64_t>(R - 1, j);
+    for (int64_t r = r0; r <= r1; r += 2) {
+      const int np = r + 1 <= r1 ? 2 : 1;
+      const T* below[2];
+      const T* next[2];
+      const T* above[2];
+      const T* left[2];
+      int64_t pix[2], srow[2];
+      for (int p = 0; p < np; ++p) {
+        const int64_t rr = r + p, s = j - rr, col = d.column(s);
+        srow[p] = rr;
+        pix[p] = rr * W + col;
+        load_gates(x + rr * d.xr + col * d.xc, d, sc->pre[p]);
+        above[p] = rr > 0 ? h + (pix[p] - W) * H : sc->zeros;
+        left[p] = s > 0 ? h + (pix[p] + dcol) * H : sc->zeros;
+        copy_n(s > 0 ? c + (pix[p] + dcol) * H : sc->zeros, H, sc->cprev[p]);
+        copy_n(c + pix[p] * H, H, sc->cnew[p]);
+        copy_n(gh + pix[p] * H, H, sc->dh[p]);
+        copy_n(gc + pix[p] * H, H, sc->hnew[p]);  // hnew: grad_c of this pixel
+        below[p] = rr + 1 < R ? gx + (pix[p] + W) * G : sc->zeros;
+        next[p] = s + 1 < W ? gx + (pix[p] - dcol) * G : sc->zeros;
+      }
+      if (np == 2) {
+        gemv<T, 2>(sc->pre, above, left, H, wf, 4 * Hp);
+        gemv<T, 2>(sc->dh, below, next, G, wb, Hp);
+      } else {
+        gemv<T, 1>(sc->pre, above, left, H, wf, 4 * Hp);
+        gemv<T, 1>(sc->dh, below, next, G, wb, Hp);
+      }
+      for (int p = 0; p < np; ++p) {
+        const T* pre = sc->pre[p];
+        const T* z = sc->zeros;
+        T* dp = sc->dpre[p];
+        lstm_backward_loop<T>(pre, pre + Hp, pre + 2 * Hp, pre + 3 * Hp, z, z, z, z,
+                              sc->cprev[p], sc->cnew[p], sc->dh[p], sc->hnew[p],
+                              dcar + srow[p] * Hp, dp, dp + Hp, dp + 2 * Hp, dp + 3 * Hp, Hp);
+        T* out = gx + pix[p] * G;
+        for (int64_t q = 0; q < 4; ++q) copy_n(dp + q * Hp, H, out + q * H);
+      }
+    }
+  }
+}
+
+Dims check_inputs(const char* op, const at::Tensor& x_gates, const at::Tensor& w_ss,
+                  bool reverse) {
+  const int64_t H = checks::check_scan_inputs(op, x_gates, w_ss, 2, "(B, 4H, R, W)",
+                                              "(4H, H, 2)", checks::kCpu);
+  const int64_t L = x_gates.scalar_type() == at::kDouble ? simd::Vec<double>::lanes
+                                                          : simd::Vec<float>::lanes;
+  return Dims{H,       4 * H,   x_gates.size(2), x_gates.size(3), ceil_div(H, L) * L,
+              reverse, x_gates.stride(1), x_gates.stride(2), x_gates.stride(3)};
+}
+
+at::Tensor channels_last_empty(at::IntArrayRef shape, const at::TensorOptions& opts) {
+  return at::empty(shape, opts.memory_format(at::MemoryFormat::ChannelsLast));
+}
+
+// wf (2H, 4Hp): wf[k][q * Hp + u] = w_ss[q * H + u, k mod H, k / H], zero padded.
+at::Tensor forward_weights(const at::Tensor& w_ss, const Dims& d) {
+  at::Tensor wf = at::zeros({2 * d.H, 4, d.Hp}, w_ss.options());
+  // w_ss (4H, H, 2) -> [tap, k, q, u]
+  wf.narrow(2, 0, d.H).copy_(
+      w_ss.view({4, d.H, d.H, 2}).permute({3, 2, 0, 1}).reshape({2 * d.H, 4, d.H}));
+  return wf.view({2 * d.H, 4 * d.Hp});
+}
+
+// wb (2G, Hp): wb[tap * G + g][u] = w_ss[g, u, tap], zero padded.
+at::Tensor backward_weights(const at::Tensor& w_ss, const Dims& d) {
+  at::Tensor wb = at::zeros({2, d.G, d.Hp}, w_ss.options());
+  wb.narrow(2, 0, d.H).copy_(w_ss.permute({2, 0, 1}));
+  return wb.view({2 * d.G, d.Hp});
+}
+
+std::tuple<at::Tensor, at::Tensor> diagonal_lstm_scan_image_cpu(const at::Tensor& x_gates,
+                                                                const at::Tensor& w_ss,
+                                                                bool reverse) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
+  const Dims d = check_inputs(kOp, x_gates, w_ss, reverse);
+  const int64_t B = x_gates.size(0);
+  at::Tensor h = channels_last_empty({B, d.H, d.R, d.W}, x_gates.options());
+  at::Tensor c = channels_last_empty({B, d.H, d.R, d.W}, x_gates.options());
+  if (h.numel() == 0) return {h, c};
+  const at::Tensor wf = forward_weights(w_ss, d);
+  AT_DISPATCH_FLOATING_TYPES(x_gates.scalar_type(), "diagonal_lstm_scan_image_cpu", [&] {
+    const scalar_t* xp = x_gates.data_ptr<scalar_t>();
+    const scalar_t* wp = wf.data_ptr<scalar_t>();
+    scalar_t* hp = h.data_ptr<scalar_t>();
+    scalar_t* cp = c.data_ptr<scalar_t>();
+    const int64_t xb = x_gates.stride(0), hb = d.H * d.R * d.W;
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      Scratch<scalar_t> sc(d);
+      for (int64_t b = begin; b < end; ++b) {
+        forward_one<scalar_t>(xp + b * xb, wp, hp + b * hb, cp + b * hb, d, &sc);
+      }
+    });
+  });
+  return {h, c};
+}
+
+// sum over the batch of a^T @ b: a (B, N, G), b (B, N, H) -> (G, H).
+at::Tensor batch_outer(const at::Tensor& a, const at::Tensor& b) {
+  return at::bmm(a.transpose(1, 2), b).sum(0);
+}
+
+// grad_w_ss (G, H, 2) from grad_x and h, both (B, R, W, C) views of channels-last tensors:
+// tap 0 pairs each pixel with the h above it, tap 1 with the previous h in scan order
+// (flat shift by one pixel, less the pairs that wrap across a row end).
+at::Tensor weight_gradient(const at::Tensor& gx, const at::Tensor& h, const Dims& d) {
+  const int64_t B = gx.size(0), R = d.R, W = d.W, G = d.G, H = d.H;
+  at::Tensor gw = at::zeros({G, H, 2}, gx.options());
+  if (R > 1) {
+    gw.select(2, 0).copy_(batch_outer(gx.narrow(1, 1, R - 1).reshape({B, (R - 1) * W, G}),
+                                      h.narrow(1, 0, R - 1).reshape({B, (R - 1) * W, H})));
+  }
+  if (W > 1) {
+    const at::Tensor gf = gx.reshape({B, R * W, G}), hf = h.reshape({B, R * W, H});
+    // forward: pixel p reads h(p - 1); reverse: h(p + 1).
+    const int64_t go = d.reverse ? 0 : 1, ho = d.reverse ? 1 : 0;
+    at::Tensor tap1 = batch_outer(gf.narrow(1, go, R * W - 1), hf.narrow(1, ho, R * W - 1));
+    if (R > 1) {  // the wrapped pairs: (r, 0) with (r - 1, W - 1), or (r, W - 1) with (r + 1, 0)
+      const at::Tensor gw_wrap =
+          d.reverse ? batch_outer(gx.narrow(1, 0, R - 1).select(2, W - 1),
+                                  h.narrow(1, 1, R - 1).select(2, 0))
+                    : batch_outer(gx.narrow(1, 1, R - 1).select(2, 0),
+                                  h.narrow(1, 0, R - 1).select(2, W - 1));
+      tap1.sub_(gw_wrap);
+    }
+    gw.select(2, 1).copy_(tap1);
+  }
+  return gw;
+}
+
+std::tuple<at::Tensor, at::Tensor> diagonal_lstm_scan_image_backward_cpu(
+    const at::Tensor& grad_h_in, const at::Tensor& grad_c_in, const at::Tensor& x_gates,
+    const at::Tensor& w_ss, const at::Tensor& h_in, const at::Tensor& c_in, bool reverse) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
+  const Dims d = check_inputs(kOpBwd, x_gates, w_ss, reverse);
+  const int64_t B = x_gates.size(0);
+  checks::check_scan_states(kOpBwd, x_gates, {B, d.H, d.R, d.W}, "(B, H, R, W)", grad_h_in,
+                            grad_c_in, h_in, c_in, checks::kCpu);
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  const at::Tensor grad_h = grad_h_in.contiguous(cl), grad_c = grad_c_in.contiguous(cl),
+                   h = h_in.contiguous(cl), c = c_in.contiguous(cl);
+  at::Tensor grad_x = channels_last_empty(x_gates.sizes(), x_gates.options());
+  if (grad_x.numel() == 0) return {grad_x, at::zeros(w_ss.sizes(), w_ss.options())};
+  const at::Tensor wf = forward_weights(w_ss, d), wb = backward_weights(w_ss, d);
+  AT_DISPATCH_FLOATING_TYPES(x_gates.scalar_type(), "diagonal_lstm_scan_image_backward_cpu",
+                             [&] {
+    const scalar_t* ghp = grad_h.data_ptr<scalar_t>();
+    const scalar_t* gcp = grad_c.data_ptr<scalar_t>();
+    const scalar_t* xp = x_gates.data_ptr<scalar_t>();
+    const scalar_t* wfp = wf.data_ptr<scalar_t>();
+    const scalar_t* wbp = wb.data_ptr<scalar_t>();
+    const scalar_t* hp = h.data_ptr<scalar_t>();
+    const scalar_t* cp = c.data_ptr<scalar_t>();
+    scalar_t* gxp = grad_x.data_ptr<scalar_t>();
+    const int64_t xb = x_gates.stride(0), hb = d.H * d.R * d.W, gb = d.G * d.R * d.W;
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      Scratch<scalar_t> sc(d);
+      std::vector<scalar_t> dcar(d.R * d.Hp);
+      for (int64_t b = begin; b < end; ++b) {
+        std::fill(dcar.begin(), dcar.end(), scalar_t(0));
+        backward_one<scalar_t>(ghp + b * hb, gcp + b * hb, xp + b * xb, wfp, wbp, hp + b * hb,
+                               cp + b * hb, gxp + b * gb, dcar.data(), d, &sc);
+      }
+    });
+  });
+  at::Tensor grad_w = weight_gradient(grad_x.permute({0, 2, 3, 1}), h.permute({0, 2, 3, 1}), d);
+  return {grad_x, like_layout(grad_w, w_ss)};
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace pixelar
+
+TORCH_LIBRARY_IMPL(pixelar, CPU, m) {
+  m.impl("diagonal_lstm_scan_image", &pixelar::cpu::diagonal_lstm_scan_image_cpu);
+  m.impl("diagonal_lstm_scan_image_backward",
+         &pixelar::cpu::diagonal_lstm_scan_image_backward_cpu);
+}

@@ -1,0 +1,158 @@
+"""pixelar.ops.diagonal_lstm_scan_image (the Diagonal LSTM on the image layout, both
+directions): reference vs a per-pixel loop in image coordinates, C++ kernel vs reference
+(forward and gradients, odd shapes, non-contiguous and channels-last inputs, fp32/fp64),
+gradcheck, opcheck, bad inputs, torch.compile (scan_testing.ScanOpTests, once per
+direction); the kernel's channels-last outputs; and the layer's use of the op."""
+
+import pytest
+import torch
+
+import pixelar
+
+from conftest import TOL
+from scan_testing import ScanOpTests
+
+
+class ImageScanTests(ScanOpTests):
+    NAME = "diagonal_lstm_scan_image"
+    # (B, H, R, W): odd, non-square, batch 1, H = 3, one row or column, the paper's H = 16.
+    SHAPES = [(2, 3, 5, 7), (1, 2, 7, 3), (3, 4, 1, 6), (2, 5, 6, 1), (1, 16, 11, 9)]
+    THREAD_TOL = None  # work split by batch element, summed in a fixed order: equal results
+
+    @staticmethod
+    def sample_inputs(B, H, R, W, dtype=torch.float64, requires_grad=False):
+        """x_gates (B, 4H, R, W); w_ss (4H, H, 2)."""
+        x = torch.randn(B, 4 * H, R, W, dtype=dtype)
+        w = 0.5 * torch.randn(4 * H, H, 2, dtype=dtype)
+        return x.requires_grad_(requires_grad), w.requires_grad_(requires_grad)
+
+    def loop_scan(self, x, w):
+        """Independent transcription in image coordinates: every pixel in scan order (rows
+        top to bottom; columns left to right, or right to left when reverse), reading the h
+        above it (w[..., 0]) and the previous h and c of its row (w[..., 1])."""
+        B, G, R, W = x.shape
+        H = G // 4
+        (reverse,) = self.EXTRA_ARGS
+        step = 1 if reverse else -1  # where the previous pixel of the row is
+        h = x.new_zeros(B, H, R, W)
+        c = x.new_zeros(B, H, R, W)
+        columns = range(W - 1, -1, -1) if reverse else range(W)
+        for r in range(R):
+            for col in columns:
+                prev = col + step
+                zero = x.new_zeros(B, H)
+                h_above = h[:, :, r - 1, col] if r > 0 else zero
+                h_prev = h[:, :, r, prev] if 0 <= prev < W else zero
+                c_prev = c[:, :, r, prev] if 0 <= prev < W else zero
+                pre = x[:, :, r, col] + h_above @ w[:, :, 0].T + h_prev @ w[:, :, 1].T
+                i, f, o, g = pre[:, :H], pre[:, H : 2 * H], pre[:, 2 * H : 3 * H], pre[:, 3 * H :]
+                c[:, :, r, col] = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
+                h[:, :, r, col] = torch.sigmoid(o) * torch.tanh(c[:, :, r, col])
+        return h, c
+
+    @staticmethod
+    def non_contiguous_inputs(dtype):
+        B, H, R, W = 3, 3, 5, 4
+        # x: a transposed view (batch and channel swapped), a slice of a wider map, and
+        # channels-last memory (what the layer passes).
+        x_t = torch.randn(4 * H, B, R, W, dtype=dtype).transpose(0, 1)
+        x_s = torch.randn(B, 4 * H, R, W + 5, dtype=dtype)[..., 2 : 2 + W]
+        x_cl = torch.randn(B, R, W, 4 * H, dtype=dtype).permute(0, 3, 1, 2)
+        w = (0.5 * torch.randn(H, 2, 4 * H, dtype=dtype)).permute(2, 0, 1)
+        return (x_t, x_s, x_cl), w
+
+    @staticmethod
+    def bad_wrapper_inputs(x, w):
+        return [
+            ((x[0], w), "x_gates"),
+            ((x, w[:, :, :1]), "w_ss"),
+            ((x[:, :11], w), "4H channels"),
+            ((x.long(), w), "floating-point"),
+            ((x, w.float()), "dtype"),
+        ]
+
+    @staticmethod
+    def bad_op_inputs(x, w):
+        return [
+            ((x[0], w), "4-D"),
+            ((x, w[:, :, :1]), r"w_ss must have shape"),
+            ((x[:, :11], w), "4H channels"),
+            ((x.long(), w.long()), "float32 or float64"),
+            ((x, w.float()), "dtype"),
+        ]
+
+    @staticmethod
+    def bad_backward_inputs(x, w, h, c):
+        return [
+            ((h[:, :, :2], c, x, w, h, c), "grad_h must have shape"),
+            ((h, c, x, w, h, c.float()), "c must have the dtype"),
+        ]
+
+    def test_reference_is_the_skewed_scan(self):
+        """The reference is the skewed-map op between skew and unskew (mirrored when
+        reverse): checked against the skewed op's own reference on the same numbers."""
+        x, w = self.sample_inputs(2, 3, 4, 5)
+        (reverse,) = self.EXTRA_ARGS
+        xs = x.flip(-1) if reverse else x
+        h_sk, c_sk = pixelar.ops.diagonal_lstm_scan_ref(pixelar.ops.skew(xs), w)
+        h, c = (pixelar.ops.unskew(t, 5) for t in (h_sk, c_sk))
+        if reverse:
+            h, c = h.flip(-1), c.flip(-1)
+        h_ref, c_ref = self.reference(x, w)
+        assert torch.equal(h, h_ref) and torch.equal(c, c_ref)
+
+    @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+    def test_outputs_channels_last(self, dtype):
+        x, w = self.sample_inputs(2, 3, 4, 5, dtype=dtype, requires_grad=True)
+        h, c = self.op()(x, w, *self.EXTRA_ARGS)
+        assert h.is_contiguous(memory_format=torch.channels_last)
+        assert c.is_contiguous(memory_format=torch.channels_last)
+        (grad_x,) = torch.autograd.grad(h.sum() + c.sum(), x)
+        assert grad_x.is_contiguous(memory_format=torch.channels_last)
+
+    def test_rejects_non_bool_reverse(self):
+        x, w = self.sample_inputs(1, 2, 3, 4)
+        with pytest.raises(ValueError, match="reverse must be a bool"):
+            pixelar.ops.diagonal_lstm_scan_image(x, w, 1)
+
+    def test_paper_shape_matches_reference(self):
+        """The training configuration (batch 16, H = 16, 28 x 28), channels-last, fp32."""
+        self.op()
+        x = torch.randn(16, 28, 28, 64).permute(0, 3, 1, 2)
+        w = 0.3 * torch.randn(64, 16, 2)
+        self.compare(x, w, torch.float32, raw_op=True)
+
+
+class TestImageScanLeftToRight(ImageScanTests):
+    EXTRA_ARGS = (False,)
+
+
+class TestImageScanRightToLeft(ImageScanTests):
+    EXTRA_ARGS = (True,)
+
+
+def test_layer_runs_the_op_on_channels_last_gates():
+    """DiagonalBiLSTM hands the op channels-last gates (its 1x1 convolutions as matrix
+    products), left to right and right to left, and matches the reference backend."""
+    from pixelar.nn import DiagonalBiLSTM
+
+    torch.manual_seed(0)
+    layer = DiagonalBiLSTM(4, 3, context_channels=1)
+    x = torch.randn(2, 5, 6, 4).permute(0, 3, 1, 2)  # channels-last
+    image = torch.randn(2, 5, 6, 1).permute(0, 3, 1, 2)
+    seen = []
+    real = pixelar.ops.diagonal_lstm_scan_image
+
+    def spy(x_gates, w_ss, reverse):
+        seen.append((x_gates.is_contiguous(memory_format=torch.channels_last), reverse))
+        return real(x_gates, w_ss, reverse)
+
+    pixelar.ops.diagonal_lstm_scan_image = spy
+    try:
+        out = layer(x, image)
+    finally:
+        pixelar.ops.diagonal_lstm_scan_image = real
+    assert seen == [(True, False), (True, True)]
+    with pixelar.ops.backend("reference"):
+        ref = layer(x.contiguous(), image.contiguous())
+    torch.testing.assert_close(out, ref, **TOL[torch.float32])
