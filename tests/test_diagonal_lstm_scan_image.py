@@ -115,12 +115,23 @@ class ImageScanTests(ScanOpTests):
         with pytest.raises(ValueError, match="reverse must be a bool"):
             pixelar.ops.diagonal_lstm_scan_image(x, w, 1)
 
-    def test_paper_shape_matches_reference(self):
-        """The training configuration (batch 16, H = 16, 28 x 28), channels-last, fp32."""
+    @pytest.mark.parametrize(
+        "B,H,R,W,dtype",
+        [
+            (16, 16, 28, 28, torch.float32),  # the training configuration
+            (2, 8, 5, 6, torch.float32),
+            (2, 4, 5, 6, torch.float64),
+            (3, 8, 3, 7, torch.float64),
+        ],
+    )
+    def test_channels_last_in_place_path(self, B, H, R, W, dtype):
+        """Channels-last x_gates with H a whole number of vectors (8 floats, 4 doubles):
+        the kernels read and write the tensors in place, without their scratch copies."""
         self.op()
-        x = torch.randn(16, 28, 28, 64).permute(0, 3, 1, 2)
-        w = 0.3 * torch.randn(64, 16, 2)
-        self.compare(x, w, torch.float32, raw_op=True)
+        x = torch.randn(B, R, W, 4 * H, dtype=dtype).permute(0, 3, 1, 2)
+        w = 0.3 * torch.randn(4 * H, H, 2, dtype=dtype)
+        self.compare(x, w, dtype, raw_op=True)
+        self.compare(x, w, dtype, raw_op=False)
 
 
 class TestImageScanLeftToRight(ImageScanTests):

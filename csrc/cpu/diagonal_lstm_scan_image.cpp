@@ -55,22 +55,22 @@ struct Dims {
   PIXELAR_HOST_DEVICE_INLINE int64_t column(int64_t s) const { return reverse ? W - 1 - s : s; }
 };
 
-// out_p[i] += sum_{k < K} in_p(k) * w[k * ldw + i] for i < NV * lanes (from column i0), for
-// NP pixels p at once, in_p(k) = a_p[k] for k < Kh and b_p[k - Kh] after (K = 2 Kh): NP x NV
-// vectors of sums in registers, each weight vector loaded once for the NP pixels. With
-// few vectors of sums (the backward's H-wide product), even and odd k go to two sets of
-// sums, so that two multiply-adds are in flight per sum.
+// out_p[i] = init_p[i] + sum_{k < K} in_p(k) * w[k * ldw + i] for i < NV * lanes (from
+// column i0), for NP pixels p at once, in_p(k) = a_p[k] for k < Kh and b_p[k - Kh] after
+// (K = 2 Kh): NP x NV vectors of sums in registers, each weight vector loaded once for the
+// NP pixels. With few vectors of sums, even and odd k go to two sets of sums, so that two
+// multiply-adds are in flight per sum. out_p may be init_p.
 template <typename T, int NP, int NV>
-PIXELAR_HOST_DEVICE_INLINE void gemv_block(T* const* out, const T* const* a, const T* const* b,
-                                           int64_t Kh, const T* __restrict w, int64_t ldw,
-                                           int64_t i0) {
+PIXELAR_HOST_DEVICE_INLINE void gemv_block(T* const* out, const T* const* init,
+                                           const T* const* a, const T* const* b, int64_t Kh,
+                                           const T* __restrict w, int64_t ldw, int64_t i0) {
   using V = typename simd::Vec<T>::type;
   constexpr int L = simd::Vec<T>::lanes;
   constexpr int kChains = NP * NV <= 4 ? 2 : 1;
   V acc[kChains][NP][NV];
   for (int p = 0; p < NP; ++p) {
     for (int v = 0; v < NV; ++v) {
-      acc[0][p][v] = simd::load<V>(out[p] + i0 + v * L);
+      acc[0][p][v] = simd::load<V>(init[p] + i0 + v * L);
       if (kChains > 1) acc[kChains - 1][p][v] = V{};
     }
   }
@@ -106,15 +106,30 @@ PIXELAR_HOST_DEVICE_INLINE void gemv_block(T* const* out, const T* const* a, con
   }
 }
 
-// gemv_block over all N columns (a whole number of vectors).
+// gemv_block over all N columns (a whole number of vectors): at most 8 vectors of sums.
 template <typename T, int NP>
-PIXELAR_HOST_DEVICE_INLINE void gemv(T* const* out, const T* const* a, const T* const* b,
-                                     int64_t Kh, const T* w, int64_t N) {
+PIXELAR_HOST_DEVICE_INLINE void gemv_np(T* const* out, const T* const* init, const T* const* a,
+                                        const T* const* b, int64_t Kh, const T* w, int64_t N) {
   constexpr int L = simd::Vec<T>::lanes;
   int64_t i = 0;
-  for (; i + 4 * L <= N; i += 4 * L) gemv_block<T, NP, 4>(out, a, b, Kh, w, N, i);
-  for (; i + 2 * L <= N; i += 2 * L) gemv_block<T, NP, 2>(out, a, b, Kh, w, N, i);
-  for (; i < N; i += L) gemv_block<T, NP, 1>(out, a, b, Kh, w, N, i);
+  if (NP <= 2) {
+    for (; i + 4 * L <= N; i += 4 * L) gemv_block<T, NP, 4>(out, init, a, b, Kh, w, N, i);
+  }
+  for (; i + 2 * L <= N; i += 2 * L) gemv_block<T, NP, 2>(out, init, a, b, Kh, w, N, i);
+  for (; i < N; i += L) gemv_block<T, NP, 1>(out, init, a, b, Kh, w, N, i);
+}
+
+// gemv_np for np = 1 .. 4 pixels.
+template <typename T>
+PIXELAR_HOST_DEVICE_INLINE void gemv(int np, T* const* out, const T* const* init,
+                                     const T* const* a, const T* const* b, int64_t Kh,
+                                     const T* w, int64_t N) {
+  switch (np) {
+    case 1: gemv_np<T, 1>(out, init, a, b, Kh, w, N); break;
+    case 2: gemv_np<T, 2>(out, init, a, b, Kh, w, N); break;
+    case 3: gemv_np<T, 3>(out, init, a, b, Kh, w, N); break;
+    default: gemv_np<T, 4>(out, init, a, b, Kh, w, N); break;
+  }
 }
 
 // dst[0 .. n) = src[0 .. n): whole vectors, then the rest (runs of H or 4H values, where a
@@ -142,14 +157,18 @@ PIXELAR_HOST_DEVICE_INLINE void load_gates(const T* x, const Dims& d, T* pre) {
   }
 }
 
-// Per-thread scratch: two pixels' pre (4Hp), c_prev, c, h, dh, d gates (4Hp), and zeros.
+constexpr int kGroup = 4;  // pixels of a diagonal processed together
+
+// Per-thread scratch: per pixel of a group, pre and d gates (4Hp each), c_prev, c, h, dh
+// (Hp each); and zeros.
 template <typename T>
 struct Scratch {
   std::vector<T> mem;
-  T *pre[2], *cprev[2], *cnew[2], *hnew[2], *dh[2], *dpre[2], *zeros;
-  explicit Scratch(const Dims& d) : mem(2 * (13 * d.Hp) + 8 * d.Hp + 2 * d.G + 64, T(0)) {
+  T *pre[kGroup], *cprev[kGroup], *cnew[kGroup], *hnew[kGroup], *dh[kGroup], *dpre[kGroup];
+  T* zeros;
+  explicit Scratch(const Dims& d) : mem(kGroup * 12 * d.Hp + 4 * d.Hp + 2 * d.G + 64, T(0)) {
     T* p = mem.data();
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < kGroup; ++i) {
       pre[i] = p, p += 4 * d.Hp;
       cprev[i] = p, p += d.Hp;
       cnew[i] = p, p += d.Hp;
@@ -161,6 +180,10 @@ struct Scratch {
   }
 };
 
+// Whether the kernels can read and write the tensors in place: whole vectors of units
+// (H = Hp) and x_gates' gates contiguous (channels-last). Otherwise through the scratch.
+inline bool in_place(const Dims& d) { return d.H == d.Hp && d.xg == 1; }
+
 // Forward of one batch element. x: the element's x_gates (strides in d); wf: (2H, 4Hp),
 // row k = input k (h above: k < H; previous h in scan order: k >= H), column q * Hp + u =
 // gate q of unit u (zero padding); h, c: (R, W, H) channels-last outputs.
@@ -169,34 +192,44 @@ PIXELAR_SIMD_CLONES void forward_one(const T* x, const T* wf, T* h, T* c, Dims d
                                      Scratch<T>* sc) {
   const int64_t H = d.H, R = d.R, W = d.W, Hp = d.Hp, S = R + W - 1;
   const int64_t dcol = d.reverse ? 1 : -1;  // the previous pixel in scan order
+  const bool direct = in_place(d);
   for (int64_t j = 0; j < S; ++j) {
     const int64_t r0 = std::max<int64_t>(0, j - W + 1), r1 = std::min<int64_t>(R - 1, j);
-    for (int64_t r = r0; r <= r1; r += 2) {
-      const int np = r + 1 <= r1 ? 2 : 1;
-      const T* above[2];
-      const T* left[2];
-      int64_t pix[2];
+    for (int64_t r = r0; r <= r1; r += kGroup) {
+      const int np = static_cast<int>(std::min<int64_t>(kGroup, r1 - r + 1));
+      const T* init[kGroup];
+      const T* above[kGroup];
+      const T* left[kGroup];
+      const T* cprev[kGroup];
+      int64_t pix[kGroup];
       for (int p = 0; p < np; ++p) {
         const int64_t rr = r + p, s = j - rr, col = d.column(s);
         pix[p] = rr * W + col;
-        load_gates(x + rr * d.xr + col * d.xc, d, sc->pre[p]);
+        const T* xp = x + rr * d.xr + col * d.xc;
         above[p] = rr > 0 ? h + (pix[p] - W) * H : sc->zeros;
         left[p] = s > 0 ? h + (pix[p] + dcol) * H : sc->zeros;
-        const T* cl = s > 0 ? c + (pix[p] + dcol) * H : sc->zeros;
-        copy_n(cl, H, sc->cprev[p]);
+        cprev[p] = s > 0 ? c + (pix[p] + dcol) * H : sc->zeros;
+        if (direct) {
+          init[p] = xp;
+        } else {
+          load_gates(xp, d, sc->pre[p]);
+          init[p] = sc->pre[p];
+          copy_n(cprev[p], H, sc->cprev[p]);
+          cprev[p] = sc->cprev[p];
+        }
       }
-      if (np == 2) {
-        gemv<T, 2>(sc->pre, above, left, H, wf, 4 * Hp);
-      } else {
-        gemv<T, 1>(sc->pre, above, left, H, wf, 4 * Hp);
-      }
+      gemv<T>(np, sc->pre, init, above, left, H, wf, 4 * Hp);
       for (int p = 0; p < np; ++p) {
         const T* pre = sc->pre[p];
         const T* z = sc->zeros;
-        lstm_forward_loop<T>(pre, pre + Hp, pre + 2 * Hp, pre + 3 * Hp, z, z, z, z,
-                             sc->cprev[p], sc->cnew[p], sc->hnew[p], Hp);
-        copy_n(sc->hnew[p], H, h + pix[p] * H);
-        copy_n(sc->cnew[p], H, c + pix[p] * H);
+        T* cout = direct ? c + pix[p] * H : sc->cnew[p];
+        T* hout = direct ? h + pix[p] * H : sc->hnew[p];
+        lstm_forward_loop<T>(pre, pre + Hp, pre + 2 * Hp, pre + 3 * Hp, z, z, z, z, cprev[p],
+                             cout, hout, Hp);
+        if (!direct) {
+          copy_n(sc->hnew[p], H, h + pix[p] * H);
+          copy_n(sc->cnew[p], H, c + pix[p] * H);
+        }
       }
     }
   }
@@ -213,45 +246,62 @@ PIXELAR_SIMD_CLONES void backward_one(const T* gh, const T* gc, const T* x, cons
                                       Dims d, Scratch<T>* sc) {
   const int64_t H = d.H, G = d.G, R = d.R, W = d.W, Hp = d.Hp, S = R + W - 1;
   const int64_t dcol = d.reverse ? 1 : -1;  // previous pixel in scan order; -dcol: next
+  const bool direct = in_place(d);
   for (int64_t j = S - 1; j >= 0; --j) {
     const int64_t r0 = std::max<int64_t>(0, j - W + 1), r1 = std::min<int64_t>(R - 1, j);
-    for (int64_t r = r0; r <= r1; r += 2) {
-      const int np = r + 1 <= r1 ? 2 : 1;
-      const T* below[2];
-      const T* next[2];
-      const T* above[2];
-      const T* left[2];
-      int64_t pix[2], srow[2];
+    for (int64_t r = r0; r <= r1; r += kGroup) {
+      const int np = static_cast<int>(std::min<int64_t>(kGroup, r1 - r + 1));
+      const T* pre_init[kGroup];
+      const T* dh_init[kGroup];
+      const T* below[kGroup];
+      const T* next[kGroup];
+      const T* above[kGroup];
+      const T* left[kGroup];
+      const T* cprev[kGroup];
+      const T* ccur[kGroup];
+      const T* gcur[kGroup];
+      int64_t pix[kGroup], row[kGroup];
       for (int p = 0; p < np; ++p) {
         const int64_t rr = r + p, s = j - rr, col = d.column(s);
-        srow[p] = rr;
+        row[p] = rr;
         pix[p] = rr * W + col;
-        load_gates(x + rr * d.xr + col * d.xc, d, sc->pre[p]);
+        const T* xp = x + rr * d.xr + col * d.xc;
         above[p] = rr > 0 ? h + (pix[p] - W) * H : sc->zeros;
         left[p] = s > 0 ? h + (pix[p] + dcol) * H : sc->zeros;
-        copy_n(s > 0 ? c + (pix[p] + dcol) * H : sc->zeros, H, sc->cprev[p]);
-        copy_n(c + pix[p] * H, H, sc->cnew[p]);
-        copy_n(gh + pix[p] * H, H, sc->dh[p]);
-        copy_n(gc + pix[p] * H, H, sc->hnew[p]);  // hnew: grad_c of this pixel
+        cprev[p] = s > 0 ? c + (pix[p] + dcol) * H : sc->zeros;
+        ccur[p] = c + pix[p] * H;
+        gcur[p] = gc + pix[p] * H;
+        dh_init[p] = gh + pix[p] * H;
         below[p] = rr + 1 < R ? gx + (pix[p] + W) * G : sc->zeros;
         next[p] = s + 1 < W ? gx + (pix[p] - dcol) * G : sc->zeros;
+        if (direct) {
+          pre_init[p] = xp;
+        } else {
+          load_gates(xp, d, sc->pre[p]);
+          pre_init[p] = sc->pre[p];
+          copy_n(cprev[p], H, sc->cprev[p]);
+          copy_n(ccur[p], H, sc->cnew[p]);
+          copy_n(gcur[p], H, sc->hnew[p]);  // hnew: grad_c of this pixel
+          copy_n(dh_init[p], H, sc->dh[p]);
+          cprev[p] = sc->cprev[p];
+          ccur[p] = sc->cnew[p];
+          gcur[p] = sc->hnew[p];
+          dh_init[p] = sc->dh[p];
+        }
       }
-      if (np == 2) {
-        gemv<T, 2>(sc->pre, above, left, H, wf, 4 * Hp);
-        gemv<T, 2>(sc->dh, below, next, G, wb, Hp);
-      } else {
-        gemv<T, 1>(sc->pre, above, left, H, wf, 4 * Hp);
-        gemv<T, 1>(sc->dh, below, next, G, wb, Hp);
-      }
+      gemv<T>(np, sc->pre, pre_init, above, left, H, wf, 4 * Hp);
+      gemv<T>(np, sc->dh, dh_init, below, next, G, wb, Hp);
       for (int p = 0; p < np; ++p) {
         const T* pre = sc->pre[p];
         const T* z = sc->zeros;
-        T* dp = sc->dpre[p];
-        lstm_backward_loop<T>(pre, pre + Hp, pre + 2 * Hp, pre + 3 * Hp, z, z, z, z,
-                              sc->cprev[p], sc->cnew[p], sc->dh[p], sc->hnew[p],
-                              dcar + srow[p] * Hp, dp, dp + Hp, dp + 2 * Hp, dp + 3 * Hp, Hp);
-        T* out = gx + pix[p] * G;
-        for (int64_t q = 0; q < 4; ++q) copy_n(dp + q * Hp, H, out + q * H);
+        T* dp = direct ? gx + pix[p] * G : sc->dpre[p];
+        lstm_backward_loop<T>(pre, pre + Hp, pre + 2 * Hp, pre + 3 * Hp, z, z, z, z, cprev[p],
+                              ccur[p], sc->dh[p], gcur[p], dcar + row[p] * Hp, dp, dp + Hp,
+                              dp + 2 * Hp, dp + 3 * Hp, Hp);
+        if (!direct) {
+          T* out = gx + pix[p] * G;
+          for (int64_t q = 0; q < 4; ++q) copy_n(dp + q * Hp, H, out + q * H);
+        }
       }
     }
   }
