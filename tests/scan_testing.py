@@ -28,6 +28,9 @@ class ScanOpTests:
         THREAD_TOL   None: results equal with one and two threads; else assert_close kwargs
         EXTRA_ARGS   the op's arguments after (x, w), in every call (default none)
 
+    The raw op returns (h, c) and possibly more tensors saved for its backward, which takes
+    (grad_h, grad_c, x, w, h, c, *saved, *EXTRA_ARGS).
+
     and defines, as static methods:
 
         sample_inputs(B, H, R, W, dtype=torch.float64, requires_grad=False) -> (x, w)
@@ -70,12 +73,17 @@ class ScanOpTests:
         self.op()
         return getattr(torch.ops.pixelar, self.NAME + "_backward")
 
+    def raw(self, x, w):
+        """The raw op: (h, c, saved), saved = what else it returns (for its backward)."""
+        out = self.op()(x, w, *self.EXTRA_ARGS)
+        return out[0], out[1], tuple(out[2:])
+
     def compare(self, x, w, dtype, raw_op):
         """Forward and gradients of the kernel (through the op) vs the fp64 reference."""
         x = x.detach().requires_grad_()
         w = w.detach().requires_grad_()
         if raw_op:
-            h, c = self.op()(x, w, *self.EXTRA_ARGS)
+            h, c, _ = self.raw(x, w)
         else:
             with pixelar.ops.backend("cpp"):
                 h, c = self.wrapper(x, w)
@@ -138,20 +146,20 @@ class ScanOpTests:
             self.compare(x, w, dtype, raw_op=False)
 
     def test_same_result_with_one_and_two_threads(self):
-        op, back = self.op(), self.backward_op()
+        back = self.backward_op()
         x, w = self.sample_inputs(5, 4, 6, 7, dtype=torch.float32)
         extra = self.EXTRA_ARGS
-        h, c = op(x, w, *extra)
+        h, c, saved = self.raw(x, w)
         gh, gc = torch.randn_like(h), torch.randn_like(c)
-        grads = back(gh, gc, x, w, h, c, *extra)
+        grads = back(gh, gc, x, w, h, c, *saved, *extra)
         previous = torch.get_num_threads()
         try:
             torch.set_num_threads(1)
-            h1, c1 = op(x, w, *extra)
-            grads1 = back(gh, gc, x, w, h, c, *extra)
+            h1, c1, saved1 = self.raw(x, w)
+            grads1 = back(gh, gc, x, w, h, c, *saved, *extra)
         finally:
             torch.set_num_threads(previous)
-        for a, b in zip((h, c) + tuple(grads), (h1, c1) + tuple(grads1)):
+        for a, b in zip((h, c) + saved + tuple(grads), (h1, c1) + saved1 + tuple(grads1)):
             if self.THREAD_TOL is None:
                 assert torch.equal(a, b)
             else:
@@ -169,9 +177,9 @@ class ScanOpTests:
         x, w = self.sample_inputs(2, 3, 4, 5, requires_grad=True)
         torch.library.opcheck(op, (x, w, *extra))
         x, w = self.sample_inputs(1, 2, 3, 2)
-        h, c = op(x, w, *extra)
+        h, c, saved = self.raw(x, w)
         gh, gc = torch.randn_like(h), torch.randn_like(c)
-        torch.library.opcheck(back, (gh, gc, x, w, h, c, *extra))
+        torch.library.opcheck(back, (gh, gc, x, w, h, c, *saved, *extra))
 
     def test_wrapper_rejects_bad_inputs(self):
         x, w = self.sample_inputs(2, 3, 4, 5)
@@ -186,8 +194,8 @@ class ScanOpTests:
         for args, message in self.bad_op_inputs(x, w):
             with pytest.raises(RuntimeError, match=message):
                 op(*args, *extra)
-        h, c = op(x, w, *extra)
-        for args, message in self.bad_backward_inputs(x, w, h, c):
+        h, c, saved = self.raw(x, w)
+        for args, message in self.bad_backward_inputs(x, w, h, c, *saved):
             with pytest.raises(RuntimeError, match=message):
                 back(*args, *extra)
 
@@ -196,7 +204,7 @@ class ScanOpTests:
         x, w = self.sample_inputs(2, 2, 3, 4, dtype=torch.float32, requires_grad=True)
 
         def f(x, w):
-            h, c = op(x, w, *self.EXTRA_ARGS)
+            h, c = op(x, w, *self.EXTRA_ARGS)[:2]
             return (h * h).sum() + c.sum()
 
         compiled = torch.compile(f, fullgraph=True, backend="aot_eager")

@@ -148,15 +148,20 @@ def test_diagonal_scan_image_layout(emu, reverse, dtype):
     w = torch.randn(4 * H, H, 2, generator=g, dtype=torch.float64) / (2 * H) ** 0.5
     x, w = x.to(dtype), w.to(dtype)
     launches = emu.launches()
-    h, c = emu.diagonal_lstm_scan_image(x, w, reverse)
+    h, c, gates = emu.diagonal_lstm_scan_image(x, w, reverse)
     assert h.is_contiguous(memory_format=torch.channels_last)
+    assert gates.shape == x.shape and gates.is_contiguous(memory_format=torch.channels_last)
     xr, wr = x.double().requires_grad_(), w.double().requires_grad_()
     h_ref, c_ref = pixelar.ops.diagonal_lstm_scan_image_ref(xr, wr, reverse)
     torch.testing.assert_close(h.double(), h_ref.detach(), **tol(dtype))
     torch.testing.assert_close(c.double(), c_ref.detach(), **tol(dtype))
     gh = torch.randn(h.shape, generator=g, dtype=torch.float64).to(dtype)
     gc = torch.randn(h.shape, generator=g, dtype=torch.float64).to(dtype)
-    gx, gw = emu.diagonal_lstm_scan_image_backward(gh, gc, x, w, h, c, reverse)
+    gx, gw = emu.diagonal_lstm_scan_image_backward(gh, gc, x, w, h, c, gates, reverse)
+    if pixelar._extension.has_kernel("diagonal_lstm_scan_image", "CPU"):
+        # the saved gates equal the CPU kernel's
+        _, _, gates_cpu = torch.ops.pixelar.diagonal_lstm_scan_image(x, w, reverse)
+        torch.testing.assert_close(gates, gates_cpu, **tol(dtype))
     torch.autograd.backward([h_ref, c_ref], [gh.double(), gc.double()])
     torch.testing.assert_close(gx.double(), xr.grad, **tol(dtype))
     torch.testing.assert_close(gw.double(), wr.grad, **tol(dtype))

@@ -82,10 +82,11 @@ class ImageScanTests(ScanOpTests):
         ]
 
     @staticmethod
-    def bad_backward_inputs(x, w, h, c):
+    def bad_backward_inputs(x, w, h, c, gates):
         return [
-            ((h[:, :, :2], c, x, w, h, c), "grad_h must have shape"),
-            ((h, c, x, w, h, c.float()), "c must have the dtype"),
+            ((h[:, :, :2], c, x, w, h, c, gates), "grad_h must have shape"),
+            ((h, c, x, w, h, c.float(), gates), "c must have the dtype"),
+            ((h, c, x, w, h, c, gates[:, :4]), "gates must have shape"),
         ]
 
     def test_reference_is_the_skewed_scan(self):
@@ -104,11 +105,33 @@ class ImageScanTests(ScanOpTests):
     @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
     def test_outputs_channels_last(self, dtype):
         x, w = self.sample_inputs(2, 3, 4, 5, dtype=dtype, requires_grad=True)
-        h, c = self.op()(x, w, *self.EXTRA_ARGS)
-        assert h.is_contiguous(memory_format=torch.channels_last)
-        assert c.is_contiguous(memory_format=torch.channels_last)
+        h, c, (gates,) = self.raw(x, w)
+        for t in (h, c, gates):
+            assert t.is_contiguous(memory_format=torch.channels_last)
         (grad_x,) = torch.autograd.grad(h.sum() + c.sum(), x)
         assert grad_x.is_contiguous(memory_format=torch.channels_last)
+
+    @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+    def test_saved_gates_are_the_activated_gates(self, dtype):
+        """The raw op's third output: [sigmoid i, sigmoid f, sigmoid o, tanh g] of every
+        pixel's pre-activations (recomputed here from the reference's h), not
+        differentiable."""
+        x, w = self.sample_inputs(2, 3, 4, 5, dtype=dtype, requires_grad=True)
+        (reverse,) = self.EXTRA_ARGS
+        _, _, (gates,) = self.raw(x, w)
+        assert not gates.requires_grad
+        with torch.no_grad():
+            h, _ = self.reference(x.double(), w.double())
+            above = torch.nn.functional.pad(h, (0, 0, 1, 0))[:, :, :-1]
+            prev = torch.nn.functional.pad(h, (0, 1) if reverse else (1, 0))
+            prev = prev[..., 1:] if reverse else prev[..., :-1]
+            pre = (
+                x.double()
+                + torch.einsum("gk,bkrw->bgrw", w[:, :, 0].double(), above)
+                + torch.einsum("gk,bkrw->bgrw", w[:, :, 1].double(), prev)
+            )
+            expected = torch.cat([pre[:, :9].sigmoid(), pre[:, 9:].tanh()], 1)
+        torch.testing.assert_close(gates.double(), expected, **TOL[dtype])
 
     def test_rejects_non_bool_reverse(self):
         x, w = self.sample_inputs(1, 2, 3, 4)

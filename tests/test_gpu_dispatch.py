@@ -22,12 +22,14 @@ SAMPLING = ["nade_sample", "rnade_sample", "pixel_network_sample_step"]
 OPS = [
     "diagonal_lstm_scan",
     "diagonal_lstm_scan_backward",
+    "diagonal_lstm_scan_image",
+    "diagonal_lstm_scan_image_backward",
     "row_lstm_scan",
     "row_lstm_scan_backward",
     "nade_forward",
     "nade_forward_backward",
 ] + SAMPLING
-PUBLIC = ["diagonal_lstm_scan", "row_lstm_scan", "nade_forward"]
+PUBLIC = ["diagonal_lstm_scan", "diagonal_lstm_scan_image", "row_lstm_scan", "nade_forward"]
 CUDA = torch.device("cuda")
 
 
@@ -36,6 +38,8 @@ def op_inputs(op, device="cpu"):
     kw = dict(device=device, dtype=torch.float32)
     if op == "diagonal_lstm_scan":
         return torch.randn(1, 8, 3, 5, **kw), torch.randn(8, 2, 2, **kw)
+    if op == "diagonal_lstm_scan_image":
+        return torch.randn(1, 8, 3, 4, **kw), torch.randn(8, 2, 2, **kw), True
     if op == "row_lstm_scan":
         return torch.randn(1, 8, 3, 4, **kw), torch.randn(8, 2, 3, **kw)
     return (

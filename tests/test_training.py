@@ -347,3 +347,27 @@ def test_ddp_two_processes_on_cpu_keep_identical_weights(tmp_path):
         if k.startswith("model."):
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     assert single["global_step"] == 6
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop"])
+def test_optimizer_is_multi_tensor_and_matches_the_default_bit_for_bit(name):
+    """make_optimizer uses torch's multi-tensor ("foreach") implementation on the CPU too
+    (fewer, grouped ops per step), whose updates equal the per-tensor loop's exactly."""
+    from pixelar.training.config import OPTIMIZERS, make_optimizer
+
+    def run(make):
+        torch.manual_seed(0)
+        params = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
+        opt = make(params)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(4):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+        return opt, params
+
+    opt, fast = run(lambda ps: make_optimizer(name, ps, 1e-2, weight_decay=1e-3))
+    assert opt.param_groups[0]["foreach"] is True
+    _, loop = run(lambda ps: OPTIMIZERS[name](ps, lr=1e-2, weight_decay=1e-3, foreach=False))
+    for a, b in zip(fast, loop):
+        assert torch.equal(a, b)

@@ -2,25 +2,25 @@
 // docstring of pixelar/ops/diagonal_lstm_scan_image.py): the Diagonal LSTM recurrence read
 // and written on the image layout, no skewed map; `reverse` scans right to left.
 //
-// Layout: channels-last. The states h, c (B, H, R, W) and grad_x_gates (B, 4H, R, W) are
-// allocated in torch.channels_last memory order, so one pixel's H (or 4H) values are one
-// contiguous run; x_gates is read in place whatever its strides (fastest channels-last, as
-// the layer's 1x1 convolution, done as a matrix product, writes it).
+// Layout: channels-last. The outputs h, c (B, H, R, W), the activated gates (B, 4H, R, W)
+// and grad_x_gates are allocated in torch.channels_last memory order, so one pixel's H (or
+// 4H) values are one contiguous run; x_gates is read in place whatever its strides (fastest
+// channels-last, as the layer's 1x1 convolution, done as a matrix product, writes it).
 //
 // One batch element per task (at::parallel_for over the batch). Diagonal j holds the
 // pixels r + s = j, s = the scan column (image column s, or W - 1 - s when reverse); every
 // pixel of a diagonal reads only the previous diagonal: h of the pixel above (r - 1, same
-// column) and h, c of the previous pixel of its row in scan order. Per pixel, the
-// state-to-state product is a matrix-vector product over the 2H inputs, vectorized along
-// the gates (two pixels at a time share each weight load: gemv2), and the cell runs on
-// vectors of units. The gates are kept padded to Hp (whole vectors) per gate block.
+// column) and h, c of the previous pixel of its row in scan order. Per group of up to four
+// pixels of a diagonal, the state-to-state product is a matrix-vector product over the 2H
+// inputs, vectorized along the gates (the pixels share each weight load: gemv), then the
+// cell runs on vectors of units. The forward also writes the activated gates.
 //
 // Backward: the diagonals in reverse. The gradient reaching h(r, c) comes from the pixel
 // below (its row above) and the next pixel of the row, whose gate gradients (grad_x) are
-// already written: dh = grad_h + Wb @ [gx(r + 1, c); gx(r, next)]. The gates are recomputed
-// from x_gates and the saved h (one more gemv), c's gradient is carried along each row.
-// grad_w_ss, after the walk, is two batched matrix products of grad_x with the shifted h
-// (torch's BLAS), summed over the batch in a fixed order.
+// already written: dh = grad_h + Wb @ [gx(r + 1, c); gx(r, next)]. The cell's gradient
+// comes from the saved gates and c (nothing is recomputed but tanh(c)); c's gradient is
+// carried along each row. grad_w_ss, after the walk, is two batched matrix products of
+// grad_x with the shifted h (torch's BLAS), summed over the batch in a fixed order.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -157,16 +157,63 @@ PIXELAR_HOST_DEVICE_INLINE void load_gates(const T* x, const Dims& d, T* pre) {
   }
 }
 
+// The cell of n units from the pre-activations (gate q at pre + q * ldp): c, h, and the
+// activated gates [sigmoid i, sigmoid f, sigmoid o, tanh g] at act + q * lda (the op's third
+// output, which the backward reads instead of recomputing them).
+template <typename T>
+PIXELAR_HOST_DEVICE_INLINE void cell_forward(const T* __restrict pre, int64_t ldp,
+                                             const T* __restrict c_prev, T* __restrict c,
+                                             T* __restrict h, T* __restrict act, int64_t lda,
+                                             int64_t n) {
+  using M = math::SimdMath;
+  for (int64_t k = 0; k < n; ++k) {
+    const T i = math::sigmoid<T, M>(pre[k]);
+    const T f = math::sigmoid<T, M>(pre[ldp + k]);
+    const T o = math::sigmoid<T, M>(pre[2 * ldp + k]);
+    const T g = M::tanh(pre[3 * ldp + k]);
+    const T cn = f * c_prev[k] + i * g;
+    c[k] = cn;
+    h[k] = o * M::tanh(cn);
+    act[k] = i;
+    act[lda + k] = f;
+    act[2 * lda + k] = o;
+    act[3 * lda + k] = g;
+  }
+}
+
+// Backward of cell_forward from the saved gates (act, gate q at act + q * lda) and c: the
+// formulas of math::lstm_cell_backward. dh: gradient reaching h; dc_out: of the c output;
+// dc_carry: in, the gradient reaching c from the next pixel of the row; out, of c_prev.
+// Writes the pre-activation gradients, gate q at dpre + q * ldd.
+template <typename T>
+PIXELAR_HOST_DEVICE_INLINE void cell_backward(const T* __restrict act, int64_t lda,
+                                              const T* __restrict c_prev, const T* __restrict c,
+                                              const T* __restrict dh, const T* __restrict dc_out,
+                                              T* __restrict dc_carry, T* __restrict dpre,
+                                              int64_t ldd, int64_t n) {
+  using M = math::SimdMath;
+  for (int64_t k = 0; k < n; ++k) {
+    const T i = act[k], f = act[lda + k], o = act[2 * lda + k], g = act[3 * lda + k];
+    const T tc = M::tanh(c[k]);
+    const T dc_total = dc_out[k] + dc_carry[k] + dh[k] * o * (T(1) - tc * tc);
+    dpre[k] = dc_total * g * i * (T(1) - i);
+    dpre[ldd + k] = dc_total * c_prev[k] * f * (T(1) - f);
+    dpre[2 * ldd + k] = dh[k] * tc * o * (T(1) - o);
+    dpre[3 * ldd + k] = dc_total * i * (T(1) - g * g);
+    dc_carry[k] = dc_total * f;
+  }
+}
+
 constexpr int kGroup = 4;  // pixels of a diagonal processed together
 
-// Per-thread scratch: per pixel of a group, pre and d gates (4Hp each), c_prev, c, h, dh
-// (Hp each); and zeros.
+// Per-thread scratch: per pixel of a group, pre, d gates and gates (4Hp each), c_prev, c,
+// h, dh (Hp each); and zeros.
 template <typename T>
 struct Scratch {
   std::vector<T> mem;
   T *pre[kGroup], *cprev[kGroup], *cnew[kGroup], *hnew[kGroup], *dh[kGroup], *dpre[kGroup];
-  T* zeros;
-  explicit Scratch(const Dims& d) : mem(kGroup * 12 * d.Hp + 4 * d.Hp + 2 * d.G + 64, T(0)) {
+  T *act[kGroup], *zeros;
+  explicit Scratch(const Dims& d) : mem(kGroup * 16 * d.Hp + 4 * d.Hp + 2 * d.G + 64, T(0)) {
     T* p = mem.data();
     for (int i = 0; i < kGroup; ++i) {
       pre[i] = p, p += 4 * d.Hp;
@@ -175,22 +222,26 @@ struct Scratch {
       hnew[i] = p, p += d.Hp;
       dh[i] = p, p += d.Hp;
       dpre[i] = p, p += 4 * d.Hp;
+      act[i] = p, p += 4 * d.Hp;
     }
     zeros = p;  // at least max(4Hp, 2G) zeros, never written
   }
 };
 
 // Whether the kernels can read and write the tensors in place: whole vectors of units
-// (H = Hp) and x_gates' gates contiguous (channels-last). Otherwise through the scratch.
+// (H = Hp), and for the forward x_gates' gates contiguous (channels-last). Otherwise
+// through the scratch.
 inline bool in_place(const Dims& d) { return d.H == d.Hp && d.xg == 1; }
+inline bool in_place_backward(const Dims& d) { return d.H == d.Hp; }
 
 // Forward of one batch element. x: the element's x_gates (strides in d); wf: (2H, 4Hp),
 // row k = input k (h above: k < H; previous h in scan order: k >= H), column q * Hp + u =
-// gate q of unit u (zero padding); h, c: (R, W, H) channels-last outputs.
+// gate q of unit u (zero padding); h, c: (R, W, H) and act: (R, W, 4H) channels-last
+// outputs.
 template <typename T>
-PIXELAR_SIMD_CLONES void forward_one(const T* x, const T* wf, T* h, T* c, Dims d,
+PIXELAR_SIMD_CLONES void forward_one(const T* x, const T* wf, T* h, T* c, T* act, Dims d,
                                      Scratch<T>* sc) {
-  const int64_t H = d.H, R = d.R, W = d.W, Hp = d.Hp, S = R + W - 1;
+  const int64_t H = d.H, G = d.G, R = d.R, W = d.W, Hp = d.Hp, S = R + W - 1;
   const int64_t dcol = d.reverse ? 1 : -1;  // the previous pixel in scan order
   const bool direct = in_place(d);
   for (int64_t j = 0; j < S; ++j) {
@@ -220,85 +271,77 @@ PIXELAR_SIMD_CLONES void forward_one(const T* x, const T* wf, T* h, T* c, Dims d
       }
       gemv<T>(np, sc->pre, init, above, left, H, wf, 4 * Hp);
       for (int p = 0; p < np; ++p) {
-        const T* pre = sc->pre[p];
-        const T* z = sc->zeros;
-        T* cout = direct ? c + pix[p] * H : sc->cnew[p];
-        T* hout = direct ? h + pix[p] * H : sc->hnew[p];
-        lstm_forward_loop<T>(pre, pre + Hp, pre + 2 * Hp, pre + 3 * Hp, z, z, z, z, cprev[p],
-                             cout, hout, Hp);
-        if (!direct) {
+        if (direct) {
+          cell_forward<T>(sc->pre[p], Hp, cprev[p], c + pix[p] * H, h + pix[p] * H,
+                          act + pix[p] * G, H, H);
+        } else {
+          cell_forward<T>(sc->pre[p], Hp, cprev[p], sc->cnew[p], sc->hnew[p], sc->act[p], Hp,
+                          Hp);
           copy_n(sc->hnew[p], H, h + pix[p] * H);
           copy_n(sc->cnew[p], H, c + pix[p] * H);
+          for (int64_t q = 0; q < 4; ++q) copy_n(sc->act[p] + q * Hp, H, act + pix[p] * G + q * H);
         }
       }
     }
   }
 }
 
-// Backward of one batch element. gh, gc, h, c: (R, W, H) channels-last; x as in
-// forward_one; wf as in forward_one; wb: (2G, Hp), row g = gate g of the pixel below (its
-// weights of the h above), row G + g = gate g of the next pixel in scan order (its weights
-// of the previous h), column u (zero padding). Writes gx: (R, W, G) channels-last.
-// dcar: (R, Hp) zeros, the gradient of each row's c carried along the scan.
+// Backward of one batch element. gh, gc, h, c: (R, W, H) and act: (R, W, 4H) channels-last;
+// wb: (2G, Hp), row g = gate g of the pixel below (its weights of the h above), row G + g =
+// gate g of the next pixel in scan order (its weights of the previous h), column u (zero
+// padding). Writes gx: (R, W, G) channels-last. dcar: (R, Hp) zeros, the gradient of each
+// row's c carried along the scan.
 template <typename T>
-PIXELAR_SIMD_CLONES void backward_one(const T* gh, const T* gc, const T* x, const T* wf,
-                                      const T* wb, const T* h, const T* c, T* gx, T* dcar,
-                                      Dims d, Scratch<T>* sc) {
+PIXELAR_SIMD_CLONES void backward_one(const T* gh, const T* gc, const T* act, const T* wb,
+                                      const T* c, T* gx, T* dcar, Dims d, Scratch<T>* sc) {
   const int64_t H = d.H, G = d.G, R = d.R, W = d.W, Hp = d.Hp, S = R + W - 1;
   const int64_t dcol = d.reverse ? 1 : -1;  // previous pixel in scan order; -dcol: next
-  const bool direct = in_place(d);
+  const bool direct = in_place_backward(d);
   for (int64_t j = S - 1; j >= 0; --j) {
     const int64_t r0 = std::max<int64_t>(0, j - W + 1), r1 = std::min<int64_t>(R - 1, j);
     for (int64_t r = r0; r <= r1; r += kGroup) {
       const int np = static_cast<int>(std::min<int64_t>(kGroup, r1 - r + 1));
-      const T* pre_init[kGroup];
       const T* dh_init[kGroup];
       const T* below[kGroup];
       const T* next[kGroup];
-      const T* above[kGroup];
-      const T* left[kGroup];
       const T* cprev[kGroup];
       const T* ccur[kGroup];
       const T* gcur[kGroup];
+      const T* acur[kGroup];
       int64_t pix[kGroup], row[kGroup];
       for (int p = 0; p < np; ++p) {
         const int64_t rr = r + p, s = j - rr, col = d.column(s);
         row[p] = rr;
         pix[p] = rr * W + col;
-        const T* xp = x + rr * d.xr + col * d.xc;
-        above[p] = rr > 0 ? h + (pix[p] - W) * H : sc->zeros;
-        left[p] = s > 0 ? h + (pix[p] + dcol) * H : sc->zeros;
         cprev[p] = s > 0 ? c + (pix[p] + dcol) * H : sc->zeros;
         ccur[p] = c + pix[p] * H;
         gcur[p] = gc + pix[p] * H;
+        acur[p] = act + pix[p] * G;
         dh_init[p] = gh + pix[p] * H;
         below[p] = rr + 1 < R ? gx + (pix[p] + W) * G : sc->zeros;
         next[p] = s + 1 < W ? gx + (pix[p] - dcol) * G : sc->zeros;
-        if (direct) {
-          pre_init[p] = xp;
-        } else {
-          load_gates(xp, d, sc->pre[p]);
-          pre_init[p] = sc->pre[p];
+        if (!direct) {
           copy_n(cprev[p], H, sc->cprev[p]);
           copy_n(ccur[p], H, sc->cnew[p]);
           copy_n(gcur[p], H, sc->hnew[p]);  // hnew: grad_c of this pixel
           copy_n(dh_init[p], H, sc->dh[p]);
+          for (int64_t q = 0; q < 4; ++q) copy_n(acur[p] + q * H, H, sc->act[p] + q * Hp);
           cprev[p] = sc->cprev[p];
           ccur[p] = sc->cnew[p];
           gcur[p] = sc->hnew[p];
           dh_init[p] = sc->dh[p];
+          acur[p] = sc->act[p];
         }
       }
-      gemv<T>(np, sc->pre, pre_init, above, left, H, wf, 4 * Hp);
       gemv<T>(np, sc->dh, dh_init, below, next, G, wb, Hp);
       for (int p = 0; p < np; ++p) {
-        const T* pre = sc->pre[p];
-        const T* z = sc->zeros;
-        T* dp = direct ? gx + pix[p] * G : sc->dpre[p];
-        lstm_backward_loop<T>(pre, pre + Hp, pre + 2 * Hp, pre + 3 * Hp, z, z, z, z, cprev[p],
-                              ccur[p], sc->dh[p], gcur[p], dcar + row[p] * Hp, dp, dp + Hp,
-                              dp + 2 * Hp, dp + 3 * Hp, Hp);
-        if (!direct) {
+        T* dcr = dcar + row[p] * Hp;
+        if (direct) {
+          cell_backward<T>(acur[p], H, cprev[p], ccur[p], sc->dh[p], gcur[p], dcr,
+                           gx + pix[p] * G, H, H);
+        } else {
+          T* dp = sc->dpre[p];
+          cell_backward<T>(acur[p], Hp, cprev[p], ccur[p], sc->dh[p], gcur[p], dcr, dp, Hp, Hp);
           T* out = gx + pix[p] * G;
           for (int64_t q = 0; q < 4; ++q) copy_n(dp + q * Hp, H, out + q * H);
         }
@@ -337,30 +380,31 @@ at::Tensor backward_weights(const at::Tensor& w_ss, const Dims& d) {
   return wb.view({2 * d.G, d.Hp});
 }
 
-std::tuple<at::Tensor, at::Tensor> diagonal_lstm_scan_image_cpu(const at::Tensor& x_gates,
-                                                                const at::Tensor& w_ss,
-                                                                bool reverse) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_lstm_scan_image_cpu(
+    const at::Tensor& x_gates, const at::Tensor& w_ss, bool reverse) {
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
   const Dims d = check_inputs(kOp, x_gates, w_ss, reverse);
   const int64_t B = x_gates.size(0);
   at::Tensor h = channels_last_empty({B, d.H, d.R, d.W}, x_gates.options());
   at::Tensor c = channels_last_empty({B, d.H, d.R, d.W}, x_gates.options());
-  if (h.numel() == 0) return {h, c};
+  at::Tensor act = channels_last_empty({B, d.G, d.R, d.W}, x_gates.options());
+  if (h.numel() == 0) return {h, c, act};
   const at::Tensor wf = forward_weights(w_ss, d);
   AT_DISPATCH_FLOATING_TYPES(x_gates.scalar_type(), "diagonal_lstm_scan_image_cpu", [&] {
     const scalar_t* xp = x_gates.data_ptr<scalar_t>();
     const scalar_t* wp = wf.data_ptr<scalar_t>();
     scalar_t* hp = h.data_ptr<scalar_t>();
     scalar_t* cp = c.data_ptr<scalar_t>();
-    const int64_t xb = x_gates.stride(0), hb = d.H * d.R * d.W;
+    scalar_t* ap = act.data_ptr<scalar_t>();
+    const int64_t xb = x_gates.stride(0), hb = d.H * d.R * d.W, ab = d.G * d.R * d.W;
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
       Scratch<scalar_t> sc(d);
       for (int64_t b = begin; b < end; ++b) {
-        forward_one<scalar_t>(xp + b * xb, wp, hp + b * hb, cp + b * hb, d, &sc);
+        forward_one<scalar_t>(xp + b * xb, wp, hp + b * hb, cp + b * hb, ap + b * ab, d, &sc);
       }
     });
   });
-  return {h, c};
+  return {h, c, act};
 }
 
 // sum over the batch of a^T @ b: a (B, N, G), b (B, N, H) -> (G, H).
@@ -398,36 +442,39 @@ at::Tensor weight_gradient(const at::Tensor& gx, const at::Tensor& h, const Dims
 
 std::tuple<at::Tensor, at::Tensor> diagonal_lstm_scan_image_backward_cpu(
     const at::Tensor& grad_h_in, const at::Tensor& grad_c_in, const at::Tensor& x_gates,
-    const at::Tensor& w_ss, const at::Tensor& h_in, const at::Tensor& c_in, bool reverse) {
+    const at::Tensor& w_ss, const at::Tensor& h_in, const at::Tensor& c_in,
+    const at::Tensor& gates_in, bool reverse) {
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
   const Dims d = check_inputs(kOpBwd, x_gates, w_ss, reverse);
   const int64_t B = x_gates.size(0);
   checks::check_scan_states(kOpBwd, x_gates, {B, d.H, d.R, d.W}, "(B, H, R, W)", grad_h_in,
                             grad_c_in, h_in, c_in, checks::kCpu);
+  checks::check_input(kOpBwd, "gates", gates_in, 4, "(B, 4H, R, W)", checks::kCpu);
+  checks::check_like(kOpBwd, "gates", gates_in, "x_gates", x_gates);
+  checks::check_shape(kOpBwd, "gates", gates_in, {B, d.G, d.R, d.W}, "(B, 4H, R, W)");
   const auto cl = at::MemoryFormat::ChannelsLast;
   const at::Tensor grad_h = grad_h_in.contiguous(cl), grad_c = grad_c_in.contiguous(cl),
-                   h = h_in.contiguous(cl), c = c_in.contiguous(cl);
+                   h = h_in.contiguous(cl), c = c_in.contiguous(cl),
+                   gates = gates_in.contiguous(cl);
   at::Tensor grad_x = channels_last_empty(x_gates.sizes(), x_gates.options());
   if (grad_x.numel() == 0) return {grad_x, at::zeros(w_ss.sizes(), w_ss.options())};
-  const at::Tensor wf = forward_weights(w_ss, d), wb = backward_weights(w_ss, d);
+  const at::Tensor wb = backward_weights(w_ss, d);
   AT_DISPATCH_FLOATING_TYPES(x_gates.scalar_type(), "diagonal_lstm_scan_image_backward_cpu",
                              [&] {
     const scalar_t* ghp = grad_h.data_ptr<scalar_t>();
     const scalar_t* gcp = grad_c.data_ptr<scalar_t>();
-    const scalar_t* xp = x_gates.data_ptr<scalar_t>();
-    const scalar_t* wfp = wf.data_ptr<scalar_t>();
+    const scalar_t* ap = gates.data_ptr<scalar_t>();
     const scalar_t* wbp = wb.data_ptr<scalar_t>();
-    const scalar_t* hp = h.data_ptr<scalar_t>();
     const scalar_t* cp = c.data_ptr<scalar_t>();
     scalar_t* gxp = grad_x.data_ptr<scalar_t>();
-    const int64_t xb = x_gates.stride(0), hb = d.H * d.R * d.W, gb = d.G * d.R * d.W;
+    const int64_t hb = d.H * d.R * d.W, gb = d.G * d.R * d.W;
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
       Scratch<scalar_t> sc(d);
       std::vector<scalar_t> dcar(d.R * d.Hp);
       for (int64_t b = begin; b < end; ++b) {
         std::fill(dcar.begin(), dcar.end(), scalar_t(0));
-        backward_one<scalar_t>(ghp + b * hb, gcp + b * hb, xp + b * xb, wfp, wbp, hp + b * hb,
-                               cp + b * hb, gxp + b * gb, dcar.data(), d, &sc);
+        backward_one<scalar_t>(ghp + b * hb, gcp + b * hb, ap + b * gb, wbp, cp + b * hb,
+                               gxp + b * gb, dcar.data(), d, &sc);
       }
     });
   });

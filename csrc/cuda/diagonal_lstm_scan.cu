@@ -366,34 +366,58 @@ inline at::Tensor empty_states(const at::Tensor& x_gates, int64_t H) {
                    x_gates.options().memory_format(at::MemoryFormat::ChannelsLast));
 }
 
+
+// The activated gates [sigmoid i, f, o, tanh g] of every pixel, from x_gates and the
+// states: (B, 4H, R, W), channels-last (the op's third output).
+inline at::Tensor gates_from_states(const at::Tensor& x_gates, const at::Tensor& w_ss,
+                                    const at::Tensor& h, bool reverse) {
+  const int64_t R = h.size(2), W = h.size(3), H = h.size(1);
+  const at::Tensor above = at::constant_pad_nd(h, {0, 0, 1, 0}).narrow(2, 0, R);
+  const at::Tensor prev = reverse ? at::constant_pad_nd(h, {0, 1}).narrow(3, 1, W)
+                                  : at::constant_pad_nd(h, {1, 0}).narrow(3, 0, W);
+  const at::Tensor pre = x_gates + at::einsum("gk,bkrw->bgrw", {w_ss.select(2, 0), above}) +
+                         at::einsum("gk,bkrw->bgrw", {w_ss.select(2, 1), prev});
+  return at::cat({at::sigmoid(pre.narrow(1, 0, 3 * H)), at::tanh(pre.narrow(1, 3 * H, H))}, 1)
+      .contiguous(at::MemoryFormat::ChannelsLast);
+}
+
 }  // namespace image_layout
 
 template <typename Dev>
-std::tuple<at::Tensor, at::Tensor> scan_image_forward(const at::Tensor& x_gates,
-                                                      const at::Tensor& w_ss, bool reverse) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_image_forward(const at::Tensor& x_gates,
+                                                                  const at::Tensor& w_ss,
+                                                                  bool reverse) {
   const int64_t H = checks::check_scan_inputs(image_layout::kOp, x_gates, w_ss, 2,
                                               "(B, 4H, R, W)", "(4H, H, 2)", scan_target<Dev>());
   if (x_gates.numel() == 0) {
-    return {image_layout::empty_states(x_gates, H), image_layout::empty_states(x_gates, H)};
+    return {image_layout::empty_states(x_gates, H), image_layout::empty_states(x_gates, H),
+            image_layout::empty_states(x_gates, 4 * H)};
   }
   const int64_t W = x_gates.size(3);
   auto hc = scan_forward<DiagonalScan, Dev>(image_layout::to_skewed(x_gates, reverse), w_ss);
-  return {image_layout::to_image(std::get<0>(hc), W, reverse),
-          image_layout::to_image(std::get<1>(hc), W, reverse)};
+  at::Tensor h = image_layout::to_image(std::get<0>(hc), W, reverse);
+  at::Tensor gates = image_layout::gates_from_states(x_gates, w_ss, h, reverse);
+  return {h, image_layout::to_image(std::get<1>(hc), W, reverse), gates};
 }
 
 template <typename Dev>
 std::tuple<at::Tensor, at::Tensor> scan_image_backward(
     const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& x_gates,
-    const at::Tensor& w_ss, const at::Tensor& h, const at::Tensor& c, bool reverse) {
-  const int64_t H = checks::check_scan_inputs(image_layout::kOpBwd, x_gates, w_ss, 2,
-                                              "(B, 4H, R, W)", "(4H, H, 2)", scan_target<Dev>());
+    const at::Tensor& w_ss, const at::Tensor& h, const at::Tensor& c, const at::Tensor& gates,
+    bool reverse) {
+  const char* op = image_layout::kOpBwd;
+  const int64_t H = checks::check_scan_inputs(op, x_gates, w_ss, 2, "(B, 4H, R, W)",
+                                              "(4H, H, 2)", scan_target<Dev>());
   const int64_t B = x_gates.size(0), R = x_gates.size(2), W = x_gates.size(3);
-  checks::check_scan_states(image_layout::kOpBwd, x_gates, {B, H, R, W}, "(B, H, R, W)",
-                            grad_h, grad_c, h, c, scan_target<Dev>());
+  checks::check_scan_states(op, x_gates, {B, H, R, W}, "(B, H, R, W)", grad_h, grad_c, h, c,
+                            scan_target<Dev>());
+  checks::check_input(op, "gates", gates, 4, "(B, 4H, R, W)", scan_target<Dev>());
+  checks::check_like(op, "gates", gates, "x_gates", x_gates);
+  checks::check_shape(op, "gates", gates, {B, 4 * H, R, W}, "(B, 4H, R, W)");
   if (x_gates.numel() == 0) {
     return {at::empty_like(x_gates, at::MemoryFormat::ChannelsLast), at::zeros_like(w_ss)};
   }
+  // (the skewed-map backward recomputes the gates from x_gates and h)
   auto sk = [reverse](const at::Tensor& t) { return image_layout::to_skewed(t, reverse); };
   auto gxw = scan_backward<DiagonalScan, Dev>(sk(grad_h), sk(grad_c), sk(x_gates), w_ss, sk(h),
                                                sk(c));

@@ -20,7 +20,9 @@ when reverse), which is the reference.
 
 Layout: the compiled kernels return h and c in ``torch.channels_last`` memory order (one
 pixel's H values contiguous), and read x_gates fastest in that order too; shapes are the
-usual (B, C, R, W).
+usual (B, C, R, W). The raw op ``torch.ops.pixelar.diagonal_lstm_scan_image`` also returns
+the activated gates (B, 4H, R, W), [sigmoid i, sigmoid f, sigmoid o, tanh g], which its
+backward reads instead of recomputing them (not differentiable; the wrapper drops them).
 """
 
 import torch
@@ -82,7 +84,8 @@ def diagonal_lstm_scan_image(x_gates: torch.Tensor, w_ss: torch.Tensor, reverse:
 
 
 def _compiled(x_gates, w_ss, reverse):
-    return torch.ops.pixelar.diagonal_lstm_scan_image(x_gates, w_ss.contiguous(), reverse)
+    h, c, _ = torch.ops.pixelar.diagonal_lstm_scan_image(x_gates, w_ss.contiguous(), reverse)
+    return h, c
 
 
 def _triton(x_gates, w_ss, reverse):
@@ -105,24 +108,26 @@ def _register_library():
         H = w_ss.shape[1]
         torch._check(G == 4 * H, lambda: f"{OP}: x_gates must have 4H channels")
         h = x_gates.new_empty(B, H, R, W).contiguous(memory_format=torch.channels_last)
-        return h, torch.empty_like(h)
+        gates = torch.empty_like(x_gates, memory_format=torch.channels_last)
+        return h, torch.empty_like(h), gates
 
     @torch.library.register_fake(f"{qualname}_backward")
-    def _fake_backward(grad_h, grad_c, x_gates, w_ss, h, c, reverse):
+    def _fake_backward(grad_h, grad_c, x_gates, w_ss, h, c, gates, reverse):
         grad_x = torch.empty_like(x_gates, memory_format=torch.channels_last)
         return grad_x, torch.empty_like(w_ss)
 
     def _setup_context(ctx, inputs, output):
         x_gates, w_ss, reverse = inputs
-        h, c = output
+        h, c, gates = output
         ctx.reverse = reverse
-        ctx.save_for_backward(x_gates, w_ss, h, c)
+        ctx.mark_non_differentiable(gates)  # saved for the backward, not a result
+        ctx.save_for_backward(x_gates, w_ss, h, c, gates)
 
-    def _backward(ctx, grad_h, grad_c):
-        x_gates, w_ss, h, c = ctx.saved_tensors
+    def _backward(ctx, grad_h, grad_c, _grad_gates):
+        x_gates, w_ss, h, c, gates = ctx.saved_tensors
         grad_h = torch.zeros_like(h) if grad_h is None else grad_h
         grad_c = torch.zeros_like(c) if grad_c is None else grad_c
-        grad_x, grad_w = backward_op(grad_h, grad_c, x_gates, w_ss, h, c, ctx.reverse)
+        grad_x, grad_w = backward_op(grad_h, grad_c, x_gates, w_ss, h, c, gates, ctx.reverse)
         return grad_x, grad_w, None
 
     torch.library.register_autograd(qualname, _backward, setup_context=_setup_context)
