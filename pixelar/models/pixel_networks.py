@@ -55,9 +55,10 @@ class _PixelNetwork(AutoregressiveModel):
         self.blocks = nn.ModuleList(blocks)
         self.head = OutputHead(2 * hidden, head_hidden, C, 1 if self.bernoulli else levels)
 
-    # Features in channels-last memory: set by models whose blocks are fastest so (the
-    # Diagonal BiLSTM's scan reads and writes a pixel's channels as one run, and every 1x1
-    # convolution becomes one matrix product, pixelar.nn.masked_conv.pointwise).
+    # Features in channels-last memory: set by models whose blocks are fastest so (every
+    # 1x1 convolution becomes one matrix product, pixelar.nn.masked_conv.pointwise; the
+    # Diagonal BiLSTM's scan reads and writes a pixel's channels as one run; mkldnn's 3x3
+    # convolutions run on NHWC maps). PixelCNN 15x16 step on one thread: 119 -> 93 ms.
     channels_last = False
 
     def stem(self, x):
@@ -157,6 +158,8 @@ class PixelCNN(_PixelNetwork):
     forward(x: (B, C, H, W)) -> (B, C, H, W) Bernoulli logits (levels=2) or
     (B, C, H, W, levels) logits.
     """
+
+    channels_last = True  # 1x1 convolutions as matrix products, 3x3 ones on NHWC maps
 
     def __init__(self, image_shape=(1, 28, 28), levels=2, num_layers=15, hidden=16, head_hidden=32):
         C = _check_args("PixelCNN", image_shape, levels, num_layers, hidden, head_hidden)
