@@ -27,12 +27,14 @@ TORCH_LIBRARY(pixelar, m) {
   m.def("diagonal_lstm_scan_backward(Tensor grad_h, Tensor grad_c, Tensor x_gates, "
         "Tensor w_ss, Tensor h, Tensor c) -> (Tensor, Tensor)");
   // The same recurrence on the image layout (no skewed map); reverse: right to left.
-  // x_gates: (B, 4H, R, W); w_ss: (4H, H, 2). Returns h, c: (B, H, R, W) and the activated
-  // gates (B, 4H, R, W) [sigmoid i, f, o, tanh g] the backward reads, all channels-last.
-  m.def("diagonal_lstm_scan_image(Tensor x_gates, Tensor w_ss, bool reverse) -> "
-        "(Tensor, Tensor, Tensor)");
+  // x_gates: (B, 4H, R, W); w_ss: (4H, H, 2); bias: (4H,) added to x_gates, or None.
+  // Returns h, c: (B, H, R, W) and the activated gates (B, 4H, R, W) [sigmoid i, f, o,
+  // tanh g] the backward reads, all channels-last.
+  m.def("diagonal_lstm_scan_image(Tensor x_gates, Tensor w_ss, bool reverse, "
+        "Tensor? bias=None) -> (Tensor, Tensor, Tensor)");
   m.def("diagonal_lstm_scan_image_backward(Tensor grad_h, Tensor grad_c, Tensor x_gates, "
-        "Tensor w_ss, Tensor h, Tensor c, Tensor gates, bool reverse) -> (Tensor, Tensor)");
+        "Tensor w_ss, Tensor h, Tensor c, Tensor gates, bool reverse, Tensor? bias=None) "
+        "-> (Tensor, Tensor)");
   // Row LSTM scan. x_gates: (B, 4H, R, W); w_ss: (4H, H, 3). Returns h, c: (B, H, R, W).
   m.def("row_lstm_scan(Tensor x_gates, Tensor w_ss) -> (Tensor, Tensor)");
   m.def("row_lstm_scan_backward(Tensor grad_h, Tensor grad_c, Tensor x_gates, "

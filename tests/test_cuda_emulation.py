@@ -136,9 +136,10 @@ def test_scan_forward_backward(emu, limits, scan, B, H, R, W, dtype, max_threads
     assert emu.launches() == launches + 2  # the kernels ran (no early return)
 
 
+@pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_diagonal_scan_image_layout(emu, reverse, dtype):
+def test_diagonal_scan_image_layout(emu, reverse, dtype, with_bias):
     """pixelar::diagonal_lstm_scan_image on the CUDA path (the skewed-map kernels between
     ATen's skew and unskew, csrc/cuda/diagonal_lstm_scan.cu) vs the op's reference, forward
     and backward, with channels-last outputs as on the CPU."""
@@ -147,27 +148,31 @@ def test_diagonal_scan_image_layout(emu, reverse, dtype):
     x = torch.randn(B, 4 * H, R, W, generator=g, dtype=torch.float64)
     w = torch.randn(4 * H, H, 2, generator=g, dtype=torch.float64) / (2 * H) ** 0.5
     x, w = x.to(dtype), w.to(dtype)
+    bias = torch.randn(4 * H, generator=g, dtype=torch.float64).to(dtype) if with_bias else None
     launches = emu.launches()
-    h, c, gates = emu.diagonal_lstm_scan_image(x, w, reverse)
+    h, c, gates = emu.diagonal_lstm_scan_image(x, w, reverse, bias)
     assert h.is_contiguous(memory_format=torch.channels_last)
     assert gates.shape == x.shape and gates.is_contiguous(memory_format=torch.channels_last)
     xr, wr = x.double().requires_grad_(), w.double().requires_grad_()
-    h_ref, c_ref = pixelar.ops.diagonal_lstm_scan_image_ref(xr, wr, reverse)
+    b64 = None if bias is None else bias.double()
+    h_ref, c_ref = pixelar.ops.diagonal_lstm_scan_image_ref(xr, wr, reverse, b64)
     torch.testing.assert_close(h.double(), h_ref.detach(), **tol(dtype))
     torch.testing.assert_close(c.double(), c_ref.detach(), **tol(dtype))
     gh = torch.randn(h.shape, generator=g, dtype=torch.float64).to(dtype)
     gc = torch.randn(h.shape, generator=g, dtype=torch.float64).to(dtype)
-    gx, gw = emu.diagonal_lstm_scan_image_backward(gh, gc, x, w, h, c, gates, reverse)
+    gx, gw = emu.diagonal_lstm_scan_image_backward(gh, gc, x, w, h, c, gates, reverse, bias)
     if pixelar._extension.has_kernel("diagonal_lstm_scan_image", "CPU"):
         # the saved gates equal the CPU kernel's
-        _, _, gates_cpu = torch.ops.pixelar.diagonal_lstm_scan_image(x, w, reverse)
+        _, _, gates_cpu = torch.ops.pixelar.diagonal_lstm_scan_image(x, w, reverse, bias)
         torch.testing.assert_close(gates, gates_cpu, **tol(dtype))
     torch.autograd.backward([h_ref, c_ref], [gh.double(), gc.double()])
     torch.testing.assert_close(gx.double(), xr.grad, **tol(dtype))
     torch.testing.assert_close(gw.double(), wr.grad, **tol(dtype))
     assert emu.launches() == launches + 2  # the forward and backward kernels ran
     with pytest.raises(RuntimeError, match="diagonal_lstm_scan_image: x_gates must have 4H"):
-        emu.diagonal_lstm_scan_image(x[:, :5], w, reverse)
+        emu.diagonal_lstm_scan_image(x[:, :5], w, reverse, None)
+    with pytest.raises(RuntimeError, match="bias must have shape"):
+        emu.diagonal_lstm_scan_image(x, w, reverse, torch.zeros(5, dtype=dtype))
 
 
 @pytest.mark.parametrize("scan", ["diagonal", "row"])

@@ -133,6 +133,52 @@ class ImageScanTests(ScanOpTests):
             expected = torch.cat([pre[:, :9].sigmoid(), pre[:, 9:].tanh()], 1)
         torch.testing.assert_close(gates.double(), expected, **TOL[dtype])
 
+    @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+    def test_bias_is_added_to_x_gates(self, dtype):
+        """bias (4H,): the kernel adds it as it reads x_gates; forward and gradients (bias
+        included) match the reference, channels-last and not, H whole vectors and not."""
+        (reverse,) = self.EXTRA_ARGS
+        for B, H, R, W in [(2, 3, 4, 5), (2, 8, 5, 3)]:
+            x = torch.randn(B, R, W, 4 * H, dtype=dtype).permute(0, 3, 1, 2)
+            for xs in (x, x.contiguous()):
+                xs = xs.detach().requires_grad_()
+                w = (0.5 * torch.randn(4 * H, H, 2, dtype=dtype)).requires_grad_()
+                b = torch.randn(4 * H, dtype=dtype, requires_grad=True)
+                with pixelar.ops.backend("cpp"):
+                    h, c = pixelar.ops.diagonal_lstm_scan_image(xs, w, reverse, bias=b)
+                x64, w64, b64 = (t.detach().double().requires_grad_() for t in (xs, w, b))
+                h_ref, c_ref = pixelar.ops.diagonal_lstm_scan_image_ref(x64, w64, reverse, b64)
+                gh, gc = torch.randn_like(h_ref), torch.randn_like(c_ref)
+                loss = (h * gh.to(dtype)).sum() + (c * gc.to(dtype)).sum()
+                grads = torch.autograd.grad(loss, (xs, w, b))
+                loss_ref = (h_ref * gh).sum() + (c_ref * gc).sum()
+                grads_ref = torch.autograd.grad(loss_ref, (x64, w64, b64))
+                for out, ref in zip((h, c) + grads, (h_ref, c_ref) + grads_ref):
+                    torch.testing.assert_close(out.double(), ref, **TOL[dtype])
+
+    def test_bias_gradcheck_and_opcheck(self):
+        self.op()
+        (reverse,) = self.EXTRA_ARGS
+        x, w = self.sample_inputs(2, 2, 3, 4, requires_grad=True)
+        b = torch.randn(8, dtype=torch.float64, requires_grad=True)
+
+        def f(x, w, b):
+            return pixelar.ops.diagonal_lstm_scan_image(x, w, reverse, bias=b)
+
+        with pixelar.ops.backend("cpp"):
+            assert torch.autograd.gradcheck(f, (x, w, b))
+        torch.library.opcheck(self.op(), (x, w, reverse, b))
+
+    def test_rejects_bad_bias(self):
+        (reverse,) = self.EXTRA_ARGS
+        x, w = self.sample_inputs(1, 2, 3, 4)
+        with pytest.raises(ValueError, match="bias"):
+            pixelar.ops.diagonal_lstm_scan_image(x, w, reverse, bias=torch.zeros(7).double())
+        with pytest.raises(ValueError, match="bias"):
+            pixelar.ops.diagonal_lstm_scan_image(x, w, reverse, bias=torch.zeros(8))
+        with pytest.raises(RuntimeError, match="bias must have shape"):
+            self.op()(x, w, reverse, torch.zeros(7).double())
+
     def test_rejects_non_bool_reverse(self):
         x, w = self.sample_inputs(1, 2, 3, 4)
         with pytest.raises(ValueError, match="reverse must be a bool"):
@@ -177,16 +223,24 @@ def test_layer_runs_the_op_on_channels_last_gates():
     seen = []
     real = pixelar.ops.diagonal_lstm_scan_image
 
-    def spy(x_gates, w_ss, reverse):
-        seen.append((x_gates.is_contiguous(memory_format=torch.channels_last), reverse))
-        return real(x_gates, w_ss, reverse)
+    def spy(x_gates, w_ss, reverse, bias=None):
+        channels_last = x_gates.is_contiguous(memory_format=torch.channels_last)
+        seen.append((channels_last, reverse, bias is not None))
+        return real(x_gates, w_ss, reverse, bias=bias)
 
     pixelar.ops.diagonal_lstm_scan_image = spy
     try:
         out = layer(x, image)
     finally:
         pixelar.ops.diagonal_lstm_scan_image = real
-    assert seen == [(True, False), (True, True)]
+    # the 1x1 convolutions' biases go to the op (added as the kernel reads the gates)
+    assert seen == [(True, False, True), (True, True, True)]
     with pixelar.ops.backend("reference"):
         ref = layer(x.contiguous(), image.contiguous())
     torch.testing.assert_close(out, ref, **TOL[torch.float32])
+    grads = torch.autograd.grad(out.square().sum(), list(layer.parameters()))
+    with pixelar.ops.backend("reference"):
+        ref_out = layer(x.contiguous(), image.contiguous())
+        grads_ref = torch.autograd.grad(ref_out.square().sum(), list(layer.parameters()))
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, **TOL[torch.float32])

@@ -55,13 +55,13 @@ struct Dims {
   PIXELAR_HOST_DEVICE_INLINE int64_t column(int64_t s) const { return reverse ? W - 1 - s : s; }
 };
 
-// out_p[i] = init_p[i] + sum_{k < K} in_p(k) * w[k * ldw + i] for i < NV * lanes (from
+// out_p[i] = init_p[i] (+ bias[i]) + sum_{k < K} in_p(k) * w[k * ldw + i] for i < NV * lanes (from
 // column i0), for NP pixels p at once, in_p(k) = a_p[k] for k < Kh and b_p[k - Kh] after
 // (K = 2 Kh): NP x NV vectors of sums in registers, each weight vector loaded once for the
 // NP pixels. With few vectors of sums, even and odd k go to two sets of sums, so that two
 // multiply-adds are in flight per sum. out_p may be init_p.
 template <typename T, int NP, int NV>
-PIXELAR_HOST_DEVICE_INLINE void gemv_block(T* const* out, const T* const* init,
+PIXELAR_HOST_DEVICE_INLINE void gemv_block(T* const* out, const T* const* init, const T* bias,
                                            const T* const* a, const T* const* b, int64_t Kh,
                                            const T* __restrict w, int64_t ldw, int64_t i0) {
   using V = typename simd::Vec<T>::type;
@@ -71,6 +71,7 @@ PIXELAR_HOST_DEVICE_INLINE void gemv_block(T* const* out, const T* const* init,
   for (int p = 0; p < NP; ++p) {
     for (int v = 0; v < NV; ++v) {
       acc[0][p][v] = simd::load<V>(init[p] + i0 + v * L);
+      if (bias != nullptr) acc[0][p][v] += simd::load<V>(bias + i0 + v * L);
       if (kChains > 1) acc[kChains - 1][p][v] = V{};
     }
   }
@@ -108,27 +109,28 @@ PIXELAR_HOST_DEVICE_INLINE void gemv_block(T* const* out, const T* const* init,
 
 // gemv_block over all N columns (a whole number of vectors): at most 8 vectors of sums.
 template <typename T, int NP>
-PIXELAR_HOST_DEVICE_INLINE void gemv_np(T* const* out, const T* const* init, const T* const* a,
-                                        const T* const* b, int64_t Kh, const T* w, int64_t N) {
+PIXELAR_HOST_DEVICE_INLINE void gemv_np(T* const* out, const T* const* init, const T* bias,
+                                        const T* const* a, const T* const* b, int64_t Kh,
+                                        const T* w, int64_t N) {
   constexpr int L = simd::Vec<T>::lanes;
   int64_t i = 0;
   if (NP <= 2) {
-    for (; i + 4 * L <= N; i += 4 * L) gemv_block<T, NP, 4>(out, init, a, b, Kh, w, N, i);
+    for (; i + 4 * L <= N; i += 4 * L) gemv_block<T, NP, 4>(out, init, bias, a, b, Kh, w, N, i);
   }
-  for (; i + 2 * L <= N; i += 2 * L) gemv_block<T, NP, 2>(out, init, a, b, Kh, w, N, i);
-  for (; i < N; i += L) gemv_block<T, NP, 1>(out, init, a, b, Kh, w, N, i);
+  for (; i + 2 * L <= N; i += 2 * L) gemv_block<T, NP, 2>(out, init, bias, a, b, Kh, w, N, i);
+  for (; i < N; i += L) gemv_block<T, NP, 1>(out, init, bias, a, b, Kh, w, N, i);
 }
 
 // gemv_np for np = 1 .. 4 pixels.
 template <typename T>
 PIXELAR_HOST_DEVICE_INLINE void gemv(int np, T* const* out, const T* const* init,
-                                     const T* const* a, const T* const* b, int64_t Kh,
-                                     const T* w, int64_t N) {
+                                     const T* bias, const T* const* a, const T* const* b,
+                                     int64_t Kh, const T* w, int64_t N) {
   switch (np) {
-    case 1: gemv_np<T, 1>(out, init, a, b, Kh, w, N); break;
-    case 2: gemv_np<T, 2>(out, init, a, b, Kh, w, N); break;
-    case 3: gemv_np<T, 3>(out, init, a, b, Kh, w, N); break;
-    default: gemv_np<T, 4>(out, init, a, b, Kh, w, N); break;
+    case 1: gemv_np<T, 1>(out, init, bias, a, b, Kh, w, N); break;
+    case 2: gemv_np<T, 2>(out, init, bias, a, b, Kh, w, N); break;
+    case 3: gemv_np<T, 3>(out, init, bias, a, b, Kh, w, N); break;
+    default: gemv_np<T, 4>(out, init, bias, a, b, Kh, w, N); break;
   }
 }
 
@@ -234,13 +236,14 @@ struct Scratch {
 inline bool in_place(const Dims& d) { return d.H == d.Hp && d.xg == 1; }
 inline bool in_place_backward(const Dims& d) { return d.H == d.Hp; }
 
-// Forward of one batch element. x: the element's x_gates (strides in d); wf: (2H, 4Hp),
+// Forward of one batch element. x: the element's x_gates (strides in d); bias: (4Hp) added
+// to them (gate q of unit u at q * Hp + u, zero padded), or nullptr; wf: (2H, 4Hp),
 // row k = input k (h above: k < H; previous h in scan order: k >= H), column q * Hp + u =
 // gate q of unit u (zero padding); h, c: (R, W, H) and act: (R, W, 4H) channels-last
 // outputs.
 template <typename T>
-PIXELAR_SIMD_CLONES void forward_one(const T* x, const T* wf, T* h, T* c, T* act, Dims d,
-                                     Scratch<T>* sc) {
+PIXELAR_SIMD_CLONES void forward_one(const T* x, const T* bias, const T* wf, T* h, T* c,
+                                     T* act, Dims d, Scratch<T>* sc) {
   const int64_t H = d.H, G = d.G, R = d.R, W = d.W, Hp = d.Hp, S = R + W - 1;
   const int64_t dcol = d.reverse ? 1 : -1;  // the previous pixel in scan order
   const bool direct = in_place(d);
@@ -269,7 +272,7 @@ PIXELAR_SIMD_CLONES void forward_one(const T* x, const T* wf, T* h, T* c, T* act
           cprev[p] = sc->cprev[p];
         }
       }
-      gemv<T>(np, sc->pre, init, above, left, H, wf, 4 * Hp);
+      gemv<T>(np, sc->pre, init, bias, above, left, H, wf, 4 * Hp);
       for (int p = 0; p < np; ++p) {
         if (direct) {
           cell_forward<T>(sc->pre[p], Hp, cprev[p], c + pix[p] * H, h + pix[p] * H,
@@ -333,7 +336,7 @@ PIXELAR_SIMD_CLONES void backward_one(const T* gh, const T* gc, const T* act, co
           acur[p] = sc->act[p];
         }
       }
-      gemv<T>(np, sc->dh, dh_init, below, next, G, wb, Hp);
+      gemv<T>(np, sc->dh, dh_init, nullptr, below, next, G, wb, Hp);
       for (int p = 0; p < np; ++p) {
         T* dcr = dcar + row[p] * Hp;
         if (direct) {
@@ -381,17 +384,31 @@ at::Tensor backward_weights(const at::Tensor& w_ss, const Dims& d) {
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_lstm_scan_image_cpu(
-    const at::Tensor& x_gates, const at::Tensor& w_ss, bool reverse) {
+    const at::Tensor& x_gates, const at::Tensor& w_ss, bool reverse,
+    const c10::optional<at::Tensor>& bias_in) {
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
   const Dims d = check_inputs(kOp, x_gates, w_ss, reverse);
+  const bool has_bias = bias_in.has_value() && bias_in->defined();
+  if (has_bias) {
+    checks::check_input(kOp, "bias", *bias_in, 1, "(4H,)", checks::kCpu);
+    checks::check_like(kOp, "bias", *bias_in, "x_gates", x_gates);
+    checks::check_shape(kOp, "bias", *bias_in, {d.G}, "(4H,)");
+  }
   const int64_t B = x_gates.size(0);
   at::Tensor h = channels_last_empty({B, d.H, d.R, d.W}, x_gates.options());
   at::Tensor c = channels_last_empty({B, d.H, d.R, d.W}, x_gates.options());
   at::Tensor act = channels_last_empty({B, d.G, d.R, d.W}, x_gates.options());
   if (h.numel() == 0) return {h, c, act};
   const at::Tensor wf = forward_weights(w_ss, d);
+  // bias (4H,) -> (4, Hp), zero padded
+  at::Tensor bias;
+  if (has_bias) {
+    bias = at::zeros({4, d.Hp}, x_gates.options());
+    bias.narrow(1, 0, d.H).copy_(bias_in->view({4, d.H}));
+  }
   AT_DISPATCH_FLOATING_TYPES(x_gates.scalar_type(), "diagonal_lstm_scan_image_cpu", [&] {
     const scalar_t* xp = x_gates.data_ptr<scalar_t>();
+    const scalar_t* bp = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const scalar_t* wp = wf.data_ptr<scalar_t>();
     scalar_t* hp = h.data_ptr<scalar_t>();
     scalar_t* cp = c.data_ptr<scalar_t>();
@@ -400,7 +417,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_lstm_scan_image_cpu(
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
       Scratch<scalar_t> sc(d);
       for (int64_t b = begin; b < end; ++b) {
-        forward_one<scalar_t>(xp + b * xb, wp, hp + b * hb, cp + b * hb, ap + b * ab, d, &sc);
+        forward_one<scalar_t>(xp + b * xb, bp, wp, hp + b * hb, cp + b * hb, ap + b * ab, d,
+                              &sc);
       }
     });
   });
@@ -443,7 +461,8 @@ at::Tensor weight_gradient(const at::Tensor& gx, const at::Tensor& h, const Dims
 std::tuple<at::Tensor, at::Tensor> diagonal_lstm_scan_image_backward_cpu(
     const at::Tensor& grad_h_in, const at::Tensor& grad_c_in, const at::Tensor& x_gates,
     const at::Tensor& w_ss, const at::Tensor& h_in, const at::Tensor& c_in,
-    const at::Tensor& gates_in, bool reverse) {
+    const at::Tensor& gates_in, bool reverse, const c10::optional<at::Tensor>& /*bias*/) {
+  // (bias is only in the pre-activations, which the saved gates replace: not read here)
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
   const Dims d = check_inputs(kOpBwd, x_gates, w_ss, reverse);
   const int64_t B = x_gates.size(0);

@@ -384,11 +384,18 @@ inline at::Tensor gates_from_states(const at::Tensor& x_gates, const at::Tensor&
 }  // namespace image_layout
 
 template <typename Dev>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_image_forward(const at::Tensor& x_gates,
-                                                                  const at::Tensor& w_ss,
-                                                                  bool reverse) {
-  const int64_t H = checks::check_scan_inputs(image_layout::kOp, x_gates, w_ss, 2,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_image_forward(
+    const at::Tensor& x_gates_in, const at::Tensor& w_ss, bool reverse,
+    const c10::optional<at::Tensor>& bias) {
+  const int64_t H = checks::check_scan_inputs(image_layout::kOp, x_gates_in, w_ss, 2,
                                               "(B, 4H, R, W)", "(4H, H, 2)", scan_target<Dev>());
+  at::Tensor x_gates = x_gates_in;
+  if (bias.has_value() && bias->defined()) {
+    checks::check_input(image_layout::kOp, "bias", *bias, 1, "(4H,)", scan_target<Dev>());
+    checks::check_like(image_layout::kOp, "bias", *bias, "x_gates", x_gates_in);
+    checks::check_shape(image_layout::kOp, "bias", *bias, {4 * H}, "(4H,)");
+    x_gates = x_gates_in + bias->view({1, 4 * H, 1, 1});
+  }
   if (x_gates.numel() == 0) {
     return {image_layout::empty_states(x_gates, H), image_layout::empty_states(x_gates, H),
             image_layout::empty_states(x_gates, 4 * H)};
@@ -404,7 +411,7 @@ template <typename Dev>
 std::tuple<at::Tensor, at::Tensor> scan_image_backward(
     const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& x_gates,
     const at::Tensor& w_ss, const at::Tensor& h, const at::Tensor& c, const at::Tensor& gates,
-    bool reverse) {
+    bool reverse, const c10::optional<at::Tensor>& bias) {
   const char* op = image_layout::kOpBwd;
   const int64_t H = checks::check_scan_inputs(op, x_gates, w_ss, 2, "(B, 4H, R, W)",
                                               "(4H, H, 2)", scan_target<Dev>());
@@ -417,9 +424,12 @@ std::tuple<at::Tensor, at::Tensor> scan_image_backward(
   if (x_gates.numel() == 0) {
     return {at::empty_like(x_gates, at::MemoryFormat::ChannelsLast), at::zeros_like(w_ss)};
   }
-  // (the skewed-map backward recomputes the gates from x_gates and h)
+  // (the skewed-map backward recomputes the gates from x_gates + bias and h)
+  const at::Tensor x = bias.has_value() && bias->defined()
+                           ? x_gates + bias->view({1, 4 * H, 1, 1})
+                           : x_gates;
   auto sk = [reverse](const at::Tensor& t) { return image_layout::to_skewed(t, reverse); };
-  auto gxw = scan_backward<DiagonalScan, Dev>(sk(grad_h), sk(grad_c), sk(x_gates), w_ss, sk(h),
+  auto gxw = scan_backward<DiagonalScan, Dev>(sk(grad_h), sk(grad_c), sk(x), w_ss, sk(h),
                                                sk(c));
   return {image_layout::to_image(std::get<0>(gxw), W, reverse), std::get<1>(gxw)};
 }

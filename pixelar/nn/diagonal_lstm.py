@@ -10,9 +10,11 @@ from .. import ops
 from .masked_conv import (
     MaskedConv2d,
     channel_groups,
-    conv1x1,
     conv1x1_sampling_weights,
+    conv_weight,
     packed,
+    pointwise,
+    pointwise_ready,
 )
 
 
@@ -48,9 +50,12 @@ class DiagonalLSTM(nn.Module):
         self.w_ss = nn.Parameter(torch.empty(4 * hidden, hidden, 2).uniform_(-bound, bound))
 
     def forward(self, x):
-        h, _ = ops.diagonal_lstm_scan_image(
-            conv1x1(self.input_to_state, x), self.w_ss, self.reverse
-        )
+        conv = self.input_to_state
+        if pointwise_ready(conv, x):  # one matrix product; the scan adds the bias as it reads
+            gates, bias = pointwise(x, conv_weight(conv), None), conv.bias
+        else:
+            gates, bias = conv(x), None
+        h, _ = ops.diagonal_lstm_scan_image(gates, self.w_ss, self.reverse, bias=bias)
         return h
 
     def sampling_weights(self) -> list:

@@ -108,14 +108,9 @@ class MaskedConv2d(nn.Conv2d):
         return self.masked_weight()[:, :, :rows, :].permute(2, 3, 1, 0)
 
 
-def conv1x1(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` for a 1x1 convolution (a Conv2d or MaskedConv2d, mask applied), done as
-    one matrix product over the pixels when x is in channels-last memory (the result then
-    is too); otherwise the convolution itself. x: (B, in, R, W) -> (B, out, R, W)."""
-    if not pointwise_ready(conv, x):
-        return conv(x)
-    weight = conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight
-    return pointwise(x, weight, conv.bias)
+def conv_weight(conv: nn.Conv2d) -> torch.Tensor:
+    """A Conv2d's effective kernel: the masked one for a MaskedConv2d, (out, in, kh, kw)."""
+    return conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight
 
 
 def pointwise_ready(conv: nn.Conv2d, x: torch.Tensor) -> bool:
@@ -139,8 +134,7 @@ def conv1x1_sampling_weights(conv: nn.Conv2d) -> list:
             f"conv1x1_sampling_weights: conv must be a 1x1 convolution, got "
             f"kernel_size={tuple(conv.kernel_size)}"
         )
-    weight = conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight
-    return packed(weight[:, :, 0, 0].t(), _bias(conv))
+    return packed(conv_weight(conv)[:, :, 0, 0].t(), _bias(conv))
 
 
 def _bias(conv: nn.Conv2d) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 
 from .._extension import extension_loaded
 from ._backend import dispatch, register
+from ._checks import check_float_tensor, check_like, check_shape
 from ._lstm_scan_registration import check_lstm_scan_inputs
 from .diagonal_lstm_scan import diagonal_lstm_scan_ref
 from .skew import skew, unskew
@@ -36,12 +37,17 @@ from .skew import skew, unskew
 OP = "diagonal_lstm_scan_image"
 
 
-def check_inputs(x_gates, w_ss, reverse):
+def check_inputs(x_gates, w_ss, reverse, bias=None):
     """The op's checks (wrapper and reference alike; the C++ op's check_inputs says the
-    same): shapes and dtypes of x_gates (B, 4H, R, W) and w_ss (4H, H, 2), a bool reverse."""
+    same): shapes and dtypes of x_gates (B, 4H, R, W), w_ss (4H, H, 2) and bias (4H,) or
+    None, a bool reverse."""
     check_lstm_scan_inputs(OP, x_gates, w_ss, kernel_width=2)
     if not isinstance(reverse, bool):
         raise ValueError(f"{OP}: reverse must be a bool, got {reverse!r}")
+    if bias is not None:
+        check_float_tensor(OP, "bias", bias, 1)
+        check_like(OP, "bias", bias, "x_gates", x_gates)
+        check_shape(OP, "bias", bias, (x_gates.shape[1],))
 
 
 def _through_skewed_map(scan, x_gates, w_ss, reverse):
@@ -56,42 +62,54 @@ def _through_skewed_map(scan, x_gates, w_ss, reverse):
     return (h.flip(-1), c.flip(-1)) if reverse else (h, c)
 
 
-def diagonal_lstm_scan_image_ref(x_gates: torch.Tensor, w_ss: torch.Tensor, reverse=False):
+def diagonal_lstm_scan_image_ref(
+    x_gates: torch.Tensor, w_ss: torch.Tensor, reverse=False, bias=None
+):
     """Pure-PyTorch reference (the specification; autograd by construction).
 
     x_gates: (B, 4H, R, W)  input-to-state gate pre-activations [i, f, o, g] on the image
     w_ss:    (4H, H, 2)     state-to-state kernel: [..., 0] row above, [..., 1] the
                             previous position of the row in scan order
     reverse: bool           scan right to left
+    bias:    (4H,) or None  added to x_gates at every pixel
     Returns h, c: (B, H, R, W).
     """
-    check_inputs(x_gates, w_ss, reverse)
+    check_inputs(x_gates, w_ss, reverse, bias)
+    if bias is not None:
+        x_gates = x_gates + bias.view(1, -1, 1, 1)
     return _through_skewed_map(diagonal_lstm_scan_ref, x_gates, w_ss, reverse)
 
 
-def diagonal_lstm_scan_image(x_gates: torch.Tensor, w_ss: torch.Tensor, reverse: bool = False):
+def diagonal_lstm_scan_image(
+    x_gates: torch.Tensor, w_ss: torch.Tensor, reverse: bool = False, bias=None
+):
     """Diagonal LSTM scan on the image layout, on the backend in force (see pixelar.ops).
 
     x_gates: (B, 4H, R, W)  gate pre-activations [i, f, o, g]
     w_ss:    (4H, H, 2)     state-to-state kernel: [..., 0] row above, [..., 1] the previous
                             position of the row in scan order (left; right when reverse)
     reverse: bool           scan right to left (the Diagonal BiLSTM's second direction)
+    bias:    (4H,) or None  added to x_gates at every pixel (the input-to-state
+                            convolution's bias: the C++ kernel adds it as it reads x_gates,
+                            sparing a pass over them)
     Returns (h, c), each (B, H, R, W) (channels-last memory from the compiled kernels).
-    Differentiable in x_gates and w_ss.
+    Differentiable in x_gates, w_ss and bias.
     """
-    check_inputs(x_gates, w_ss, reverse)
-    return dispatch(OP, x_gates.device)(x_gates, w_ss, reverse)
+    check_inputs(x_gates, w_ss, reverse, bias)
+    return dispatch(OP, x_gates.device)(x_gates, w_ss, reverse, bias)
 
 
-def _compiled(x_gates, w_ss, reverse):
-    h, c, _ = torch.ops.pixelar.diagonal_lstm_scan_image(x_gates, w_ss.contiguous(), reverse)
+def _compiled(x_gates, w_ss, reverse, bias):
+    h, c, _ = torch.ops.pixelar.diagonal_lstm_scan_image(x_gates, w_ss.contiguous(), reverse, bias)
     return h, c
 
 
-def _triton(x_gates, w_ss, reverse):
+def _triton(x_gates, w_ss, reverse, bias):
     # The Triton kernel of the skewed-map scan between skew and unskew (pixelar.ops.skew).
     from ..kernels.diagonal_lstm_scan import diagonal_lstm_scan_triton
 
+    if bias is not None:
+        x_gates = x_gates + bias.view(1, -1, 1, 1)
     return _through_skewed_map(diagonal_lstm_scan_triton, x_gates, w_ss, reverse)
 
 
@@ -101,7 +119,7 @@ def _register_library():
     backward_op = torch.ops.pixelar.diagonal_lstm_scan_image_backward
 
     @torch.library.register_fake(qualname)
-    def _fake(x_gates, w_ss, reverse):
+    def _fake(x_gates, w_ss, reverse, bias=None):
         torch._check(x_gates.dim() == 4, lambda: f"{OP}: x_gates must be 4-D")
         torch._check(w_ss.dim() == 3, lambda: f"{OP}: w_ss must be 3-D")
         B, G, R, W = x_gates.shape
@@ -112,23 +130,26 @@ def _register_library():
         return h, torch.empty_like(h), gates
 
     @torch.library.register_fake(f"{qualname}_backward")
-    def _fake_backward(grad_h, grad_c, x_gates, w_ss, h, c, gates, reverse):
+    def _fake_backward(grad_h, grad_c, x_gates, w_ss, h, c, gates, reverse, bias=None):
         grad_x = torch.empty_like(x_gates, memory_format=torch.channels_last)
         return grad_x, torch.empty_like(w_ss)
 
     def _setup_context(ctx, inputs, output):
-        x_gates, w_ss, reverse = inputs
+        x_gates, w_ss, reverse, bias = inputs
         h, c, gates = output
         ctx.reverse = reverse
+        ctx.has_bias = bias is not None
         ctx.mark_non_differentiable(gates)  # saved for the backward, not a result
-        ctx.save_for_backward(x_gates, w_ss, h, c, gates)
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for gates (or an unused c)
+        ctx.save_for_backward(x_gates, w_ss, h, c, gates, bias)
 
     def _backward(ctx, grad_h, grad_c, _grad_gates):
-        x_gates, w_ss, h, c, gates = ctx.saved_tensors
+        x_gates, w_ss, h, c, gates, bias = ctx.saved_tensors
         grad_h = torch.zeros_like(h) if grad_h is None else grad_h
         grad_c = torch.zeros_like(c) if grad_c is None else grad_c
-        grad_x, grad_w = backward_op(grad_h, grad_c, x_gates, w_ss, h, c, gates, ctx.reverse)
-        return grad_x, grad_w, None
+        grad_x, grad_w = backward_op(grad_h, grad_c, x_gates, w_ss, h, c, gates, ctx.reverse, bias)
+        grad_b = grad_x.sum((0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[3] else None
+        return grad_x, grad_w, None, grad_b
 
     torch.library.register_autograd(qualname, _backward, setup_context=_setup_context)
 
