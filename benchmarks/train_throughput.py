@@ -29,6 +29,7 @@ shared machine the absolute figures are depressed; the ratios much less so.
     python benchmarks/train_throughput.py                 # 2 threads, 3 processes per row
     python benchmarks/train_throughput.py --quick         # 1 process, fewer rounds
     python benchmarks/train_throughput.py --rows pixelrnn_diagonal --threads 1
+    python benchmarks/train_throughput.py --profile pixelrnn_diagonal   # torch.profiler top 10
 
 On a machine shared with other busy processes, run it with OMP_WAIT_POLICY=PASSIVE as well
 (the workers inherit the environment; the JSON records it): see the README's note on
@@ -273,6 +274,54 @@ def worker(name, threads, rounds, max_seconds, fast_only=False):
     print(json.dumps(dict(name=name, samples=samples, flops=flops, images=images, data=data_name)))
 
 
+def profile_row(name, threads, steps, out):
+    """torch.profiler of the fast path's step: the top ten ops by self CPU time per step
+    (printed, and written as JSON to ``out``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(threads)
+    fns, _, images, _ = make_pair(name)
+    step = fns["fast"]
+    for _ in range(3):
+        step()
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    per_step = (time.perf_counter() - t0) / steps
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    top = [
+        dict(
+            op=e.key,
+            self_ms_per_step=e.self_cpu_time_total / 1e3 / steps,
+            share=e.self_cpu_time_total / total,
+            calls_per_step=e.count / steps,
+        )
+        for e in events[:10]
+    ]
+    print(f"{LABELS[name]}, {threads} thread(s): {per_step * 1e3:.1f} ms/step under the profiler")
+    for t in top:
+        print(
+            f"  {t['op'][:60]:60s} {t['self_ms_per_step']:8.2f} ms {100 * t['share']:5.1f}% "
+            f"{t['calls_per_step']:6.0f} calls"
+        )
+    result = dict(
+        row=name,
+        threads=threads,
+        steps=steps,
+        ms_per_step_profiled=per_step * 1e3,
+        images=images,
+        top10=top,
+        load_average=os.getloadavg()[0],
+        date=time.strftime("%Y-%m-%d %H:%M"),
+    )
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {out}")
+
+
 # ------------------------------------------------------------------------------ driver
 
 
@@ -359,9 +408,21 @@ def main(argv=None):
         action="store_true",
         help="time the fast path alone (no baseline, no speedup column)",
     )
+    p.add_argument(
+        "--profile",
+        default=None,
+        choices=ROWS,
+        help="instead of timing: torch.profiler's top ten ops of one row's fast step",
+    )
+    p.add_argument("--profile-steps", type=int, default=5)
     p.add_argument("--out", default=None)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.profile:
+        out = args.out or os.path.join(
+            HERE, "results", f"train_profile_{args.profile}_{args.threads}t.json"
+        )
+        return profile_row(args.profile, args.threads, args.profile_steps, out)
     if args.worker:
         return worker(args.worker, args.threads, args.rounds, args.max_seconds, args.fast_only)
     if args.quick:
