@@ -85,26 +85,28 @@ PIXELAR_HOST_DEVICE_INLINE void shifted_sum(const T* __restrict gh, const T* q, 
   }
 }
 
-// Forward of one row for hidden unit u. Gate k of x at x + k * g (g = H*B*W), of pre at
-// pre + k * g; c_prev: the row above (row 0: zeros for pre and c_prev). Writes h, c
-// (B*W each) and the shifted copies of h into hcol (see fill_hcol).
+// Forward of one row for hidden unit u. Gate k of x at x + k * gx, of pre at pre + k * gp;
+// c_prev: the row above (row 0: zeros for pre and c_prev). Writes h, c (B*W each) and the
+// shifted copies of h into hcol (see fill_hcol; copy k at hcol + k * gp).
 template <typename T>
-PIXELAR_SIMD_CLONES void forward_row(const T* x, const T* pre, int64_t g, const T* c_prev,
-                                     T* h, T* c, T* hcol, int64_t B, int64_t W) {
-  lstm_forward_loop<T>(x, x + g, x + 2 * g, x + 3 * g, pre, pre + g, pre + 2 * g,
-                       pre + 3 * g, c_prev, c, h, B * W);
-  fill_hcol<T>(h, hcol, g, B, W);
+PIXELAR_SIMD_CLONES void forward_row(const T* x, int64_t gx, const T* pre, int64_t gp,
+                                     const T* c_prev, T* h, T* c, T* hcol, int64_t B,
+                                     int64_t W) {
+  lstm_forward_loop<T>(x, x + gx, x + 2 * gx, x + 3 * gx, pre, pre + gp, pre + 2 * gp,
+                       pre + 3 * gp, c_prev, c, h, B * W);
+  fill_hcol<T>(h, hcol, gp, B, W);
 }
 
 // Backward of one row for hidden unit u. gh, gc, c: the row of grad_h, grad_c, c; c_prev
-// the row above; x, pre as in forward_row; q: Q's three rows for u at q + k * g (nullptr
+// the row above; x, pre: gate k at + k * g; q: Q's three rows for u at q + k * qg (nullptr
 // for the last row); dcar: the carried dc (in: from row r + 1, out: to row r - 1).
 // Writes the pre-activation gradients to gx (gate k at gx + k * g). tmp: B*W scratch.
 template <typename T>
 PIXELAR_SIMD_CLONES void backward_row(const T* gh, const T* gc, const T* x, const T* pre,
                                       int64_t g, const T* c, const T* c_prev, const T* q,
-                                      T* dcar, T* gx, T* tmp, int64_t B, int64_t W) {
-  shifted_sum<T>(gh, q, g, tmp, B, W);
+                                      int64_t qg, T* dcar, T* gx, T* tmp, int64_t B,
+                                      int64_t W) {
+  shifted_sum<T>(gh, q, qg, tmp, B, W);
   lstm_backward_loop<T>(x, x + g, x + 2 * g, x + 3 * g, pre, pre + g, pre + 2 * g,
                         pre + 3 * g, c_prev, c, tmp, gc, dcar, gx, gx + g, gx + 2 * g,
                         gx + 3 * g, B * W);
@@ -125,52 +127,50 @@ at::Tensor flat_weights(const at::Tensor& w_ss) {
   return w_ss.permute({0, 2, 1}).reshape({w_ss.size(0), 3 * w_ss.size(1)}).contiguous();
 }
 
-// Row r of t (B, C, R, W) into buf (C, B*W), and back.
-void gather_row(at::Tensor& buf, const at::Tensor& t, int64_t r) {
-  buf.view({t.size(1), t.size(0), t.size(3)}).copy_(t.select(2, r).permute({1, 0, 2}));
-}
-void scatter_row(at::Tensor& t, int64_t r, const at::Tensor& buf) {
-  t.select(2, r).copy_(buf.view({t.size(1), t.size(0), t.size(3)}).permute({1, 0, 2}));
-}
+// t (B, C, R, W) -> (C, R, B, W) contiguous: channel u's row r is the run of B*W values at
+// (u * R + r) * B*W. One copy per tensor and call.
+at::Tensor to_channel_rows(const at::Tensor& t) { return t.permute({1, 2, 0, 3}).contiguous(); }
+
+// (C, R, B, W) -> (B, C, R, W) contiguous.
+at::Tensor from_channel_rows(const at::Tensor& t) { return t.permute({2, 0, 1, 3}).contiguous(); }
 
 std::tuple<at::Tensor, at::Tensor> row_lstm_scan_cpu(const at::Tensor& x_gates_in,
                                                      const at::Tensor& w_ss_in) {
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
   const Dims d = check_inputs(kOp, x_gates_in, w_ss_in);
   const auto opts = x_gates_in.options();
-  at::Tensor h = at::empty({d.B, d.H, d.R, d.W}, opts);
-  at::Tensor c = at::empty_like(h);
-  if (h.numel() == 0) return {h, c};
-  const int64_t B = d.B, W = d.W, BW = B * W, G = d.G, H = d.H, R = d.R;
+  if (d.B * d.H * d.R * d.W == 0) {
+    at::Tensor h = at::empty({d.B, d.H, d.R, d.W}, opts);
+    return {h, at::empty_like(h)};
+  }
+  const int64_t B = d.B, W = d.W, BW = B * W, G = d.G, H = d.H, R = d.R, RBW = R * BW;
   const at::Tensor wflat = flat_weights(w_ss_in);
-  at::Tensor xrow = at::empty({G, BW}, opts);
-  at::Tensor hrow = at::empty({H, BW}, opts);
-  at::Tensor crow = at::empty({H, BW}, opts);
-  at::Tensor cprev = at::zeros({H, BW}, opts);  // row 0: c_prev = 0
+  const at::Tensor xt = to_channel_rows(x_gates_in);  // (G, R, B, W)
+  at::Tensor ht = at::empty({H, R, B, W}, opts);
+  at::Tensor ct = at::empty({H, R, B, W}, opts);
+  at::Tensor czero = at::zeros({H, BW}, opts);  // row 0: c_prev = 0
   at::Tensor hcol = at::empty({3 * H, BW}, opts);
   at::Tensor pre = at::zeros({G, BW}, opts);     // row 0: no state input
-  for (int64_t r = 0; r < R; ++r) {
-    gather_row(xrow, x_gates_in, r);
-    if (r > 0) at::mm_out(pre, wflat, hcol);
-    AT_DISPATCH_FLOATING_TYPES(xrow.scalar_type(), "row_lstm_scan_cpu", [&] {
-      const scalar_t* xp = xrow.data_ptr<scalar_t>();
-      const scalar_t* prep = pre.data_ptr<scalar_t>();
-      const scalar_t* cpp = cprev.data_ptr<scalar_t>();
-      scalar_t* hp = hrow.data_ptr<scalar_t>();
-      scalar_t* cp = crow.data_ptr<scalar_t>();
-      scalar_t* hcolp = hcol.data_ptr<scalar_t>();
+  AT_DISPATCH_FLOATING_TYPES(xt.scalar_type(), "row_lstm_scan_cpu", [&] {
+    const scalar_t* xp = xt.data_ptr<scalar_t>();
+    const scalar_t* prep = pre.data_ptr<scalar_t>();
+    const scalar_t* czp = czero.data_ptr<scalar_t>();
+    scalar_t* hp = ht.data_ptr<scalar_t>();
+    scalar_t* cp = ct.data_ptr<scalar_t>();
+    scalar_t* hcolp = hcol.data_ptr<scalar_t>();
+    for (int64_t r = 0; r < R; ++r) {
+      if (r > 0) at::mm_out(pre, wflat, hcol);
       at::parallel_for(0, H, unit_grain(BW), [&](int64_t begin, int64_t end) {
         for (int64_t u = begin; u < end; ++u) {
-          forward_row<scalar_t>(xp + u * BW, prep + u * BW, H * BW, cpp + u * BW,
-                                hp + u * BW, cp + u * BW, hcolp + u * BW, B, W);
+          const int64_t o = u * RBW + r * BW;
+          forward_row<scalar_t>(xp + o, H * RBW, prep + u * BW, H * BW,
+                                r > 0 ? cp + o - BW : czp + u * BW, hp + o, cp + o,
+                                hcolp + u * BW, B, W);
         }
       });
-    });
-    scatter_row(h, r, hrow);
-    scatter_row(c, r, crow);
-    std::swap(crow, cprev);
-  }
-  return {h, c};
+    }
+  });
+  return {from_channel_rows(ht), from_channel_rows(ct)};
 }
 
 std::tuple<at::Tensor, at::Tensor> row_lstm_scan_backward_cpu(
@@ -181,74 +181,77 @@ std::tuple<at::Tensor, at::Tensor> row_lstm_scan_backward_cpu(
   checks::check_scan_states(kOpBwd, x_gates_in, {d.B, d.H, d.R, d.W}, "(B, H, R, W)",
                             grad_h_in, grad_c_in, h_in, c_in, checks::kCpu);
   const auto opts = x_gates_in.options();
-  at::Tensor grad_x = at::empty_like(x_gates_in);  // the layout the fake kernel promises
   if (d.B * d.H * d.R * d.W == 0) {
+    at::Tensor grad_x = at::empty_like(x_gates_in);  // the layout the fake kernel promises
     grad_x.zero_();
     return {grad_x, like_layout(at::zeros(w_ss_in.sizes(), opts), w_ss_in)};
   }
-  const int64_t B = d.B, W = d.W, BW = B * W, G = d.G, H = d.H, R = d.R;
+  const int64_t B = d.B, W = d.W, BW = B * W, G = d.G, H = d.H, R = d.R, RBW = R * BW;
   const at::Tensor wflat = flat_weights(w_ss_in);
   const at::Tensor wflat_t = wflat.t().contiguous();
-  at::Tensor gwflat = at::zeros({G, 3 * H}, opts);
-  at::Tensor xrow = at::empty({G, BW}, opts), ghrow = at::empty({H, BW}, opts),
-             gcrow = at::empty({H, BW}, opts), hprev = at::empty({H, BW}, opts),
-             crow = at::empty({H, BW}, opts), cprev = at::zeros({H, BW}, opts);
-  at::Tensor dp = at::empty({G, BW}, opts), dp_next = at::empty({G, BW}, opts);
-  at::Tensor hcol = at::empty({3 * H, BW}, opts);
-  at::Tensor pre = at::empty({G, BW}, opts);
+  // Everything in the (C, R, B, W) layout: channel u's row r is one run of B*W values.
+  const at::Tensor xt = to_channel_rows(x_gates_in), ght = to_channel_rows(grad_h_in),
+                   gct = to_channel_rows(grad_c_in), ht = to_channel_rows(h_in),
+                   ct = to_channel_rows(c_in);
+  // hcol of every row r >= 1 (from h(r - 1)), as (3H, R, B*W); row 0 (no state input) is
+  // left out of the products below. Then pre of every row in one product.
+  at::Tensor hcol = at::empty({3 * H, R, BW}, opts);
+  at::Tensor pre = at::empty({G, R, BW}, opts);
+  at::Tensor dp = at::empty({G, R, BW}, opts);  // the pre-activation gradients = grad_x
   at::Tensor q = at::empty({3 * H, BW}, opts);
   at::Tensor dcar = at::zeros({H, BW}, opts);
-  gather_row(crow, c_in, R - 1);
-  for (int64_t r = R - 1; r >= 0; --r) {
-    if (r < R - 1) at::mm_out(q, wflat_t, dp_next);  // the gradient reaching h(r)
-    gather_row(xrow, x_gates_in, r);
-    gather_row(ghrow, grad_h_in, r);
-    gather_row(gcrow, grad_c_in, r);
-    if (r > 0) {
-      gather_row(hprev, h_in, r - 1);
-      gather_row(cprev, c_in, r - 1);
-    } else {
-      cprev.zero_();
+  at::Tensor czero = at::zeros({H, BW}, opts);
+  at::Tensor gwflat;
+  AT_DISPATCH_FLOATING_TYPES(xt.scalar_type(), "row_lstm_scan_backward_cpu", [&] {
+    const scalar_t* hp = ht.data_ptr<scalar_t>();
+    scalar_t* hcolp = hcol.data_ptr<scalar_t>();
+    if (R > 1) {
+      at::parallel_for(0, H * (R - 1), std::max<int64_t>(1, 4096 / BW),
+                       [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const int64_t u = i / (R - 1), r = 1 + i % (R - 1);
+          fill_hcol<scalar_t>(hp + u * RBW + (r - 1) * BW, hcolp + u * RBW + r * BW, H * RBW,
+                              B, W);
+        }
+      });
+      at::Tensor pre_rest = pre.view({G, RBW}).narrow(1, BW, RBW - BW);
+      at::mm_out(pre_rest, wflat, hcol.view({3 * H, RBW}).narrow(1, BW, RBW - BW));
     }
-    AT_DISPATCH_FLOATING_TYPES(xrow.scalar_type(), "row_lstm_scan_backward_cpu", [&] {
-      const scalar_t* hpp = hprev.data_ptr<scalar_t>();
-      scalar_t* hcolp = hcol.data_ptr<scalar_t>();
-      if (r > 0) {
-        at::parallel_for(0, H, unit_grain(BW), [&](int64_t begin, int64_t end) {
-          for (int64_t u = begin; u < end; ++u) {
-            fill_hcol<scalar_t>(hpp + u * BW, hcolp + u * BW, H * BW, B, W);
-          }
-        });
-        at::mm_out(pre, wflat, hcol);
-      } else {
-        pre.zero_();  // row 0 has no state input
-      }
-      const scalar_t* ghp = ghrow.data_ptr<scalar_t>();
-      const scalar_t* gcp = gcrow.data_ptr<scalar_t>();
-      const scalar_t* xp = xrow.data_ptr<scalar_t>();
-      const scalar_t* prep = pre.data_ptr<scalar_t>();
-      const scalar_t* cp = crow.data_ptr<scalar_t>();
-      const scalar_t* cpp = cprev.data_ptr<scalar_t>();
-      const scalar_t* qp = q.data_ptr<scalar_t>();
-      scalar_t* dcarp = dcar.data_ptr<scalar_t>();
-      scalar_t* dpp = dp.data_ptr<scalar_t>();
+    pre.select(1, 0).zero_();  // row 0 has no state input
+    const scalar_t* ghp = ght.data_ptr<scalar_t>();
+    const scalar_t* gcp = gct.data_ptr<scalar_t>();
+    const scalar_t* xp = xt.data_ptr<scalar_t>();
+    const scalar_t* prep = pre.data_ptr<scalar_t>();
+    const scalar_t* cp = ct.data_ptr<scalar_t>();
+    const scalar_t* czp = czero.data_ptr<scalar_t>();
+    const scalar_t* qp = q.data_ptr<scalar_t>();
+    scalar_t* dcarp = dcar.data_ptr<scalar_t>();
+    scalar_t* dpp = dp.data_ptr<scalar_t>();
+    for (int64_t r = R - 1; r >= 0; --r) {
+      if (r < R - 1) at::mm_out(q, wflat_t, dp.select(1, r + 1));  // the gradient reaching h(r)
       at::parallel_for(0, H, unit_grain(BW), [&](int64_t begin, int64_t end) {
         std::vector<scalar_t> tmp(BW);
         for (int64_t u = begin; u < end; ++u) {
-          backward_row<scalar_t>(ghp + u * BW, gcp + u * BW, xp + u * BW, prep + u * BW,
-                                 H * BW, cp + u * BW, cpp + u * BW,
-                                 r < R - 1 ? qp + u * BW : nullptr, dcarp + u * BW,
-                                 dpp + u * BW, tmp.data(), B, W);
+          const int64_t o = u * RBW + r * BW;
+          backward_row<scalar_t>(ghp + o, gcp + o, xp + o, prep + o, H * RBW, cp + o,
+                                 r > 0 ? cp + o - BW : czp + u * BW,
+                                 r < R - 1 ? qp + u * BW : nullptr, H * BW, dcarp + u * BW,
+                                 dpp + o, tmp.data(), B, W);
         }
       });
-    });
-    if (r > 0) gwflat.addmm_(dp, hcol.t());
-    scatter_row(grad_x, r, dp);
-    std::swap(dp, dp_next);
-    std::swap(crow, cprev);  // c(r - 1) is the next row's c
+    }
+  });
+  // grad_Wflat = sum over rows r >= 1 of dp(r) @ hcol(r)^T, one product.
+  if (R > 1) {
+    gwflat = at::mm(dp.view({G, RBW}).narrow(1, BW, RBW - BW),
+                    hcol.view({3 * H, RBW}).narrow(1, BW, RBW - BW).t());
+  } else {
+    gwflat = at::zeros({G, 3 * H}, opts);
   }
   // Wflat layout (G, [k, u]) -> (G, H, 3).
   at::Tensor grad_w = gwflat.view({G, 3, H}).permute({0, 2, 1}).contiguous();
+  at::Tensor grad_x = at::empty_like(x_gates_in);  // the layout the fake kernel promises
+  grad_x.copy_(dp.view({G, R, B, W}).permute({2, 0, 1, 3}));
   return {grad_x, like_layout(grad_w, w_ss_in)};
 }
 
