@@ -1,31 +1,36 @@
 // CPU kernels of pixelar::row_lstm_scan and its backward (semantics: the docstring of
 // pixelar/ops/row_lstm_scan.py).
 //
-// The rows are sequential; within a row every (batch, column) position is independent, so
-// the state-to-state 1 x 3 convolution of a row is one matrix product over the whole batch,
-// done by torch's BLAS (at::mm_out):
-//   pre (4H, B*W) = Wflat (4H, 3H) @ hcol (3H, B*W),
+// The rows are sequential, but every batch element's scan is independent of the others: the
+// batch is cut into one contiguous slice per thread and each slice runs the whole scan on
+// its own (one parallel region per call, no synchronization between rows; one thread when
+// B = 1). Within a slice of Bs elements, every (batch, column) position of a row is
+// independent, so the state-to-state 1 x 3 convolution of a row is one matrix product,
+// done by torch's BLAS (at::mm_out, single-threaded inside the region):
+//   pre (4H, Bs*W) = Wflat (4H, 3H) @ hcol (3H, Bs*W),
 //   Wflat[g][k*H + u] = w_ss[g, u, k],   hcol[k*H + u][b*W + w] = h[b, u, r-1, w+k-1]
 // (zero where w+k-1 falls outside the row). Everything else (adding x_gates, the gates,
-// the cell update, and writing next row's hcol) is one fused pass per row, parallel over
-// hidden units with at::parallel_for and vectorized along the row's B*W positions.
+// the cell update, and writing next row's hcol) is one fused pass per row and hidden unit,
+// vectorized along the row's Bs*W positions.
 //
-// Layout: each row r is gathered into (C, B, W) buffers, so a row's data for one channel
-// is one contiguous run of B*W values, and results are scattered back to (B, C, R, W). In
-// the (B, C, R, W) layout each (b, channel) row is a separate 4 KB-apart chunk of 128
-// bytes: the fused passes touched some 16 such streams at once, each a cache and TLB miss
-// that no prefetcher follows across pages, and cost as much as the matrix products. One
-// gathering copy per row (torch's parallel copy) is much cheaper.
+// Layout: a slice's tensors are copied once per call into (C, R, Bs, W) buffers, so a
+// row's data for one channel is one contiguous run of Bs*W values, and the results are
+// copied back to (B, C, R, W) once. In the (B, C, R, W) layout each (b, channel) row is a
+// separate 4 KB-apart chunk of 128 bytes: fused passes reading it directly touch some 16
+// such streams at once, each a cache and TLB miss. (Copying row by row instead, ~10 small
+// dispatcher copies per row, cost a quarter of a Row LSTM training step.)
 //
-// Backward per row, in reverse: Q = Wflat^T @ dpre(r+1) (the gradient reaching h(r)),
-// recompute pre(r) from the saved h(r-1), the fused cell backward, and
-// grad_Wflat += dpre(r) @ hcol^T.
+// Backward of a slice: hcol of every row from the saved h, and pre of every row, in one
+// product; then per row, in reverse: Q = Wflat^T @ dpre(r+1) (the gradient reaching h(r))
+// and the fused cell backward; finally the slice's grad_Wflat = dpre @ hcol^T over all
+// rows in one product. The slices' grad_Wflat are summed in slice order.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <tuple>
 #include <vector>
 
@@ -39,11 +44,6 @@ namespace {
 
 constexpr const char* kOp = "pixelar::row_lstm_scan";
 constexpr const char* kOpBwd = "pixelar::row_lstm_scan_backward";
-
-// Hidden units per task of the fused passes: about 4096 elements' worth.
-inline int64_t unit_grain(int64_t BW) {
-  return std::max<int64_t>(1, 4096 / std::max<int64_t>(BW, 1));
-}
 
 // The three shifted copies of the row h (B segments of W) at hcol + k * hg, k = 0, 1, 2:
 // per segment, hcol0[w + 1] = hcol1[w] = hcol2[w - 1] = h[w], zero where w + k - 1 falls
@@ -127,50 +127,129 @@ at::Tensor flat_weights(const at::Tensor& w_ss) {
   return w_ss.permute({0, 2, 1}).reshape({w_ss.size(0), 3 * w_ss.size(1)}).contiguous();
 }
 
-// t (B, C, R, W) -> (C, R, B, W) contiguous: channel u's row r is the run of B*W values at
-// (u * R + r) * B*W. One copy per tensor and call.
-at::Tensor to_channel_rows(const at::Tensor& t) { return t.permute({1, 2, 0, 3}).contiguous(); }
+// The batch slices: n = min(B, threads) slices, slice i = [i * B / n, (i + 1) * B / n).
+int64_t num_slices(int64_t B) {
+  return std::max<int64_t>(1, std::min<int64_t>(B, at::get_num_threads()));
+}
 
-// (C, R, B, W) -> (B, C, R, W) contiguous.
-at::Tensor from_channel_rows(const at::Tensor& t) { return t.permute({2, 0, 1, 3}).contiguous(); }
+// f(i) for every slice i, in parallel (one slice per thread).
+template <typename F>
+void for_each_slice(int64_t n, const F& f) {
+  if (n == 1) {  // no region: the products may use torch's threads
+    f(0);
+    return;
+  }
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;  // thread-local: per thread
+    for (int64_t i = begin; i < end; ++i) f(i);
+  });
+}
+
+// Batch elements [b0, b0 + Bs) of t (B, C, R, W), any strides, into buf (C, R, Bs, W)
+// (contiguous), or back (Scatter). Runs of W values; plain loops (torch's strided copy of
+// such a permutation was a tenth of the op's time).
+template <typename T, bool Scatter>
+void copy_slice(T* buf, const at::Tensor& t, int64_t b0, int64_t Bs) {
+  const int64_t C = t.size(1), R = t.size(2), W = t.size(3);
+  const int64_t sb = t.stride(0), sc = t.stride(1), sr = t.stride(2), sw = t.stride(3);
+  T* base = const_cast<T*>(t.const_data_ptr<T>()) + b0 * sb;
+  for (int64_t b = 0; b < Bs; ++b) {  // t's side in memory order (when contiguous)
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t r = 0; r < R; ++r) {
+        T* row = base + b * sb + c * sc + r * sr;
+        T* run = buf + ((c * R + r) * Bs + b) * W;
+        if (sw == 1) {
+          if (Scatter) std::copy(run, run + W, row);
+          else std::copy(row, row + W, run);
+        } else {
+          for (int64_t w = 0; w < W; ++w) {
+            if (Scatter) row[w * sw] = run[w];
+            else run[w] = row[w * sw];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void gather_slice(at::Tensor& buf, const at::Tensor& t, int64_t b0) {
+  copy_slice<T, false>(buf.data_ptr<T>(), t, b0, buf.size(2));
+}
+
+// The slice buf (C, R, Bs, W) into batch elements [b0, b0 + Bs) of t (B, C, R, W).
+template <typename T>
+void scatter_slice(at::Tensor& t, int64_t b0, const at::Tensor& buf) {
+  copy_slice<T, true>(const_cast<T*>(buf.const_data_ptr<T>()), t, b0, buf.size(2));
+}
+
+// Per-slice buffers, carved from one workspace allocated by the calling thread (buffers
+// allocated and freed by the worker threads came back as fresh pages on every call: some
+// 1500 page faults per call). A buffer of per_b elements per batch element is, for the
+// slice [b0, b0 + Bs), the range [per_b * b0, per_b * (b0 + Bs)) of its part.
+class Workspace {
+ public:
+  Workspace(int64_t B, at::TensorOptions opts, std::initializer_list<int64_t> per_b) {
+    int64_t total = 0;
+    for (int64_t n : per_b) {
+      offsets_.push_back(total * B);
+      per_b_.push_back(n);
+      total += n;
+    }
+    flat_ = at::empty({total * B}, opts);
+  }
+  // Buffer k of the slice [b0, b0 + Bs), viewed as `shape`.
+  at::Tensor get(size_t k, int64_t b0, int64_t Bs, at::IntArrayRef shape) const {
+    return flat_.narrow(0, offsets_[k] + per_b_[k] * b0, per_b_[k] * Bs).view(shape);
+  }
+
+ private:
+  at::Tensor flat_;
+  std::vector<int64_t> offsets_, per_b_;
+};
 
 std::tuple<at::Tensor, at::Tensor> row_lstm_scan_cpu(const at::Tensor& x_gates_in,
                                                      const at::Tensor& w_ss_in) {
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
   const Dims d = check_inputs(kOp, x_gates_in, w_ss_in);
   const auto opts = x_gates_in.options();
-  if (d.B * d.H * d.R * d.W == 0) {
-    at::Tensor h = at::empty({d.B, d.H, d.R, d.W}, opts);
-    return {h, at::empty_like(h)};
-  }
-  const int64_t B = d.B, W = d.W, BW = B * W, G = d.G, H = d.H, R = d.R, RBW = R * BW;
+  at::Tensor h = at::empty({d.B, d.H, d.R, d.W}, opts);
+  at::Tensor c = at::empty_like(h);
+  if (h.numel() == 0) return {h, c};
+  const int64_t B = d.B, W = d.W, G = d.G, H = d.H, R = d.R;
   const at::Tensor wflat = flat_weights(w_ss_in);
-  const at::Tensor xt = to_channel_rows(x_gates_in);  // (G, R, B, W)
-  at::Tensor ht = at::empty({H, R, B, W}, opts);
-  at::Tensor ct = at::empty({H, R, B, W}, opts);
-  at::Tensor czero = at::zeros({H, BW}, opts);  // row 0: c_prev = 0
-  at::Tensor hcol = at::empty({3 * H, BW}, opts);
-  at::Tensor pre = at::zeros({G, BW}, opts);     // row 0: no state input
-  AT_DISPATCH_FLOATING_TYPES(xt.scalar_type(), "row_lstm_scan_cpu", [&] {
-    const scalar_t* xp = xt.data_ptr<scalar_t>();
-    const scalar_t* prep = pre.data_ptr<scalar_t>();
-    const scalar_t* czp = czero.data_ptr<scalar_t>();
-    scalar_t* hp = ht.data_ptr<scalar_t>();
-    scalar_t* cp = ct.data_ptr<scalar_t>();
-    scalar_t* hcolp = hcol.data_ptr<scalar_t>();
-    for (int64_t r = 0; r < R; ++r) {
-      if (r > 0) at::mm_out(pre, wflat, hcol);
-      at::parallel_for(0, H, unit_grain(BW), [&](int64_t begin, int64_t end) {
-        for (int64_t u = begin; u < end; ++u) {
+  const int64_t n = num_slices(B);
+  const Workspace ws(B, opts, {G * R * W, H * R * W, H * R * W, H * W, 3 * H * W, G * W});
+  for_each_slice(n, [&](int64_t i) {
+    const int64_t b0 = i * B / n, Bs = (i + 1) * B / n - b0, BW = Bs * W, RBW = R * BW;
+    at::Tensor xs = ws.get(0, b0, Bs, {G, R, Bs, W});
+    at::Tensor hs = ws.get(1, b0, Bs, {H, R, Bs, W});
+    at::Tensor cs = ws.get(2, b0, Bs, {H, R, Bs, W});
+    at::Tensor czero = ws.get(3, b0, Bs, {H, BW}).zero_();  // row 0: c_prev = 0
+    at::Tensor hcol = ws.get(4, b0, Bs, {3 * H, BW});
+    at::Tensor pre = ws.get(5, b0, Bs, {G, BW}).zero_();  // row 0: no state input
+    AT_DISPATCH_FLOATING_TYPES(xs.scalar_type(), "row_lstm_scan_cpu", [&] {
+      gather_slice<scalar_t>(xs, x_gates_in, b0);
+      const scalar_t* xp = xs.data_ptr<scalar_t>();
+      const scalar_t* prep = pre.data_ptr<scalar_t>();
+      const scalar_t* czp = czero.data_ptr<scalar_t>();
+      scalar_t* hp = hs.data_ptr<scalar_t>();
+      scalar_t* cp = cs.data_ptr<scalar_t>();
+      scalar_t* hcolp = hcol.data_ptr<scalar_t>();
+      for (int64_t r = 0; r < R; ++r) {
+        if (r > 0) at::mm_out(pre, wflat, hcol);
+        for (int64_t u = 0; u < H; ++u) {
           const int64_t o = u * RBW + r * BW;
           forward_row<scalar_t>(xp + o, H * RBW, prep + u * BW, H * BW,
                                 r > 0 ? cp + o - BW : czp + u * BW, hp + o, cp + o,
-                                hcolp + u * BW, B, W);
+                                hcolp + u * BW, Bs, W);
         }
-      });
-    }
+      }
+      scatter_slice<scalar_t>(h, b0, hs);
+      scatter_slice<scalar_t>(c, b0, cs);
+    });
   });
-  return {from_channel_rows(ht), from_channel_rows(ct)};
+  return {h, c};
 }
 
 std::tuple<at::Tensor, at::Tensor> row_lstm_scan_backward_cpu(
@@ -181,77 +260,85 @@ std::tuple<at::Tensor, at::Tensor> row_lstm_scan_backward_cpu(
   checks::check_scan_states(kOpBwd, x_gates_in, {d.B, d.H, d.R, d.W}, "(B, H, R, W)",
                             grad_h_in, grad_c_in, h_in, c_in, checks::kCpu);
   const auto opts = x_gates_in.options();
+  at::Tensor grad_x = at::empty_like(x_gates_in);  // the layout the fake kernel promises
   if (d.B * d.H * d.R * d.W == 0) {
-    at::Tensor grad_x = at::empty_like(x_gates_in);  // the layout the fake kernel promises
     grad_x.zero_();
     return {grad_x, like_layout(at::zeros(w_ss_in.sizes(), opts), w_ss_in)};
   }
-  const int64_t B = d.B, W = d.W, BW = B * W, G = d.G, H = d.H, R = d.R, RBW = R * BW;
+  const int64_t B = d.B, W = d.W, G = d.G, H = d.H, R = d.R;
   const at::Tensor wflat = flat_weights(w_ss_in);
   const at::Tensor wflat_t = wflat.t().contiguous();
-  // Everything in the (C, R, B, W) layout: channel u's row r is one run of B*W values.
-  const at::Tensor xt = to_channel_rows(x_gates_in), ght = to_channel_rows(grad_h_in),
-                   gct = to_channel_rows(grad_c_in), ht = to_channel_rows(h_in),
-                   ct = to_channel_rows(c_in);
-  // hcol of every row r >= 1 (from h(r - 1)), as (3H, R, B*W); row 0 (no state input) is
-  // left out of the products below. Then pre of every row in one product.
-  at::Tensor hcol = at::empty({3 * H, R, BW}, opts);
-  at::Tensor pre = at::empty({G, R, BW}, opts);
-  at::Tensor dp = at::empty({G, R, BW}, opts);  // the pre-activation gradients = grad_x
-  at::Tensor q = at::empty({3 * H, BW}, opts);
-  at::Tensor dcar = at::zeros({H, BW}, opts);
-  at::Tensor czero = at::zeros({H, BW}, opts);
-  at::Tensor gwflat;
-  AT_DISPATCH_FLOATING_TYPES(xt.scalar_type(), "row_lstm_scan_backward_cpu", [&] {
-    const scalar_t* hp = ht.data_ptr<scalar_t>();
-    scalar_t* hcolp = hcol.data_ptr<scalar_t>();
-    if (R > 1) {
-      at::parallel_for(0, H * (R - 1), std::max<int64_t>(1, 4096 / BW),
-                       [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          const int64_t u = i / (R - 1), r = 1 + i % (R - 1);
-          fill_hcol<scalar_t>(hp + u * RBW + (r - 1) * BW, hcolp + u * RBW + r * BW, H * RBW,
-                              B, W);
+  const int64_t n = num_slices(B);
+  std::vector<at::Tensor> gw_parts(n);  // each slice's grad_Wflat (G, 3H)
+  const int64_t GRW = G * R * W, HRW = H * R * W;
+  const Workspace ws(B, opts, {GRW, HRW, HRW, HRW, HRW, 3 * HRW, GRW, GRW, 3 * H * W, H * W,
+                               H * W, W});
+  for_each_slice(n, [&](int64_t i) {
+    const int64_t b0 = i * B / n, Bs = (i + 1) * B / n - b0, BW = Bs * W, RBW = R * BW;
+    // The slice in the (C, R, Bs, W) layout: channel u's row r is one run of Bs*W values.
+    at::Tensor xs = ws.get(0, b0, Bs, {G, R, Bs, W}), ghs = ws.get(1, b0, Bs, {H, R, Bs, W}),
+               gcs = ws.get(2, b0, Bs, {H, R, Bs, W}), hs = ws.get(3, b0, Bs, {H, R, Bs, W}),
+               cs = ws.get(4, b0, Bs, {H, R, Bs, W});
+    // hcol of every row r >= 1 (from h(r - 1)), as (3H, R, Bs*W); row 0 (no state input)
+    // is left out of the products. Then pre of every row in one product.
+    at::Tensor hcol = ws.get(5, b0, Bs, {3 * H, R, BW});
+    at::Tensor pre = ws.get(6, b0, Bs, {G, R, BW});
+    at::Tensor dp = ws.get(7, b0, Bs, {G, R, Bs, W});  // the pre-activation gradients
+    at::Tensor q = ws.get(8, b0, Bs, {3 * H, BW});
+    at::Tensor dcar = ws.get(9, b0, Bs, {H, BW}).zero_();
+    at::Tensor czero = ws.get(10, b0, Bs, {H, BW}).zero_();
+    at::Tensor tmp = ws.get(11, b0, Bs, {BW});
+    AT_DISPATCH_FLOATING_TYPES(xs.scalar_type(), "row_lstm_scan_backward_cpu", [&] {
+      gather_slice<scalar_t>(xs, x_gates_in, b0);
+      gather_slice<scalar_t>(ghs, grad_h_in, b0);
+      gather_slice<scalar_t>(gcs, grad_c_in, b0);
+      gather_slice<scalar_t>(hs, h_in, b0);
+      gather_slice<scalar_t>(cs, c_in, b0);
+      const scalar_t* hp = hs.data_ptr<scalar_t>();
+      scalar_t* hcolp = hcol.data_ptr<scalar_t>();
+      if (R > 1) {
+        for (int64_t u = 0; u < H; ++u) {
+          for (int64_t r = 1; r < R; ++r) {
+            fill_hcol<scalar_t>(hp + u * RBW + (r - 1) * BW, hcolp + u * RBW + r * BW,
+                                H * RBW, Bs, W);
+          }
         }
-      });
-      at::Tensor pre_rest = pre.view({G, RBW}).narrow(1, BW, RBW - BW);
-      at::mm_out(pre_rest, wflat, hcol.view({3 * H, RBW}).narrow(1, BW, RBW - BW));
-    }
-    pre.select(1, 0).zero_();  // row 0 has no state input
-    const scalar_t* ghp = ght.data_ptr<scalar_t>();
-    const scalar_t* gcp = gct.data_ptr<scalar_t>();
-    const scalar_t* xp = xt.data_ptr<scalar_t>();
-    const scalar_t* prep = pre.data_ptr<scalar_t>();
-    const scalar_t* cp = ct.data_ptr<scalar_t>();
-    const scalar_t* czp = czero.data_ptr<scalar_t>();
-    const scalar_t* qp = q.data_ptr<scalar_t>();
-    scalar_t* dcarp = dcar.data_ptr<scalar_t>();
-    scalar_t* dpp = dp.data_ptr<scalar_t>();
-    for (int64_t r = R - 1; r >= 0; --r) {
-      if (r < R - 1) at::mm_out(q, wflat_t, dp.select(1, r + 1));  // the gradient reaching h(r)
-      at::parallel_for(0, H, unit_grain(BW), [&](int64_t begin, int64_t end) {
-        std::vector<scalar_t> tmp(BW);
-        for (int64_t u = begin; u < end; ++u) {
+        at::Tensor pre_rest = pre.view({G, RBW}).narrow(1, BW, RBW - BW);
+        at::mm_out(pre_rest, wflat, hcol.view({3 * H, RBW}).narrow(1, BW, RBW - BW));
+      }
+      pre.select(1, 0).zero_();  // row 0 has no state input
+      const at::Tensor dp_rows = dp.view({G, R, BW});
+      const scalar_t* ghp = ghs.data_ptr<scalar_t>();
+      const scalar_t* gcp = gcs.data_ptr<scalar_t>();
+      const scalar_t* xp = xs.data_ptr<scalar_t>();
+      const scalar_t* prep = pre.data_ptr<scalar_t>();
+      const scalar_t* cp = cs.data_ptr<scalar_t>();
+      const scalar_t* czp = czero.data_ptr<scalar_t>();
+      const scalar_t* qp = q.data_ptr<scalar_t>();
+      scalar_t* dcarp = dcar.data_ptr<scalar_t>();
+      scalar_t* dpp = dp.data_ptr<scalar_t>();
+      scalar_t* tmpp = tmp.data_ptr<scalar_t>();
+      for (int64_t r = R - 1; r >= 0; --r) {
+        if (r < R - 1) at::mm_out(q, wflat_t, dp_rows.select(1, r + 1));  // reaching h(r)
+        for (int64_t u = 0; u < H; ++u) {
           const int64_t o = u * RBW + r * BW;
           backward_row<scalar_t>(ghp + o, gcp + o, xp + o, prep + o, H * RBW, cp + o,
                                  r > 0 ? cp + o - BW : czp + u * BW,
                                  r < R - 1 ? qp + u * BW : nullptr, H * BW, dcarp + u * BW,
-                                 dpp + o, tmp.data(), B, W);
+                                 dpp + o, tmpp, Bs, W);
         }
-      });
-    }
+      }
+      scatter_slice<scalar_t>(grad_x, b0, dp);
+    });
+    // grad_Wflat of the slice = sum over rows r >= 1 of dp(r) @ hcol(r)^T, one product.
+    gw_parts[i] = R > 1 ? at::mm(dp.view({G, RBW}).narrow(1, BW, RBW - BW),
+                                 hcol.view({3 * H, RBW}).narrow(1, BW, RBW - BW).t())
+                        : at::zeros({G, 3 * H}, opts);
   });
-  // grad_Wflat = sum over rows r >= 1 of dp(r) @ hcol(r)^T, one product.
-  if (R > 1) {
-    gwflat = at::mm(dp.view({G, RBW}).narrow(1, BW, RBW - BW),
-                    hcol.view({3 * H, RBW}).narrow(1, BW, RBW - BW).t());
-  } else {
-    gwflat = at::zeros({G, 3 * H}, opts);
-  }
+  at::Tensor gwflat = gw_parts[0];
+  for (int64_t i = 1; i < n; ++i) gwflat.add_(gw_parts[i]);
   // Wflat layout (G, [k, u]) -> (G, H, 3).
   at::Tensor grad_w = gwflat.view({G, 3, H}).permute({0, 2, 1}).contiguous();
-  at::Tensor grad_x = at::empty_like(x_gates_in);  // the layout the fake kernel promises
-  grad_x.copy_(dp.view({G, R, B, W}).permute({2, 0, 1, 3}));
   return {grad_x, like_layout(grad_w, w_ss_in)};
 }
 
