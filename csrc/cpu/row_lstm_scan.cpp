@@ -98,16 +98,17 @@ PIXELAR_SIMD_CLONES void forward_row(const T* x, int64_t gx, const T* pre, int64
 }
 
 // Backward of one row for hidden unit u. gh, gc, c: the row of grad_h, grad_c, c; c_prev
-// the row above; x, pre: gate k at + k * g; q: Q's three rows for u at q + k * qg (nullptr
-// for the last row); dcar: the carried dc (in: from row r + 1, out: to row r - 1).
-// Writes the pre-activation gradients to gx (gate k at gx + k * g). tmp: B*W scratch.
+// the row above; x: gate k at x + k * xg; pre: gate k at pre + k * g; q: Q's three rows
+// for u at q + k * qg (nullptr for the last row); dcar: the carried dc (in: from row r + 1,
+// out: to row r - 1). Writes the pre-activation gradients to gx (gate k at gx + k * g).
+// tmp: B*W scratch.
 template <typename T>
-PIXELAR_SIMD_CLONES void backward_row(const T* gh, const T* gc, const T* x, const T* pre,
-                                      int64_t g, const T* c, const T* c_prev, const T* q,
-                                      int64_t qg, T* dcar, T* gx, T* tmp, int64_t B,
-                                      int64_t W) {
+PIXELAR_SIMD_CLONES void backward_row(const T* gh, const T* gc, const T* x, int64_t xg,
+                                      const T* pre, int64_t g, const T* c, const T* c_prev,
+                                      const T* q, int64_t qg, T* dcar, T* gx, T* tmp,
+                                      int64_t B, int64_t W) {
   shifted_sum<T>(gh, q, qg, tmp, B, W);
-  lstm_backward_loop<T>(x, x + g, x + 2 * g, x + 3 * g, pre, pre + g, pre + 2 * g,
+  lstm_backward_loop<T>(x, x + xg, x + 2 * xg, x + 3 * xg, pre, pre + g, pre + 2 * g,
                         pre + 3 * g, c_prev, c, tmp, gc, dcar, gx, gx + g, gx + 2 * g,
                         gx + 3 * g, B * W);
 }
@@ -145,42 +146,63 @@ void for_each_slice(int64_t n, const F& f) {
   });
 }
 
-// Batch elements [b0, b0 + Bs) of t (B, C, R, W), any strides, into buf (C, R, Bs, W)
-// (contiguous), or back (Scatter). Runs of W values; plain loops (torch's strided copy of
-// such a permutation was a tenth of the op's time).
+// Row r of batch elements [b0, b0 + Bs) of t (B, C, R, W), any strides, into buf
+// (C, Bs*W) (channel c at buf + c * ld), or back (Scatter): runs of W values.
 template <typename T, bool Scatter>
-void copy_slice(T* buf, const at::Tensor& t, int64_t b0, int64_t Bs) {
-  const int64_t C = t.size(1), R = t.size(2), W = t.size(3);
-  const int64_t sb = t.stride(0), sc = t.stride(1), sr = t.stride(2), sw = t.stride(3);
-  T* base = const_cast<T*>(t.const_data_ptr<T>()) + b0 * sb;
-  for (int64_t b = 0; b < Bs; ++b) {  // t's side in memory order (when contiguous)
+void copy_row(T* __restrict buf, int64_t ld, T* __restrict t, at::IntArrayRef sizes,
+              at::IntArrayRef strides, int64_t b0, int64_t Bs, int64_t r) {
+  const int64_t C = sizes[1], W = sizes[3];
+  const int64_t sb = strides[0], sc = strides[1], sw = strides[3];
+  T* base = t + b0 * sb + r * strides[2];
+  for (int64_t b = 0; b < Bs; ++b) {
     for (int64_t c = 0; c < C; ++c) {
-      for (int64_t r = 0; r < R; ++r) {
-        T* row = base + b * sb + c * sc + r * sr;
-        T* run = buf + ((c * R + r) * Bs + b) * W;
-        if (sw == 1) {
-          if (Scatter) std::copy(run, run + W, row);
-          else std::copy(row, row + W, run);
-        } else {
-          for (int64_t w = 0; w < W; ++w) {
-            if (Scatter) row[w * sw] = run[w];
-            else run[w] = row[w * sw];
-          }
-        }
+      T* __restrict row = base + b * sb + c * sc;
+      T* __restrict run = buf + c * ld + b * W;
+      for (int64_t w = 0; w < W; ++w) {
+        if (Scatter) row[w * sw] = run[w];
+        else run[w] = row[w * sw];
       }
     }
   }
 }
 
 template <typename T>
-void gather_slice(at::Tensor& buf, const at::Tensor& t, int64_t b0) {
-  copy_slice<T, false>(buf.data_ptr<T>(), t, b0, buf.size(2));
+void gather_row(T* buf, const at::Tensor& t, int64_t b0, int64_t Bs, int64_t r) {
+  copy_row<T, false>(buf, Bs * t.size(3), const_cast<T*>(t.const_data_ptr<T>()), t.sizes(),
+                     t.strides(), b0, Bs, r);
 }
 
-// The slice buf (C, R, Bs, W) into batch elements [b0, b0 + Bs) of t (B, C, R, W).
+// buf: channel c at buf + c * ld.
 template <typename T>
-void scatter_slice(at::Tensor& t, int64_t b0, const at::Tensor& buf) {
-  copy_slice<T, true>(const_cast<T*>(buf.const_data_ptr<T>()), t, b0, buf.size(2));
+void scatter_row(at::Tensor& t, const T* buf, int64_t ld, int64_t b0, int64_t Bs, int64_t r) {
+  copy_row<T, true>(const_cast<T*>(buf), ld, t.data_ptr<T>(), t.sizes(), t.strides(), b0, Bs,
+                    r);
+}
+
+// hcol (3H, R, Bs*W) of every row r >= 1 of batch elements [b0, b0 + Bs), from
+// h (B, H, R, W), any strides: hcol[k*H + u][r][b*W + w] = h[b0 + b, u, r - 1, w + k - 1]
+// (zero outside the row). Row 0 is left unwritten.
+template <typename T>
+void fill_hcol_rows(T* __restrict hcol, const at::Tensor& h, int64_t b0, int64_t Bs) {
+  const int64_t H = h.size(1), R = h.size(2), W = h.size(3), BW = Bs * W;
+  const int64_t sb = h.stride(0), sc = h.stride(1), sr = h.stride(2), sw = h.stride(3);
+  const int64_t hg = H * R * BW;
+  const T* base = h.const_data_ptr<T>() + b0 * sb;
+  for (int64_t b = 0; b < Bs; ++b) {
+    for (int64_t u = 0; u < H; ++u) {
+      for (int64_t r = 1; r < R; ++r) {
+        const T* __restrict src = base + b * sb + u * sc + (r - 1) * sr;
+        T* __restrict h0 = hcol + (u * R + r) * BW + b * W;
+        T* __restrict h1 = h0 + hg;
+        T* __restrict h2 = h0 + 2 * hg;
+        for (int64_t w = 0; w < W; ++w) h1[w] = src[w * sw];
+        h0[0] = T(0);
+        for (int64_t w = 0; w + 1 < W; ++w) h0[w + 1] = src[w * sw];
+        for (int64_t w = 1; w < W; ++w) h2[w - 1] = src[w * sw];
+        h2[W - 1] = T(0);
+      }
+    }
+  }
 }
 
 // Per-slice buffers, carved from one workspace allocated by the calling thread (buffers
@@ -219,34 +241,34 @@ std::tuple<at::Tensor, at::Tensor> row_lstm_scan_cpu(const at::Tensor& x_gates_i
   const int64_t B = d.B, W = d.W, G = d.G, H = d.H, R = d.R;
   const at::Tensor wflat = flat_weights(w_ss_in);
   const int64_t n = num_slices(B);
-  const Workspace ws(B, opts, {G * R * W, H * R * W, H * R * W, H * W, 3 * H * W, G * W});
+  // Per slice, one row at a time: x(r), pre, hcol, h(r), c(r - 1), c(r).
+  const Workspace ws(B, opts, {G * W, G * W, 3 * H * W, H * W, H * W, H * W});
   for_each_slice(n, [&](int64_t i) {
-    const int64_t b0 = i * B / n, Bs = (i + 1) * B / n - b0, BW = Bs * W, RBW = R * BW;
-    at::Tensor xs = ws.get(0, b0, Bs, {G, R, Bs, W});
-    at::Tensor hs = ws.get(1, b0, Bs, {H, R, Bs, W});
-    at::Tensor cs = ws.get(2, b0, Bs, {H, R, Bs, W});
-    at::Tensor czero = ws.get(3, b0, Bs, {H, BW}).zero_();  // row 0: c_prev = 0
-    at::Tensor hcol = ws.get(4, b0, Bs, {3 * H, BW});
-    at::Tensor pre = ws.get(5, b0, Bs, {G, BW}).zero_();  // row 0: no state input
-    AT_DISPATCH_FLOATING_TYPES(xs.scalar_type(), "row_lstm_scan_cpu", [&] {
-      gather_slice<scalar_t>(xs, x_gates_in, b0);
-      const scalar_t* xp = xs.data_ptr<scalar_t>();
+    const int64_t b0 = i * B / n, Bs = (i + 1) * B / n - b0, BW = Bs * W;
+    at::Tensor xr = ws.get(0, b0, Bs, {G, BW});
+    at::Tensor pre = ws.get(1, b0, Bs, {G, BW}).zero_();  // row 0: no state input
+    at::Tensor hcol = ws.get(2, b0, Bs, {3 * H, BW});
+    at::Tensor hr = ws.get(3, b0, Bs, {H, BW});
+    at::Tensor cprev = ws.get(4, b0, Bs, {H, BW}).zero_();  // row 0: c_prev = 0
+    at::Tensor cr = ws.get(5, b0, Bs, {H, BW});
+    AT_DISPATCH_FLOATING_TYPES(xr.scalar_type(), "row_lstm_scan_cpu", [&] {
+      const scalar_t* xp = xr.data_ptr<scalar_t>();
       const scalar_t* prep = pre.data_ptr<scalar_t>();
-      const scalar_t* czp = czero.data_ptr<scalar_t>();
-      scalar_t* hp = hs.data_ptr<scalar_t>();
-      scalar_t* cp = cs.data_ptr<scalar_t>();
+      scalar_t* hp = hr.data_ptr<scalar_t>();
+      scalar_t* cpp = cprev.data_ptr<scalar_t>();
+      scalar_t* cp = cr.data_ptr<scalar_t>();
       scalar_t* hcolp = hcol.data_ptr<scalar_t>();
       for (int64_t r = 0; r < R; ++r) {
+        gather_row<scalar_t>(xr.data_ptr<scalar_t>(), x_gates_in, b0, Bs, r);
         if (r > 0) at::mm_out(pre, wflat, hcol);
         for (int64_t u = 0; u < H; ++u) {
-          const int64_t o = u * RBW + r * BW;
-          forward_row<scalar_t>(xp + o, H * RBW, prep + u * BW, H * BW,
-                                r > 0 ? cp + o - BW : czp + u * BW, hp + o, cp + o,
-                                hcolp + u * BW, Bs, W);
+          forward_row<scalar_t>(xp + u * BW, H * BW, prep + u * BW, H * BW, cpp + u * BW,
+                                hp + u * BW, cp + u * BW, hcolp + u * BW, Bs, W);
         }
+        scatter_row<scalar_t>(h, hp, BW, b0, Bs, r);
+        scatter_row<scalar_t>(c, cp, BW, b0, Bs, r);
+        std::swap(cp, cpp);
       }
-      scatter_slice<scalar_t>(h, b0, hs);
-      scatter_slice<scalar_t>(c, b0, cs);
     });
   });
   return {h, c};
@@ -270,65 +292,60 @@ std::tuple<at::Tensor, at::Tensor> row_lstm_scan_backward_cpu(
   const at::Tensor wflat_t = wflat.t().contiguous();
   const int64_t n = num_slices(B);
   std::vector<at::Tensor> gw_parts(n);  // each slice's grad_Wflat (G, 3H)
-  const int64_t GRW = G * R * W, HRW = H * R * W;
-  const Workspace ws(B, opts, {GRW, HRW, HRW, HRW, HRW, 3 * HRW, GRW, GRW, 3 * H * W, H * W,
-                               H * W, W});
+  // Per slice: hcol, pre and dpre of every row (3H / G / G, R, Bs*W); one row at a time:
+  // x(r), grad_h(r), grad_c(r), c(r), c(r - 1), Q, the carried dc, and scratch.
+  const int64_t RW = R * W;
+  const Workspace ws(B, opts, {3 * H * RW, G * RW, G * RW, G * W, H * W, H * W, H * W,
+                               H * W, 3 * H * W, H * W, W});
   for_each_slice(n, [&](int64_t i) {
     const int64_t b0 = i * B / n, Bs = (i + 1) * B / n - b0, BW = Bs * W, RBW = R * BW;
-    // The slice in the (C, R, Bs, W) layout: channel u's row r is one run of Bs*W values.
-    at::Tensor xs = ws.get(0, b0, Bs, {G, R, Bs, W}), ghs = ws.get(1, b0, Bs, {H, R, Bs, W}),
-               gcs = ws.get(2, b0, Bs, {H, R, Bs, W}), hs = ws.get(3, b0, Bs, {H, R, Bs, W}),
-               cs = ws.get(4, b0, Bs, {H, R, Bs, W});
-    // hcol of every row r >= 1 (from h(r - 1)), as (3H, R, Bs*W); row 0 (no state input)
-    // is left out of the products. Then pre of every row in one product.
-    at::Tensor hcol = ws.get(5, b0, Bs, {3 * H, R, BW});
-    at::Tensor pre = ws.get(6, b0, Bs, {G, R, BW});
-    at::Tensor dp = ws.get(7, b0, Bs, {G, R, Bs, W});  // the pre-activation gradients
-    at::Tensor q = ws.get(8, b0, Bs, {3 * H, BW});
-    at::Tensor dcar = ws.get(9, b0, Bs, {H, BW}).zero_();
-    at::Tensor czero = ws.get(10, b0, Bs, {H, BW}).zero_();
-    at::Tensor tmp = ws.get(11, b0, Bs, {BW});
-    AT_DISPATCH_FLOATING_TYPES(xs.scalar_type(), "row_lstm_scan_backward_cpu", [&] {
-      gather_slice<scalar_t>(xs, x_gates_in, b0);
-      gather_slice<scalar_t>(ghs, grad_h_in, b0);
-      gather_slice<scalar_t>(gcs, grad_c_in, b0);
-      gather_slice<scalar_t>(hs, h_in, b0);
-      gather_slice<scalar_t>(cs, c_in, b0);
-      const scalar_t* hp = hs.data_ptr<scalar_t>();
-      scalar_t* hcolp = hcol.data_ptr<scalar_t>();
+    at::Tensor hcol = ws.get(0, b0, Bs, {3 * H, R, BW});
+    at::Tensor pre = ws.get(1, b0, Bs, {G, R, BW});
+    at::Tensor dp = ws.get(2, b0, Bs, {G, R, BW});  // the pre-activation gradients
+    at::Tensor xr = ws.get(3, b0, Bs, {G, BW}), ghr = ws.get(4, b0, Bs, {H, BW}),
+               gcr = ws.get(5, b0, Bs, {H, BW}), cr = ws.get(6, b0, Bs, {H, BW}),
+               cprev = ws.get(7, b0, Bs, {H, BW}), q = ws.get(8, b0, Bs, {3 * H, BW}),
+               dcar = ws.get(9, b0, Bs, {H, BW}).zero_(), tmp = ws.get(10, b0, Bs, {BW});
+    AT_DISPATCH_FLOATING_TYPES(xr.scalar_type(), "row_lstm_scan_backward_cpu", [&] {
+      // hcol of every row r >= 1 (from h(r - 1)); row 0 (no state input) is left out of
+      // the products. Then pre of every row in one product.
       if (R > 1) {
-        for (int64_t u = 0; u < H; ++u) {
-          for (int64_t r = 1; r < R; ++r) {
-            fill_hcol<scalar_t>(hp + u * RBW + (r - 1) * BW, hcolp + u * RBW + r * BW,
-                                H * RBW, Bs, W);
-          }
-        }
+        fill_hcol_rows<scalar_t>(hcol.data_ptr<scalar_t>(), h_in, b0, Bs);
         at::Tensor pre_rest = pre.view({G, RBW}).narrow(1, BW, RBW - BW);
         at::mm_out(pre_rest, wflat, hcol.view({3 * H, RBW}).narrow(1, BW, RBW - BW));
       }
-      pre.select(1, 0).zero_();  // row 0 has no state input
-      const at::Tensor dp_rows = dp.view({G, R, BW});
-      const scalar_t* ghp = ghs.data_ptr<scalar_t>();
-      const scalar_t* gcp = gcs.data_ptr<scalar_t>();
-      const scalar_t* xp = xs.data_ptr<scalar_t>();
+      pre.select(1, 0).zero_();
+      scalar_t* xp = xr.data_ptr<scalar_t>();
+      scalar_t* ghp = ghr.data_ptr<scalar_t>();
+      scalar_t* gcp = gcr.data_ptr<scalar_t>();
+      scalar_t* cp = cr.data_ptr<scalar_t>();
+      scalar_t* cpp = cprev.data_ptr<scalar_t>();
       const scalar_t* prep = pre.data_ptr<scalar_t>();
-      const scalar_t* cp = cs.data_ptr<scalar_t>();
-      const scalar_t* czp = czero.data_ptr<scalar_t>();
       const scalar_t* qp = q.data_ptr<scalar_t>();
       scalar_t* dcarp = dcar.data_ptr<scalar_t>();
       scalar_t* dpp = dp.data_ptr<scalar_t>();
       scalar_t* tmpp = tmp.data_ptr<scalar_t>();
+      gather_row<scalar_t>(cp, c_in, b0, Bs, R - 1);
       for (int64_t r = R - 1; r >= 0; --r) {
-        if (r < R - 1) at::mm_out(q, wflat_t, dp_rows.select(1, r + 1));  // reaching h(r)
+        if (r < R - 1) at::mm_out(q, wflat_t, dp.select(1, r + 1));  // reaching h(r)
+        gather_row<scalar_t>(xp, x_gates_in, b0, Bs, r);
+        gather_row<scalar_t>(ghp, grad_h_in, b0, Bs, r);
+        gather_row<scalar_t>(gcp, grad_c_in, b0, Bs, r);
+        if (r > 0) {
+          gather_row<scalar_t>(cpp, c_in, b0, Bs, r - 1);
+        } else {
+          std::fill(cpp, cpp + H * BW, scalar_t(0));
+        }
         for (int64_t u = 0; u < H; ++u) {
           const int64_t o = u * RBW + r * BW;
-          backward_row<scalar_t>(ghp + o, gcp + o, xp + o, prep + o, H * RBW, cp + o,
-                                 r > 0 ? cp + o - BW : czp + u * BW,
+          backward_row<scalar_t>(ghp + u * BW, gcp + u * BW, xp + u * BW, H * BW, prep + o,
+                                 H * RBW, cp + u * BW, cpp + u * BW,
                                  r < R - 1 ? qp + u * BW : nullptr, H * BW, dcarp + u * BW,
                                  dpp + o, tmpp, Bs, W);
         }
+        scatter_row<scalar_t>(grad_x, dpp + r * BW, RBW, b0, Bs, r);
+        std::swap(cp, cpp);  // c(r - 1) is the next row's c
       }
-      scatter_slice<scalar_t>(grad_x, b0, dp);
     });
     // grad_Wflat of the slice = sum over rows r >= 1 of dp(r) @ hcol(r)^T, one product.
     gw_parts[i] = R > 1 ? at::mm(dp.view({G, RBW}).narrow(1, BW, RBW - BW),
