@@ -13,17 +13,20 @@
 // the cell update, and writing next row's hcol) is one fused pass per row and hidden unit,
 // vectorized along the row's Bs*W positions.
 //
-// Layout: a slice's tensors are copied once per call into (C, R, Bs, W) buffers, so a
-// row's data for one channel is one contiguous run of Bs*W values, and the results are
-// copied back to (B, C, R, W) once. In the (B, C, R, W) layout each (b, channel) row is a
-// separate 4 KB-apart chunk of 128 bytes: fused passes reading it directly touch some 16
-// such streams at once, each a cache and TLB miss. (Copying row by row instead, ~10 small
-// dispatcher copies per row, cost a quarter of a Row LSTM training step.)
+// Layout: each row of a slice is gathered, by plain loops in its thread, into small
+// (C, Bs, W) buffers, so a row's data for one channel is one contiguous run of Bs*W values,
+// and the row's results are scattered back to (B, C, R, W). In the (B, C, R, W) layout each
+// (b, channel) row is a separate 4 KB-apart chunk of ~128 bytes: fused passes reading it
+// directly touch some 16 such streams at once, each a cache and TLB miss. (An earlier
+// version gathered rows with torch's copy_, ~10 dispatcher calls per row, a quarter of a
+// Row LSTM training step, and split each row's pass over hidden units, a parallel region
+// per row and product: on a busy machine the threads mostly spin-waited at those joins.)
 //
-// Backward of a slice: hcol of every row from the saved h, and pre of every row, in one
-// product; then per row, in reverse: Q = Wflat^T @ dpre(r+1) (the gradient reaching h(r))
-// and the fused cell backward; finally the slice's grad_Wflat = dpre @ hcol^T over all
-// rows in one product. The slices' grad_Wflat are summed in slice order.
+// Backward of a slice: hcol of every row from the saved h (B, H, R, W) directly, and pre
+// of every row, in one product; then per row, in reverse: Q = Wflat^T @ dpre(r+1) (the
+// gradient reaching h(r)) and the fused cell backward; finally the slice's grad_Wflat =
+// dpre @ hcol^T over all rows in one product. The slices' grad_Wflat are summed in slice
+// order (so grad_w's rounding depends on the thread count).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -147,36 +150,36 @@ void for_each_slice(int64_t n, const F& f) {
 }
 
 // Row r of batch elements [b0, b0 + Bs) of t (B, C, R, W), any strides, into buf
-// (C, Bs*W) (channel c at buf + c * ld), or back (Scatter): runs of W values.
-template <typename T, bool Scatter>
-void copy_row(T* __restrict buf, int64_t ld, T* __restrict t, at::IntArrayRef sizes,
-              at::IntArrayRef strides, int64_t b0, int64_t Bs, int64_t r) {
-  const int64_t C = sizes[1], W = sizes[3];
-  const int64_t sb = strides[0], sc = strides[1], sw = strides[3];
-  T* base = t + b0 * sb + r * strides[2];
+// (C, Bs*W) (contiguous): runs of W values.
+template <typename T>
+void gather_row(T* __restrict buf, const at::Tensor& t, int64_t b0, int64_t Bs, int64_t r) {
+  const int64_t C = t.size(1), W = t.size(3), BW = Bs * W;
+  const int64_t sb = t.stride(0), sc = t.stride(1), sw = t.stride(3);
+  const T* base = t.const_data_ptr<T>() + b0 * sb + r * t.stride(2);
   for (int64_t b = 0; b < Bs; ++b) {
     for (int64_t c = 0; c < C; ++c) {
-      T* __restrict row = base + b * sb + c * sc;
-      T* __restrict run = buf + c * ld + b * W;
-      for (int64_t w = 0; w < W; ++w) {
-        if (Scatter) row[w * sw] = run[w];
-        else run[w] = row[w * sw];
-      }
+      const T* __restrict src = base + b * sb + c * sc;
+      T* __restrict run = buf + c * BW + b * W;
+      for (int64_t w = 0; w < W; ++w) run[w] = src[w * sw];
     }
   }
 }
 
+// buf (C, Bs*W), channel c at buf + c * ld, into row r of batch elements [b0, b0 + Bs)
+// of t (B, C, R, W), any strides.
 template <typename T>
-void gather_row(T* buf, const at::Tensor& t, int64_t b0, int64_t Bs, int64_t r) {
-  copy_row<T, false>(buf, Bs * t.size(3), const_cast<T*>(t.const_data_ptr<T>()), t.sizes(),
-                     t.strides(), b0, Bs, r);
-}
-
-// buf: channel c at buf + c * ld.
-template <typename T>
-void scatter_row(at::Tensor& t, const T* buf, int64_t ld, int64_t b0, int64_t Bs, int64_t r) {
-  copy_row<T, true>(const_cast<T*>(buf), ld, t.data_ptr<T>(), t.sizes(), t.strides(), b0, Bs,
-                    r);
+void scatter_row(at::Tensor& t, const T* __restrict buf, int64_t ld, int64_t b0, int64_t Bs,
+                 int64_t r) {
+  const int64_t C = t.size(1), W = t.size(3);
+  const int64_t sb = t.stride(0), sc = t.stride(1), sw = t.stride(3);
+  T* base = t.data_ptr<T>() + b0 * sb + r * t.stride(2);
+  for (int64_t b = 0; b < Bs; ++b) {
+    for (int64_t c = 0; c < C; ++c) {
+      T* __restrict dst = base + b * sb + c * sc;
+      const T* __restrict run = buf + c * ld + b * W;
+      for (int64_t w = 0; w < W; ++w) dst[w * sw] = run[w];
+    }
+  }
 }
 
 // hcol (3H, R, Bs*W) of every row r >= 1 of batch elements [b0, b0 + Bs), from
@@ -207,8 +210,9 @@ void fill_hcol_rows(T* __restrict hcol, const at::Tensor& h, int64_t b0, int64_t
 
 // Per-slice buffers, carved from one workspace allocated by the calling thread (buffers
 // allocated and freed by the worker threads came back as fresh pages on every call: some
-// 1500 page faults per call). A buffer of per_b elements per batch element is, for the
-// slice [b0, b0 + Bs), the range [per_b * b0, per_b * (b0 + Bs)) of its part.
+// 1500 page faults per forward and backward at B = 16, H = 16, 28 x 28). A buffer of
+// per_b elements per batch element is, for the slice [b0, b0 + Bs), the range
+// [per_b * b0, per_b * (b0 + Bs)) of its part.
 class Workspace {
  public:
   Workspace(int64_t B, at::TensorOptions opts, std::initializer_list<int64_t> per_b) {
