@@ -1,9 +1,13 @@
 """pixelar.ops.row_lstm_scan: reference vs a per-position loop, C++ kernel vs reference
 (forward and gradients, odd shapes, non-contiguous inputs, fp32/fp64), gradcheck, opcheck,
-bad inputs, torch.compile (the shared cases: scan_testing.ScanOpTests)."""
+bad inputs, torch.compile (the shared cases: scan_testing.ScanOpTests); the CPU kernel's
+batch slices (one per thread) at several thread counts, and its backward on inputs of any
+strides."""
 
+import pytest
 import torch
 
+from conftest import TOL, report_diff
 from scan_testing import ScanOpTests
 
 
@@ -80,3 +84,51 @@ class TestRowLSTMScan(ScanOpTests):
             ((h, c[:1], x, w, h, c), "grad_c must have shape"),
             ((h, c, x, w, h[0], c), "h must be a 4-D"),
         ]
+
+    @pytest.mark.parametrize("B,threads", [(5, 2), (5, 3), (5, 4), (2, 3), (1, 3), (7, 1)])
+    def test_batch_slices_match_reference(self, B, threads):
+        """The CPU kernel runs one scan per batch slice and thread (min(B, threads) slices,
+        of uneven sizes here): forward and both gradients vs the fp64 reference."""
+        op, back = self.op(), self.backward_op()
+        x, w = self.sample_inputs(B, 3, 5, 6, dtype=torch.float64)
+        previous = torch.get_num_threads()
+        try:
+            torch.set_num_threads(threads)
+            h, c = op(x, w)
+            gh, gc = torch.randn_like(h), torch.randn_like(c)
+            grad_x, grad_w = back(gh, gc, x, w, h, c)
+        finally:
+            torch.set_num_threads(previous)
+        x_ref, w_ref = x.clone().requires_grad_(), w.clone().requires_grad_()
+        h_ref, c_ref = self.reference(x_ref, w_ref)
+        grads_ref = torch.autograd.grad((h_ref * gh).sum() + (c_ref * gc).sum(), (x_ref, w_ref))
+        for name, out, ref in [
+            ("h", h, h_ref),
+            ("c", c, c_ref),
+            ("grad_x", grad_x, grads_ref[0]),
+            ("grad_w", grad_w, grads_ref[1]),
+        ]:
+            report_diff(name, out, ref)
+            torch.testing.assert_close(out, ref.detach(), **TOL[torch.float64])
+
+    @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+    def test_backward_op_reads_any_strides(self, dtype):
+        """The raw backward with every input a strided view (channels-last x, a transposed
+        grad_h, a broadcast grad_c of stride 0, sliced h and c) gives what it gives on
+        contiguous copies, and grad_x in x's layout."""
+        op, back = self.op(), self.backward_op()
+        B, H, R, W = 3, 4, 5, 6
+        x, w = self.sample_inputs(B, H, R, W, dtype=dtype)
+        h, c = op(x, w)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        gh = torch.randn(B, H, W, R, dtype=dtype).transpose(2, 3)
+        gc = torch.randn(1, H, 1, 1, dtype=dtype).expand(B, H, R, W)
+        h_s = torch.cat([h, torch.randn_like(h)], dim=1)[:, :H]
+        c_s = torch.cat([torch.randn_like(c), c], dim=3)[..., W:]
+        args = (gh, gc, x_cl, w, h_s, c_s)
+        assert not any(t.is_contiguous() for t in args if t is not w)
+        grad_x, grad_w = back(*args)
+        grad_x_ref, grad_w_ref = back(*(t.contiguous() for t in args))
+        assert grad_x.stride() == torch.empty_like(x_cl).stride()
+        assert torch.equal(grad_x, grad_x_ref)
+        assert torch.equal(grad_w, grad_w_ref)

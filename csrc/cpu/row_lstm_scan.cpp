@@ -1,31 +1,39 @@
 // CPU kernels of pixelar::row_lstm_scan and its backward (semantics: the docstring of
 // pixelar/ops/row_lstm_scan.py).
 //
-// The rows are sequential; within a row every (batch, column) position is independent, so
-// the state-to-state 1 x 3 convolution of a row is one matrix product over the whole batch,
-// done by torch's BLAS (at::mm_out):
-//   pre (4H, B*W) = Wflat (4H, 3H) @ hcol (3H, B*W),
+// The rows are sequential, but every batch element's scan is independent of the others: the
+// batch is cut into one contiguous slice per thread and each slice runs the whole scan on
+// its own (one parallel region per call, no synchronization between rows; one thread when
+// B = 1). Within a slice of Bs elements, every (batch, column) position of a row is
+// independent, so the state-to-state 1 x 3 convolution of a row is one matrix product,
+// done by torch's BLAS (at::mm_out, single-threaded inside the region):
+//   pre (4H, Bs*W) = Wflat (4H, 3H) @ hcol (3H, Bs*W),
 //   Wflat[g][k*H + u] = w_ss[g, u, k],   hcol[k*H + u][b*W + w] = h[b, u, r-1, w+k-1]
 // (zero where w+k-1 falls outside the row). Everything else (adding x_gates, the gates,
-// the cell update, and writing next row's hcol) is one fused pass per row, parallel over
-// hidden units with at::parallel_for and vectorized along the row's B*W positions.
+// the cell update, and writing next row's hcol) is one fused pass per row and hidden unit,
+// vectorized along the row's Bs*W positions.
 //
-// Layout: each row r is gathered into (C, B, W) buffers, so a row's data for one channel
-// is one contiguous run of B*W values, and results are scattered back to (B, C, R, W). In
-// the (B, C, R, W) layout each (b, channel) row is a separate 4 KB-apart chunk of 128
-// bytes: the fused passes touched some 16 such streams at once, each a cache and TLB miss
-// that no prefetcher follows across pages, and cost as much as the matrix products. One
-// gathering copy per row (torch's parallel copy) is much cheaper.
+// Layout: each row of a slice is gathered, by plain loops in its thread, into small
+// (C, Bs, W) buffers, so a row's data for one channel is one contiguous run of Bs*W values,
+// and the row's results are scattered back to (B, C, R, W). In the (B, C, R, W) layout each
+// (b, channel) row is a separate 4 KB-apart chunk of ~128 bytes: fused passes reading it
+// directly touch some 16 such streams at once, each a cache and TLB miss. (An earlier
+// version gathered rows with torch's copy_, ~10 dispatcher calls per row, a quarter of a
+// Row LSTM training step, and split each row's pass over hidden units, a parallel region
+// per row and product: on a busy machine the threads mostly spin-waited at those joins.)
 //
-// Backward per row, in reverse: Q = Wflat^T @ dpre(r+1) (the gradient reaching h(r)),
-// recompute pre(r) from the saved h(r-1), the fused cell backward, and
-// grad_Wflat += dpre(r) @ hcol^T.
+// Backward of a slice: hcol of every row from the saved h (B, H, R, W) directly, and pre
+// of every row, in one product; then per row, in reverse: Q = Wflat^T @ dpre(r+1) (the
+// gradient reaching h(r)) and the fused cell backward; finally the slice's grad_Wflat =
+// dpre @ hcol^T over all rows in one product. The slices' grad_Wflat are summed in slice
+// order (so grad_w's rounding depends on the thread count).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <tuple>
 #include <vector>
 
@@ -39,11 +47,6 @@ namespace {
 
 constexpr const char* kOp = "pixelar::row_lstm_scan";
 constexpr const char* kOpBwd = "pixelar::row_lstm_scan_backward";
-
-// Hidden units per task of the fused passes: about 4096 elements' worth.
-inline int64_t unit_grain(int64_t BW) {
-  return std::max<int64_t>(1, 4096 / std::max<int64_t>(BW, 1));
-}
 
 // The three shifted copies of the row h (B segments of W) at hcol + k * hg, k = 0, 1, 2:
 // per segment, hcol0[w + 1] = hcol1[w] = hcol2[w - 1] = h[w], zero where w + k - 1 falls
@@ -85,27 +88,30 @@ PIXELAR_HOST_DEVICE_INLINE void shifted_sum(const T* __restrict gh, const T* q, 
   }
 }
 
-// Forward of one row for hidden unit u. Gate k of x at x + k * g (g = H*B*W), of pre at
-// pre + k * g; c_prev: the row above (row 0: zeros for pre and c_prev). Writes h, c
-// (B*W each) and the shifted copies of h into hcol (see fill_hcol).
+// Forward of one row for hidden unit u. Gate k of x at x + k * gx, of pre at pre + k * gp;
+// c_prev: the row above (row 0: zeros for pre and c_prev). Writes h, c (B*W each) and the
+// shifted copies of h into hcol (see fill_hcol; copy k at hcol + k * gp).
 template <typename T>
-PIXELAR_SIMD_CLONES void forward_row(const T* x, const T* pre, int64_t g, const T* c_prev,
-                                     T* h, T* c, T* hcol, int64_t B, int64_t W) {
-  lstm_forward_loop<T>(x, x + g, x + 2 * g, x + 3 * g, pre, pre + g, pre + 2 * g,
-                       pre + 3 * g, c_prev, c, h, B * W);
-  fill_hcol<T>(h, hcol, g, B, W);
+PIXELAR_SIMD_CLONES void forward_row(const T* x, int64_t gx, const T* pre, int64_t gp,
+                                     const T* c_prev, T* h, T* c, T* hcol, int64_t B,
+                                     int64_t W) {
+  lstm_forward_loop<T>(x, x + gx, x + 2 * gx, x + 3 * gx, pre, pre + gp, pre + 2 * gp,
+                       pre + 3 * gp, c_prev, c, h, B * W);
+  fill_hcol<T>(h, hcol, gp, B, W);
 }
 
 // Backward of one row for hidden unit u. gh, gc, c: the row of grad_h, grad_c, c; c_prev
-// the row above; x, pre as in forward_row; q: Q's three rows for u at q + k * g (nullptr
-// for the last row); dcar: the carried dc (in: from row r + 1, out: to row r - 1).
-// Writes the pre-activation gradients to gx (gate k at gx + k * g). tmp: B*W scratch.
+// the row above; x: gate k at x + k * xg; pre: gate k at pre + k * g; q: Q's three rows
+// for u at q + k * qg (nullptr for the last row); dcar: the carried dc (in: from row r + 1,
+// out: to row r - 1). Writes the pre-activation gradients to gx (gate k at gx + k * g).
+// tmp: B*W scratch.
 template <typename T>
-PIXELAR_SIMD_CLONES void backward_row(const T* gh, const T* gc, const T* x, const T* pre,
-                                      int64_t g, const T* c, const T* c_prev, const T* q,
-                                      T* dcar, T* gx, T* tmp, int64_t B, int64_t W) {
-  shifted_sum<T>(gh, q, g, tmp, B, W);
-  lstm_backward_loop<T>(x, x + g, x + 2 * g, x + 3 * g, pre, pre + g, pre + 2 * g,
+PIXELAR_SIMD_CLONES void backward_row(const T* gh, const T* gc, const T* x, int64_t xg,
+                                      const T* pre, int64_t g, const T* c, const T* c_prev,
+                                      const T* q, int64_t qg, T* dcar, T* gx, T* tmp,
+                                      int64_t B, int64_t W) {
+  shifted_sum<T>(gh, q, qg, tmp, B, W);
+  lstm_backward_loop<T>(x, x + xg, x + 2 * xg, x + 3 * xg, pre, pre + g, pre + 2 * g,
                         pre + 3 * g, c_prev, c, tmp, gc, dcar, gx, gx + g, gx + 2 * g,
                         gx + 3 * g, B * W);
 }
@@ -125,13 +131,108 @@ at::Tensor flat_weights(const at::Tensor& w_ss) {
   return w_ss.permute({0, 2, 1}).reshape({w_ss.size(0), 3 * w_ss.size(1)}).contiguous();
 }
 
-// Row r of t (B, C, R, W) into buf (C, B*W), and back.
-void gather_row(at::Tensor& buf, const at::Tensor& t, int64_t r) {
-  buf.view({t.size(1), t.size(0), t.size(3)}).copy_(t.select(2, r).permute({1, 0, 2}));
+// The batch slices: n = min(B, threads) slices, slice i = [i * B / n, (i + 1) * B / n).
+int64_t num_slices(int64_t B) {
+  return std::max<int64_t>(1, std::min<int64_t>(B, at::get_num_threads()));
 }
-void scatter_row(at::Tensor& t, int64_t r, const at::Tensor& buf) {
-  t.select(2, r).copy_(buf.view({t.size(1), t.size(0), t.size(3)}).permute({1, 0, 2}));
+
+// f(i) for every slice i, in parallel (one slice per thread).
+template <typename F>
+void for_each_slice(int64_t n, const F& f) {
+  if (n == 1) {  // no region: the products may use torch's threads
+    f(0);
+    return;
+  }
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;  // thread-local: per thread
+    for (int64_t i = begin; i < end; ++i) f(i);
+  });
 }
+
+// Row r of batch elements [b0, b0 + Bs) of t (B, C, R, W), any strides, into buf
+// (C, Bs*W) (contiguous): runs of W values.
+template <typename T>
+void gather_row(T* __restrict buf, const at::Tensor& t, int64_t b0, int64_t Bs, int64_t r) {
+  const int64_t C = t.size(1), W = t.size(3), BW = Bs * W;
+  const int64_t sb = t.stride(0), sc = t.stride(1), sw = t.stride(3);
+  const T* base = t.const_data_ptr<T>() + b0 * sb + r * t.stride(2);
+  for (int64_t b = 0; b < Bs; ++b) {
+    for (int64_t c = 0; c < C; ++c) {
+      const T* __restrict src = base + b * sb + c * sc;
+      T* __restrict run = buf + c * BW + b * W;
+      for (int64_t w = 0; w < W; ++w) run[w] = src[w * sw];
+    }
+  }
+}
+
+// buf (C, Bs*W), channel c at buf + c * ld, into row r of batch elements [b0, b0 + Bs)
+// of t (B, C, R, W), any strides.
+template <typename T>
+void scatter_row(at::Tensor& t, const T* __restrict buf, int64_t ld, int64_t b0, int64_t Bs,
+                 int64_t r) {
+  const int64_t C = t.size(1), W = t.size(3);
+  const int64_t sb = t.stride(0), sc = t.stride(1), sw = t.stride(3);
+  T* base = t.data_ptr<T>() + b0 * sb + r * t.stride(2);
+  for (int64_t b = 0; b < Bs; ++b) {
+    for (int64_t c = 0; c < C; ++c) {
+      T* __restrict dst = base + b * sb + c * sc;
+      const T* __restrict run = buf + c * ld + b * W;
+      for (int64_t w = 0; w < W; ++w) dst[w * sw] = run[w];
+    }
+  }
+}
+
+// hcol (3H, R, Bs*W) of every row r >= 1 of batch elements [b0, b0 + Bs), from
+// h (B, H, R, W), any strides: hcol[k*H + u][r][b*W + w] = h[b0 + b, u, r - 1, w + k - 1]
+// (zero outside the row). Row 0 is left unwritten.
+template <typename T>
+void fill_hcol_rows(T* __restrict hcol, const at::Tensor& h, int64_t b0, int64_t Bs) {
+  const int64_t H = h.size(1), R = h.size(2), W = h.size(3), BW = Bs * W;
+  const int64_t sb = h.stride(0), sc = h.stride(1), sr = h.stride(2), sw = h.stride(3);
+  const int64_t hg = H * R * BW;
+  const T* base = h.const_data_ptr<T>() + b0 * sb;
+  for (int64_t b = 0; b < Bs; ++b) {
+    for (int64_t u = 0; u < H; ++u) {
+      for (int64_t r = 1; r < R; ++r) {
+        const T* __restrict src = base + b * sb + u * sc + (r - 1) * sr;
+        T* __restrict h0 = hcol + (u * R + r) * BW + b * W;
+        T* __restrict h1 = h0 + hg;
+        T* __restrict h2 = h0 + 2 * hg;
+        for (int64_t w = 0; w < W; ++w) h1[w] = src[w * sw];
+        h0[0] = T(0);
+        for (int64_t w = 0; w + 1 < W; ++w) h0[w + 1] = src[w * sw];
+        for (int64_t w = 1; w < W; ++w) h2[w - 1] = src[w * sw];
+        h2[W - 1] = T(0);
+      }
+    }
+  }
+}
+
+// Per-slice buffers, carved from one workspace allocated by the calling thread (buffers
+// allocated and freed by the worker threads came back as fresh pages on every call: some
+// 1500 page faults per forward and backward at B = 16, H = 16, 28 x 28). A buffer of
+// per_b elements per batch element is, for the slice [b0, b0 + Bs), the range
+// [per_b * b0, per_b * (b0 + Bs)) of its part.
+class Workspace {
+ public:
+  Workspace(int64_t B, at::TensorOptions opts, std::initializer_list<int64_t> per_b) {
+    int64_t total = 0;
+    for (int64_t n : per_b) {
+      offsets_.push_back(total * B);
+      per_b_.push_back(n);
+      total += n;
+    }
+    flat_ = at::empty({total * B}, opts);
+  }
+  // Buffer k of the slice [b0, b0 + Bs), viewed as `shape`.
+  at::Tensor get(size_t k, int64_t b0, int64_t Bs, at::IntArrayRef shape) const {
+    return flat_.narrow(0, offsets_[k] + per_b_[k] * b0, per_b_[k] * Bs).view(shape);
+  }
+
+ private:
+  at::Tensor flat_;
+  std::vector<int64_t> offsets_, per_b_;
+};
 
 std::tuple<at::Tensor, at::Tensor> row_lstm_scan_cpu(const at::Tensor& x_gates_in,
                                                      const at::Tensor& w_ss_in) {
@@ -141,35 +242,39 @@ std::tuple<at::Tensor, at::Tensor> row_lstm_scan_cpu(const at::Tensor& x_gates_i
   at::Tensor h = at::empty({d.B, d.H, d.R, d.W}, opts);
   at::Tensor c = at::empty_like(h);
   if (h.numel() == 0) return {h, c};
-  const int64_t B = d.B, W = d.W, BW = B * W, G = d.G, H = d.H, R = d.R;
+  const int64_t B = d.B, W = d.W, G = d.G, H = d.H, R = d.R;
   const at::Tensor wflat = flat_weights(w_ss_in);
-  at::Tensor xrow = at::empty({G, BW}, opts);
-  at::Tensor hrow = at::empty({H, BW}, opts);
-  at::Tensor crow = at::empty({H, BW}, opts);
-  at::Tensor cprev = at::zeros({H, BW}, opts);  // row 0: c_prev = 0
-  at::Tensor hcol = at::empty({3 * H, BW}, opts);
-  at::Tensor pre = at::zeros({G, BW}, opts);     // row 0: no state input
-  for (int64_t r = 0; r < R; ++r) {
-    gather_row(xrow, x_gates_in, r);
-    if (r > 0) at::mm_out(pre, wflat, hcol);
-    AT_DISPATCH_FLOATING_TYPES(xrow.scalar_type(), "row_lstm_scan_cpu", [&] {
-      const scalar_t* xp = xrow.data_ptr<scalar_t>();
+  const int64_t n = num_slices(B);
+  // Per slice, one row at a time: x(r), pre, hcol, h(r), c(r - 1), c(r).
+  const Workspace ws(B, opts, {G * W, G * W, 3 * H * W, H * W, H * W, H * W});
+  for_each_slice(n, [&](int64_t i) {
+    const int64_t b0 = i * B / n, Bs = (i + 1) * B / n - b0, BW = Bs * W;
+    at::Tensor xr = ws.get(0, b0, Bs, {G, BW});
+    at::Tensor pre = ws.get(1, b0, Bs, {G, BW}).zero_();  // row 0: no state input
+    at::Tensor hcol = ws.get(2, b0, Bs, {3 * H, BW});
+    at::Tensor hr = ws.get(3, b0, Bs, {H, BW});
+    at::Tensor cprev = ws.get(4, b0, Bs, {H, BW}).zero_();  // row 0: c_prev = 0
+    at::Tensor cr = ws.get(5, b0, Bs, {H, BW});
+    AT_DISPATCH_FLOATING_TYPES(xr.scalar_type(), "row_lstm_scan_cpu", [&] {
+      const scalar_t* xp = xr.data_ptr<scalar_t>();
       const scalar_t* prep = pre.data_ptr<scalar_t>();
-      const scalar_t* cpp = cprev.data_ptr<scalar_t>();
-      scalar_t* hp = hrow.data_ptr<scalar_t>();
-      scalar_t* cp = crow.data_ptr<scalar_t>();
+      scalar_t* hp = hr.data_ptr<scalar_t>();
+      scalar_t* cpp = cprev.data_ptr<scalar_t>();
+      scalar_t* cp = cr.data_ptr<scalar_t>();
       scalar_t* hcolp = hcol.data_ptr<scalar_t>();
-      at::parallel_for(0, H, unit_grain(BW), [&](int64_t begin, int64_t end) {
-        for (int64_t u = begin; u < end; ++u) {
-          forward_row<scalar_t>(xp + u * BW, prep + u * BW, H * BW, cpp + u * BW,
-                                hp + u * BW, cp + u * BW, hcolp + u * BW, B, W);
+      for (int64_t r = 0; r < R; ++r) {
+        gather_row<scalar_t>(xr.data_ptr<scalar_t>(), x_gates_in, b0, Bs, r);
+        if (r > 0) at::mm_out(pre, wflat, hcol);
+        for (int64_t u = 0; u < H; ++u) {
+          forward_row<scalar_t>(xp + u * BW, H * BW, prep + u * BW, H * BW, cpp + u * BW,
+                                hp + u * BW, cp + u * BW, hcolp + u * BW, Bs, W);
         }
-      });
+        scatter_row<scalar_t>(h, hp, BW, b0, Bs, r);
+        scatter_row<scalar_t>(c, cp, BW, b0, Bs, r);
+        std::swap(cp, cpp);
+      }
     });
-    scatter_row(h, r, hrow);
-    scatter_row(c, r, crow);
-    std::swap(crow, cprev);
-  }
+  });
   return {h, c};
 }
 
@@ -186,67 +291,73 @@ std::tuple<at::Tensor, at::Tensor> row_lstm_scan_backward_cpu(
     grad_x.zero_();
     return {grad_x, like_layout(at::zeros(w_ss_in.sizes(), opts), w_ss_in)};
   }
-  const int64_t B = d.B, W = d.W, BW = B * W, G = d.G, H = d.H, R = d.R;
+  const int64_t B = d.B, W = d.W, G = d.G, H = d.H, R = d.R;
   const at::Tensor wflat = flat_weights(w_ss_in);
   const at::Tensor wflat_t = wflat.t().contiguous();
-  at::Tensor gwflat = at::zeros({G, 3 * H}, opts);
-  at::Tensor xrow = at::empty({G, BW}, opts), ghrow = at::empty({H, BW}, opts),
-             gcrow = at::empty({H, BW}, opts), hprev = at::empty({H, BW}, opts),
-             crow = at::empty({H, BW}, opts), cprev = at::zeros({H, BW}, opts);
-  at::Tensor dp = at::empty({G, BW}, opts), dp_next = at::empty({G, BW}, opts);
-  at::Tensor hcol = at::empty({3 * H, BW}, opts);
-  at::Tensor pre = at::empty({G, BW}, opts);
-  at::Tensor q = at::empty({3 * H, BW}, opts);
-  at::Tensor dcar = at::zeros({H, BW}, opts);
-  gather_row(crow, c_in, R - 1);
-  for (int64_t r = R - 1; r >= 0; --r) {
-    if (r < R - 1) at::mm_out(q, wflat_t, dp_next);  // the gradient reaching h(r)
-    gather_row(xrow, x_gates_in, r);
-    gather_row(ghrow, grad_h_in, r);
-    gather_row(gcrow, grad_c_in, r);
-    if (r > 0) {
-      gather_row(hprev, h_in, r - 1);
-      gather_row(cprev, c_in, r - 1);
-    } else {
-      cprev.zero_();
-    }
-    AT_DISPATCH_FLOATING_TYPES(xrow.scalar_type(), "row_lstm_scan_backward_cpu", [&] {
-      const scalar_t* hpp = hprev.data_ptr<scalar_t>();
-      scalar_t* hcolp = hcol.data_ptr<scalar_t>();
-      if (r > 0) {
-        at::parallel_for(0, H, unit_grain(BW), [&](int64_t begin, int64_t end) {
-          for (int64_t u = begin; u < end; ++u) {
-            fill_hcol<scalar_t>(hpp + u * BW, hcolp + u * BW, H * BW, B, W);
-          }
-        });
-        at::mm_out(pre, wflat, hcol);
-      } else {
-        pre.zero_();  // row 0 has no state input
+  const int64_t n = num_slices(B);
+  std::vector<at::Tensor> gw_parts(n);  // each slice's grad_Wflat (G, 3H)
+  // Per slice: hcol, pre and dpre of every row (3H / G / G, R, Bs*W); one row at a time:
+  // x(r), grad_h(r), grad_c(r), c(r), c(r - 1), Q, the carried dc, and scratch.
+  const int64_t RW = R * W;
+  const Workspace ws(B, opts, {3 * H * RW, G * RW, G * RW, G * W, H * W, H * W, H * W,
+                               H * W, 3 * H * W, H * W, W});
+  for_each_slice(n, [&](int64_t i) {
+    const int64_t b0 = i * B / n, Bs = (i + 1) * B / n - b0, BW = Bs * W, RBW = R * BW;
+    at::Tensor hcol = ws.get(0, b0, Bs, {3 * H, R, BW});
+    at::Tensor pre = ws.get(1, b0, Bs, {G, R, BW});
+    at::Tensor dp = ws.get(2, b0, Bs, {G, R, BW});  // the pre-activation gradients
+    at::Tensor xr = ws.get(3, b0, Bs, {G, BW}), ghr = ws.get(4, b0, Bs, {H, BW}),
+               gcr = ws.get(5, b0, Bs, {H, BW}), cr = ws.get(6, b0, Bs, {H, BW}),
+               cprev = ws.get(7, b0, Bs, {H, BW}), q = ws.get(8, b0, Bs, {3 * H, BW}),
+               dcar = ws.get(9, b0, Bs, {H, BW}).zero_(), tmp = ws.get(10, b0, Bs, {BW});
+    AT_DISPATCH_FLOATING_TYPES(xr.scalar_type(), "row_lstm_scan_backward_cpu", [&] {
+      // hcol of every row r >= 1 (from h(r - 1)); row 0 (no state input) is left out of
+      // the products. Then pre of every row in one product.
+      if (R > 1) {
+        fill_hcol_rows<scalar_t>(hcol.data_ptr<scalar_t>(), h_in, b0, Bs);
+        at::Tensor pre_rest = pre.view({G, RBW}).narrow(1, BW, RBW - BW);
+        at::mm_out(pre_rest, wflat, hcol.view({3 * H, RBW}).narrow(1, BW, RBW - BW));
       }
-      const scalar_t* ghp = ghrow.data_ptr<scalar_t>();
-      const scalar_t* gcp = gcrow.data_ptr<scalar_t>();
-      const scalar_t* xp = xrow.data_ptr<scalar_t>();
+      pre.select(1, 0).zero_();
+      scalar_t* xp = xr.data_ptr<scalar_t>();
+      scalar_t* ghp = ghr.data_ptr<scalar_t>();
+      scalar_t* gcp = gcr.data_ptr<scalar_t>();
+      scalar_t* cp = cr.data_ptr<scalar_t>();
+      scalar_t* cpp = cprev.data_ptr<scalar_t>();
       const scalar_t* prep = pre.data_ptr<scalar_t>();
-      const scalar_t* cp = crow.data_ptr<scalar_t>();
-      const scalar_t* cpp = cprev.data_ptr<scalar_t>();
       const scalar_t* qp = q.data_ptr<scalar_t>();
       scalar_t* dcarp = dcar.data_ptr<scalar_t>();
       scalar_t* dpp = dp.data_ptr<scalar_t>();
-      at::parallel_for(0, H, unit_grain(BW), [&](int64_t begin, int64_t end) {
-        std::vector<scalar_t> tmp(BW);
-        for (int64_t u = begin; u < end; ++u) {
-          backward_row<scalar_t>(ghp + u * BW, gcp + u * BW, xp + u * BW, prep + u * BW,
-                                 H * BW, cp + u * BW, cpp + u * BW,
-                                 r < R - 1 ? qp + u * BW : nullptr, dcarp + u * BW,
-                                 dpp + u * BW, tmp.data(), B, W);
+      scalar_t* tmpp = tmp.data_ptr<scalar_t>();
+      gather_row<scalar_t>(cp, c_in, b0, Bs, R - 1);
+      for (int64_t r = R - 1; r >= 0; --r) {
+        if (r < R - 1) at::mm_out(q, wflat_t, dp.select(1, r + 1));  // reaching h(r)
+        gather_row<scalar_t>(xp, x_gates_in, b0, Bs, r);
+        gather_row<scalar_t>(ghp, grad_h_in, b0, Bs, r);
+        gather_row<scalar_t>(gcp, grad_c_in, b0, Bs, r);
+        if (r > 0) {
+          gather_row<scalar_t>(cpp, c_in, b0, Bs, r - 1);
+        } else {
+          std::fill(cpp, cpp + H * BW, scalar_t(0));
         }
-      });
+        for (int64_t u = 0; u < H; ++u) {
+          const int64_t o = u * RBW + r * BW;
+          backward_row<scalar_t>(ghp + u * BW, gcp + u * BW, xp + u * BW, H * BW, prep + o,
+                                 H * RBW, cp + u * BW, cpp + u * BW,
+                                 r < R - 1 ? qp + u * BW : nullptr, H * BW, dcarp + u * BW,
+                                 dpp + o, tmpp, Bs, W);
+        }
+        scatter_row<scalar_t>(grad_x, dpp + r * BW, RBW, b0, Bs, r);
+        std::swap(cp, cpp);  // c(r - 1) is the next row's c
+      }
     });
-    if (r > 0) gwflat.addmm_(dp, hcol.t());
-    scatter_row(grad_x, r, dp);
-    std::swap(dp, dp_next);
-    std::swap(crow, cprev);  // c(r - 1) is the next row's c
-  }
+    // grad_Wflat of the slice = sum over rows r >= 1 of dp(r) @ hcol(r)^T, one product.
+    gw_parts[i] = R > 1 ? at::mm(dp.view({G, RBW}).narrow(1, BW, RBW - BW),
+                                 hcol.view({3 * H, RBW}).narrow(1, BW, RBW - BW).t())
+                        : at::zeros({G, 3 * H}, opts);
+  });
+  at::Tensor gwflat = gw_parts[0];
+  for (int64_t i = 1; i < n; ++i) gwflat.add_(gw_parts[i]);
   // Wflat layout (G, [k, u]) -> (G, H, 3).
   at::Tensor grad_w = gwflat.view({G, 3, H}).permute({0, 2, 1}).contiguous();
   return {grad_x, like_layout(grad_w, w_ss_in)};
