@@ -181,3 +181,21 @@ def test_model_assembles_its_sampler_from_its_layers():
     model.blocks[1] = ConvResidualBlock(3)
     with pytest.raises(ValueError, match="one kind"):
         model.sampling_kind
+
+
+def test_masked_weight_skips_a_mask_of_ones():
+    """A 1x1 mask-B kernel of one colour group masks nothing: masked_weight() is the weight
+    itself (no product); every other mask still applies."""
+    from pixelar.nn import MaskedConv2d
+
+    ones = MaskedConv2d(4, 6, 1, "B")
+    assert ones.mask_is_ones and ones.masked_weight() is ones.weight
+    for conv in (
+        MaskedConv2d(4, 6, 1, "A"),
+        MaskedConv2d(4, 6, 3, "B"),
+        MaskedConv2d(6, 6, 1, "B", num_colors=3),
+    ):
+        assert not conv.mask_is_ones
+        torch.testing.assert_close(conv.masked_weight(), conv.weight * conv.mask)
+    with torch.device("meta"):
+        assert not MaskedConv2d(4, 6, 1, "B").mask_is_ones  # sized on meta: keeps the product

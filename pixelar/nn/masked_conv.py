@@ -78,10 +78,14 @@ class MaskedConv2d(nn.Conv2d):
         self.register_buffer(
             "mask", causal_mask(kernel_size, mask_type, in_groups, out_groups), persistent=False
         )
+        # A mask of ones (a 1x1 mask-B kernel of one colour group) masks nothing: skip the
+        # product (two ops per call and its gradient, in every residual block).
+        # (A model built on the meta device, to size it, keeps the product.)
+        self.mask_is_ones = not self.mask.is_meta and bool(self.mask.all())
 
     def masked_weight(self) -> torch.Tensor:
         """The effective kernel, weight * mask: (out_channels, in_channels, kh, kw)."""
-        return self.weight * self.mask
+        return self.weight if self.mask_is_ones else self.weight * self.mask
 
     def forward(self, x):
         if pointwise_ready(self, x):  # 1x1 on channels-last features: one matrix product
