@@ -163,6 +163,6 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "safetensors", "tqdm", "pillow", "scikit-learn"],
     extras_require={"test": ["pytest", "scipy"], "plot": ["matplotlib"], "lint": ["ruff==0.17.6"]},
-    entry_points={"console_scripts": ["pixelar=pixelar.cli:main"]},
+    entry_points={"console_scripts": ["pixelar=pixelar.cli:entry_point"]},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
 )

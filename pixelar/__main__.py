@@ -1,8 +1,6 @@
 """``python -m pixelar`` (and ``torchrun ... -m pixelar train``): the pixelar command."""
 
-import sys
-
-from .cli import main
+from .cli import entry_point
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

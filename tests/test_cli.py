@@ -611,3 +611,25 @@ def test_errors_are_reported_by_one_table(monkeypatch, capsys):
     failure = RuntimeError("something else")
     with pytest.raises(RuntimeError, match="something else"):
         run("plot", "somewhere")
+
+
+def test_entry_point_exits_with_the_status_and_130_by_os_exit(monkeypatch):
+    """The process entry (console script, python -m pixelar) exits with main()'s status; an
+    interrupted command (130) ends through os._exit, so that CPython's exit-time SIGINT
+    (after a KeyboardInterrupt left a PyRun_* call in a C extension) cannot replace it."""
+    import pixelar.cli as cli
+
+    exits = []
+
+    def fake_os_exit(status):
+        exits.append(("os._exit", status))
+        raise SystemExit(status)  # stop here, as os._exit would
+
+    monkeypatch.setattr(cli.os, "_exit", fake_os_exit)
+    for status, expected in [(0, ("sys.exit", 0)), (2, ("sys.exit", 2)), (130, ("os._exit", 130))]:
+        monkeypatch.setattr(cli, "main", lambda s=status: s)
+        exits.clear()
+        with pytest.raises(SystemExit) as info:
+            cli.entry_point()
+        assert info.value.code == status
+        assert (exits[0] if exits else ("sys.exit", info.value.code)) == expected

@@ -24,6 +24,7 @@ of both is ``errors.ERRORS``).
 """
 
 import importlib
+import os
 import sys
 import warnings
 
@@ -99,3 +100,18 @@ def main(argv=None):
         warnings.showwarning = previous_show
         torch.set_num_threads(threads)
         pixelar.ops.set_backend(backend)
+
+
+def entry_point():
+    """The ``pixelar`` command's process entry (the console script and ``python -m pixelar``):
+    exit with ``main()``'s status. An interrupted command (status 130: Ctrl-C, SIGTERM, see
+    ``pixelar.cli.train``) ends with ``os._exit(130)`` once stdout and stderr are flushed
+    (everything else was closed on the way out of ``main``): CPython kills itself with SIGINT
+    at exit once a KeyboardInterrupt has left any ``PyRun_*`` call inside a C extension, even
+    one that was caught afterwards, which turned status 130 into death by signal 2."""
+    status = main()
+    if status == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(status)
