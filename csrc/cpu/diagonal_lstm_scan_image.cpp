@@ -400,9 +400,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_lstm_scan_image_cpu(
   const Dims d = check_inputs(kOp, x_gates, w_ss, reverse);
   const bool has_bias = bias_in.has_value() && bias_in->defined();
   if (has_bias) {
-    checks::check_input(kOp, "bias", *bias_in, 1, "(4H,)", checks::kCpu);
-    checks::check_like(kOp, "bias", *bias_in, "x_gates", x_gates);
-    checks::check_shape(kOp, "bias", *bias_in, {d.G}, "(4H,)");
+    checks::check_scan_tensor(kOp, "bias", *bias_in, x_gates, {d.G}, "(4H,)", checks::kCpu);
   }
   const int64_t B = x_gates.size(0);
   at::Tensor h = channels_last_empty({B, d.H, d.R, d.W}, x_gates.options());
@@ -478,9 +476,8 @@ std::tuple<at::Tensor, at::Tensor> diagonal_lstm_scan_image_backward_cpu(
   const int64_t B = x_gates.size(0);
   checks::check_scan_states(kOpBwd, x_gates, {B, d.H, d.R, d.W}, "(B, H, R, W)", grad_h_in,
                             grad_c_in, h_in, c_in, checks::kCpu);
-  checks::check_input(kOpBwd, "gates", gates_in, 4, "(B, 4H, R, W)", checks::kCpu);
-  checks::check_like(kOpBwd, "gates", gates_in, "x_gates", x_gates);
-  checks::check_shape(kOpBwd, "gates", gates_in, {B, d.G, d.R, d.W}, "(B, 4H, R, W)");
+  checks::check_scan_tensor(kOpBwd, "gates", gates_in, x_gates, {B, d.G, d.R, d.W},
+                            "(B, 4H, R, W)", checks::kCpu);
   const auto cl = at::MemoryFormat::ChannelsLast;
   const at::Tensor grad_h = grad_h_in.contiguous(cl), grad_c = grad_c_in.contiguous(cl),
                    h = h_in.contiguous(cl), c = c_in.contiguous(cl),

@@ -391,9 +391,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_image_forward(
                                               "(B, 4H, R, W)", "(4H, H, 2)", scan_target<Dev>());
   at::Tensor x_gates = x_gates_in;
   if (bias.has_value() && bias->defined()) {
-    checks::check_input(image_layout::kOp, "bias", *bias, 1, "(4H,)", scan_target<Dev>());
-    checks::check_like(image_layout::kOp, "bias", *bias, "x_gates", x_gates_in);
-    checks::check_shape(image_layout::kOp, "bias", *bias, {4 * H}, "(4H,)");
+    checks::check_scan_tensor(image_layout::kOp, "bias", *bias, x_gates_in, {4 * H}, "(4H,)",
+                              scan_target<Dev>());
     x_gates = x_gates_in + bias->view({1, 4 * H, 1, 1});
   }
   if (x_gates.numel() == 0) {
@@ -418,9 +417,8 @@ std::tuple<at::Tensor, at::Tensor> scan_image_backward(
   const int64_t B = x_gates.size(0), R = x_gates.size(2), W = x_gates.size(3);
   checks::check_scan_states(op, x_gates, {B, H, R, W}, "(B, H, R, W)", grad_h, grad_c, h, c,
                             scan_target<Dev>());
-  checks::check_input(op, "gates", gates, 4, "(B, 4H, R, W)", scan_target<Dev>());
-  checks::check_like(op, "gates", gates, "x_gates", x_gates);
-  checks::check_shape(op, "gates", gates, {B, 4 * H, R, W}, "(B, 4H, R, W)");
+  checks::check_scan_tensor(op, "gates", gates, x_gates, {B, 4 * H, R, W}, "(B, 4H, R, W)",
+                            scan_target<Dev>());
   if (x_gates.numel() == 0) {
     return {at::empty_like(x_gates, at::MemoryFormat::ChannelsLast), at::zeros_like(w_ss)};
   }

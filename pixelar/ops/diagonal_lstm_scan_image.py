@@ -50,8 +50,10 @@ def check_inputs(x_gates, w_ss, reverse, bias=None):
         check_shape(OP, "bias", bias, (x_gates.shape[1],))
 
 
-def _through_skewed_map(scan, x_gates, w_ss, reverse):
+def _through_skewed_map(scan, x_gates, w_ss, reverse, bias):
     """(h, c) of the image-layout scan from ``scan``, an op on the skewed map."""
+    if bias is not None:
+        x_gates = x_gates + bias.view(1, -1, 1, 1)
     B, G, R, width = x_gates.shape
     if x_gates.numel() == 0:  # nothing to scan (W = 0 has no skewed map); zero gradients
         h = x_gates.new_zeros(B, G // 4, R, width) + 0 * (x_gates.sum() + w_ss.sum())
@@ -75,9 +77,7 @@ def diagonal_lstm_scan_image_ref(
     Returns h, c: (B, H, R, W).
     """
     check_inputs(x_gates, w_ss, reverse, bias)
-    if bias is not None:
-        x_gates = x_gates + bias.view(1, -1, 1, 1)
-    return _through_skewed_map(diagonal_lstm_scan_ref, x_gates, w_ss, reverse)
+    return _through_skewed_map(diagonal_lstm_scan_ref, x_gates, w_ss, reverse, bias)
 
 
 def diagonal_lstm_scan_image(
@@ -108,9 +108,7 @@ def _triton(x_gates, w_ss, reverse, bias):
     # The Triton kernel of the skewed-map scan between skew and unskew (pixelar.ops.skew).
     from ..kernels.diagonal_lstm_scan import diagonal_lstm_scan_triton
 
-    if bias is not None:
-        x_gates = x_gates + bias.view(1, -1, 1, 1)
-    return _through_skewed_map(diagonal_lstm_scan_triton, x_gates, w_ss, reverse)
+    return _through_skewed_map(diagonal_lstm_scan_triton, x_gates, w_ss, reverse, bias)
 
 
 def _register_library():
@@ -138,7 +136,6 @@ def _register_library():
         x_gates, w_ss, reverse, bias = inputs
         h, c, gates = output
         ctx.reverse = reverse
-        ctx.has_bias = bias is not None
         ctx.mark_non_differentiable(gates)  # saved for the backward, not a result
         ctx.set_materialize_grads(False)  # no zero-filled gradient for gates (or an unused c)
         ctx.save_for_backward(x_gates, w_ss, h, c, gates, bias)
@@ -148,7 +145,7 @@ def _register_library():
         grad_h = torch.zeros_like(h) if grad_h is None else grad_h
         grad_c = torch.zeros_like(c) if grad_c is None else grad_c
         grad_x, grad_w = backward_op(grad_h, grad_c, x_gates, w_ss, h, c, gates, ctx.reverse, bias)
-        grad_b = grad_x.sum((0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[3] else None
+        grad_b = grad_x.sum((0, 2, 3)) if bias is not None and ctx.needs_input_grad[3] else None
         return grad_x, grad_w, None, grad_b
 
     torch.library.register_autograd(qualname, _backward, setup_context=_setup_context)

@@ -158,6 +158,16 @@ inline int64_t check_scan_inputs(const char* op, const at::Tensor& x_gates,
   return G / 4;
 }
 
+// A scan's tensor `name` other than x_gates and w_ss (a state, a bias, saved gates): of
+// x_gates' dtype and device and of shape `shape`, named `layout` in the messages.
+inline void check_scan_tensor(const char* op, const char* name, const at::Tensor& t,
+                              const at::Tensor& x_gates, at::IntArrayRef shape,
+                              const char* layout, Target target) {
+  check_input(op, name, t, static_cast<int64_t>(shape.size()), layout, target);
+  check_like(op, name, t, "x_gates", x_gates);
+  check_shape(op, name, t, shape, layout);
+}
+
 // The backward's grad_h, grad_c, h, c: each of x_gates' dtype and device and of shape
 // `shape` = (B, H, R, N), named `layout` in the messages, e.g. "(B, H, R, S)".
 inline void check_scan_states(const char* op, const at::Tensor& x_gates,
@@ -167,9 +177,7 @@ inline void check_scan_states(const char* op, const at::Tensor& x_gates,
   const char* names[] = {"grad_h", "grad_c", "h", "c"};
   const at::Tensor* states[] = {&grad_h, &grad_c, &h, &c};
   for (int i = 0; i < 4; ++i) {
-    check_input(op, names[i], *states[i], 4, layout, target);
-    check_like(op, names[i], *states[i], "x_gates", x_gates);
-    check_shape(op, names[i], *states[i], shape, layout);
+    check_scan_tensor(op, names[i], *states[i], x_gates, shape, layout, target);
   }
 }
 
