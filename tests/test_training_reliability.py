@@ -18,6 +18,7 @@ from pixelar.training import CheckpointError, TrainingError, distributed, load_c
 from pixelar.training import trainer as trainer_module
 from pixelar.training.checkpoint import has_checkpoint
 from pixelar.training.run_lock import RunLock, RunLockedError
+from pixelar.training.stop_signals import raise_if_stopped, stop_signals
 from pixelar.training.trainer import TrainingDiverged, build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -369,3 +370,33 @@ def test_a_stop_signal_writes_the_last_checkpoint(tmp_path, how):
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
     assert load_checkpoint(out / "last").train_state["status"] == "interrupted"
+
+
+def _drop_a_stop_signal_at(step):
+    """on_step hook: at ``step``, deliver SIGTERM and swallow its KeyboardInterrupt, as
+    CPython does when the handler runs inside a weakref callback or a ``__del__``."""
+
+    def on_step(global_step):
+        if global_step == step:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises here, at the latest
+            except KeyboardInterrupt:
+                pass
+            else:
+                raise AssertionError("SIGTERM did not raise KeyboardInterrupt")
+
+    return on_step
+
+
+def test_a_stop_signal_whose_interrupt_was_dropped_still_stops_training(tmp_path):
+    """A dropped KeyboardInterrupt (the stop signal arrived inside a garbage-collector
+    callback) stops training at the next step, with the last checkpoint written."""
+    previous = signal.getsignal(signal.SIGTERM)
+    with stop_signals():
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            train(tiny(epochs=5), tmp_path, on_step=_drop_a_stop_signal_at(4), **QUIET)
+        state = load_checkpoint(tmp_path / "last").train_state
+        assert (state["global_step"], state["status"]) == (4, "interrupted")
+    assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored, stop forgotten
+    raise_if_stopped()

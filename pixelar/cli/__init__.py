@@ -105,11 +105,11 @@ def main(argv=None):
 def entry_point():
     """The ``pixelar`` command's process entry (the console script and ``python -m pixelar``):
     exit with ``main()``'s status. An interrupted command (status 130: Ctrl-C, SIGTERM, see
-    ``pixelar.cli.train``) ends with ``os._exit(130)`` once stdout and stderr are flushed
-    (everything else was closed on the way out of ``main``). Once, under load, a stopped run
-    printed "interrupted" and then died by SIGINT (status -2, no traceback): what CPython
-    does at exit when it has flagged a KeyboardInterrupt as unhandled, which it does for one
-    that left a ``PyRun_*`` call even if caught later (our reading of the cause)."""
+    ``pixelar.training.stop_signals``) ends with ``os._exit(130)`` once stdout and stderr
+    are flushed (everything else was closed on the way out of ``main``). Once, under load,
+    a stopped run printed "interrupted" and then died by SIGINT (status -2, no traceback):
+    what CPython does at exit when it has flagged a KeyboardInterrupt as unhandled, which it
+    does for one that left a ``PyRun_*`` call even if caught later (our reading)."""
     status = main()
     if status == 130:
         sys.stdout.flush()

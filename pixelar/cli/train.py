@@ -2,11 +2,10 @@
 for DistributedDataParallel)."""
 
 import os
-import signal
-import threading
 
 from ..training.config import RESUME_OVERRIDES, TrainConfig
 from ..training.distributed import DEFAULT_TIMEOUT
+from ..training.stop_signals import stop_signals
 from .errors import CLIError
 from .inputs import check_output_folder, parse_kv
 from .options import COUNT, NONNEG, RATE, SECONDS, SEED, add_backend_args, add_data_args, number
@@ -128,30 +127,6 @@ def config_from(args):
     )
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-def stop_like_ctrl_c():
-    """Make SIGTERM (``kill``, a scheduler's stop) and SIGINT stop training the way Ctrl-C
-    does: the trainer writes OUT/last first, then the command exits with status 130.
-    SIGINT is restored too, because a job started in the background by a non-interactive
-    shell (``nohup pixelar train ... &`` in a script) inherits it ignored. Returns the
-    previous handlers, for ``restore``."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    signal.signal(signal.SIGTERM, _interrupt)
-    if previous[signal.SIGINT] is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    return previous
-
-
-def restore(previous):
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
-
-
 def run(args):
     from ..training.trainer import train
 
@@ -165,8 +140,7 @@ def run(args):
             f"resuming {out}: only {', '.join(RESUME_OVERRIDES)} may change; every other "
             f"setting comes from the checkpoint"
         )
-    previous = stop_like_ctrl_c()
-    try:
+    with stop_signals():  # SIGTERM and SIGINT stop like Ctrl-C: OUT/last, then status 130
         result = train(
             config,
             out,
@@ -175,8 +149,6 @@ def run(args):
             progress=not args.no_progress,
             ddp_timeout=args.ddp_timeout,
         )
-    finally:
-        restore(previous)
     if int(os.environ.get("RANK", "0")) == 0:
         best = result["best_val_bpd"]
         print(

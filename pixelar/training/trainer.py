@@ -70,6 +70,7 @@ from .config import (  # noqa: F401
 )
 from .run_lock import RunLock
 from .state import Run, TrainState, stored_config
+from .stop_signals import raise_if_stopped
 
 # Files of a run besides its checkpoints; --overwrite deletes them with the checkpoints.
 RUN_OUTPUTS = ["metrics.json", "history.csv", "curve.png"]
@@ -346,6 +347,7 @@ def _loop(run):
     state = run.state
     try:
         while state.status != "early_stopped" and state.epoch < run.config.epochs:
+            raise_if_stopped()
             paused = _run_epoch(run)
             if paused is not None:
                 return paused
@@ -376,6 +378,7 @@ def _run_epoch(run):
     run.model.train()
     t0, seen = time.perf_counter(), 0
     while state.step_in_epoch < run.steps_per_epoch:
+        raise_if_stopped()  # a stop signal whose KeyboardInterrupt was dropped
         reason = _pause_reason(run)
         if reason is not None:
             if bar is not None:
