@@ -31,6 +31,52 @@ def test_nade_sample_matches_reference(dtype):
         assert out.dtype == torch.int64 and torch.equal(out, ref)
 
 
+def _nade_case(seed, dtype, n, D, Hd):
+    g = torch.Generator().manual_seed(seed)
+    W, c = (torch.randn(Hd, D, generator=g, dtype=dtype), torch.randn(Hd, generator=g, dtype=dtype))
+    V, b = (
+        torch.randn(D, 1, Hd, generator=g, dtype=dtype),
+        torch.randn(D, 1, generator=g, dtype=dtype),
+    )
+    return torch.rand(n, D, generator=g, dtype=torch.float64), None, W, c, V, b
+
+
+def test_nade_kernels_reuse_their_temporaries_safely():
+    """The CPU kernels keep W^T and exp(-W^T) in memory reused across calls (per calling
+    thread, kernel_common.h: reused_empty): calls whose sizes grow and shrink and whose
+    dtypes alternate, and calls from two threads at once, still match the reference."""
+    import threading
+
+    cases = [(s, dt, n, D, Hd) for s, (dt, n, D, Hd) in enumerate([
+        (torch.float32, 9, 30, 40), (torch.float32, 5, 7, 3), (torch.float64, 9, 50, 41),
+        (torch.float32, 17, 60, 50), (torch.float64, 3, 5, 6), (torch.float32, 9, 30, 40),
+    ])]  # fmt: skip
+    for case in cases:
+        args = _nade_case(*case)
+        assert torch.equal(pixelar.ops.nade_sample(*args), pixelar.ops.nade_sample_ref(*args))
+        x = (args[0] < 0.5).to(args[2].dtype)
+        out = pixelar.ops.nade_forward(x, *args[2:])
+        torch.testing.assert_close(out, pixelar.ops.nade_forward_ref(x, *args[2:]))
+    results, errors = {}, []
+
+    def run(k):
+        try:
+            for case in cases[k::2] * 5:
+                args = _nade_case(*case)
+                results.setdefault(k, []).append(
+                    torch.equal(pixelar.ops.nade_sample(*args), pixelar.ops.nade_sample_ref(*args))
+                )
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and all(all(r) for r in results.values()) and len(results) == 2
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_rnade_sample_matches_reference(dtype):
     g = torch.Generator().manual_seed(0)

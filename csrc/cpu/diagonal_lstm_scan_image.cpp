@@ -40,15 +40,6 @@
 #pragma GCC optimize("no-tree-loop-distribute-patterns")
 #endif
 
-// The kernels below are also compiled for x86-64-v4 (AVX-512: twice the vector registers,
-// which the register-blocked products use), besides PIXELAR_SIMD_CLONES' two targets.
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
-    __GNUC__ >= 11
-#define PIXELAR_SCAN_IMAGE_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define PIXELAR_SCAN_IMAGE_CLONES PIXELAR_SIMD_CLONES
-#endif
 
 namespace pixelar {
 namespace cpu {
@@ -252,7 +243,7 @@ inline bool in_place_backward(const Dims& d) { return d.H == d.Hp; }
 // gate q of unit u (zero padding); h, c: (R, W, H) and act: (R, W, 4H) channels-last
 // outputs.
 template <typename T>
-PIXELAR_SCAN_IMAGE_CLONES void forward_one(const T* x, const T* bias, const T* wf, T* h, T* c,
+PIXELAR_SIMD_CLONES void forward_one(const T* x, const T* bias, const T* wf, T* h, T* c,
                                      T* act, Dims d, Scratch<T>* sc) {
   const int64_t H = d.H, G = d.G, R = d.R, W = d.W, Hp = d.Hp, S = R + W - 1;
   const int64_t dcol = d.reverse ? 1 : -1;  // the previous pixel in scan order
@@ -305,7 +296,7 @@ PIXELAR_SCAN_IMAGE_CLONES void forward_one(const T* x, const T* bias, const T* w
 // padding). Writes gx: (R, W, G) channels-last. dcar: (R, Hp) zeros, the gradient of each
 // row's c carried along the scan.
 template <typename T>
-PIXELAR_SCAN_IMAGE_CLONES void backward_one(const T* gh, const T* gc, const T* act, const T* wb,
+PIXELAR_SIMD_CLONES void backward_one(const T* gh, const T* gc, const T* act, const T* wb,
                                       const T* c, T* gx, T* dcar, Dims d, Scratch<T>* sc) {
   const int64_t H = d.H, G = d.G, R = d.R, W = d.W, Hp = d.Hp, S = R + W - 1;
   const int64_t dcol = d.reverse ? 1 : -1;  // previous pixel in scan order; -dcol: next

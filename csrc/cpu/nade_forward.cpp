@@ -373,7 +373,7 @@ at::Tensor nade_forward_cpu(const at::Tensor& x_in, const at::Tensor& W_in, cons
   const at::Tensor b = b_in.contiguous();
   if (d.B * d.D * d.O == 0) return at::empty({d.B, d.D, d.O}, x.options());
   if (d.Hd == 0) return b.unsqueeze(0).expand({d.B, d.D, d.O}).contiguous();
-  const at::Tensor wt = transposed(W_in);
+  const at::Tensor wt = transposed</*kTemporary=*/true>(W_in);
   const nade::Columns cols = nade::column_facts(wt);
   const Tiling t = tiling(d);
   at::Tensor part = at::empty({t.n_chunks, d.B, d.D, d.O}, x.options());
@@ -404,7 +404,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
   checks::check_shape(kOpBwd, "grad_out", grad_out_in, {d.B, d.D, d.O}, "(B, D, O)");
   const at::Tensor g = grad_out_in.contiguous(), x = x_in.contiguous(), c = c_in.contiguous();
   const at::Tensor V = V_in.contiguous();
-  const at::Tensor wt = transposed(W_in);
+  const at::Tensor wt = transposed</*kTemporary=*/true>(W_in);
   const nade::Columns cols = nade::column_facts(wt);
   const bool grads_finite = tensor_finite(g) && tensor_finite(V);
   const Tiling t = tiling(d);

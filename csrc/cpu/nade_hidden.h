@@ -71,9 +71,13 @@ PIXELAR_SIMD_CLONES void column_facts_rows(const T* wt, T* ew, float* wmax, int6
   }
 }
 
+// ew lives in reused memory (Reused::kColumnExp, kernel_common.h): it must not outlive the
+// kernel's call.
 inline Columns column_facts(const at::Tensor& wt) {  // wt: (D, Hd) contiguous
   const int64_t D = wt.size(0), Hd = wt.size(1);
-  Columns out{wt.scalar_type() == at::kFloat ? at::empty_like(wt) : at::Tensor(),
+  Columns out{wt.scalar_type() == at::kFloat
+                  ? reused_empty(Reused::kColumnExp, {D, Hd}, at::kFloat)
+                  : at::Tensor(),
               at::empty({D}, wt.options().dtype(at::kFloat))};
   AT_DISPATCH_FLOATING_TYPES(wt.scalar_type(), "nade_column_facts", [&] {
     at::parallel_for(0, D, 16, [&](int64_t d0, int64_t d1) {

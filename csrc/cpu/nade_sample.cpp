@@ -159,7 +159,7 @@ at::Tensor nade_sample_cpu(const at::Tensor& u_, const std::optional<at::Tensor>
   checks::check_uniforms(op, "u", u_);
   if (cond_.has_value()) checks::check_condition(op, "cond", *cond_, 2);
   const at::Tensor u = u_.contiguous(), c = c_.contiguous(), V = V_.contiguous(),
-                   b = b_.contiguous(), Wt = transposed(W);
+                   b = b_.contiguous(), Wt = transposed</*kTemporary=*/true>(W);
   const at::Tensor cond = cond_.has_value() ? cond_->contiguous() : at::Tensor();
   at::Tensor x = at::empty({n, D}, u.options().dtype(at::kLong));
   // the smallest dimension drawn from a non-finite logit: raised after the parallel region
@@ -202,7 +202,8 @@ at::Tensor rnade_sample_cpu(const at::Tensor& u_, const at::Tensor& z_, const at
   checks::check_finite(op, "z", z_);
   checks::check_clamp(op, log_scale_min, log_scale_max);
   const at::Tensor u = u_.contiguous(), z = z_.contiguous(), c = c_.contiguous(),
-                   V = V_.contiguous(), b = b_.contiguous(), Wt = transposed(W);
+                   V = V_.contiguous(), b = b_.contiguous();
+  const at::Tensor Wt = transposed</*kTemporary=*/true>(W);
   at::Tensor x = at::empty({n, D}, W.options());
   std::atomic<int64_t> bad{sampling::kNoBadDimension};  // as in nade_sample_cpu
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "rnade_sample_cpu", [&] {
