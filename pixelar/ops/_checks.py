@@ -46,7 +46,10 @@ def _range_str(t):
 
 def check_uniforms(op, name, u):
     """u holds uniforms: every value in [0, 1) (NaN refused)."""
-    if _has_values(u) and not bool(((u >= 0) & (u < 1)).all()):
+    if not _has_values(u):
+        return
+    lo, hi = torch.aminmax(u)  # one pass, no temporaries; NaN gives NaN and fails both
+    if not bool((lo >= 0) & (hi < 1)):
         raise ValueError(f"{op}: {name} must hold uniforms in [0, 1), got {_range_str(u)}")
 
 
