@@ -13,10 +13,11 @@ from sampling_testing import assert_samples_agree, needs_cuda, require_cuda_kern
 pytestmark = pytest.mark.skipif(not cpp_built(), reason="pixelar._C is not built")
 
 
+@pytest.mark.parametrize("n", [11, 37])  # tiles of 6 + 5, and of 16 + 16 + 5 (2 threads)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_nade_sample_matches_reference(dtype):
+def test_nade_sample_matches_reference(dtype, n):
     g = torch.Generator().manual_seed(0)
-    n, D, Hd = 11, 13, 9  # n not a multiple of the kernel's tile of 8
+    D, Hd = 13, 9
     W, c = (torch.randn(Hd, D, generator=g, dtype=dtype), torch.randn(Hd, generator=g, dtype=dtype))
     V, b = (
         torch.randn(D, 1, Hd, generator=g, dtype=dtype),
