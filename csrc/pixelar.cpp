@@ -35,6 +35,15 @@ TORCH_LIBRARY(pixelar, m) {
   m.def("diagonal_lstm_scan_image_backward(Tensor grad_h, Tensor grad_c, Tensor x_gates, "
         "Tensor w_ss, Tensor h, Tensor c, Tensor gates, bool reverse, Tensor? bias=None) "
         "-> (Tensor, Tensor)");
+  // PixelCNN's residual block, fused: ReLU, 1x1 (F -> h), ReLU, the five causal taps of a
+  // masked 3x3 (h -> h), ReLU, 1x1 (h -> F), plus the input. x: (B, F, R, W);
+  // w_reduce: (F, h); w_conv: (5, h, h); w_expand: (h, F). Returns out (B, F, R, W) and the
+  // two ReLU outputs the backward reads, r2, r3: (B, h, R, W), all channels-last.
+  m.def("conv_residual_block(Tensor x, Tensor w_reduce, Tensor b_reduce, Tensor w_conv, "
+        "Tensor b_conv, Tensor w_expand, Tensor b_expand) -> (Tensor, Tensor, Tensor)");
+  m.def("conv_residual_block_backward(Tensor grad_out, Tensor x, Tensor w_reduce, "
+        "Tensor w_conv, Tensor w_expand, Tensor r2, Tensor r3) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // Row LSTM scan. x_gates: (B, 4H, R, W); w_ss: (4H, H, 3). Returns h, c: (B, H, R, W).
   m.def("row_lstm_scan(Tensor x_gates, Tensor w_ss) -> (Tensor, Tensor)");
   m.def("row_lstm_scan_backward(Tensor grad_h, Tensor grad_c, Tensor x_gates, "

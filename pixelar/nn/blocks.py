@@ -9,6 +9,7 @@ Each block also states its part of the packed weights of the cached sampler
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import ops
 from .diagonal_lstm import DiagonalBiLSTM
 from .masked_conv import MaskedConv2d, conv1x1_sampling_weights
 from .row_lstm import RowLSTM
@@ -55,7 +56,10 @@ class LSTMResidualBlock(nn.Module):
 
 class ConvResidualBlock(nn.Module):
     """PixelCNN block: ReLU, 1x1 (2h -> h), ReLU, 3x3 mask B (h -> h), ReLU, 1x1 (h -> 2h),
-    added to the input.  x: (B, 2h, R, W) -> (B, 2h, R, W)"""
+    added to the input.  x: (B, 2h, R, W) -> (B, 2h, R, W)
+
+    The forward is one op, ``pixelar.ops.conv_residual_block`` (its reference is the
+    composite of convolutions; the C++ kernel runs the block row by row in cache)."""
 
     sampling_kind = "conv"
 
@@ -66,9 +70,23 @@ class ConvResidualBlock(nn.Module):
         self.expand = MaskedConv2d(hidden, 2 * hidden, 1, "B", num_colors)
 
     def forward(self, x, image=None):
-        y = self.reduce(F.relu(x))
-        y = self.conv(F.relu(y))
-        return x + self.expand(F.relu(y))
+        return ops.conv_residual_block(x, *self.fused_weights())
+
+    def fused_weights(self) -> tuple:
+        """The block's parameters in the layout of ``pixelar.ops.conv_residual_block``, masks
+        applied (differentiable); F = 2h: w_reduce (F, h), b_reduce (h,), w_conv (5, h, h)
+        the open taps of the masked 3x3 kernel [tap, c_in, c_out], b_conv (h,),
+        w_expand (h, F), b_expand (F,)."""
+        h = self.conv.out_channels
+        taps = self.conv.masked_weight().permute(2, 3, 1, 0).reshape(9, h, h)[:5]
+        return (
+            self.reduce.masked_weight()[:, :, 0, 0].t(),
+            self.reduce.bias,
+            taps,
+            self.conv.bias,
+            self.expand.masked_weight()[:, :, 0, 0].t(),
+            self.expand.bias,
+        )
 
     def sampling_weights(self) -> list:
         """This block's tensors in the packed sampling layout ("conv"); F = 2h:

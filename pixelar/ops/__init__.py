@@ -8,6 +8,7 @@ and the one "auto" rule: ``pixelar.ops._backend``.
 """
 
 from ._backend import BACKENDS, BackendUnavailableError, backend, get_backend, set_backend
+from .conv_residual_block import conv_residual_block, conv_residual_block_ref
 from .diagonal_lstm_scan import diagonal_lstm_scan, diagonal_lstm_scan_ref
 from .diagonal_lstm_scan_image import diagonal_lstm_scan_image, diagonal_lstm_scan_image_ref
 from .lstm_cell import lstm_cell_ref
@@ -27,6 +28,8 @@ __all__ = [
     "backend",
     "get_backend",
     "set_backend",
+    "conv_residual_block",
+    "conv_residual_block_ref",
     "diagonal_lstm_scan",
     "diagonal_lstm_scan_ref",
     "diagonal_lstm_scan_image",
