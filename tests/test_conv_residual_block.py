@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 import pixelar
-from conftest import TOL, cpp_built
 from pixelar.nn.blocks import ConvResidualBlock
 from pixelar.ops.conv_residual_block import conv_residual_block_ref
+
+from conftest import TOL, cpp_built
 
 pytestmark = pytest.mark.skipif(not cpp_built(), reason="C++ extension not built")
 
