@@ -2,13 +2,13 @@
 (csrc/emulation/cuda_host_emulation.h: a std::thread per CUDA thread, std::barrier for
 __syncthreads, per-warp exchange for shuffles, exact-size garbage-filled shared memory,
 launch limits asserted), against the PyTorch references: the scans forward and backward,
-the NADE forward and backward, and the three sampling kernels, at odd shapes, in fp32 and
-fp64 (half / bfloat16 for the training kernels), with weights and state in shared and in
-global memory and with fewer threads than work items. The kernels and their launchers
-are the files the CUDA build compiles (csrc/cuda/<op>.cu, built here by
-tests/cuda_emulation/emulation_build.py, cached under build/). Also: the launch arithmetic
-(launch_plan.h) at sizes no emulation could run, the PTX of the CUDA math flags, and the
-sanitizer runs (opt-in: PIXELAR_SANITIZE=1).
+the NADE forward and backward, the conv residual block forward and backward, and the three
+sampling kernels, at odd shapes, in fp32 and fp64 (half / bfloat16 for the training
+kernels), with weights and state in shared and in global memory and with fewer threads
+than work items. The kernels and their launchers are the files the CUDA build compiles
+(csrc/cuda/<op>.cu, built here by tests/cuda_emulation/emulation_build.py, cached under
+build/). Also: the launch arithmetic (launch_plan.h) at sizes no emulation could run, the
+PTX of the CUDA math flags, and the sanitizer runs (opt-in: PIXELAR_SANITIZE=1).
 
 What the emulation cannot show: timing, and the GPU's memory model (it runs under the
 C++ one): docs/gpu.md.
@@ -24,8 +24,10 @@ import textwrap
 
 import pytest
 import torch
+import torch.nn.functional as nnf
 
 import pixelar
+from pixelar.ops.conv_residual_block import conv3x3_kernel
 
 import model_zoo
 from conftest import report_diff
@@ -484,6 +486,155 @@ def test_sampling_checks_devices(emu):
         emu.nade_sample(u, None, W.long(), c, V, b)
     with pytest.raises(RuntimeError, match="must have shape"):
         emu.nade_sample(u, None, W, c[:3], V, b)
+
+
+# ---------------------------------------------------------------- conv residual block
+# (B, F, h, R, W, dtype, max_threads, layout): odd, non-square images, R = 1, W = 1, one
+# pixel, F = 4 / h = 2, fewer threads than items (max_threads 32: the flat kernels and the
+# weight-gradient outputs stride), several pixel chunks of the weight-gradient reduction
+# (P = 2 * 9 * 11 = 198 pixels: 7 chunks); x and grad_out contiguous, channels-last or
+# strided (a padded, permuted view: neither layout).
+CRB_CASES = [
+    (2, 6, 3, 5, 7, torch.float64, 1024, "contiguous"),
+    (2, 6, 3, 5, 7, torch.float32, 1024, "strided"),
+    (2, 6, 3, 5, 7, torch.float64, 32, "channels_last"),
+    (3, 4, 2, 1, 6, torch.float32, 1024, "strided"),
+    (2, 4, 2, 6, 1, torch.float64, 1024, "strided"),
+    (1, 4, 2, 1, 1, torch.float64, 1024, "contiguous"),
+    (2, 8, 5, 9, 11, torch.float32, 64, "channels_last"),
+    (2, 8, 5, 9, 11, torch.float64, 1024, "strided"),
+]
+
+
+def crb_layout(t, layout):
+    """t (B, C, R, W) with the same values in another memory layout."""
+    if layout == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last)
+    if layout == "strided":
+        B, C, R, W = t.shape
+        big = t.new_zeros(B, R, 2 * C + 1, W + 2)  # every dimension strided and padded
+        view = big[:, :, 1::2][:, :, :C, 1 : W + 1].permute(0, 2, 1, 3)
+        view.copy_(t)
+        assert not view.is_contiguous() and not view.is_contiguous(
+            memory_format=torch.channels_last
+        )
+        return view
+    return t.contiguous()
+
+
+def crb_inputs(B, F, h, R, W, dtype, seed=4):
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+    x = rand(B, F, R, W)
+    weights = [
+        rand(F, h, scale=F**-0.5),
+        rand(h, scale=0.3),
+        rand(5, h, h, scale=(5 * h) ** -0.5),
+        rand(h, scale=0.3),
+        rand(h, F, scale=h**-0.5),
+        rand(F, scale=0.3),
+    ]
+    return x, weights
+
+
+def crb_intermediates(x, w_reduce, b_reduce, w_conv, b_conv):
+    """r2, r3 of pixelar/ops/conv_residual_block.py's definitions (the ReLU outputs of the
+    1x1 reduce and of the masked 3x3)."""
+    r2 = nnf.relu(nnf.conv2d(nnf.relu(x), w_reduce.t()[:, :, None, None], b_reduce))
+    r3 = nnf.relu(nnf.conv2d(r2, conv3x3_kernel(w_conv), b_conv, padding=1))
+    return r2, r3
+
+
+@pytest.mark.parametrize("B,F,h,R,W,dtype,max_threads,layout", CRB_CASES)
+def test_conv_residual_block_forward_backward(
+    emu, limits, B, F, h, R, W, dtype, max_threads, layout
+):
+    limits(max_threads)
+    x, weights = crb_inputs(B, F, h, R, W, dtype)
+    launches = emu.launches()
+    out, r2, r3 = emu.conv_residual_block(crb_layout(x, layout), *weights)
+    assert emu.launches() == launches + 3
+    for t, C in ((out, F), (r2, h), (r3, h)):
+        assert t.shape == (B, C, R, W) and t.dtype == dtype
+        assert t.is_contiguous(memory_format=torch.channels_last)
+    xr = x.double().requires_grad_()
+    wr = [w.double().requires_grad_() for w in weights]
+    ref = pixelar.ops.conv_residual_block_ref(xr, *wr)
+    r2_ref, r3_ref = crb_intermediates(x.double(), *[w.double() for w in weights[:4]])
+    report_diff("conv_residual_block out", out, ref)
+    torch.testing.assert_close(out.double(), ref.detach(), **tol(dtype))
+    torch.testing.assert_close(r2.double(), r2_ref, **tol(dtype))
+    torch.testing.assert_close(r3.double(), r3_ref, **tol(dtype))
+    # both sides of every ReLU are taken (seed 4: the one-pixel case too, but for r2, r3 = 0)
+    assert (r2 > 0).any() and (r3 > 0).any()
+    if r2.numel() >= 20:
+        assert (r2 == 0).any() and (r3 == 0).any() and (x < 0).any()
+
+    go = torch.randn(out.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    go = go.to(dtype)
+    launches = emu.launches()
+    # the backward reads the forward's own r2, r3 (as in training)
+    grads = emu.conv_residual_block_backward(
+        crb_layout(go, layout), crb_layout(x, layout), weights[0], weights[2], weights[4], r2, r3
+    )
+    assert emu.launches() == launches + 9
+    ref_grads = torch.autograd.grad(ref, [xr, *wr], go.double())
+    names = ["x", "w_reduce", "b_reduce", "w_conv", "b_conv", "w_expand", "b_expand"]
+    assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    for name, gk, r in zip(names, grads, ref_grads):
+        report_diff(f"conv_residual_block grad {name}", gk, r)
+        assert gk.shape == r.shape and gk.dtype == dtype
+        if name != "x":
+            assert gk.is_contiguous()
+        torch.testing.assert_close(gk.double(), r, **tol(dtype))
+    # deterministic: the weight gradients are summed in a fixed order, no atomics
+    again = emu.conv_residual_block_backward(
+        go, x, weights[0], weights[2], weights[4], r2.contiguous(), r3.contiguous()
+    )
+    for gk, g2 in zip(grads, again):
+        assert torch.equal(gk, g2)
+
+
+def test_conv_residual_block_empty(emu):
+    x, weights = crb_inputs(0, 4, 2, 3, 5, torch.float64)
+    launches = emu.launches()
+    out, r2, r3 = emu.conv_residual_block(x, *weights)
+    assert out.shape == (0, 4, 3, 5) and r2.shape == r3.shape == (0, 2, 3, 5)
+    grads = emu.conv_residual_block_backward(x, x, weights[0], weights[2], weights[4], r2, r3)
+    assert emu.launches() == launches
+    assert grads[0].shape == x.shape
+    for gk, w in zip(grads[1:], weights):
+        assert gk.shape == w.shape and not gk.any()
+
+
+def test_conv_residual_block_checks_its_inputs(emu):
+    x, (wr, br, wc, bc, we, be) = crb_inputs(2, 4, 2, 3, 5, torch.float64)
+    fwd = emu.conv_residual_block
+    with pytest.raises(RuntimeError, match="x must be a 4-D tensor"):
+        fwd(x[0], wr, br, wc, bc, we, be)
+    with pytest.raises(RuntimeError, match="w_conv must have shape"):
+        fwd(x, wr, br, wc[:4], bc, we, be)
+    with pytest.raises(RuntimeError, match="w_expand must have shape"):
+        fwd(x, wr, br, wc, bc, we.t(), be)
+    with pytest.raises(RuntimeError, match="b_expand must have shape"):
+        fwd(x, wr, br, wc, bc, we, br)
+    with pytest.raises(RuntimeError, match="w_reduce must have the dtype of x"):
+        fwd(x, wr.float(), br, wc, bc, we, be)
+    with pytest.raises(RuntimeError, match="must be float32 or float64"):
+        fwd(x.half(), *[w.half() for w in (wr, br, wc, bc, we, be)])
+    with pytest.raises(ValueError, match="need at least one hidden feature"):
+        fwd(x, wr[:, :0], br[:0], wc[:, :0, :0], bc[:0], we[:0], be)
+    out, r2, r3 = fwd(x, wr, br, wc, bc, we, be)
+    bwd = emu.conv_residual_block_backward
+    with pytest.raises(RuntimeError, match="grad_out must have shape"):
+        bwd(out[:, :3], x, wr, wc, we, r2, r3)
+    with pytest.raises(RuntimeError, match="r3 must have shape"):
+        bwd(out, x, wr, wc, we, r2, r3[:, :, 1:])
+    with pytest.raises(RuntimeError, match="r2 must have the dtype of x"):
+        bwd(out, x, wr, wc, we, r2.float(), r3)
 
 
 # ---------------------------------------------------------------- CUDA math flags (defect 3)

@@ -14,6 +14,7 @@
 
 #include "cuda_host_emulation.h"  // before the kernels: __global__, __syncthreads, ...
 
+#include "conv_residual_block.cu"
 #include "diagonal_lstm_scan.cu"
 #include "nade_forward.cu"
 #include "nade_sample.cu"
@@ -112,6 +113,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("nade_grid", &nade_grid_of);
   m.def("nade_partials", &nade_partials);
   m.def("diagonal_offsets", &diagonal_offsets);
+  m.def("conv_residual_block", &conv_residual_block<EmuDevice>);
+  m.def("conv_residual_block_backward", &conv_residual_block_backward<EmuDevice>);
   m.def("diagonal_lstm_scan", &scan_forward<DiagonalScan, EmuDevice>);
   m.def("diagonal_lstm_scan_backward", &scan_backward<DiagonalScan, EmuDevice>);
   m.def("diagonal_lstm_scan_image", &scan_image_forward<EmuDevice>);
