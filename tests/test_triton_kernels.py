@@ -16,6 +16,7 @@ import torch
 
 import pixelar
 from pixelar.ops import diagonal_lstm_scan_ref, nade_forward_ref, row_lstm_scan_ref
+from pixelar.ops.conv_residual_block import conv_residual_block_ref
 
 from conftest import TOL, report_diff
 
@@ -28,6 +29,7 @@ if importlib.util.find_spec("triton") is None:
 _previous = os.environ.get("TRITON_INTERPRET")
 os.environ["TRITON_INTERPRET"] = "1"
 try:
+    from pixelar.kernels import conv_residual_block as crb_k
     from pixelar.kernels import diagonal_lstm_scan as diag_k
     from pixelar.kernels import nade_forward as nade_k
     from pixelar.kernels import row_lstm_scan as row_k
@@ -187,6 +189,93 @@ def test_nade_forward_float64_small_hidden_tiles():
     assert_close("nade out fp64", out, ref, torch.float64)
     for name, a, b in zip("xWcVb", nade_k._bwd(g, *detached, block_h=16), grads_ref):
         assert_close(f"nade grad {name} fp64", a, b, torch.float64)
+
+
+def residual_case(B, F, h, R, W, dtype):
+    """x (B, F, R, W) and the six weights of conv_residual_block, all requiring grad;
+    scaled so that about half of every ReLU is open."""
+    x = torch.randn(B, F, R, W, dtype=dtype)
+    weights = (
+        torch.randn(F, h, dtype=dtype) / F**0.5,
+        0.3 * torch.randn(h, dtype=dtype),
+        torch.randn(5, h, h, dtype=dtype) / (5 * h) ** 0.5,
+        0.3 * torch.randn(h, dtype=dtype),
+        torch.randn(h, F, dtype=dtype) / h**0.5,
+        torch.randn(F, dtype=dtype),
+    )
+    return [t.requires_grad_() for t in (x, *weights)]
+
+
+RESIDUAL_NAMES = ("x", "w_reduce", "b_reduce", "w_conv", "b_conv", "w_expand", "b_expand")
+
+
+def check_residual(inputs, name="residual", fn=None):
+    """Forward and all seven gradients of fn (the Triton op) against the reference."""
+    fn = fn or crb_k.conv_residual_block_triton
+    dtype = inputs[0].dtype
+    out = fn(*inputs)
+    ref = conv_residual_block_ref(*inputs)
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    assert_close(f"{name} out", out, ref, dtype)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad((out * g).sum(), inputs)
+    grads_ref = torch.autograd.grad((ref * g).sum(), inputs)
+    for arg, a, b in zip(RESIDUAL_NAMES, grads, grads_ref):
+        assert a.shape == b.shape
+        assert_close(f"{name} grad {arg}", a, b, dtype)
+
+
+# (B, F, h, R, W): odd sizes (masked channel blocks), a single pixel, the paper's MNIST
+# sizes F = 32, h = 16 (no padding), a one-column image (every side tap outside).
+RESIDUAL_SHAPES = [(2, 6, 3, 5, 7), (1, 4, 2, 1, 1), (2, 32, 16, 4, 6), (1, 5, 9, 3, 1)]
+
+
+@pytest.mark.parametrize("B,F,h,R,W", RESIDUAL_SHAPES)
+def test_conv_residual_block(B, F, h, R, W):
+    check_residual(residual_case(B, F, h, R, W, torch.float32))
+
+
+def test_conv_residual_block_float64_non_contiguous_x():
+    """float64, and x a non-contiguous view (channels and width swapped, then sliced)."""
+    x, *weights = residual_case(2, 5, 3, 4, 3, torch.float64)
+    base = torch.randn(2, 7, 4, 5, dtype=torch.float64)  # (B, W + 4, R, F)
+    x = base.transpose(1, 3)[:, :, :, 1:4:1].requires_grad_()  # (B, F, R, W)
+    assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    check_residual([x, *weights], "residual fp64")
+
+
+def test_conv_residual_block_several_blocks():
+    """Blocks of 16 channels and one pixel tile per weight-gradient program: F = 33 and
+    h = 17 span three and two channel blocks (the K loop and the N grid), P = 33 pixels
+    two pixel tiles, so two weight-gradient programs each write a partial sum."""
+    inputs = residual_case(1, 33, 17, 3, 11, torch.float64)
+    detached = [t.detach() for t in inputs]
+    ref = conv_residual_block_ref(*inputs)
+    g = torch.randn_like(ref)
+    grads_ref = torch.autograd.grad((ref * g).sum(), inputs)
+    out, r2, r3 = crb_k._fwd(*detached, block_c=16)
+    assert_close("residual out (16-channel blocks)", out, ref, torch.float64)
+    w_reduce, w_conv, w_expand = detached[1], detached[3], detached[5]
+    grads = crb_k._bwd(g, detached[0], w_reduce, w_conv, w_expand, r2, r3, 16, chunk_steps=1)
+    for arg, a, b in zip(RESIDUAL_NAMES, grads, grads_ref):
+        assert_close(f"residual grad {arg} (16-channel blocks)", a, b, torch.float64)
+
+
+@pytest.mark.parametrize("B,F,R,W", [(0, 4, 3, 3), (2, 4, 0, 3), (2, 0, 3, 3)])
+def test_conv_residual_block_empty(B, F, R, W):
+    """No pixel or no feature: nothing to launch; out = x, zero weight gradients (but
+    b_expand's, where there are pixels). (The reference cannot run F = 0: conv2d refuses
+    an input without channels; there the expected values are written out.)"""
+    inputs = residual_case(B, F, 3, R, W, torch.float32)
+    if F > 0:
+        check_residual(inputs, "residual empty")
+        return
+    out = crb_k.conv_residual_block_triton(*inputs)
+    assert out.shape == inputs[0].shape
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad((out * g).sum(), inputs)
+    for arg, grad, t in zip(RESIDUAL_NAMES, grads, inputs):
+        assert grad.shape == t.shape and grad.abs().sum() == 0, arg
 
 
 def test_ops_dispatch_to_triton_on_cpu_under_interpreter():

@@ -3,6 +3,7 @@
     diagonal_lstm_scan.py  diagonal_lstm_scan_triton   forward + backward
     row_lstm_scan.py       row_lstm_scan_triton        forward + backward
     nade_forward.py        nade_forward_triton         forward + backward
+    conv_residual_block.py conv_residual_block_triton  forward + backward
     _common.py             LSTM cell math (mirror of csrc/include/pixelar/lstm_math.h)
     compile_check.py       python -m pixelar.kernels.compile_check: compile every kernel
                            for sm_80 / sm_90 without a GPU

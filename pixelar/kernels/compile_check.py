@@ -25,6 +25,7 @@ def cases(dtype):
     """(name, kernel, pointer dtypes, constexprs, num_warps) at the paper's sizes."""
     import triton.language as tl
 
+    from . import conv_residual_block as crb
     from . import diagonal_lstm_scan as diag
     from . import nade_forward as nade
     from . import row_lstm_scan as row
@@ -82,6 +83,34 @@ def cases(dtype):
                     4,
                 )
             )
+    # conv_residual_block at F = 32, h = 16: the six _pixel_matmul_kernel calls, as
+    # (name, a, gate, res, out) pointer dtypes ("io": the input dtype, "acc": compute), NTAPS,
+    # SIGN, RELU_IN, HAS_BIAS, RELU_OUT, K, N; then the three weight gradients.
+    kinds = {"io": f"*{dtype}", "acc": f"*{acc_name}"}
+    crb_matmuls = (
+        ("reduce fwd", ("io", "io", "io", "io"), 1, 1, True, True, True, 32, 16),
+        ("conv fwd", ("io", "io", "io", "io"), 5, 1, False, True, True, 16, 16),
+        ("expand fwd", ("io", "io", "io", "io"), 1, 1, False, True, False, 16, 32),
+        ("expand bwd", ("io", "io", "acc", "acc"), 1, 1, False, False, False, 32, 16),
+        ("conv bwd", ("acc", "io", "acc", "acc"), 5, -1, False, False, False, 16, 16),
+        ("reduce bwd", ("acc", "io", "io", "io"), 1, 1, False, False, False, 16, 32),
+    )
+    for name, (a, gate, res, o), ntaps, sign, relu_in, bias, relu_out, K, N in crb_matmuls:
+        ptrs = {"w_ptr": kinds["io"], "bias_ptr": kinds["io"]}
+        ptrs.update(a_ptr=kinds[a], gate_ptr=kinds[gate], res_ptr=kinds[res], out_ptr=kinds[o])
+        flags = dict(NTAPS=ntaps, SIGN=sign, RELU_IN=relu_in, HAS_BIAS=bias, RELU_OUT=relu_out)
+        flags.update(HAS_GATE=name.endswith("bwd"), HAS_RES=name in ("expand fwd", "reduce bwd"))
+        blocks = dict(BP=crb.BLOCK_P, BK=K, BN=N, ACC=acc, PREC=prec)
+        out.append((f"residual {name}", crb._pixel_matmul_kernel, ptrs, {**flags, **blocks}, 4))
+    for name, a, b, ntaps, relu_a, K, N in (
+        ("grad w_expand", "io", "io", 1, False, 16, 32),
+        ("grad w_conv", "io", "acc", 5, False, 16, 16),
+        ("grad w_reduce", "io", "acc", 1, True, 32, 16),
+    ):
+        ptrs = {"a_ptr": kinds[a], "b_ptr": kinds[b], "part_ptr": kinds["acc"]}
+        constexprs = dict(NTAPS=ntaps, RELU_A=relu_a, BP=crb.BLOCK_P, BK=K, BN=N)
+        constexprs.update(STEPS=crb.CHUNK_STEPS, ACC=acc, PREC=prec)
+        out.append((f"residual {name}", crb._weight_grad_kernel, ptrs, constexprs, 4))
     return out
 
 
