@@ -28,8 +28,16 @@ OPS = [
     "row_lstm_scan_backward",
     "nade_forward",
     "nade_forward_backward",
+    "conv_residual_block",
+    "conv_residual_block_backward",
 ] + SAMPLING
-PUBLIC = ["diagonal_lstm_scan", "diagonal_lstm_scan_image", "row_lstm_scan", "nade_forward"]
+PUBLIC = [
+    "diagonal_lstm_scan",
+    "diagonal_lstm_scan_image",
+    "row_lstm_scan",
+    "nade_forward",
+    "conv_residual_block",
+]
 CUDA = torch.device("cuda")
 
 
@@ -42,6 +50,9 @@ def op_inputs(op, device="cpu"):
         return torch.randn(1, 8, 3, 4, **kw), torch.randn(8, 2, 2, **kw), True
     if op == "row_lstm_scan":
         return torch.randn(1, 8, 3, 4, **kw), torch.randn(8, 2, 3, **kw)
+    if op == "conv_residual_block":  # F = 4, h = 2
+        shapes = [(1, 4, 3, 4), (4, 2), (2,), (5, 2, 2), (2,), (2, 4), (4,)]
+        return tuple(torch.randn(*shape, **kw) for shape in shapes)
     return (
         torch.randn(2, 4, **kw),
         torch.randn(5, 4, **kw),

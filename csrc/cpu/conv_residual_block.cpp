@@ -3,7 +3,7 @@
 // input; semantics: the docstring of pixelar/ops/conv_residual_block.py).
 //
 // Maps are channels-last (one pixel's features contiguous). Threads take whole images.
-// Forward, per image, row by row: the row's 1x1 reduce (ReLU applied as x is read) into
+// Forward, per image, row by row: the row's 1x1 reduce (of a ReLU'd copy of the row) into
 // r2, then the 3x3 from r2's rows r - 1 and r, then the 1x1 expand added to x: every stage
 // of the block runs on a row that is still in cache, and no map is read or written more
 // than once. Backward, per image, rows bottom-up: the gradient at the 3x3's output (g_y2)
@@ -56,22 +56,19 @@ at::Tensor channels_last(const at::Tensor& t) {
 }
 
 at::Tensor empty_channels_last(const at::Tensor& like, int64_t C, const Dims& d) {
-  return at::empty({d.B, C, d.R, d.W}, like.options().memory_format(at::MemoryFormat::ChannelsLast));
-}
-
-template <bool kRelu, typename T>
-PIXELAR_HOST_DEVICE_INLINE T relu_if(T v) {
-  return kRelu ? (v > T(0) ? v : T(0)) : v;
+  return at::empty({d.B, C, d.R, d.W},
+                   like.options().memory_format(at::MemoryFormat::ChannelsLast));
 }
 
 // ---- the products of one image row ------------------------------------------------------
 // Every 1x1 and 3x3 product of the block (forward and backward) is a "stage": for each
 // pixel c of a row and output j < G, a sum started by first(c, j), plus, over its taps t
-// and k < K, act(src(t, c)[k]) * w(t)[k * ldw + j], finished and stored by last(c, j, sum)
-// (act: ReLU when the stage's kRelu). src is the K inputs of pixel c for tap t, or a row of
-// zeros where the tap falls outside the image. `row` runs a stage over W pixels: blocks of
-// 4 pixels by 2 vectors of outputs (8 independent sums, the weights loaded once for the 4
-// pixels), then narrower blocks, then scalars for G % lanes.
+// and k < K, src(t, c)[k] * w(t)[k * ldw + j], finished and stored by last(c, j, sum).
+// src is the K inputs of pixel c for tap t, or a row of zeros where the tap falls outside
+// the image. `stage_row` runs a stage over W pixels: blocks of 4 pixels by 2 vectors of
+// outputs (8 independent sums, the weights loaded once for the 4 pixels), then narrower
+// blocks, then scalars for G % lanes. (Inputs that need a ReLU are given as a ReLU'd copy
+// of their row: a scalar max before every broadcast cost more than the copy.)
 
 template <typename T, int NP, int NV, class S>
 PIXELAR_HOST_DEVICE_INLINE void stage_block(const S& s, int64_t c0, int64_t j0) {
@@ -88,7 +85,7 @@ PIXELAR_HOST_DEVICE_INLINE void stage_block(const S& s, int64_t c0, int64_t j0) 
       V wv[NV];
       for (int v = 0; v < NV; ++v) wv[v] = simd::load<V>(w + k * s.ldw + v * L);
       for (int p = 0; p < NP; ++p) {
-        const V xb = simd::broadcast<V>(relu_if<S::kRelu>(x[p][k]));
+        const V xb = simd::broadcast<V>(x[p][k]);
         for (int v = 0; v < NV; ++v) acc[p][v] += xb * wv[v];
       }
     }
@@ -103,7 +100,7 @@ PIXELAR_HOST_DEVICE_INLINE void stage_scalar(const S& s, int64_t c, int64_t j) {
   for (int t = 0; t < S::kTapCount; ++t) {
     const T* x = s.src(t, c);
     const T* w = s.w(t) + j;
-    for (int64_t k = 0; k < s.K; ++k) a += relu_if<S::kRelu>(x[k]) * w[k * s.ldw];
+    for (int64_t k = 0; k < s.K; ++k) a += x[k] * w[k * s.ldw];
   }
   s.last(c, j, a);
 }
@@ -141,52 +138,68 @@ PIXELAR_HOST_DEVICE_INLINE VecOf<T> where_positive(VecOf<T> m, VecOf<T> a) {
   return m > VecOf<T>{} ? a : VecOf<T>{};
 }
 
-// acc[k * G + j] += sum_{p < P} act(a[p * lda + k]) * g[p * ldg + j] for k < K, j < G
-// (act: ReLU when kRelu): a weight gradient's share of one row of P pixels. Blocks of 4 k
-// by 2 vectors of j keep 8 sums in registers across the pixels.
-template <typename T, bool kRelu>
+// acc[k * G + j0 + j] += sum_{p < P} a[p * lda + k] * g[p * ldg + j0 + j] for k < K,
+// j < NV lanes: 4 k by NV vectors of sums in registers across the pixels.
+template <typename T, int NV>
+PIXELAR_HOST_DEVICE_INLINE void outer_block(T* __restrict__ acc, const T* __restrict__ a,
+                                            int64_t lda, const T* __restrict__ g, int64_t ldg,
+                                            int64_t P, int64_t K, int64_t G, int64_t j0) {
+  using V = VecOf<T>;
+  constexpr int L = simd::Vec<T>::lanes;
+  int64_t k = 0;
+  for (; k + 4 <= K; k += 4) {
+    V s[4][NV] = {};
+    for (int64_t p = 0; p < P; ++p) {
+      const T* ap = a + p * lda + k;
+      V gv[NV];
+      for (int v = 0; v < NV; ++v) gv[v] = vload(g + p * ldg + j0 + v * L);
+      for (int i = 0; i < 4; ++i) {
+        const V ab = simd::broadcast<V>(ap[i]);
+        for (int v = 0; v < NV; ++v) s[i][v] += ab * gv[v];
+      }
+    }
+    for (int i = 0; i < 4; ++i)
+      for (int v = 0; v < NV; ++v) {
+        T* out = acc + (k + i) * G + j0 + v * L;
+        simd::store(out, vload(out) + s[i][v]);
+      }
+  }
+  for (; k < K; ++k) {
+    V s[NV] = {};
+    for (int64_t p = 0; p < P; ++p) {
+      const V ab = simd::broadcast<V>(a[p * lda + k]);
+      for (int v = 0; v < NV; ++v) s[v] += ab * vload(g + p * ldg + j0 + v * L);
+    }
+    for (int v = 0; v < NV; ++v) {
+      T* out = acc + k * G + j0 + v * L;
+      simd::store(out, vload(out) + s[v]);
+    }
+  }
+}
+
+// acc[k * G + j] += sum_{p < P} a[p * lda + k] * g[p * ldg + j] for k < K, j < G: a weight
+// gradient's share of one row of P pixels.
+template <typename T>
 PIXELAR_HOST_DEVICE_INLINE void outer_acc(T* __restrict__ acc, const T* __restrict__ a,
                                           int64_t lda, const T* __restrict__ g, int64_t ldg,
                                           int64_t P, int64_t K, int64_t G) {
-  using V = VecOf<T>;
   constexpr int L = simd::Vec<T>::lanes;
   int64_t j = 0;
-  for (; j + L <= G; j += (j + 2 * L <= G ? 2 * L : L)) {
-    const int NV = j + 2 * L <= G ? 2 : 1;
-    int64_t k = 0;
-    for (; k + 4 <= K; k += 4) {
-      V s[4][2] = {};
-      for (int64_t p = 0; p < P; ++p) {
-        const T* ap = a + p * lda + k;
-        const V g0 = vload(g + p * ldg + j);
-        const V g1 = NV == 2 ? vload(g + p * ldg + j + L) : V{};
-        for (int i = 0; i < 4; ++i) {
-          const V ab = simd::broadcast<V>(relu_if<kRelu>(ap[i]));
-          s[i][0] += ab * g0;
-          s[i][1] += ab * g1;
-        }
-      }
-      for (int i = 0; i < 4; ++i)
-        for (int v = 0; v < NV; ++v) {
-          T* out = acc + (k + i) * G + j + v * L;
-          simd::store(out, vload(out) + s[i][v]);
-        }
-    }
-    for (; k < K; ++k)
-      for (int v = 0; v < NV; ++v) {
-        V sum{};
-        for (int64_t p = 0; p < P; ++p)
-          sum += simd::broadcast<V>(relu_if<kRelu>(a[p * lda + k])) * vload(g + p * ldg + j + v * L);
-        T* out = acc + k * G + j + v * L;
-        simd::store(out, vload(out) + sum);
-      }
-  }
+  for (; j + 2 * L <= G; j += 2 * L) outer_block<T, 2>(acc, a, lda, g, ldg, P, K, G, j);
+  for (; j + L <= G; j += L) outer_block<T, 1>(acc, a, lda, g, ldg, P, K, G, j);
   for (; j < G; ++j)
     for (int64_t k = 0; k < K; ++k) {
       T sum = 0;
-      for (int64_t p = 0; p < P; ++p) sum += relu_if<kRelu>(a[p * lda + k]) * g[p * ldg + j];
+      for (int64_t p = 0; p < P; ++p) sum += a[p * lda + k] * g[p * ldg + j];
       acc[k * G + j] += sum;
     }
+}
+
+// out[i] = max(x[i], 0), i < n.
+template <typename T>
+PIXELAR_HOST_DEVICE_INLINE void relu_copy(T* __restrict__ out, const T* __restrict__ x,
+                                          int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] > T(0) ? x[i] : T(0);
 }
 
 // out[j] += sum over the P pixels of v[p * ld + j], j < n (a bias gradient's row share).
@@ -205,13 +218,12 @@ struct Params {
 // ---- forward stages (row r of one image; maps (R, W, C) channels-last)
 
 template <typename T>
-struct ReduceStage {  // r2 = relu(relu(x) @ w_reduce + b_reduce)
+struct ReduceStage {  // r2 = relu(r1 @ w_reduce + b_reduce), r1 = relu(x) (the row given)
   static constexpr int kTapCount = 1;
-  static constexpr bool kRelu = true;
-  const T *x, *wr, *br;
+  const T *r1, *wr, *br;
   T* r2;
   int64_t K, ldw;  // F, h
-  PIXELAR_HOST_DEVICE_INLINE const T* src(int, int64_t c) const { return x + c * K; }
+  PIXELAR_HOST_DEVICE_INLINE const T* src(int, int64_t c) const { return r1 + c * K; }
   PIXELAR_HOST_DEVICE_INLINE const T* w(int) const { return wr; }
   PIXELAR_HOST_DEVICE_INLINE T first(int64_t, int64_t j) const { return br[j]; }
   PIXELAR_HOST_DEVICE_INLINE VecOf<T> first_v(int64_t, int64_t j) const { return vload(br + j); }
@@ -226,7 +238,6 @@ struct ReduceStage {  // r2 = relu(relu(x) @ w_reduce + b_reduce)
 template <typename T>
 struct ConvStage {  // r3 = relu(sum_t r2[p + o_t] @ w_conv[t] + b_conv)
   static constexpr int kTapCount = kTaps;
-  static constexpr bool kRelu = false;
   const T *r2, *zeros, *wc, *bc;  // r2: the image's map
   T* r3;                          // row r
   int64_t r, W, K, ldw;           // K = ldw = h
@@ -248,7 +259,6 @@ struct ConvStage {  // r3 = relu(sum_t r2[p + o_t] @ w_conv[t] + b_conv)
 template <typename T>
 struct ExpandStage {  // out = x + r3 @ w_expand + b_expand
   static constexpr int kTapCount = 1;
-  static constexpr bool kRelu = false;
   const T *r3, *x, *we, *be;
   T* out;
   int64_t K, ldw;  // h, F
@@ -264,14 +274,16 @@ struct ExpandStage {  // out = x + r3 @ w_expand + b_expand
   }
 };
 
-// One image of the forward. x, out: (R, W, F); r2, r3: (R, W, h); zeros: h zeros.
+// One image of the forward. x, out: (R, W, F); r2, r3: (R, W, h); zeros: h zeros;
+// r1: W F scratch.
 template <typename T>
 PIXELAR_SIMD_CLONES void forward_image(const Params<T>& p, const Dims& d, const T* x, T* out,
-                                       T* r2, T* r3, const T* zeros) {
+                                       T* r2, T* r3, const T* zeros, T* r1) {
   const int64_t F = d.F, h = d.h, W = d.W;
   for (int64_t r = 0; r < d.R; ++r) {
     const T* xr = x + r * W * F;
-    stage_row<T>(ReduceStage<T>{xr, p.wr, p.br, r2 + r * W * h, F, h}, W, h);
+    relu_copy(r1, xr, W * F);
+    stage_row<T>(ReduceStage<T>{r1, p.wr, p.br, r2 + r * W * h, F, h}, W, h);
     stage_row<T>(ConvStage<T>{r2, zeros, p.wc, p.bc, r3 + r * W * h, r, W, h, h}, W, h);
     stage_row<T>(ExpandStage<T>{r3 + r * W * h, xr, p.we, p.be, out + r * W * F, h, F}, W, F);
   }
@@ -302,9 +314,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_residual_block_cpu(
              *r3p = r3.data_ptr<scalar_t>();
     const std::vector<scalar_t> zeros(d.h, scalar_t(0));
     at::parallel_for(0, d.B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<scalar_t> r1(d.W * d.F);
       for (int64_t b = b0; b < b1; ++b)
         forward_image(p, d, xp + b * mapF, outp + b * mapF, r2p + b * maph, r3p + b * maph,
-                      zeros.data());
+                      zeros.data(), r1.data());
     });
   });
   return {out, r2, r3};
@@ -315,7 +328,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_residual_block_cpu(
 template <typename T>
 struct GradY2Stage {  // g_y2 = (g @ w_expand^T) * (r3 > 0)
   static constexpr int kTapCount = 1;
-  static constexpr bool kRelu = false;
   const T *g, *weT, *r3;
   T* gy2;
   int64_t K, ldw;  // F, h
@@ -334,7 +346,6 @@ struct GradY2Stage {  // g_y2 = (g @ w_expand^T) * (r3 > 0)
 template <typename T>
 struct GradY1Stage {  // g_y1 = (sum_t g_y2[q - o_t] @ w_conv[t]^T) * (r2 > 0)
   static constexpr int kTapCount = kTaps;
-  static constexpr bool kRelu = false;
   const T *gy2, *gy2_below, *zeros, *wcT, *r2;  // gy2 rows r and r + 1; r2 row r
   T* gy1;
   int64_t r, R, W, K, ldw;  // K = ldw = h
@@ -357,7 +368,6 @@ struct GradY1Stage {  // g_y1 = (sum_t g_y2[q - o_t] @ w_conv[t]^T) * (r2 > 0)
 template <typename T>
 struct GradXStage {  // grad_x = g + (g_y1 @ w_reduce^T) * (x > 0)
   static constexpr int kTapCount = 1;
-  static constexpr bool kRelu = false;
   const T *gy1, *wrT, *g, *x;
   T* gx;
   int64_t K, ldw;  // h, F
@@ -393,8 +403,8 @@ struct GradSums {
         gwe(gbc + d.h), gbe(gwe + d.h * d.F) {}
 };
 
-// One image of the backward. g, x, gx: (R, W, F); r2, r3: (R, W, h); scratch: 3 W h + h
-// (two rows of g_y2, one of g_y1, h zeros).
+// One image of the backward. g, x, gx: (R, W, F); r2, r3: (R, W, h); scratch: 3 W h + h +
+// W F (two rows of g_y2, one of g_y1, h zeros, a row of relu(x)).
 template <typename T>
 PIXELAR_SIMD_CLONES void backward_image(const BackwardParams<T>& p, const Dims& d, const T* g,
                                         const T* x, const T* r2, const T* r3, T* gx,
@@ -403,6 +413,7 @@ PIXELAR_SIMD_CLONES void backward_image(const BackwardParams<T>& p, const Dims& 
   T* gy2_rows[2] = {scratch, scratch + W * h};  // g_y2 of rows r (r % 2) and r + 1
   T* gy1 = scratch + 2 * W * h;
   T* zeros = scratch + 3 * W * h;
+  T* r1 = zeros + h;
   std::fill(zeros, zeros + h, T(0));
   for (int64_t r = d.R - 1; r >= 0; --r) {
     const T* gr = g + r * W * F;
@@ -413,7 +424,7 @@ PIXELAR_SIMD_CLONES void backward_image(const BackwardParams<T>& p, const Dims& 
     const T* gy2_below = gy2_rows[(r + 1) % 2];  // row r + 1 (read only when r + 1 < R)
     stage_row<T>(GradY2Stage<T>{gr, p.weT, r3r, gy2, F, h}, W, h);
     add_rows(s.gbe, gr, F, W, F);
-    outer_acc<T, false>(s.gwe, r3r, h, gr, F, W, h, F);
+    outer_acc<T>(s.gwe, r3r, h, gr, F, W, h, F);
     stage_row<T>(GradY1Stage<T>{gy2, gy2_below, zeros, p.wcT, r2r, gy1, r, d.R, W, h, h}, W, h);
     add_rows(s.gbc, gy2, h, W, h);
     for (int t = 0; t < kTaps; ++t) {  // grad_w_conv[t] += r2[p + o_t]^T g_y2[p]
@@ -421,11 +432,12 @@ PIXELAR_SIMD_CLONES void backward_image(const BackwardParams<T>& p, const Dims& 
       const int64_t c0 = std::max<int64_t>(0, -kTapDx[t]);
       const int64_t c1 = std::min<int64_t>(W, W - kTapDx[t]);
       if (rr < 0 || c1 <= c0) continue;
-      outer_acc<T, false>(s.gwc + t * h * h, r2 + (rr * W + c0 + kTapDx[t]) * h, h,
+      outer_acc<T>(s.gwc + t * h * h, r2 + (rr * W + c0 + kTapDx[t]) * h, h,
                           gy2 + c0 * h, h, c1 - c0, h, h);
     }
     add_rows(s.gbr, gy1, h, W, h);
-    outer_acc<T, true>(s.gwr, xr, F, gy1, h, W, F, h);
+    relu_copy(r1, xr, W * F);
+    outer_acc<T>(s.gwr, r1, F, gy1, h, W, F, h);
     stage_row<T>(GradXStage<T>{gy1, p.wrT, gr, xr, gx + r * W * F, h, F}, W, F);
   }
 }
@@ -458,7 +470,7 @@ conv_residual_block_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_
     scalar_t* sump = sums.data_ptr<scalar_t>();
     // one task per thread, images split evenly: each task owns its row of `sums`
     at::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
-      std::vector<scalar_t> scratch(3 * d.W * d.h + d.h);
+      std::vector<scalar_t> scratch(3 * d.W * d.h + d.h + d.W * d.F);
       for (int64_t t = t0; t < t1; ++t) {
         const GradSums<scalar_t> s(sump + t * n_sums, d);
         for (int64_t b = t * d.B / threads; b < (t + 1) * d.B / threads; ++b)
@@ -475,8 +487,9 @@ conv_residual_block_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_
     o += n;
     return piece;
   };
-  at::Tensor gwr = take({F, h}, F * h), gbr = take({h}, h), gwc = take({kTaps, h, h}, kTaps * h * h),
-             gbc = take({h}, h), gwe = take({h, F}, h * F), gbe = take({F}, F);
+  at::Tensor gwr = take({F, h}, F * h), gbr = take({h}, h);
+  at::Tensor gwc = take({kTaps, h, h}, kTaps * h * h), gbc = take({h}, h);
+  at::Tensor gwe = take({h, F}, h * F), gbe = take({F}, F);
   return {gx, gwr, gbr, gwc, gbc, gwe, gbe};
 }
 

@@ -26,16 +26,17 @@ bottom-up, the weight gradients accumulated as it goes. The raw op
 ``torch.ops.pixelar.conv_residual_block`` also returns r2 and r3 (non-differentiable),
 which the backward reads instead of recomputing them; the wrapper returns ``out`` only.
 
-Dispatch (pixelar.ops._backend): "auto" runs the C++ kernel on CPU tensors and the CUDA
-kernel (csrc/cuda/conv_residual_block.cu) on CUDA tensors; "reference" runs the PyTorch
-composite below (``conv_residual_block_ref``) on any device. No Triton kernel.
+Dispatch (pixelar.ops._backend): "auto" runs the C++ kernel on CPU tensors and, on CUDA
+tensors, the CUDA kernels (csrc/cuda/conv_residual_block.cu) when built, else the Triton
+kernels (pixelar/kernels/conv_residual_block.py); "reference" runs the PyTorch composite
+below (``conv_residual_block_ref``) on any device.
 """
 
 import torch
 import torch.nn.functional as F
 
 from .._extension import extension_loaded
-from ._backend import dispatch, register
+from ._backend import dispatch, lazy, register
 from ._checks import check_float_tensor, check_like, check_shape
 
 OP = "conv_residual_block"
@@ -88,7 +89,7 @@ def conv_residual_block_ref(x, w_reduce, b_reduce, w_conv, b_conv, w_expand, b_e
     """
     check_inputs(x, w_reduce, b_reduce, w_conv, b_conv, w_expand, b_expand)
     weights = (w_reduce, b_reduce, w_conv, b_conv, w_expand, b_expand)
-    if x.shape[2] * x.shape[3] == 0:  # no pixel (conv2d refuses an empty image)
+    if x.shape[1] * x.shape[2] * x.shape[3] == 0:  # conv2d refuses empty images and maps
         return x + sum(0 * w.sum() for w in weights)
     y = F.conv2d(F.relu(x), w_reduce.t()[:, :, None, None], b_reduce)
     y = F.conv2d(F.relu(y), conv3x3_kernel(w_conv), b_conv, padding=1)
@@ -164,4 +165,10 @@ def _register_library():
 if extension_loaded():
     _register_library()
 
-register(OP, reference=conv_residual_block_ref, cpp=_compiled, cuda=_compiled)
+register(
+    OP,
+    reference=conv_residual_block_ref,
+    cpp=_compiled,
+    cuda=_compiled,
+    triton=lazy("pixelar.kernels.conv_residual_block", "conv_residual_block_triton"),
+)
