@@ -56,6 +56,19 @@ def _nade_inputs(B, D, Hd, O, device, dtype):
     return x, W, c, V, b
 
 
+def _block_inputs(B, F_, h, R, W, device, dtype):
+    kw = dict(device=device, dtype=dtype)
+    return (
+        torch.randn(B, F_, R, W, **kw),
+        torch.randn(F_, h, **kw) / F_**0.5,
+        torch.randn(h, **kw) * 0.1,
+        torch.randn(5, h, h, **kw) / (5 * h) ** 0.5,
+        torch.randn(h, **kw) * 0.1,
+        torch.randn(h, F_, **kw) / h**0.5,
+        torch.randn(F_, **kw) * 0.1,
+    )
+
+
 OPS = {
     "diagonal_lstm_scan": dict(
         fn=ops.diagonal_lstm_scan,
@@ -86,6 +99,16 @@ OPS = {
         inputs=lambda B, D, Hd, O, dev, dt: _nade_inputs(B, D, Hd, O, dev, dt),
         lstm=None,
         note="binarized MNIST NADE, H=500",
+    ),
+    "conv_residual_block": dict(
+        fn=ops.conv_residual_block,
+        ref=ops.conv_residual_block_ref,
+        # (B, F, h, R, W): odd shapes, then the paper's MNIST PixelCNN block (F = 2h = 32)
+        checks=[(2, 6, 3, 5, 7), (3, 20, 12, 9, 4)],
+        paper=(16, 32, 16, 28, 28),
+        inputs=_block_inputs,
+        lstm=None,
+        note="one PixelCNN residual block; the 15x16 model runs 15",
     ),
 }
 
