@@ -217,43 +217,44 @@ struct Params {
 
 // ---- forward stages (row r of one image; maps (R, W, C) channels-last)
 
+// The ends of the stages that add a bias and keep relu(sum): the sum starts at bias[j],
+// relu(sum) is stored to out[c * ld + j].
 template <typename T>
-struct ReduceStage {  // r2 = relu(r1 @ w_reduce + b_reduce), r1 = relu(x) (the row given)
-  static constexpr int kTapCount = 1;
-  const T *r1, *wr, *br;
-  T* r2;
-  int64_t K, ldw;  // F, h
-  PIXELAR_HOST_DEVICE_INLINE const T* src(int, int64_t c) const { return r1 + c * K; }
-  PIXELAR_HOST_DEVICE_INLINE const T* w(int) const { return wr; }
-  PIXELAR_HOST_DEVICE_INLINE T first(int64_t, int64_t j) const { return br[j]; }
-  PIXELAR_HOST_DEVICE_INLINE VecOf<T> first_v(int64_t, int64_t j) const { return vload(br + j); }
+struct BiasReluEnds {
+  const T* bias;
+  T* out;
+  int64_t ld;
+  PIXELAR_HOST_DEVICE_INLINE T first(int64_t, int64_t j) const { return bias[j]; }
+  PIXELAR_HOST_DEVICE_INLINE VecOf<T> first_v(int64_t, int64_t j) const {
+    return vload(bias + j);
+  }
   PIXELAR_HOST_DEVICE_INLINE void last(int64_t c, int64_t j, T a) const {
-    r2[c * ldw + j] = a > T(0) ? a : T(0);
+    out[c * ld + j] = a > T(0) ? a : T(0);
   }
   PIXELAR_HOST_DEVICE_INLINE void last_v(int64_t c, int64_t j, VecOf<T> a) const {
-    simd::store(r2 + c * ldw + j, a > VecOf<T>{} ? a : VecOf<T>{});
+    simd::store(out + c * ld + j, a > VecOf<T>{} ? a : VecOf<T>{});
   }
 };
 
 template <typename T>
-struct ConvStage {  // r3 = relu(sum_t r2[p + o_t] @ w_conv[t] + b_conv)
+struct ReduceStage : BiasReluEnds<T> {  // r2 = relu(r1 @ w_reduce + b_reduce), r1 = relu(x)
+  static constexpr int kTapCount = 1;
+  const T *r1, *wr;  // r1: the row, ReLU'd
+  int64_t K, ldw;    // F, h
+  PIXELAR_HOST_DEVICE_INLINE const T* src(int, int64_t c) const { return r1 + c * K; }
+  PIXELAR_HOST_DEVICE_INLINE const T* w(int) const { return wr; }
+};
+
+template <typename T>
+struct ConvStage : BiasReluEnds<T> {  // r3 = relu(sum_t r2[p + o_t] @ w_conv[t] + b_conv)
   static constexpr int kTapCount = kTaps;
-  const T *r2, *zeros, *wc, *bc;  // r2: the image's map
-  T* r3;                          // row r
-  int64_t r, W, K, ldw;           // K = ldw = h
+  const T *r2, *zeros, *wc;  // r2: the image's map
+  int64_t r, W, K, ldw;      // K = ldw = h
   PIXELAR_HOST_DEVICE_INLINE const T* src(int t, int64_t c) const {
     const int64_t rr = r + kTapDy[t], cc = c + kTapDx[t];
     return rr >= 0 && cc >= 0 && cc < W ? r2 + (rr * W + cc) * K : zeros;
   }
   PIXELAR_HOST_DEVICE_INLINE const T* w(int t) const { return wc + t * K * K; }
-  PIXELAR_HOST_DEVICE_INLINE T first(int64_t, int64_t j) const { return bc[j]; }
-  PIXELAR_HOST_DEVICE_INLINE VecOf<T> first_v(int64_t, int64_t j) const { return vload(bc + j); }
-  PIXELAR_HOST_DEVICE_INLINE void last(int64_t c, int64_t j, T a) const {
-    r3[c * K + j] = a > T(0) ? a : T(0);
-  }
-  PIXELAR_HOST_DEVICE_INLINE void last_v(int64_t c, int64_t j, VecOf<T> a) const {
-    simd::store(r3 + c * K + j, a > VecOf<T>{} ? a : VecOf<T>{});
-  }
 };
 
 template <typename T>
@@ -283,8 +284,8 @@ PIXELAR_SIMD_CLONES void forward_image(const Params<T>& p, const Dims& d, const 
   for (int64_t r = 0; r < d.R; ++r) {
     const T* xr = x + r * W * F;
     relu_copy(r1, xr, W * F);
-    stage_row<T>(ReduceStage<T>{r1, p.wr, p.br, r2 + r * W * h, F, h}, W, h);
-    stage_row<T>(ConvStage<T>{r2, zeros, p.wc, p.bc, r3 + r * W * h, r, W, h, h}, W, h);
+    stage_row<T>(ReduceStage<T>{{p.br, r2 + r * W * h, h}, r1, p.wr, F, h}, W, h);
+    stage_row<T>(ConvStage<T>{{p.bc, r3 + r * W * h, h}, r2, zeros, p.wc, r, W, h, h}, W, h);
     stage_row<T>(ExpandStage<T>{r3 + r * W * h, xr, p.we, p.be, out + r * W * F, h, F}, W, F);
   }
 }
