@@ -326,44 +326,43 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_residual_block_cpu(
 
 // ---- backward stages (row r of one image, rows visited bottom-up)
 
+// The ends of the stages that gate by a ReLU's output: the sum starts at 0, and
+// (m[c * ld + j] > 0 ? sum : 0) is stored to out[c * ld + j].
 template <typename T>
-struct GradY2Stage {  // g_y2 = (g @ w_expand^T) * (r3 > 0)
-  static constexpr int kTapCount = 1;
-  const T *g, *weT, *r3;
-  T* gy2;
-  int64_t K, ldw;  // F, h
-  PIXELAR_HOST_DEVICE_INLINE const T* src(int, int64_t c) const { return g + c * K; }
-  PIXELAR_HOST_DEVICE_INLINE const T* w(int) const { return weT; }
+struct GatedEnds {
+  const T* m;  // the ReLU output whose derivative gates the sum
+  T* out;
+  int64_t ld;
   PIXELAR_HOST_DEVICE_INLINE T first(int64_t, int64_t) const { return T(0); }
   PIXELAR_HOST_DEVICE_INLINE VecOf<T> first_v(int64_t, int64_t) const { return VecOf<T>{}; }
   PIXELAR_HOST_DEVICE_INLINE void last(int64_t c, int64_t j, T a) const {
-    gy2[c * ldw + j] = r3[c * ldw + j] > T(0) ? a : T(0);
+    out[c * ld + j] = m[c * ld + j] > T(0) ? a : T(0);
   }
   PIXELAR_HOST_DEVICE_INLINE void last_v(int64_t c, int64_t j, VecOf<T> a) const {
-    simd::store(gy2 + c * ldw + j, where_positive<T>(vload(r3 + c * ldw + j), a));
+    simd::store(out + c * ld + j, where_positive<T>(vload(m + c * ld + j), a));
   }
 };
 
 template <typename T>
-struct GradY1Stage {  // g_y1 = (sum_t g_y2[q - o_t] @ w_conv[t]^T) * (r2 > 0)
+struct GradY2Stage : GatedEnds<T> {  // g_y2 = (g @ w_expand^T) * (r3 > 0)
+  static constexpr int kTapCount = 1;
+  const T *g, *weT;
+  int64_t K, ldw;  // F, h
+  PIXELAR_HOST_DEVICE_INLINE const T* src(int, int64_t c) const { return g + c * K; }
+  PIXELAR_HOST_DEVICE_INLINE const T* w(int) const { return weT; }
+};
+
+template <typename T>
+struct GradY1Stage : GatedEnds<T> {  // g_y1 = (sum_t g_y2[q - o_t] @ w_conv[t]^T) * (r2 > 0)
   static constexpr int kTapCount = kTaps;
-  const T *gy2, *gy2_below, *zeros, *wcT, *r2;  // gy2 rows r and r + 1; r2 row r
-  T* gy1;
-  int64_t r, R, W, K, ldw;  // K = ldw = h
+  const T *gy2, *gy2_below, *zeros, *wcT;  // gy2 rows r and r + 1
+  int64_t r, R, W, K, ldw;                 // K = ldw = h
   PIXELAR_HOST_DEVICE_INLINE const T* src(int t, int64_t c) const {
     const int64_t rr = r - kTapDy[t], cc = c - kTapDx[t];  // the pixel that reads (r, c)
     if (rr >= R || cc < 0 || cc >= W) return zeros;
     return (rr == r ? gy2 : gy2_below) + cc * K;
   }
   PIXELAR_HOST_DEVICE_INLINE const T* w(int t) const { return wcT + t * K * K; }
-  PIXELAR_HOST_DEVICE_INLINE T first(int64_t, int64_t) const { return T(0); }
-  PIXELAR_HOST_DEVICE_INLINE VecOf<T> first_v(int64_t, int64_t) const { return VecOf<T>{}; }
-  PIXELAR_HOST_DEVICE_INLINE void last(int64_t c, int64_t j, T a) const {
-    gy1[c * K + j] = r2[c * K + j] > T(0) ? a : T(0);
-  }
-  PIXELAR_HOST_DEVICE_INLINE void last_v(int64_t c, int64_t j, VecOf<T> a) const {
-    simd::store(gy1 + c * K + j, where_positive<T>(vload(r2 + c * K + j), a));
-  }
 };
 
 template <typename T>
@@ -423,10 +422,11 @@ PIXELAR_SIMD_CLONES void backward_image(const BackwardParams<T>& p, const Dims& 
     const T* r3r = r3 + r * W * h;
     T* gy2 = gy2_rows[r % 2];
     const T* gy2_below = gy2_rows[(r + 1) % 2];  // row r + 1 (read only when r + 1 < R)
-    stage_row<T>(GradY2Stage<T>{gr, p.weT, r3r, gy2, F, h}, W, h);
+    stage_row<T>(GradY2Stage<T>{{r3r, gy2, h}, gr, p.weT, F, h}, W, h);
     add_rows(s.gbe, gr, F, W, F);
     outer_acc<T>(s.gwe, r3r, h, gr, F, W, h, F);
-    stage_row<T>(GradY1Stage<T>{gy2, gy2_below, zeros, p.wcT, r2r, gy1, r, d.R, W, h, h}, W, h);
+    stage_row<T>(GradY1Stage<T>{{r2r, gy1, h}, gy2, gy2_below, zeros, p.wcT, r, d.R, W, h, h},
+                 W, h);
     add_rows(s.gbc, gy2, h, W, h);
     for (int t = 0; t < kTaps; ++t) {  // grad_w_conv[t] += r2[p + o_t]^T g_y2[p]
       const int64_t rr = r + kTapDy[t];
