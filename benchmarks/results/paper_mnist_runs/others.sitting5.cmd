@@ -1,0 +1,1 @@
+cd /work/main && python benchmarks/paper_mnist.py --data-dir /work/data/binarized_mnist --runs-dir /work/main/runs/paper_mnist --threads 2 --train-only --busy-minutes 0 --models pixelcnn --budget 2700
