@@ -108,6 +108,38 @@ def test_gradcheck_and_opcheck():
     )
 
 
+@pytest.mark.parametrize("where", ["w_reduce", "w_conv"])
+def test_nan_weights_propagate_as_in_the_reference(where):
+    """A NaN is not swallowed by a ReLU (relu(NaN) = NaN, as torch.relu): the same outputs
+    are NaN as in the reference."""
+    args = inputs(1, 6, 3, 4, 5, torch.float64)
+    index = {"w_reduce": (1, (2, 0)), "w_conv": (3, (1, 0, 2))}[where]
+    args[index[0]][index[1]] = float("nan")
+    with pixelar.ops.backend("cpp"):
+        out = pixelar.ops.conv_residual_block(*args)
+    ref = conv_residual_block_ref(*args)
+    assert ref.isnan().any()
+    torch.testing.assert_close(out, ref, equal_nan=True, **TOL[torch.float64])
+
+
+def test_nan_input_reaches_exactly_the_pixels_that_read_it():
+    """A NaN at pixel (r, c) of x makes out NaN at (r, c) and where the 3x3's open taps read
+    it: (r, c + 1) and (r + 1, c - 1 .. c + 1). (The reference's dense conv2d also multiplies
+    the closed taps' zeros by it, 0 * NaN = NaN, and so spreads it to pixels that do not
+    depend on (r, c); the kernel computes the open taps only.)"""
+    args = inputs(1, 6, 3, 4, 5, torch.float64)
+    args[0][0, 1, 1, 2] = float("nan")
+    with pixelar.ops.backend("cpp"):
+        out = pixelar.ops.conv_residual_block(*args)
+    expected = torch.zeros(4, 5, dtype=torch.bool)
+    for r, c in ((1, 2), (1, 3), (2, 1), (2, 2), (2, 3)):
+        expected[r, c] = True
+    assert torch.equal(out[0].isnan().any(0), expected)
+    finite = ~expected.expand_as(out[0])
+    ref = conv_residual_block_ref(*args)
+    torch.testing.assert_close(out[0][finite & ~ref[0].isnan()], ref[0][finite & ~ref[0].isnan()])
+
+
 def test_empty_batch_and_image():
     for shape in ((0, 4, 2, 3, 3), (2, 4, 2, 0, 3)):
         args = inputs(*shape, torch.float64, requires_grad=True)

@@ -195,11 +195,11 @@ PIXELAR_HOST_DEVICE_INLINE void outer_acc(T* __restrict__ acc, const T* __restri
     }
 }
 
-// out[i] = max(x[i], 0), i < n.
+// out[i] = relu(x[i]), i < n; a NaN stays NaN (as torch.relu).
 template <typename T>
 PIXELAR_HOST_DEVICE_INLINE void relu_copy(T* __restrict__ out, const T* __restrict__ x,
                                           int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = x[i] > T(0) ? x[i] : T(0);
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] < T(0) ? T(0) : x[i];
 }
 
 // out[j] += sum over the P pixels of v[p * ld + j], j < n (a bias gradient's row share).
@@ -218,7 +218,7 @@ struct Params {
 // ---- forward stages (row r of one image; maps (R, W, C) channels-last)
 
 // The ends of the stages that add a bias and keep relu(sum): the sum starts at bias[j],
-// relu(sum) is stored to out[c * ld + j].
+// relu(sum) is stored to out[c * ld + j] (a NaN stays NaN, as torch.relu).
 template <typename T>
 struct BiasReluEnds {
   const T* bias;
@@ -229,10 +229,10 @@ struct BiasReluEnds {
     return vload(bias + j);
   }
   PIXELAR_HOST_DEVICE_INLINE void last(int64_t c, int64_t j, T a) const {
-    out[c * ld + j] = a > T(0) ? a : T(0);
+    out[c * ld + j] = a < T(0) ? T(0) : a;
   }
   PIXELAR_HOST_DEVICE_INLINE void last_v(int64_t c, int64_t j, VecOf<T> a) const {
-    simd::store(out + c * ld + j, a > VecOf<T>{} ? a : VecOf<T>{});
+    simd::store(out + c * ld + j, a < VecOf<T>{} ? VecOf<T>{} : a);
   }
 };
 

@@ -106,7 +106,7 @@ def _pixel_matmul_kernel(
                 a_ptr + q[:, None] * K + k[None, :], mask=q_ok[:, None] & k_ok[None, :], other=0.0
             ).to(ACC)
             if RELU_IN:
-                a = tl.maximum(a, 0.0)
+                a = tl.where(a < 0, 0.0, a)  # relu; a NaN stays NaN
             w = tl.load(
                 w_ptr + tap * w_st + k[:, None] * w_sk + n[None, :] * w_sn,
                 mask=k_ok[:, None] & n_ok[None, :],
@@ -116,7 +116,7 @@ def _pixel_matmul_kernel(
     if HAS_BIAS:
         acc += tl.load(bias_ptr + n, mask=n_ok, other=0.0).to(ACC)[None, :]
     if RELU_OUT:
-        acc = tl.maximum(acc, 0.0)
+        acc = tl.where(acc < 0, 0.0, acc)  # relu; a NaN stays NaN
     pn = p[:, None] * N + n[None, :]
     pn_ok = p_ok[:, None] & n_ok[None, :]
     if HAS_GATE:
@@ -168,7 +168,7 @@ def _weight_grad_kernel(
             a_ptr + q[:, None] * K + k[None, :], mask=q_ok[:, None] & k_ok[None, :], other=0.0
         ).to(ACC)
         if RELU_A:
-            a = tl.maximum(a, 0.0)
+            a = tl.where(a < 0, 0.0, a)  # relu; a NaN stays NaN
         b = tl.load(
             b_ptr + p[:, None] * N + n[None, :], mask=p_ok[:, None] & n_ok[None, :], other=0.0
         ).to(ACC)
