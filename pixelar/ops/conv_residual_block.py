@@ -17,6 +17,11 @@ colour-group mask is already in the weights (as in ``w_reduce`` and ``w_expand``
 
 Weights are input-major (``x @ w``): w_reduce (F, h), w_conv (5, h, h), w_expand (h, F).
 
+NaN: relu(NaN) = NaN (as torch.relu) in every implementation. The kernels compute the open
+taps only, so a NaN in x reaches exactly the outputs whose taps read it; the reference's
+dense ``F.conv2d`` also multiplies the closed taps' zeros by it (0 * NaN = NaN) and spreads
+it further.
+
 Why one op: the block's tensors are small (h = 16 at the paper's MNIST size), so the
 PyTorch composite spends its time in element-wise passes over whole maps (three ReLUs and
 their backward, the residual add, bias sums, layout copies) rather than in the
