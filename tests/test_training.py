@@ -349,25 +349,55 @@ def test_ddp_two_processes_on_cpu_keep_identical_weights(tmp_path):
     assert single["global_step"] == 6
 
 
-@pytest.mark.parametrize("name", ["adam", "rmsprop"])
-def test_optimizer_is_multi_tensor_and_matches_the_default_bit_for_bit(name):
-    """make_optimizer uses torch's multi-tensor ("foreach") implementation on the CPU too
-    (fewer, grouped ops per step), whose updates equal the per-tensor loop's exactly."""
+def _optimizer_run(make, dtype=torch.float32):
+    """Parameters after 4 steps of the optimizer make(params) on fixed random gradients."""
+    torch.manual_seed(0)
+    params = [
+        torch.randn(50, 30, dtype=dtype, requires_grad=True),
+        torch.randn(7, dtype=torch.float64, requires_grad=True),
+    ]
+    opt = make(params)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g, dtype=p.dtype)
+        opt.step()
+    return opt, params
+
+
+def test_rmsprop_is_multi_tensor_and_matches_the_default_bit_for_bit():
+    """make_optimizer("rmsprop") uses torch's multi-tensor ("foreach") implementation on the
+    CPU too (fewer, grouped ops per step), whose updates equal the per-tensor loop's exactly."""
     from pixelar.training.config import OPTIMIZERS, make_optimizer
 
-    def run(make):
-        torch.manual_seed(0)
-        params = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
-        opt = make(params)
-        g = torch.Generator().manual_seed(1)
-        for _ in range(4):
-            for p in params:
-                p.grad = torch.randn(p.shape, generator=g)
-            opt.step()
-        return opt, params
-
-    opt, fast = run(lambda ps: make_optimizer(name, ps, 1e-2, weight_decay=1e-3))
+    opt, fast = _optimizer_run(lambda ps: make_optimizer("rmsprop", ps, 1e-2, weight_decay=1e-3))
     assert opt.param_groups[0]["foreach"] is True
-    _, loop = run(lambda ps: OPTIMIZERS[name](ps, lr=1e-2, weight_decay=1e-3, foreach=False))
+    _, loop = _optimizer_run(
+        lambda ps: OPTIMIZERS["rmsprop"](ps, lr=1e-2, weight_decay=1e-3, foreach=False)
+    )
     for a, b in zip(fast, loop):
         assert torch.equal(a, b)
+
+
+def test_adam_is_fused_and_matches_the_default_to_an_ulp():
+    """make_optimizer("adam") uses torch's fused Adam on CPU parameters; its updates equal
+    the per-tensor loop's to within an ulp of the parameters (float32 and float64)."""
+    from pixelar.training.config import OPTIMIZERS, make_optimizer
+
+    opt, fused = _optimizer_run(lambda ps: make_optimizer("adam", ps, 1e-2, weight_decay=1e-3))
+    assert opt.param_groups[0]["fused"] is True
+    _, loop = _optimizer_run(
+        lambda ps: OPTIMIZERS["adam"](ps, lr=1e-2, weight_decay=1e-3, foreach=False)
+    )
+    for a, b in zip(fused, loop):
+        ulp = torch.finfo(a.dtype).eps * b.abs().clamp_min(1.0)
+        assert ((a - b).abs() <= ulp).all()
+
+
+def test_adam_falls_back_to_multi_tensor_for_non_float_or_other_devices():
+    """Parameters the fused kernel does not serve (here: on the meta device) get the
+    multi-tensor Adam."""
+    from pixelar.training.config import make_optimizer
+
+    opt = make_optimizer("adam", [torch.empty(3, device="meta", requires_grad=True)], 1e-3)
+    assert opt.param_groups[0]["foreach"] is True and not opt.param_groups[0]["fused"]

@@ -201,10 +201,27 @@ def build_model(name, model_args, image_shape, levels, device=None):
     return model
 
 
+# Devices whose fused (one kernel per step) Adam torch provides.
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
 def make_optimizer(name, params, lr, weight_decay=0.0):
-    """The optimizer ``name`` ("adam" or "rmsprop") over ``params``: the multi-tensor
-    ("foreach") implementation on every device (torch's default only on GPUs): the same
-    updates bit for bit, in a few grouped ops instead of a dozen per parameter tensor."""
+    """The optimizer ``name`` ("adam" or "rmsprop") over ``params``, in torch's fastest
+    implementation that serves them:
+
+    - Adam: the fused one (``fused=True``: one kernel per step instead of a dozen grouped
+      ops; 3-4x faster on 2 CPU threads) when every parameter is a floating tensor on the
+      CPU or a CUDA device. Its updates equal the per-tensor loop's to within 1 ulp (a
+      different order of the same float operations), not bit for bit.
+    - Otherwise, and for RMSprop (torch has no fused RMSprop): the multi-tensor ("foreach")
+      implementation, on every device (torch's default only on GPUs), whose updates equal
+      the per-tensor loop's bit for bit.
+    """
     if name not in OPTIMIZERS:
         raise TrainingError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
-    return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay, foreach=True)
+    params = list(params)
+    fused = name == "adam" and all(
+        p.is_floating_point() and p.device.type in FUSED_ADAM_DEVICES for p in params
+    )
+    impl = dict(fused=True) if fused else dict(foreach=True)
+    return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay, **impl)
