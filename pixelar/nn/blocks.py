@@ -77,14 +77,15 @@ class ConvResidualBlock(nn.Module):
         applied (differentiable); F = 2h: w_reduce (F, h), b_reduce (h,), w_conv (5, h, h)
         the open taps of the masked 3x3 kernel [tap, c_in, c_out], b_conv (h,),
         w_expand (h, F), b_expand (F,)."""
-        h = self.conv.out_channels
-        taps = self.conv.masked_weight().permute(2, 3, 1, 0).reshape(9, h, h)[:5]
+        # Views only (flatten, slice, permute, t): their backward is cheap, where select and
+        # reshape-of-a-permute add a zero fill and a copy per weight to every step.
+        taps = self.conv.masked_weight().flatten(2)[:, :, :5].permute(2, 1, 0)
         return (
-            self.reduce.masked_weight()[:, :, 0, 0].t(),
+            self.reduce.masked_weight().flatten(1).t(),
             self.reduce.bias,
             taps,
             self.conv.bias,
-            self.expand.masked_weight()[:, :, 0, 0].t(),
+            self.expand.masked_weight().flatten(1).t(),
             self.expand.bias,
         )
 
