@@ -21,10 +21,14 @@ baseline alternate for ``--rounds`` rounds (so bursts of load from other process
 and the row's ratio is min(baseline) / min(fast) per process. The table gives the median
 over processes of the per-process best img/s, the spread (min..max) across processes, the
 FLOPs per step (multiply-adds x 2 of the convolutions, scans and NADE products; backward
-counted as twice the forward) and x floor = time / (FLOPs / matmul rate), the matmul rate
-being the best of 5 runs of a 2048^3 fp32 torch.matmul at the same thread count
-(benchmarks/_timing.py). The 1-minute load average before and after is recorded: on a
-shared machine the absolute figures are depressed; the ratios much less so.
+counted as twice the forward) and x floor = time / (FLOPs / matmul rate). The matmul rate
+is each process's own: a 2048^3 fp32 torch.matmul runs in every round beside the steps, and
+the process's x floor is its best step time over the FLOP time at its best matmul rate; the
+table gives the median over processes, and their min..max. (The machine's rate drifts 2x
+between minutes; a rate measured once at the start, kept in the JSON as
+x_floor_start_rate, can sit in a slow or a fast minute that the steps do not share.)
+The 1-minute load average before and after is recorded: on a shared machine the absolute
+figures are depressed; the ratios much less so.
 
     python benchmarks/train_throughput.py                 # 2 threads, 3 processes per row
     python benchmarks/train_throughput.py --quick         # 1 process, fewer rounds
@@ -249,11 +253,22 @@ def make_pair(name):
     raise ValueError(f"unknown row {name!r}; expected one of {ROWS}")
 
 
+MATMUL_N = 2048  # the FLOP floor's matmul: MATMUL_N^3, as benchmarks/_timing.matmul_rate
+
+
+def matmul_control():
+    """One MATMUL_N^3 fp32 matmul, timed in every round beside the steps: the process's own
+    matmul rate, so that its x floor compares times taken in the same minutes."""
+    a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
+    return lambda: torch.matmul(a, b)
+
+
 def worker(name, threads, rounds, max_seconds, fast_only=False):
     torch.set_num_threads(threads)
     fns, flops, images, data_name = make_pair(name)
     if fast_only:
         del fns["baseline"]
+    fns["matmul"] = matmul_control()
     for fn in fns.values():  # warm-up (allocator, thread pool, first-call paths)
         fn()
     fns["fast"]()
@@ -353,6 +368,9 @@ def summarize(name, procs, rate):
     med = [statistics.median(p["samples"]["fast"]) for p in procs]
     base = [min(p["samples"]["baseline"]) for p in procs if "baseline" in p["samples"]]
     ratios = [b / f for b, f in zip(base, best)]
+    # each process's matmul rate (best of its rounds) and its x floor at that rate
+    rates = [2.0 * MATMUL_N**3 / min(p["samples"]["matmul"]) for p in procs]
+    x_floor_procs = [f / (flops / r) for f, r in zip(best, rates)]
     t = statistics.median(best)
     floor = flops / rate
     return dict(
@@ -371,22 +389,27 @@ def summarize(name, procs, rate):
         speedup_vs_baseline=statistics.median(ratios) if ratios else None,
         speedup_procs=ratios,
         floor_seconds=floor,
-        x_floor=t / floor,
+        x_floor_start_rate=t / floor,
+        matmul_rate_procs=rates,
+        x_floor_procs=x_floor_procs,
+        x_floor=statistics.median(x_floor_procs),
     )
 
 
 def print_table(rows):
     print(
         f"\n{'row':44s} {'img/s':>7s} {'procs min..max':>15s} {'GFLOP':>6s} "
-        f"{'x floor':>7s} {'vs baseline':>11s}  bar"
+        f"{'x floor':>7s} {'min..max':>9s} {'vs baseline':>11s}  bar"
     )
     for r in rows:
         lo, hi = min(r["images_per_s_procs"]), max(r["images_per_s_procs"])
+        flo, fhi = min(r["x_floor_procs"]), max(r["x_floor_procs"])
         ratio = r["speedup_vs_baseline"]
         ratio = f"{ratio:10.1f}x" if ratio is not None else f"{'-':>11s}"
         print(
             f"{r['label']:44s} {r['images_per_s']:7.1f} {lo:7.1f}..{hi:<7.1f} "
-            f"{r['flops'] / 1e9:6.2f} {r['x_floor']:7.1f} {ratio}  {r['bar']}"
+            f"{r['flops'] / 1e9:6.2f} {r['x_floor']:7.1f} {flo:4.1f}..{fhi:<4.1f} {ratio}  "
+            f"{r['bar']}"
         )
 
 
