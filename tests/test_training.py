@@ -394,10 +394,26 @@ def test_adam_is_fused_and_matches_the_default_to_an_ulp():
         assert ((a - b).abs() <= ulp).all()
 
 
-def test_adam_falls_back_to_multi_tensor_for_non_float_or_other_devices():
-    """Parameters the fused kernel does not serve (here: on the meta device) get the
-    multi-tensor Adam."""
+@pytest.mark.parametrize("kind", ["meta device", "non-contiguous"])
+def test_adam_falls_back_to_multi_tensor_where_fused_is_unsafe(kind):
+    """Parameters the fused kernel does not serve (on the meta device), or serves wrongly
+    (non-contiguous: see make_optimizer), get the multi-tensor Adam, whose updates are
+    right for any layout of parameter, gradient and state."""
     from pixelar.training.config import make_optimizer
 
-    opt = make_optimizer("adam", [torch.empty(3, device="meta", requires_grad=True)], 1e-3)
+    if kind == "meta device":
+        param = torch.empty(3, device="meta", requires_grad=True)
+    else:
+        param = torch.nn.Parameter(torch.randn(5, 3).t())
+    opt = make_optimizer("adam", [param], 1e-3)
     assert opt.param_groups[0]["foreach"] is True and not opt.param_groups[0]["fused"]
+    if kind == "non-contiguous":
+        # a contiguous gradient for the transposed parameter: the multi-tensor update is the
+        # per-tensor loop's
+        ref = param.detach().clone().requires_grad_(True)
+        ref_opt = torch.optim.Adam([ref], lr=1e-3, foreach=False)
+        grad = torch.randn(3, 5)
+        param.grad, ref.grad = grad.clone(), grad.clone()
+        opt.step()
+        ref_opt.step()
+        assert torch.equal(param.detach(), ref.detach())

@@ -210,9 +210,13 @@ def make_optimizer(name, params, lr, weight_decay=0.0):
     implementation that serves them:
 
     - Adam: the fused one (``fused=True``: one kernel per step instead of a dozen grouped
-      ops; 3-4x faster on 2 CPU threads) when every parameter is a floating tensor on the
-      CPU or a CUDA device. Its updates equal the per-tensor loop's to within 1 ulp (a
-      different order of the same float operations), not bit for bit.
+      ops; 3-4x faster on 2 CPU threads) when every parameter is a contiguous floating
+      tensor on the CPU or a CUDA device. Its updates equal the per-tensor loop's to within
+      1 ulp (a different order of the same float operations), not bit for bit. Contiguous,
+      because torch's fused CPU Adam reads a parameter, its gradient and its state as flat
+      memory: a gradient or a state tensor laid out otherwise than its parameter (a state
+      loaded from a checkpoint is contiguous) gets silently wrong updates (seen in torch
+      2.14.1). Autograd gives a contiguous parameter a contiguous gradient.
     - Otherwise, and for RMSprop (torch has no fused RMSprop): the multi-tensor ("foreach")
       implementation, on every device (torch's default only on GPUs), whose updates equal
       the per-tensor loop's bit for bit.
@@ -221,7 +225,8 @@ def make_optimizer(name, params, lr, weight_decay=0.0):
         raise TrainingError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
     params = list(params)
     fused = name == "adam" and all(
-        p.is_floating_point() and p.device.type in FUSED_ADAM_DEVICES for p in params
+        p.is_floating_point() and p.is_contiguous() and p.device.type in FUSED_ADAM_DEVICES
+        for p in params
     )
     impl = dict(fused=True) if fused else dict(foreach=True)
     return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay, **impl)
