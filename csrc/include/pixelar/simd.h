@@ -151,6 +151,31 @@ PIXELAR_HOST_DEVICE_INLINE void reduce_add_rows(const v8sf* acc, float* out) {
   }
 }
 
+// dst[j * ldd + i] = src[i * lds + j] for i, j < 8: an 8 x 8 float block transposed in
+// registers (three rounds of two-vector shuffles: pairs of rows, pairs of pairs, halves).
+PIXELAR_HOST_DEVICE_INLINE void transpose8x8(const float* src, int64_t lds, float* dst,
+                                             int64_t ldd) {
+  const v8si lo1 = {0, 8, 1, 9, 4, 12, 5, 13}, hi1 = {2, 10, 3, 11, 6, 14, 7, 15};
+  const v8si lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+  const v8si lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
+  v8sf r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = load<v8sf>(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {  // t[i] = [r_i0 r_i+1,0 r_i1 r_i+1,1 | the same for 4, 5]
+    t[i] = __builtin_shuffle(r[i], r[i + 1], lo1);
+    t[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi1);
+  }
+  for (int i = 0; i < 8; i += 4) {  // u: columns (0 | 4), (1 | 5), (2 | 6), (3 | 7) of 4 rows
+    u[i] = __builtin_shuffle(t[i], t[i + 2], lo2);
+    u[i + 1] = __builtin_shuffle(t[i], t[i + 2], hi2);
+    u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], lo2);
+    u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], hi2);
+  }
+  for (int j = 0; j < 4; ++j) {  // column j from rows 0-3 and 4-7, and column j + 4
+    store(dst + j * ldd, __builtin_shuffle(u[j], u[j + 4], lo4));
+    store(dst + (j + 4) * ldd, __builtin_shuffle(u[j], u[j + 4], hi4));
+  }
+}
+
 template <int R>
 PIXELAR_HOST_DEVICE_INLINE void reduce_add_rows(const v4df* acc, double* out) {
   for (int r = 0; r < R; ++r) out[r] = reduce_add(acc[r]);
