@@ -349,11 +349,11 @@ def test_ddp_two_processes_on_cpu_keep_identical_weights(tmp_path):
     assert single["global_step"] == 6
 
 
-def _optimizer_run(make, dtype=torch.float32):
+def _optimizer_run(make):
     """Parameters after 4 steps of the optimizer make(params) on fixed random gradients."""
     torch.manual_seed(0)
     params = [
-        torch.randn(50, 30, dtype=dtype, requires_grad=True),
+        torch.randn(50, 30, requires_grad=True),
         torch.randn(7, dtype=torch.float64, requires_grad=True),
     ]
     opt = make(params)

@@ -80,20 +80,23 @@ inline at::Tensor reused_empty(Reused slot, at::IntArrayRef sizes, at::ScalarTyp
   return buffer.narrow(0, 0, n).view(sizes);
 }
 
-// dst (C, R) = src (R, C)^T, src rows of stride rs and unit column stride, for the
-// columns [c0, c1) of src: 32 x 32 blocks (in L1), each as 8 x 8 register transposes
-// (float) or element by element (double, and the edges).
+// The block of transposed() and its parallel grain: 32 x 32 elements (in L1).
+constexpr int64_t kTransposeBlock = 32;
+
+// dst (C, R) = src (R, C)^T, src element (r, c) at src[r * rs + c * cs], for the columns
+// [c0, c1) of src: kTransposeBlock-square blocks, each as 8 x 8 register transposes where
+// the columns are unit-stride floats, else (double, strided columns, edges) element by
+// element.
 template <typename T>
-PIXELAR_SIMD_CLONES void transpose_columns(const T* src, int64_t rs, T* dst, int64_t R,
-                                           int64_t c0, int64_t c1) {
-  constexpr int64_t kBlock = 32;
-  for (int64_t cb = c0; cb < c1; cb += kBlock) {
-    const int64_t ce = std::min(c1, cb + kBlock);
-    for (int64_t rb = 0; rb < R; rb += kBlock) {
-      const int64_t re = std::min(R, rb + kBlock);
+PIXELAR_SIMD_CLONES void transpose_columns(const T* src, int64_t rs, int64_t cs, T* dst,
+                                           int64_t R, int64_t c0, int64_t c1) {
+  for (int64_t cb = c0; cb < c1; cb += kTransposeBlock) {
+    const int64_t ce = std::min(c1, cb + kTransposeBlock);
+    for (int64_t rb = 0; rb < R; rb += kTransposeBlock) {
+      const int64_t re = std::min(R, rb + kTransposeBlock);
       int64_t c = cb;
       if constexpr (std::is_same<T, float>::value) {
-        for (; c + 8 <= ce; c += 8) {
+        for (; cs == 1 && c + 8 <= ce; c += 8) {
           int64_t r = rb;
           for (; r + 8 <= re; r += 8) simd::transpose8x8(src + r * rs + c, rs, dst + c * R + r, R);
           for (; r < re; ++r)
@@ -101,30 +104,28 @@ PIXELAR_SIMD_CLONES void transpose_columns(const T* src, int64_t rs, T* dst, int
         }
       }
       for (; c < ce; ++c)
-        for (int64_t r = rb; r < re; ++r) dst[c * R + r] = src[r * rs + c];
+        for (int64_t r = rb; r < re; ++r) dst[c * R + r] = src[r * rs + c * cs];
     }
   }
 }
 
-// The transpose of a 2-D tensor m (R, C), contiguous (C, R), in parallel over blocks of
-// columns of m (ATen's strided copy of m.t() reads a cache line per element: about 10x
-// slower for the 500 x 784 NADE weights). With kTemporary, the result lives in reused
-// memory (Reused::kTransposed) and must not outlive the call.
+// The transpose of a 2-D tensor m (R, C), any strides, contiguous (C, R), in parallel over
+// blocks of columns of m (ATen's strided copy of m.t() reads a cache line per element:
+// about 10x slower for the 500 x 784 NADE weights). With kTemporary, the result lives in
+// reused memory (Reused::kTransposed) and must not outlive the call.
 template <bool kTemporary = false>
 inline at::Tensor transposed(const at::Tensor& m) {
   const int64_t R = m.size(0), C = m.size(1);
   at::Tensor out = kTemporary ? reused_empty(Reused::kTransposed, {C, R}, m.scalar_type())
                               : at::empty({C, R}, m.options());
   if (R * C == 0) return out;
-  constexpr int64_t kBlock = 32;
-  // unit column stride for the block kernel (a strided m is copied row-major first)
-  const at::Tensor rows = m.stride(1) == 1 ? m : m.contiguous();
   AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "pixelar_transposed", [&] {
-    const scalar_t* src = rows.data_ptr<scalar_t>();
+    const scalar_t* src = m.data_ptr<scalar_t>();
     scalar_t* dst = out.data_ptr<scalar_t>();
-    const int64_t rs = rows.stride(0);
-    at::parallel_for(0, ceil_div(C, kBlock), 1, [&](int64_t cb0, int64_t cb1) {
-      transpose_columns<scalar_t>(src, rs, dst, R, cb0 * kBlock, std::min(C, cb1 * kBlock));
+    const int64_t rs = m.stride(0), cs = m.stride(1);
+    at::parallel_for(0, ceil_div(C, kTransposeBlock), 1, [&](int64_t cb0, int64_t cb1) {
+      transpose_columns<scalar_t>(src, rs, cs, dst, R, cb0 * kTransposeBlock,
+                                  std::min(C, cb1 * kTransposeBlock));
     });
   });
   return out;
