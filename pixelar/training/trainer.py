@@ -134,6 +134,7 @@ def train(
     try:
         config, ckpt = _previous_run(config, out_dir, resume, overwrite, lock is not None)
         d = distributed.setup(config.device, timeout=ddp_timeout)
+        run = None
         try:
             run = _start(
                 config,
@@ -151,6 +152,7 @@ def train(
                 raise
             raise failure from exc
         finally:
+            run = None  # the DDP wrapper holds the process group: drop it before teardown
             distributed.teardown(d)
     finally:
         if lock is not None:
