@@ -134,7 +134,6 @@ def train(
     try:
         config, ckpt = _previous_run(config, out_dir, resume, overwrite, lock is not None)
         d = distributed.setup(config.device, timeout=ddp_timeout)
-        run = None
         try:
             run = _start(
                 config,
