@@ -51,8 +51,15 @@ TORCH_LIBRARY(pixelar, m) {
   // NADE outputs by incremental hidden update. x: (B, D); W: (Hd, D); c: (Hd,);
   // V: (D, O, Hd); b: (D, O). Returns (B, D, O).
   m.def("nade_forward(Tensor x, Tensor W, Tensor c, Tensor V, Tensor b) -> Tensor");
+  // The same outputs, and the hidden-state checkpoints the backward can start from:
+  // a_d at d = 0, 32, 64, ...: (ceil(D / 32), B, Hd) (pixelar/nade_checkpoints.h).
+  m.def("nade_forward_checkpointed(Tensor x, Tensor W, Tensor c, Tensor V, Tensor b) "
+        "-> (Tensor, Tensor)");
+  // Gradients of x, W, c, V, b; checkpoints: nade_forward_checkpointed's, or None;
+  // grad_x=False skips grad_x's sums and returns an empty (0,) tensor in its place.
   m.def("nade_forward_backward(Tensor grad_out, Tensor x, Tensor W, Tensor c, Tensor V, "
-        "Tensor b) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+        "Tensor b, Tensor? checkpoints=None, bool grad_x=True) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // NADE sampling, the whole loop. u: (n, D) float64; cond: (n, D) int64 or None;
   // W: (Hd, D); c: (Hd,); V: (D, 1, Hd); b: (D, 1). Returns (n, D) int64.
   m.def("nade_sample(Tensor u, Tensor? cond, Tensor W, Tensor c, Tensor V, Tensor b) -> Tensor");

@@ -28,6 +28,7 @@ import torch.nn.functional as nnf
 
 import pixelar
 from pixelar.ops.conv_residual_block import conv3x3_kernel
+from pixelar.ops.nade_forward import nade_checkpoints_ref
 
 import model_zoo
 from conftest import report_diff
@@ -321,6 +322,35 @@ def test_nade_forward_backward(emu, limits, B, D, Hd, O, dtype, max_threads):
         report_diff(f"nade grad {name}", gk, r_grad)
         tg = t if dtype != torch.float32 else dict(rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(gk.double(), r_grad.detach(), **tg)
+
+
+@pytest.mark.parametrize(
+    "B,D,Hd,O,dtype,max_threads", NADE_CASES + [(5, 70, 37, 1, torch.float32, 64)]
+)
+def test_nade_forward_checkpointed(emu, limits, B, D, Hd, O, dtype, max_threads):
+    # the outputs of nade_forward; a_d at d = 0, 32, ... in the op-math dtype, as the
+    # reference; the backward takes them (and does not read them: the same gradients)
+    limits(max_threads)
+    args = nade_inputs(B, D, Hd, O, dtype)
+    out, ckpt = emu.nade_forward_checkpointed(*args)
+    assert torch.equal(out, emu.nade_forward(*args))
+    ref = nade_checkpoints_ref(*(t.double() for t in args[:3]))
+    assert ckpt.dtype == (torch.float32 if dtype == torch.float16 else dtype)
+    assert ckpt.shape == ((D + 31) // 32, B, Hd)
+    report_diff("nade checkpoints", ckpt, ref)
+    torch.testing.assert_close(ckpt.double(), ref, **tol(ckpt.dtype))
+    go = torch.randn(out.shape, generator=torch.Generator().manual_seed(4)).to(dtype)
+    grads = emu.nade_forward_backward(go, *args)
+    grads_ckpt = emu.nade_forward_backward(go, *args, checkpoints=ckpt)
+    for gk, gc in zip(grads, grads_ckpt):  # atomicAdd order: equal to rounding, not bitwise
+        torch.testing.assert_close(gk, gc)
+    # grad_x=False: grad x's block sums skipped (in every block: uniform barriers)
+    no_gx = emu.nade_forward_backward(go, *args, checkpoints=ckpt, grad_x=False)
+    assert no_gx[0].shape == (0,)
+    for gk, gn in zip(grads[1:], no_gx[1:]):
+        torch.testing.assert_close(gk, gn)
+    with pytest.raises(RuntimeError, match="checkpoints must be"):
+        emu.nade_forward_backward(go, *args, checkpoints=ckpt[:, :0])
 
 
 def test_nade_forward_hidden_zero(emu):

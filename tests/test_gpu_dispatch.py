@@ -27,6 +27,7 @@ OPS = [
     "row_lstm_scan",
     "row_lstm_scan_backward",
     "nade_forward",
+    "nade_forward_checkpointed",
     "nade_forward_backward",
     "conv_residual_block",
     "conv_residual_block_backward",

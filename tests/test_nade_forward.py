@@ -1,6 +1,7 @@
 """pixelar.ops.nade_forward: reference vs the direct O(D^2 H) formula, C++ kernel vs
 reference (forward and all five gradients, odd shapes, non-contiguous inputs, fp32/fp64),
-gradcheck, opcheck, bad inputs, torch.compile."""
+the checkpointed forward (its checkpoints vs the reference, the backward bitwise the same
+with and without them), gradcheck, opcheck, bad inputs, torch.compile."""
 
 import pytest
 import torch
@@ -8,11 +9,13 @@ import torch
 import pixelar
 from pixelar._extension import has_kernel
 from pixelar.ops import nade_forward, nade_forward_ref
+from pixelar.ops.nade_forward import nade_checkpoints_ref
 
 from conftest import TOL, report_diff
 
 OP = torch.ops.pixelar.nade_forward if has_kernel("nade_forward", "CPU") else None
 BACKWARD = torch.ops.pixelar.nade_forward_backward if OP is not None else None
+CHECKPOINTED = torch.ops.pixelar.nade_forward_checkpointed if OP is not None else None
 needs_cpp = pytest.mark.skipif(OP is None, reason="pixelar._C has no CPU nade_forward")
 
 # (B, D, Hd, O): batch 1, odd sizes, several batch blocks (B > 8), several hidden chunks
@@ -90,6 +93,84 @@ def test_cpp_empty_dimensions_match_reference(shape):
     # B, D, Hd or O = 0: forward and every gradient as the reference (Hd = 0: out = b and
     # zero gradients but grad_b; the backward once divided by the number of hidden chunks)
     _compare(sample_inputs(*shape), torch.float64, raw_op=True)
+
+
+@needs_cpp
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", SHAPES + [(3, 64, 9, 1), (2, 65, 9, 2), (3, 5, 4, 0)])
+def test_checkpointed_forward(shape, dtype, binary):
+    # the same outputs as nade_forward; checkpoints a_d at d = 0, 32, ... as the reference
+    # (D = 64 and 65: a segment boundary at the last step and one past it); the backward
+    # given them returns bitwise the gradients it finds by its own walk
+    inputs = sample_inputs(*shape, dtype=dtype, binary=binary)
+    out, ckpt = CHECKPOINTED(*inputs)
+    assert torch.equal(out, OP(*inputs))
+    B, D, Hd, _ = shape
+    assert ckpt.shape == ((D + 31) // 32, B, Hd) and ckpt.dtype == dtype
+    ref = nade_checkpoints_ref(*(t.double() for t in inputs[:3]))
+    report_diff("checkpoints", ckpt, ref)
+    torch.testing.assert_close(ckpt.double(), ref, **TOL[dtype])
+    if binary:  # x_d W[:, d] is exact: the same additions in the same order
+        assert torch.equal(ckpt, nade_checkpoints_ref(*inputs[:3]))
+    g = torch.randn_like(out)
+    grads = BACKWARD(g, *inputs)
+    grads_ckpt = BACKWARD(g, *inputs, checkpoints=ckpt)
+    for a, b in zip(grads, grads_ckpt):
+        assert torch.equal(a, b)
+    # grad_x=False: the other four bitwise the same, an empty tensor for grad x
+    for ck in (None, ckpt):
+        no_gx = BACKWARD(g, *inputs, checkpoints=ck, grad_x=False)
+        assert no_gx[0].shape == (0,) and no_gx[0].dtype == dtype
+        for a, b in zip(grads[1:], no_gx[1:]):
+            assert torch.equal(a, b)
+
+
+@needs_cpp
+@pytest.mark.parametrize("shape", [(0, 5, 4, 1), (3, 0, 4, 1), (3, 5, 0, 1), (3, 5, 4, 0)])
+def test_checkpointed_empty_dimensions(shape):
+    inputs = sample_inputs(*shape)
+    out, ckpt = CHECKPOINTED(*inputs)
+    torch.testing.assert_close(out, nade_forward_ref(*inputs))
+    torch.testing.assert_close(ckpt, nade_checkpoints_ref(*inputs[:3]))
+    g = torch.randn_like(out)
+    for a, b in zip(BACKWARD(g, *inputs), BACKWARD(g, *inputs, checkpoints=ckpt)):
+        assert torch.equal(a, b)
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_wrapper_gradients_without_grad_x(dtype):
+    # x as data (no grad): the backward skips grad x; W, c, V, b as with x differentiable
+    inputs = sample_inputs(9, 70, 300, 1, dtype=dtype)
+    params = [t.requires_grad_() for t in inputs[1:]]
+    g = torch.randn(9, 70, 1, dtype=dtype)
+    with pixelar.ops.backend("cpp"):
+        grads = torch.autograd.grad((nade_forward(inputs[0], *params) * g).sum(), params)
+        x = inputs[0].clone().requires_grad_()
+        grads_x = torch.autograd.grad((nade_forward(x, *params) * g).sum(), [x, *params])
+    assert grads_x[0].shape == x.shape
+    for a, b in zip(grads, grads_x[1:]):
+        assert torch.equal(a, b)
+
+
+@needs_cpp
+def test_backward_rejects_bad_checkpoints():
+    inputs = sample_inputs(3, 40, 4, 1)
+    out, ckpt = CHECKPOINTED(*inputs)
+    g = torch.randn_like(out)
+    bad = [
+        (ckpt[:1], r"checkpoints must be \(ceil\(D / 32\), B, Hd\) = \(2, 3, 4\), got \(1, 3, 4\)"),
+        (ckpt[:, :2], "checkpoints must be"),
+        (ckpt.float(), "checkpoints must be Double for x of Double, got Float"),
+    ]
+    for c, message in bad:
+        with pytest.raises(RuntimeError, match=message):
+            BACKWARD(g, *inputs, checkpoints=c)
+    # non-contiguous checkpoints are read as their values
+    strided = ckpt.transpose(0, 1).contiguous().transpose(0, 1)
+    for a, b in zip(BACKWARD(g, *inputs), BACKWARD(g, *inputs, checkpoints=strided)):
+        assert torch.equal(a, b)
 
 
 @needs_cpp
@@ -182,6 +263,14 @@ def test_opcheck():
     inputs = sample_inputs(2, 5, 3, 1)
     out = OP(*inputs)
     torch.library.opcheck(BACKWARD, (torch.randn_like(out), *inputs))
+    inputs = sample_inputs(3, 40, 4, 2, requires_grad=True)
+    torch.library.opcheck(CHECKPOINTED, tuple(inputs))
+    inputs = sample_inputs(3, 40, 4, 2)
+    out, ckpt = CHECKPOINTED(*inputs)
+    torch.library.opcheck(BACKWARD, (torch.randn_like(out), *inputs), {"checkpoints": ckpt})
+    torch.library.opcheck(
+        BACKWARD, (torch.randn_like(out), *inputs), {"checkpoints": ckpt, "grad_x": False}
+    )
 
 
 def test_wrapper_rejects_bad_inputs():
@@ -229,9 +318,19 @@ def test_torch_compile_fullgraph():
 
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     loss = compiled(*inputs)
+
+    # the checkpointed op, as the wrapper calls it (its second output is not differentiable)
+    def f_ckpt(x, W, c, V, b):
+        out, _ = CHECKPOINTED(x, W, c, V, b)
+        return torch.nn.functional.binary_cross_entropy_with_logits(out.squeeze(-1), x)
+
+    loss_ckpt = torch.compile(f_ckpt, fullgraph=True, backend="aot_eager")(*inputs)
+    grads_ckpt = torch.autograd.grad(loss_ckpt, inputs[1:])
     grads = torch.autograd.grad(loss, inputs[1:])
     loss_ref = f(*inputs)
     grads_ref = torch.autograd.grad(loss_ref, inputs[1:])
     torch.testing.assert_close(loss, loss_ref)
-    for g, g_ref in zip(grads, grads_ref):
+    torch.testing.assert_close(loss_ckpt, loss_ref)
+    for g, g_ckpt, g_ref in zip(grads, grads_ckpt, grads_ref):
         torch.testing.assert_close(g, g_ref)
+        torch.testing.assert_close(g_ckpt, g_ref)

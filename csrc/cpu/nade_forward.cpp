@@ -16,6 +16,9 @@
 // forward's h (same steps, same formulas), without storing the (B, D, Hd) hidden states.
 // Backward: the hidden gradient flows to earlier dimensions, S_d = sum_{d' > d} grad_a_d',
 // so per segment (last first) it replays h forwards from the checkpoint, then walks d down.
+// pixelar::nade_forward_checkpointed writes the forward's a at each segment start
+// (pixelar/nade_checkpoints.h); given them, the backward skips its own walk to find them
+// (bitwise the same values: the same additions in the same order).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -30,6 +33,7 @@
 #include "kernel_common.h"
 #include "nade_hidden.h"
 #include "pixelar/checks.h"
+#include "pixelar/nade_checkpoints.h"
 #include "pixelar/simd.h"
 
 namespace pixelar {
@@ -37,10 +41,11 @@ namespace cpu {
 namespace {
 
 constexpr const char* kOp = "pixelar::nade_forward";
+constexpr const char* kOpCkpt = "pixelar::nade_forward_checkpointed";
 constexpr const char* kOpBwd = "pixelar::nade_forward_backward";
 constexpr int64_t kBatchBlock = 16;
 constexpr int64_t kHiddenChunk = 128;
-constexpr int64_t kSegment = 32;
+constexpr int64_t kSegment = nade_checkpoints::kEvery;
 static_assert(kSegment <= nade::kMaxProducts + 1, "a segment's product chain fits the rule");
 using nade::Step;
 
@@ -77,11 +82,12 @@ Step step_to(const Args<T>& A, nade::Row<T>& rule, int64_t b, int64_t dd) {
 }
 
 // Forward of one tile: batch rows [b0, b0 + nb), hidden units [h0, h0 + nh). Writes the
-// chunk's partial outputs part[b][d][o] = sum_{h in chunk} V[d, o, h] h_d[b, h].
+// chunk's partial outputs part[b][d][o] = sum_{h in chunk} V[d, o, h] h_d[b, h], and, when
+// ckpt is not null, the tile's part of the checkpoints ckpt (ceil(D / kSegment), B, Hd).
 // scratch: 3 * nb * nh (a, e, h of each row).
 template <typename T>
 PIXELAR_SIMD_CLONES void forward_tile(Args<T> A, int64_t b0, int64_t nb, int64_t h0, int64_t nh,
-                                      T* part, T* scratch) {
+                                      T* part, T* ckpt, T* scratch) {
   const int64_t D = A.d.D, Hd = A.d.Hd, O = A.d.O, tile = nb * nh;
   T *a = scratch, *e = a + tile, *h = e + tile;
   nade::Row<T> rows[kBatchBlock];
@@ -95,6 +101,11 @@ PIXELAR_SIMD_CLONES void forward_tile(Args<T> A, int64_t b0, int64_t nb, int64_t
       const Step s = step_to(A, rows[i], b, dd);
       const T xp = dd > 0 ? A.x[b * D + dd - 1] : T(0);
       nade::step<T>(s, rows[i], a + i * nh, e + i * nh, h + i * nh, wp, ewp, xp, nh);
+    }
+    // A segment start's step is exact (no pending columns): a is a_dd.
+    if (ckpt && dd % kSegment == 0) {
+      T* cd = ckpt + ((dd / kSegment) * A.d.B + b0) * Hd + h0;
+      for (int64_t i = 0; i < nb; ++i) std::copy(a + i * nh, a + (i + 1) * nh, cd + i * Hd);
     }
     // The outputs, kRows rows at a time (V[d] loaded once for them).
     constexpr int kRows = 8;
@@ -117,11 +128,11 @@ PIXELAR_SIMD_CLONES void forward_tile(Args<T> A, int64_t b0, int64_t nb, int64_t
 
 // One step d of the backward walk for R batch rows at once, O = 1, in one pass over the
 // chunk (W^T[d], V[d] and their gradients loaded once for the R rows): for each row r,
-// out[r] = sum_k W^T[d, k] S_d[k] (the chunk's part of grad_x[b, d]); adds x_d S_d to
+// out[r] = sum_k W^T[d, k] S_d[k] (the chunk's part of grad_x[b, d]; kGradX); adds x_d S_d to
 // grad_W^T[d] (kGradW; else every x_d of the group is 0 and S finite), g0 h_d to
 // grad_V[d]; S += grad_a_d = g0 V[d] h_d (1 - h_d). S_d excludes dimension d itself: it
 // is read before the update.
-template <int R, bool kGradW, typename T>
+template <int R, bool kGradW, bool kGradX, typename T>
 PIXELAR_HOST_DEVICE_INLINE
 void backward_rows_o1(const T* const* hd, T* const* S, const T* g0, const T* xd,
                       const T* __restrict wd, T* __restrict gwd,
@@ -137,7 +148,7 @@ void backward_rows_o1(const T* const* hd, T* const* S, const T* g0, const T* xd,
     V gv = simd::load<V>(gvd + k);
     for (int r = 0; r < R; ++r) {
       const V s_old = simd::load<V>(S[r] + k), h = simd::load<V>(hd[r] + k);
-      acc[r] += w * s_old;
+      if (kGradX) acc[r] += w * s_old;
       if (kGradW) gw += xd[r] * s_old;
       gv += g0[r] * h;
       simd::store(S[r] + k, s_old + g0[r] * v * h * (T(1) - h));
@@ -145,7 +156,8 @@ void backward_rows_o1(const T* const* hd, T* const* S, const T* g0, const T* xd,
     if (kGradW) simd::store(gwd + k, gw);
     simd::store(gvd + k, gv);
   }
-  if constexpr (R == 1) {
+  if constexpr (!kGradX) {
+  } else if constexpr (R == 1) {
     out[0] = simd::reduce_add(acc[0]);
   } else {
     simd::reduce_add_rows<R>(acc, out);
@@ -153,7 +165,7 @@ void backward_rows_o1(const T* const* hd, T* const* S, const T* g0, const T* xd,
   for (; k < n; ++k) {
     for (int r = 0; r < R; ++r) {
       const T s_old = S[r][k], h = hd[r][k];
-      out[r] += wd[k] * s_old;
+      if (kGradX) out[r] += wd[k] * s_old;
       if (kGradW) gwd[k] += xd[r] * s_old;
       gvd[k] += g0[r] * h;
       S[r][k] = s_old + g0[r] * vd[k] * h * (T(1) - h);
@@ -162,7 +174,7 @@ void backward_rows_o1(const T* const* hd, T* const* S, const T* g0, const T* xd,
 }
 
 // backward_rows_o1 for the rows i0 .. i0 + R - 1 of a tile.
-template <int R, typename T>
+template <int R, bool kGradX, typename T>
 PIXELAR_HOST_DEVICE_INLINE
 void backward_group_o1(const T* const* hd, T* const* S, const T* g0, const T* xd,
                        bool grads_finite, const T* wd, T* gwd, const T* vd,
@@ -170,20 +182,34 @@ void backward_group_o1(const T* const* hd, T* const* S, const T* g0, const T* xd
   bool grad_w = !grads_finite;  // x_d = 0 adds 0 * S_d to grad_W: skipped when S is finite
   for (int r = 0; r < R; ++r) grad_w = grad_w || xd[r] != T(0);
   if (grad_w) {
-    backward_rows_o1<R, true>(hd, S, g0, xd, wd, gwd, vd, gvd, n, out);
+    backward_rows_o1<R, true, kGradX>(hd, S, g0, xd, wd, gwd, vd, gvd, n, out);
   } else {
-    backward_rows_o1<R, false>(hd, S, g0, xd, wd, gwd, vd, gvd, n, out);
+    backward_rows_o1<R, false, kGradX>(hd, S, g0, xd, wd, gwd, vd, gvd, n, out);
+  }
+}
+
+// backward_group_o1 with kGradX chosen at run time.
+template <int R, typename T>
+PIXELAR_HOST_DEVICE_INLINE
+void backward_group_o1(bool grad_x, const T* const* hd, T* const* S, const T* g0,
+                       const T* xd, bool grads_finite, const T* wd, T* gwd, const T* vd,
+                       T* gvd, int64_t n, T* out) {
+  if (grad_x) {
+    backward_group_o1<R, true>(hd, S, g0, xd, grads_finite, wd, gwd, vd, gvd, n, out);
+  } else {
+    backward_group_o1<R, false>(hd, S, g0, xd, grads_finite, wd, gwd, vd, gvd, n, out);
   }
 }
 
 // The same for any O: gh = sum_o g_o V[d, o], grad_V[d, o] += g_o h_d, S += gh h_d (1 - h_d).
+// Returns the chunk's part of grad_x[b, d] (0 without grad_x).
 template <typename T>
 PIXELAR_HOST_DEVICE_INLINE
 T backward_step(const T* __restrict hd, T* __restrict S, const T* __restrict wd,
                 T* __restrict gwd, const T* __restrict vd, T* __restrict gvd,
                 const T* go, int64_t O, int64_t Hd, T xd, T* __restrict gh,
-                int64_t n) {
-  const T total = simd::dot(wd, S, n);
+                int64_t n, bool grad_x) {
+  const T total = grad_x ? simd::dot(wd, S, n) : T(0);
   for (int64_t k = 0; k < n; ++k) gwd[k] += xd * S[k];
   std::fill(gh, gh + n, T(0));
   for (int64_t o = 0; o < O; ++o) {
@@ -201,16 +227,20 @@ T backward_step(const T* __restrict hd, T* __restrict S, const T* __restrict wd,
 
 // Backward of one tile (see forward_tile). g: grad_out (B, D, O). Accumulates into the
 // chunk's columns of gwt (D, Hd) (grad of W^T), gv (D, O, Hd), gc (Hd), and writes the
-// chunk's partial gx[b][d] = sum_{h in chunk} W[h, d] S_d[b, h].
+// chunk's partial gx[b][d] = sum_{h in chunk} W[h, d] S_d[b, h] unless gx_part is null (no
+// grad_x: the sums are skipped). fwd_ckpt: the forward's
+// checkpoints (ceil(D / kSegment), B, Hd), or null: then the tile walks a to find them.
 // Scratch (backward_scratch): ckpt (ceil(D / kSegment) tiles: a at each segment start),
 // hseg (kSegment tiles: the h the forward computed at each step of a segment, where it
 // computed one), S, a, e (a tile each), gh (nh).
 template <typename T>
-PIXELAR_SIMD_CLONES void backward_tile(Args<T> A, const T* g, bool grads_finite, int64_t b0,
-                                       int64_t nb, int64_t h0, int64_t nh, T* gwt, T* gv,
-                                       T* gc, T* gx_part, T* scratch) {
+PIXELAR_SIMD_CLONES void backward_tile(Args<T> A, const T* g, const T* fwd_ckpt,
+                                       bool grads_finite, int64_t b0, int64_t nb, int64_t h0,
+                                       int64_t nh, T* gwt, T* gv, T* gc, T* gx_part,
+                                       T* scratch) {
   const int64_t D = A.d.D, Hd = A.d.Hd, O = A.d.O, tile = nb * nh;
   const int64_t nseg = ceil_div(D, kSegment);
+  const bool grad_x = gx_part != nullptr;
   T* ckpt = scratch;
   T* hseg = ckpt + nseg * tile;
   T* S = hseg + kSegment * tile;
@@ -218,16 +248,18 @@ PIXELAR_SIMD_CLONES void backward_tile(Args<T> A, const T* g, bool grads_finite,
   T* e = a + tile;
   T* gh = e + tile;
   // Checkpoints: a at d = 0, kSegment, 2 kSegment, ... (the forward's a: same updates).
-  for (int64_t i = 0; i < nb; ++i) std::copy(A.c + h0, A.c + h0 + nh, a + i * nh);
-  for (int64_t dd = 0; dd < D; ++dd) {
-    if (dd % kSegment == 0) std::copy(a, a + tile, ckpt + (dd / kSegment) * tile);
-    if (dd + 1 == D) break;
-    const T* __restrict wd = A.wt + dd * Hd + h0;
-    for (int64_t i = 0; i < nb; ++i) {
-      const T xd = A.x[(b0 + i) * D + dd];
-      if (xd == T(0) && A.wmax[dd] < INFINITY) continue;
-      T* __restrict ai = a + i * nh;
-      for (int64_t k = 0; k < nh; ++k) ai[k] += xd * wd[k];
+  if (!fwd_ckpt) {
+    for (int64_t i = 0; i < nb; ++i) std::copy(A.c + h0, A.c + h0 + nh, a + i * nh);
+    for (int64_t dd = 0; dd < D; ++dd) {
+      if (dd % kSegment == 0) std::copy(a, a + tile, ckpt + (dd / kSegment) * tile);
+      if (dd + 1 == D) break;
+      const T* __restrict wd = A.wt + dd * Hd + h0;
+      for (int64_t i = 0; i < nb; ++i) {
+        const T xd = A.x[(b0 + i) * D + dd];
+        if (xd == T(0) && A.wmax[dd] < INFINITY) continue;
+        T* __restrict ai = a + i * nh;
+        for (int64_t k = 0; k < nh; ++k) ai[k] += xd * wd[k];
+      }
     }
   }
   std::fill(S, S + tile, T(0));
@@ -235,7 +267,12 @@ PIXELAR_SIMD_CLONES void backward_tile(Args<T> A, const T* g, bool grads_finite,
   for (int64_t sg = nseg - 1; sg >= 0; --sg) {
     const int64_t d_begin = sg * kSegment, d_end = std::min(D, d_begin + kSegment);
     // Replay the forward over the segment from its checkpoint (the rules restart there).
-    std::copy(ckpt + sg * tile, ckpt + (sg + 1) * tile, a);
+    if (fwd_ckpt) {
+      const T* cs = fwd_ckpt + (sg * A.d.B + b0) * Hd + h0;
+      for (int64_t i = 0; i < nb; ++i) std::copy(cs + i * Hd, cs + i * Hd + nh, a + i * nh);
+    } else {
+      std::copy(ckpt + sg * tile, ckpt + (sg + 1) * tile, a);
+    }
     nade::Row<T> rows[kBatchBlock];
     for (int64_t dd = d_begin; dd < d_end; ++dd) {
       const int64_t t = dd - d_begin;
@@ -276,21 +313,24 @@ PIXELAR_SIMD_CLONES void backward_tile(Args<T> A, const T* g, bool grads_finite,
             xd[r] = A.x[b * D + dd];
           }
           if (nr == R) {
-            backward_group_o1<R>(hd, Sr, g0, xd, grads_finite, wd, gwd, vd, gvd, nh, out);
+            backward_group_o1<R>(grad_x, hd, Sr, g0, xd, grads_finite, wd, gwd, vd, gvd, nh,
+                                 out);
           } else {
             for (int r = 0; r < nr; ++r)
-              backward_group_o1<1>(hd + r, Sr + r, g0 + r, xd + r, grads_finite, wd, gwd, vd,
-                                   gvd, nh, out + r);
+              backward_group_o1<1>(grad_x, hd + r, Sr + r, g0 + r, xd + r, grads_finite, wd,
+                                   gwd, vd, gvd, nh, out + r);
           }
-          for (int r = 0; r < nr; ++r) gx_part[(b0 + i0 + r) * D + dd] = out[r];
+          if (grad_x)
+            for (int r = 0; r < nr; ++r) gx_part[(b0 + i0 + r) * D + dd] = out[r];
         }
         continue;
       }
       for (int64_t i = 0; i < nb; ++i) {
         const int64_t b = b0 + i;
         const T* hd = hseg + src[t][i] * tile + i * nh;
-        gx_part[b * D + dd] = backward_step(hd, S + i * nh, wd, gwd, vd, gvd, g + (b * D + dd) * O,
-                                            O, Hd, A.x[b * D + dd], gh, nh);
+        const T gxd = backward_step(hd, S + i * nh, wd, gwd, vd, gvd, g + (b * D + dd) * O, O,
+                                    Hd, A.x[b * D + dd], gh, nh, grad_x);
+        if (grad_x) gx_part[b * D + dd] = gxd;
       }
     }
   }
@@ -365,14 +405,25 @@ Args<T> args(const at::Tensor& x, const at::Tensor& wt, const nade::Columns& col
                  c.data_ptr<T>(), V.data_ptr<T>(), d};
 }
 
-at::Tensor nade_forward_cpu(const at::Tensor& x_in, const at::Tensor& W_in, const at::Tensor& c_in,
-                            const at::Tensor& V_in, const at::Tensor& b_in) {
+// The forward; with_ckpt: also the checkpoints (ceil(D / kSegment), B, Hd), else an
+// undefined second tensor.
+std::tuple<at::Tensor, at::Tensor> forward(const char* op, const at::Tensor& x_in,
+                                           const at::Tensor& W_in, const at::Tensor& c_in,
+                                           const at::Tensor& V_in, const at::Tensor& b_in,
+                                           bool with_ckpt) {
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
-  const Dims d = check_inputs(kOp, x_in, W_in, c_in, V_in, b_in);
+  const Dims d = check_inputs(op, x_in, W_in, c_in, V_in, b_in);
   const at::Tensor x = x_in.contiguous(), c = c_in.contiguous(), V = V_in.contiguous();
   const at::Tensor b = b_in.contiguous();
-  if (d.B * d.D * d.O == 0) return at::empty({d.B, d.D, d.O}, x.options());
-  if (d.Hd == 0) return b.unsqueeze(0).expand({d.B, d.D, d.O}).contiguous();
+  at::Tensor ckpt = with_ckpt
+      ? at::empty({nade_checkpoints::count(d.D), d.B, d.Hd}, x.options()) : at::Tensor();
+  // No work: no outputs, and no checkpoints or empty ones (O = 0 with checkpoints walks).
+  if (d.B * d.D == 0 || d.Hd == 0 || (d.O == 0 && !with_ckpt)) {
+    at::Tensor out = d.B * d.D * d.O == 0 || d.Hd > 0
+        ? at::empty({d.B, d.D, d.O}, x.options())
+        : b.unsqueeze(0).expand({d.B, d.D, d.O}).contiguous();
+    return {out, ckpt};
+  }
   const at::Tensor wt = transposed</*kTemporary=*/true>(W_in);
   const nade::Columns cols = nade::column_facts(wt);
   const Tiling t = tiling(d);
@@ -386,22 +437,41 @@ at::Tensor nade_forward_cpu(const at::Tensor& x_in, const at::Tensor& W_in, cons
         const int64_t bb = task / t.n_chunks, ch = task % t.n_chunks;
         const int64_t b0 = bb * kBatchBlock, nb = std::min(kBatchBlock, d.B - b0);
         const int64_t h0 = ch * t.chunk, nh = std::min(t.chunk, d.Hd - h0);
-        forward_tile<scalar_t>(A, b0, nb, h0, nh, partp + ch * d.B * d.D * d.O, scratch.data());
+        forward_tile<scalar_t>(A, b0, nb, h0, nh, partp + ch * d.B * d.D * d.O,
+                               ckpt.defined() ? ckpt.data_ptr<scalar_t>() : nullptr,
+                               scratch.data());
       }
     });
   });
   at::Tensor out = t.n_chunks == 1 ? part[0] : part.sum(0);
-  return out.add_(b);
+  return {out.add_(b), ckpt};
+}
+
+at::Tensor nade_forward_cpu(const at::Tensor& x, const at::Tensor& W, const at::Tensor& c,
+                            const at::Tensor& V, const at::Tensor& b) {
+  return std::get<0>(forward(kOp, x, W, c, V, b, /*with_ckpt=*/false));
+}
+
+std::tuple<at::Tensor, at::Tensor> nade_forward_checkpointed_cpu(
+    const at::Tensor& x, const at::Tensor& W, const at::Tensor& c, const at::Tensor& V,
+    const at::Tensor& b) {
+  return forward(kOpCkpt, x, W, c, V, b, /*with_ckpt=*/true);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forward_backward_cpu(
     const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& W_in,
-    const at::Tensor& c_in, const at::Tensor& V_in, const at::Tensor& b_in) {
+    const at::Tensor& c_in, const at::Tensor& V_in, const at::Tensor& b_in,
+    const c10::optional<at::Tensor>& ckpt_in, bool grad_x_wanted) {
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain ATen calls inside
   const Dims d = check_inputs(kOpBwd, x_in, W_in, c_in, V_in, b_in);
   checks::check_input(kOpBwd, "grad_out", grad_out_in, 3, "(B, D, O)", checks::kCpu);
   checks::check_like(kOpBwd, "grad_out", grad_out_in, "x", x_in);
   checks::check_shape(kOpBwd, "grad_out", grad_out_in, {d.B, d.D, d.O}, "(B, D, O)");
+  at::Tensor ckpt;
+  if (ckpt_in.has_value()) {
+    nade_checkpoints::check(kOpBwd, *ckpt_in, x_in, d.Hd);
+    ckpt = ckpt_in->contiguous();
+  }
   const at::Tensor g = grad_out_in.contiguous(), x = x_in.contiguous(), c = c_in.contiguous();
   const at::Tensor V = V_in.contiguous();
   const at::Tensor wt = transposed</*kTemporary=*/true>(W_in);
@@ -424,15 +494,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
   at::Tensor gv = alloc({n_groups, d.D, d.O, d.Hd});
   at::Tensor gc = alloc({n_groups, d.Hd});
   // Every (chunk, b, d) is written by exactly one tile walk: no zero fill.
-  at::Tensor gx_part = at::empty({t.n_chunks, d.B, d.D}, opts);
+  at::Tensor gx_part = grad_x_wanted ? at::empty({t.n_chunks, d.B, d.D}, opts) : at::Tensor();
   if (work) {
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nade_forward_backward_cpu", [&] {
       const Args<scalar_t> A = args<scalar_t>(x, wt, cols, c, V, d);
       const scalar_t* gp = g.data_ptr<scalar_t>();
+      const scalar_t* ckptp = ckpt.defined() ? ckpt.data_ptr<scalar_t>() : nullptr;
       scalar_t* gwtp = gwt.data_ptr<scalar_t>();
       scalar_t* gvp = gv.data_ptr<scalar_t>();
       scalar_t* gcp = gc.data_ptr<scalar_t>();
-      scalar_t* gxp = gx_part.data_ptr<scalar_t>();
+      scalar_t* gxp = grad_x_wanted ? gx_part.data_ptr<scalar_t>() : nullptr;
       const int64_t scratch_size = backward_scratch(d.D, t.chunk);
       at::parallel_for(0, n_groups * t.n_chunks, 1, [&](int64_t begin, int64_t end) {
         std::unique_ptr<scalar_t[]> scratch(new scalar_t[scratch_size]);  // no zero fill
@@ -445,9 +516,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
           const int64_t bb_end = std::min(t.n_bblocks, (grp + 1) * blocks_per_group);
           for (int64_t bb = grp * blocks_per_group; bb < bb_end; ++bb) {
             const int64_t b0 = bb * kBatchBlock, nb = std::min(kBatchBlock, d.B - b0);
-            backward_tile<scalar_t>(A, gp, grads_finite, b0, nb, h0, nh, gwtp + grp * d.D * d.Hd,
+            backward_tile<scalar_t>(A, gp, ckptp, grads_finite, b0, nb, h0, nh,
+                                    gwtp + grp * d.D * d.Hd,
                                     gvp + grp * d.D * d.O * d.Hd, gcp + grp * d.Hd,
-                                    gxp + ch * d.B * d.D, scratch.get());
+                                    gxp ? gxp + ch * d.B * d.D : nullptr, scratch.get());
           }
         }
       });
@@ -457,12 +529,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
   const auto total = [](const at::Tensor& parts) {
     return parts.size(0) == 1 ? parts[0] : parts.sum(0);
   };
-  at::Tensor grad_x = total(gx_part);
+  // Without grad_x: an empty (0,) tensor in its place.
+  at::Tensor grad_x = grad_x_wanted ? like_layout(total(gx_part), x_in) : at::empty({0}, opts);
   at::Tensor grad_W = transposed(total(gwt));
   at::Tensor grad_c = total(gc);
   at::Tensor grad_V = total(gv);
   at::Tensor grad_b = g.sum(0);
-  return {like_layout(grad_x, x_in), like_layout(grad_W, W_in), like_layout(grad_c, c_in),
+  return {grad_x, like_layout(grad_W, W_in), like_layout(grad_c, c_in),
           like_layout(grad_V, V_in), like_layout(grad_b, b_in)};
 }
 
@@ -472,5 +545,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
 
 TORCH_LIBRARY_IMPL(pixelar, CPU, m) {
   m.impl("nade_forward", &pixelar::cpu::nade_forward_cpu);
+  m.impl("nade_forward_checkpointed", &pixelar::cpu::nade_forward_checkpointed_cpu);
   m.impl("nade_forward_backward", &pixelar::cpu::nade_forward_backward_cpu);
 }

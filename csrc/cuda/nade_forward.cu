@@ -15,6 +15,8 @@
 // (B, D, O) slice per block of hidden units: one for Hd <= 512 (it was one per warp: 16
 // times the output at Hd = 500). Blocks of hidden units are on gridDim.y, batch groups on
 // gridDim.x (any batch; gridDim.y would stop at 65,535 groups).
+// nade_forward_checkpointed also writes a_d at every 32nd d (pixelar/nade_checkpoints.h),
+// the op's contract on every device; the CPU backward starts from them, this one does not:
 // The backward runs the steps in reverse with G = dL/da in registers, recovering a_d from
 // a_D by subtraction in double (no drift); grad x is reduced like the forward's outputs;
 // sums over the batch (grad W, V, c) are atomicAdds, one per lane and step, so their last
@@ -29,12 +31,14 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
+#include <optional>
 #include <tuple>
 
 #include "device_code.cuh"
 #include "launch_plan.h"
 #include "pixelar/checks.h"
 #include "pixelar/lstm_math.h"
+#include "pixelar/nade_checkpoints.h"
 
 namespace pixelar {
 namespace cuda {
@@ -64,12 +68,14 @@ __device__ __forceinline__ bool block_rows_sum(const acc_t (&s)[kRows], acc_t* r
   return true;
 }
 
-// part: (gridDim.y, B, D, O): the outputs' sums over this block's hidden units.
+// part: (gridDim.y, B, D, O): the outputs' sums over this block's hidden units. ckpt: null,
+// or the checkpoints (ceil(D / kEvery), B, Hd) to write.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kNadeMaxThreads)
 forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ wt,
                const scalar_t* __restrict__ c, const scalar_t* __restrict__ V,
-               acc_t* __restrict__ part, int B, int D, int Hd, int O) {
+               acc_t* __restrict__ part, acc_t* __restrict__ ckpt, int B, int D, int Hd,
+               int O) {
   PIXELAR_DYNAMIC_SMEM(smem_raw);
   acc_t* red = reinterpret_cast<acc_t*>(smem_raw);  // [2][warps][kRows]
   const int k = blockIdx.y * blockDim.x + threadIdx.x;
@@ -82,6 +88,13 @@ forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ wt,
   for (int i = 0; i < kRows; ++i) a[i] = ck;
   int phase = 0;
   for (int d = 0; d < D; ++d) {
+    if (ckpt != nullptr && k_ok && d % nade_checkpoints::kEvery == 0) {
+      acc_t* cd = ckpt + (static_cast<int64_t>(d / nade_checkpoints::kEvery) * B + b0) * Hd + k;
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) {
+        if (b0 + i < B) cd[i * Hd] = a[i];
+      }
+    }
     acc_t hv[kRows];
 #pragma unroll
     for (int i = 0; i < kRows; ++i) hv[i] = k_ok ? math::sigmoid(a[i]) : acc_t(0);
@@ -104,7 +117,8 @@ forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ wt,
   }
 }
 
-// gx_part: (gridDim.y, B, D); gwt (D, Hd), gc (Hd,), gv (D, O, Hd): zeroed, atomicAdd.
+// gx_part: (gridDim.y, B, D), or null: no grad x (its sums are skipped, in every block
+// alike: the barriers stay uniform); gwt (D, Hd), gc (Hd,), gv (D, O, Hd): zeroed, atomicAdd.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kNadeMaxThreads)
 backward_kernel(const scalar_t* __restrict__ go, const scalar_t* __restrict__ x,
@@ -117,7 +131,7 @@ backward_kernel(const scalar_t* __restrict__ go, const scalar_t* __restrict__ x,
   const int k = blockIdx.y * blockDim.x + threadIdx.x;
   const bool k_ok = k < Hd;
   const int64_t b0 = static_cast<int64_t>(blockIdx.x) * kRows;
-  acc_t* gxb = gx_part + static_cast<int64_t>(blockIdx.y) * B * D;
+  acc_t* gxb = gx_part ? gx_part + static_cast<int64_t>(blockIdx.y) * B * D : nullptr;
   double a[kRows];  // a_D, then a_d by subtraction: double keeps it equal to the forward's
   acc_t G[kRows];   // dL/da_{d+1}
   const double ck = k_ok ? static_cast<double>(c[k]) : 0.0;
@@ -143,15 +157,16 @@ backward_kernel(const scalar_t* __restrict__ go, const scalar_t* __restrict__ x,
     }
     // x_d and W[:, d] enter every a_{d'} with d' > d: their gradients use G = dL/da_{d+1}.
     acc_t gw = acc_t(0);
-    acc_t s[kRows];
 #pragma unroll
-    for (int i = 0; i < kRows; ++i) {
-      gw += xd[i] * G[i];
-      s[i] = warp_sum(static_cast<acc_t>(wd) * G[i]);
-    }
-    acc_t t;
-    if (block_rows_sum(s, red, phase++, &t) && b0 + threadIdx.x < B) {
-      gxb[(b0 + threadIdx.x) * D + d] = t;
+    for (int i = 0; i < kRows; ++i) gw += xd[i] * G[i];
+    if (gxb != nullptr) {
+      acc_t s[kRows];
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) s[i] = warp_sum(static_cast<acc_t>(wd) * G[i]);
+      acc_t t;
+      if (block_rows_sum(s, red, phase++, &t) && b0 + threadIdx.x < B) {
+        gxb[(b0 + threadIdx.x) * D + d] = t;
+      }
     }
     if (k_ok) atomicAdd(gwt + static_cast<int64_t>(d) * Hd + k, gw);
     acc_t hv[kRows], gh[kRows];
@@ -211,18 +226,28 @@ NadeGrid nade_launch_grid(const char* op, int64_t B, int64_t Hd) {
   return g;
 }
 
+// The forward; with_ckpt: also the checkpoints, else an undefined second tensor.
 template <typename Dev>
-at::Tensor nade_forward(const at::Tensor& x_in, const at::Tensor& W_in, const at::Tensor& c_in,
-                        const at::Tensor& V_in, const at::Tensor& b_in) {
-  const char* op = "pixelar::nade_forward (CUDA)";
+std::tuple<at::Tensor, at::Tensor> nade_forward_impl(const char* op, const at::Tensor& x_in,
+                                                     const at::Tensor& W_in,
+                                                     const at::Tensor& c_in,
+                                                     const at::Tensor& V_in,
+                                                     const at::Tensor& b_in, bool with_ckpt) {
   check_nade<Dev>(op, x_in, W_in, c_in, V_in, b_in);
   const typename Dev::Guard guard(x_in.device());
   const at::Tensor x = x_in.contiguous(), wt = W_in.t().contiguous(), c = c_in.contiguous(),
                    V = V_in.contiguous();
   const int64_t B = x.size(0), D = x.size(1), Hd = wt.size(1), O = V.size(1);
-  if (B == 0 || D == 0 || O == 0) return at::empty({B, D, O}, x.options());
-  if (Hd == 0) return b_in.unsqueeze(0).expand({B, D, O}).contiguous();
   const auto acc_type = at::toOpMathType(x.scalar_type());
+  at::Tensor ckpt = with_ckpt ? at::empty({nade_checkpoints::count(D), B, Hd},
+                                          x.options().dtype(acc_type))
+                              : at::Tensor();
+  // No work: no outputs, and no checkpoints or empty ones (O = 0 with checkpoints runs).
+  if (B == 0 || D == 0 || Hd == 0 || (O == 0 && !with_ckpt)) {
+    at::Tensor out = B * D * O == 0 || Hd > 0 ? at::empty({B, D, O}, x.options())
+                                              : b_in.unsqueeze(0).expand({B, D, O}).contiguous();
+    return {out, ckpt};
+  }
   const NadeGrid g = nade_launch_grid<Dev>(op, B, Hd);
   at::Tensor part = at::empty({g.y, B, D, O}, x.options().dtype(acc_type));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
@@ -231,20 +256,41 @@ at::Tensor nade_forward(const at::Tensor& x_in, const at::Tensor& W_in, const at
     const size_t smem = 2 * (g.threads / 32) * kNadeRows * sizeof(acc_t);
     Dev::launch(nade::forward_kernel<scalar_t, acc_t>, g.x, g.y, g.threads, smem,
                 x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
-                V.data_ptr<scalar_t>(), part.data_ptr<acc_t>(), static_cast<int>(B),
+                V.data_ptr<scalar_t>(), part.data_ptr<acc_t>(),
+                with_ckpt ? ckpt.data_ptr<acc_t>() : nullptr, static_cast<int>(B),
                 static_cast<int>(D), static_cast<int>(Hd), static_cast<int>(O));
   });
   at::Tensor sum = g.y == 1 ? part[0] : part.sum(0);
-  return (sum + b_in.to(acc_type)).to(x.scalar_type());
+  return {(sum + b_in.to(acc_type)).to(x.scalar_type()), ckpt};
+}
+
+template <typename Dev>
+at::Tensor nade_forward(const at::Tensor& x, const at::Tensor& W, const at::Tensor& c,
+                        const at::Tensor& V, const at::Tensor& b) {
+  return std::get<0>(
+      nade_forward_impl<Dev>("pixelar::nade_forward (CUDA)", x, W, c, V, b, false));
+}
+
+template <typename Dev>
+std::tuple<at::Tensor, at::Tensor> nade_forward_checkpointed(const at::Tensor& x,
+                                                             const at::Tensor& W,
+                                                             const at::Tensor& c,
+                                                             const at::Tensor& V,
+                                                             const at::Tensor& b) {
+  return nade_forward_impl<Dev>("pixelar::nade_forward_checkpointed (CUDA)", x, W, c, V, b,
+                                true);
 }
 
 template <typename Dev>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forward_backward(
     const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& W_in,
-    const at::Tensor& c_in, const at::Tensor& V_in, const at::Tensor& b_in) {
+    const at::Tensor& c_in, const at::Tensor& V_in, const at::Tensor& b_in,
+    const std::optional<at::Tensor>& checkpoints, bool grad_x) {
   const char* op = "pixelar::nade_forward_backward (CUDA)";
   check_nade<Dev>(op, x_in, W_in, c_in, V_in, b_in);
   checks::check_inputs_alike(op, Dev::kDeviceType, {&x_in, &grad_out_in}, {"x", "grad_out"});
+  // Checked, not read: this backward recovers a_d from a_D (see the top of the file).
+  if (checkpoints.has_value()) nade_checkpoints::check(op, *checkpoints, x_in, W_in.size(0));
   const typename Dev::Guard guard(x_in.device());
   const at::Tensor go = grad_out_in.contiguous(), x = x_in.contiguous(),
                    wt = W_in.t().contiguous(), c = c_in.contiguous(), V = V_in.contiguous();
@@ -255,7 +301,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
   const auto acc_opts = x.options().dtype(acc_type);
   const bool run = B > 0 && D > 0 && Hd > 0;
   const NadeGrid g = run ? nade_launch_grid<Dev>(op, B, Hd) : NadeGrid{1, 1, 32};
-  at::Tensor gx_part = at::zeros({g.y, B, D}, acc_opts);
+  at::Tensor gx_part = grad_x ? at::zeros({g.y, B, D}, acc_opts) : at::Tensor();
   at::Tensor gwt = at::zeros({D, Hd}, acc_opts);
   at::Tensor gc = at::zeros({Hd}, acc_opts);
   at::Tensor gv = at::zeros({D, O, Hd}, acc_opts);
@@ -266,15 +312,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
       const size_t smem = 2 * (g.threads / 32) * kNadeRows * sizeof(acc_t);
       Dev::launch(nade::backward_kernel<scalar_t, acc_t>, g.x, g.y, g.threads, smem,
                   go.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(),
-                  c.data_ptr<scalar_t>(), V.data_ptr<scalar_t>(), gx_part.data_ptr<acc_t>(),
+                  c.data_ptr<scalar_t>(), V.data_ptr<scalar_t>(),
+                  grad_x ? gx_part.data_ptr<acc_t>() : nullptr,
                   gwt.data_ptr<acc_t>(), gc.data_ptr<acc_t>(), gv.data_ptr<acc_t>(),
                   static_cast<int>(B), static_cast<int>(D), static_cast<int>(Hd),
                   static_cast<int>(O));
     });
   }
   const auto dt = x.scalar_type();
-  at::Tensor gx = g.y == 1 ? gx_part[0] : gx_part.sum(0);
-  return {gx.to(dt), gwt.t().contiguous().to(dt), gc.to(dt), gv.to(dt), go.sum(0).to(dt)};
+  // Without grad_x: an empty (0,) tensor in its place.
+  at::Tensor gx = !grad_x ? at::empty({0}, x.options())
+                          : (g.y == 1 ? gx_part[0] : gx_part.sum(0)).to(dt);
+  return {gx, gwt.t().contiguous().to(dt), gc.to(dt), gv.to(dt), go.sum(0).to(dt)};
 }
 
 }  // namespace cuda
@@ -287,6 +336,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
 TORCH_LIBRARY_IMPL(pixelar, CUDA, m) {
   using pixelar::cuda::CudaDevice;
   m.impl("nade_forward", &pixelar::cuda::nade_forward<CudaDevice>);
+  m.impl("nade_forward_checkpointed", &pixelar::cuda::nade_forward_checkpointed<CudaDevice>);
   m.impl("nade_forward_backward", &pixelar::cuda::nade_forward_backward<CudaDevice>);
 }
 #endif

@@ -8,6 +8,12 @@ and dispatch.
 
 O(B * D * Hd * O) work, never O(D^2 * Hd). NADE uses O = 1 (one Bernoulli logit per
 dimension); RNADE uses O = 3K (mixture logits, means and log-scales).
+
+The compiled ops: ``pixelar::nade_forward`` (the outputs), ``nade_forward_checkpointed``
+(the outputs and a_d at d = 0, 32, 64, ...: (ceil(D / 32), B, Hd), the reference is
+``nade_checkpoints_ref``) and ``nade_forward_backward`` (the five gradients; given the
+checkpoints, the CPU kernel starts its replay from them instead of walking a_d anew;
+``grad_x=False`` skips grad x, returned as an empty tensor: x is data in training).
 """
 
 import torch
@@ -64,8 +70,35 @@ def nade_forward(x, W, c, V, b):
     return dispatch(OP, x.device)(x, W, c, V, b)
 
 
+CHECKPOINT_EVERY = 32  # pixelar/nade_checkpoints.h: a_d is saved at d = 0, 32, 64, ...
+
+
+def nade_checkpoints_ref(x, W, c):
+    """The hidden pre-activations that ``pixelar::nade_forward_checkpointed`` saves for the
+    backward: a_d = c + W[:, :d] @ x[:, :d] at d = 0, 32, 64, ... (reference, in x's dtype).
+    x: (B, D)  W: (Hd, D)  c: (Hd,)  ->  (ceil(D / 32), B, Hd)
+    """
+    B, D = x.shape
+    a = c.unsqueeze(0).expand(B, -1)
+    out = []
+    for d in range(D):
+        if d % CHECKPOINT_EVERY == 0:
+            out.append(a)
+        a = a + x[:, d : d + 1] * W[:, d]
+    if not out:
+        return x.new_empty(0, B, W.shape[0])
+    return torch.stack(out)
+
+
 def _compiled(x, W, c, V, b):
-    return torch.ops.pixelar.nade_forward(*(t.contiguous() for t in (x, W, c, V, b)))
+    """The compiled kernels. When autograd will need the backward, through the checkpointed
+    forward: its autograd hands the forward's hidden-state checkpoints to the backward (the
+    CPU backward then skips the walk that finds them)."""
+    args = tuple(t.contiguous() for t in (x, W, c, V, b))
+    if torch.is_grad_enabled() and any(t.requires_grad for t in args):
+        out, _ = torch.ops.pixelar.nade_forward_checkpointed(*args)
+        return out
+    return torch.ops.pixelar.nade_forward(*args)
 
 
 register(
@@ -86,19 +119,54 @@ def _register():
         torch._check(x.dim() == 2 and V.dim() == 3, lambda: "nade_forward: bad ranks")
         return x.new_empty(x.shape[0], x.shape[1], V.shape[1])
 
+    @torch.library.register_fake("pixelar::nade_forward_checkpointed")
+    def _fake_checkpointed(x, W, c, V, b):
+        torch._check(x.dim() == 2 and V.dim() == 3, lambda: "nade_forward: bad ranks")
+        B, D = x.shape
+        ckpt_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        n = (D + CHECKPOINT_EVERY - 1) // CHECKPOINT_EVERY
+        return (
+            x.new_empty(B, D, V.shape[1]),
+            x.new_empty(n, B, W.shape[0], dtype=ckpt_dtype),
+        )
+
     @torch.library.register_fake("pixelar::nade_forward_backward")
-    def _fake_backward(grad_out, x, W, c, V, b):
-        return tuple(torch.empty_like(t) for t in (x, W, c, V, b))
+    def _fake_backward(grad_out, x, W, c, V, b, checkpoints=None, grad_x=True):
+        grads = [torch.empty_like(t) for t in (x, W, c, V, b)]
+        if not grad_x:
+            grads[0] = x.new_empty(0)
+        return tuple(grads)
 
     def _setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
 
     def _backward(ctx, grad_out):
-        grads = torch.ops.pixelar.nade_forward_backward(grad_out.contiguous(), *ctx.saved_tensors)
-        return tuple(grads)
+        grad_x = ctx.needs_input_grad[0]
+        grads = torch.ops.pixelar.nade_forward_backward(
+            grad_out.contiguous(), *ctx.saved_tensors, grad_x=grad_x
+        )
+        return (grads[0] if grad_x else None, *grads[1:])
 
     torch.library.register_autograd(
         "pixelar::nade_forward", _backward, setup_context=_setup_context
+    )
+
+    def _setup_context_checkpointed(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(*inputs, output[1])
+
+    def _backward_checkpointed(ctx, grad_out, _grad_checkpoints):
+        *inputs, checkpoints = ctx.saved_tensors
+        grad_x = ctx.needs_input_grad[0]  # False in training: x is data
+        grads = torch.ops.pixelar.nade_forward_backward(
+            grad_out.contiguous(), *inputs, checkpoints=checkpoints, grad_x=grad_x
+        )
+        return (grads[0] if grad_x else None, *grads[1:])
+
+    torch.library.register_autograd(
+        "pixelar::nade_forward_checkpointed",
+        _backward_checkpointed,
+        setup_context=_setup_context_checkpointed,
     )
 
 

@@ -122,7 +122,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("row_lstm_scan", &scan_forward<RowScan, EmuDevice>);
   m.def("row_lstm_scan_backward", &scan_backward<RowScan, EmuDevice>);
   m.def("nade_forward", &nade_forward<EmuDevice>);
-  m.def("nade_forward_backward", &nade_forward_backward<EmuDevice>);
+  m.def("nade_forward_checkpointed", &nade_forward_checkpointed<EmuDevice>);
+  m.def("nade_forward_backward", &nade_forward_backward<EmuDevice>, py::arg("grad_out"),
+        py::arg("x"), py::arg("W"), py::arg("c"), py::arg("V"), py::arg("b"),
+        py::arg("checkpoints") = py::none(), py::arg("grad_x") = true);
   m.def("nade_sample", &nade_sample<EmuDevice>);
   m.def("rnade_sample", &rnade_sample<EmuDevice>);
   m.def("pixel_network_sample_step", &pixel_step);
