@@ -156,11 +156,12 @@ void backward_rows_o1(const T* const* hd, T* const* S, const T* g0, const T* xd,
     if (kGradW) simd::store(gwd + k, gw);
     simd::store(gvd + k, gv);
   }
-  if constexpr (!kGradX) {
-  } else if constexpr (R == 1) {
-    out[0] = simd::reduce_add(acc[0]);
-  } else {
-    simd::reduce_add_rows<R>(acc, out);
+  if constexpr (kGradX) {
+    if constexpr (R == 1) {
+      out[0] = simd::reduce_add(acc[0]);
+    } else {
+      simd::reduce_add_rows<R>(acc, out);
+    }
   }
   for (; k < n; ++k) {
     for (int r = 0; r < R; ++r) {
@@ -228,8 +229,8 @@ T backward_step(const T* __restrict hd, T* __restrict S, const T* __restrict wd,
 // Backward of one tile (see forward_tile). g: grad_out (B, D, O). Accumulates into the
 // chunk's columns of gwt (D, Hd) (grad of W^T), gv (D, O, Hd), gc (Hd), and writes the
 // chunk's partial gx[b][d] = sum_{h in chunk} W[h, d] S_d[b, h] unless gx_part is null (no
-// grad_x: the sums are skipped). fwd_ckpt: the forward's
-// checkpoints (ceil(D / kSegment), B, Hd), or null: then the tile walks a to find them.
+// grad_x: the sums are skipped). fwd_ckpt: the forward's checkpoints (ceil(D / kSegment),
+// B, Hd), or null: then the tile walks a to find them.
 // Scratch (backward_scratch): ckpt (ceil(D / kSegment) tiles: a at each segment start),
 // hseg (kSegment tiles: the h the forward computed at each step of a segment, where it
 // computed one), S, a, e (a tile each), gh (nh).
