@@ -420,9 +420,9 @@ std::tuple<at::Tensor, at::Tensor> forward(const char* op, const at::Tensor& x_i
       ? at::empty({nade_checkpoints::count(d.D), d.B, d.Hd}, x.options()) : at::Tensor();
   // No work: no outputs, and no checkpoints or empty ones (O = 0 with checkpoints walks).
   if (d.B * d.D == 0 || d.Hd == 0 || (d.O == 0 && !with_ckpt)) {
-    at::Tensor out = d.B * d.D * d.O == 0 || d.Hd > 0
-        ? at::empty({d.B, d.D, d.O}, x.options())
-        : b.unsqueeze(0).expand({d.B, d.D, d.O}).contiguous();
+    const bool bias_only = d.Hd == 0 && d.B * d.D * d.O > 0;  // no hidden units: out = b
+    at::Tensor out = bias_only ? b.unsqueeze(0).expand({d.B, d.D, d.O}).contiguous()
+                               : at::empty({d.B, d.D, d.O}, x.options());
     return {out, ckpt};
   }
   const at::Tensor wt = transposed</*kTemporary=*/true>(W_in);

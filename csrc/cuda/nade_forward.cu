@@ -244,8 +244,9 @@ std::tuple<at::Tensor, at::Tensor> nade_forward_impl(const char* op, const at::T
                               : at::Tensor();
   // No work: no outputs, and no checkpoints or empty ones (O = 0 with checkpoints runs).
   if (B == 0 || D == 0 || Hd == 0 || (O == 0 && !with_ckpt)) {
-    at::Tensor out = B * D * O == 0 || Hd > 0 ? at::empty({B, D, O}, x.options())
-                                              : b_in.unsqueeze(0).expand({B, D, O}).contiguous();
+    const bool bias_only = Hd == 0 && B * D * O > 0;  // no hidden units: out = b
+    at::Tensor out = bias_only ? b_in.unsqueeze(0).expand({B, D, O}).contiguous()
+                               : at::empty({B, D, O}, x.options());
     return {out, ckpt};
   }
   const NadeGrid g = nade_launch_grid<Dev>(op, B, Hd);

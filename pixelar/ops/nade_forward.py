@@ -140,12 +140,15 @@ def _register():
     def _setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
 
-    def _backward(ctx, grad_out):
-        grad_x = ctx.needs_input_grad[0]
+    def _gradients(ctx, grad_out, inputs, checkpoints=None):
+        grad_x = ctx.needs_input_grad[0]  # False in training: x is data
         grads = torch.ops.pixelar.nade_forward_backward(
-            grad_out.contiguous(), *ctx.saved_tensors, grad_x=grad_x
+            grad_out.contiguous(), *inputs, checkpoints=checkpoints, grad_x=grad_x
         )
         return (grads[0] if grad_x else None, *grads[1:])
+
+    def _backward(ctx, grad_out):
+        return _gradients(ctx, grad_out, ctx.saved_tensors)
 
     torch.library.register_autograd(
         "pixelar::nade_forward", _backward, setup_context=_setup_context
@@ -157,11 +160,7 @@ def _register():
 
     def _backward_checkpointed(ctx, grad_out, _grad_checkpoints):
         *inputs, checkpoints = ctx.saved_tensors
-        grad_x = ctx.needs_input_grad[0]  # False in training: x is data
-        grads = torch.ops.pixelar.nade_forward_backward(
-            grad_out.contiguous(), *inputs, checkpoints=checkpoints, grad_x=grad_x
-        )
-        return (grads[0] if grad_x else None, *grads[1:])
+        return _gradients(ctx, grad_out, inputs, checkpoints)
 
     torch.library.register_autograd(
         "pixelar::nade_forward_checkpointed",
