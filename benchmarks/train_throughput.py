@@ -155,8 +155,13 @@ def trainer_step(model, x):
 
 def nade_loop_step(W, c, V, b, x):
     """Training step of NADE written as a Python loop over the dimensions (autograd), with
-    its own Adam: the baseline public code writes."""
-    params = [p.detach().clone().requires_grad_(True) for p in (W, c, V, b)]
+    its own Adam: the baseline public code writes. Its weights are contiguous copies, W as
+    an (H, D) parameter: the model stores W transposed (pixelar.models.nade), which would
+    make the loop's column reads W[:, d] contiguous and move the baseline with our layout."""
+    params = [
+        p.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
+        for p in (W, c, V, b)
+    ]
     opt = torch.optim.Adam(params, lr=1e-3)
     xs = x.reshape(x.shape[0], -1).float()
 
@@ -182,8 +187,9 @@ def nade_loop_step(W, c, V, b, x):
 
 
 def nade_loop_sampler(model, n):
-    """NADE sampling as a Python loop over the dimensions (one batched update per step)."""
-    W, c, V, b = (p.detach() for p in (model.W, model.c, model.V[:, 0], model.b[:, 0]))
+    """NADE sampling as a Python loop over the dimensions (one batched update per step), on
+    contiguous copies of the weights (W as an (H, D) tensor: see nade_loop_step)."""
+    W, c, V, b = (p.detach().contiguous() for p in (model.W, model.c, model.V[:, 0], model.b[:, 0]))
     D = W.shape[1]
 
     def sample():

@@ -188,6 +188,28 @@ def test_cpp_non_contiguous_inputs(dtype):
     _compare(inputs, dtype, raw_op=False)
 
 
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpp_weights_stored_transposed_give_the_same_bits(dtype):
+    """W stored transposed (W.t() contiguous: the NADE models' layout) is read in place, and
+    its gradient comes back in that layout, as the view of the kernel's grad of W^T: the
+    outputs and all five gradients are bitwise those of a contiguous W."""
+    B, D, Hd, O = 20, 45, 300, 1  # several batch blocks, hidden chunks and segments
+    x, W, c, V, b = sample_inputs(B, D, Hd, O, dtype=dtype)
+    Wt = W.t().contiguous().t()
+    assert Wt.t().is_contiguous() and not Wt.is_contiguous()
+    out, ckpt = CHECKPOINTED(x, W, c, V, b)
+    out_t, ckpt_t = CHECKPOINTED(x, Wt, c, V, b)
+    assert torch.equal(out, out_t) and torch.equal(ckpt, ckpt_t)
+    g = torch.randn_like(out)
+    grads = BACKWARD(g, x, W, c, V, b, checkpoints=ckpt)
+    grads_t = BACKWARD(g, x, Wt, c, V, b, checkpoints=ckpt_t)
+    for a, bt in zip(grads, grads_t):
+        assert torch.equal(a, bt)
+    assert grads_t[1].stride() == Wt.stride()
+    torch.library.opcheck(BACKWARD, (g, x, Wt, c, V, b), {"checkpoints": ckpt_t})
+
+
 def _walk_case(case):
     """Inputs that stress the float kernel's hidden walk (csrc/cpu/nade_hidden.h), where
     e = exp(-a) is updated by products for x_d = 1 and must restart from an exact exp in

@@ -26,9 +26,10 @@ def test_nade_sample_matches_reference(dtype, n):
     u = torch.rand(n, D, generator=g, dtype=torch.float64)
     cond = torch.randint(0, 2, (n, D), generator=g)
     cond[torch.rand(n, D, generator=g) < 0.7] = -1
-    for cnd in (None, cond):
-        out = pixelar.ops.nade_sample(u, cnd, W, c, V, b)
-        ref = pixelar.ops.nade_sample_ref(u, cnd, W, c, V, b)
+    # W contiguous, and stored transposed as the NADE models keep it (read in place)
+    for cnd, W_ in [(cnd, W_) for cnd in (None, cond) for W_ in (W, W.t().contiguous().t())]:
+        out = pixelar.ops.nade_sample(u, cnd, W_, c, V, b)
+        ref = pixelar.ops.nade_sample_ref(u, cnd, W_, c, V, b)
         assert out.dtype == torch.int64 and torch.equal(out, ref)
 
 
@@ -89,11 +90,12 @@ def test_rnade_sample_matches_reference(dtype):
     )
     u = torch.rand(n, D, generator=g, dtype=torch.float64)
     z = torch.randn(n, D, generator=g, dtype=torch.float64)
-    out = pixelar.ops.rnade_sample(u, z, W, c, V, b, -7.0, 7.0)
-    ref = pixelar.ops.rnade_sample_ref(u, z, W, c, V, b, -7.0, 7.0)
-    report_diff("rnade_sample", out, ref)
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(out, ref, **tol)
+    for W_ in (W, W.t().contiguous().t()):  # contiguous, and stored transposed (RNADE's)
+        out = pixelar.ops.rnade_sample(u, z, W_, c, V, b, -7.0, 7.0)
+        ref = pixelar.ops.rnade_sample_ref(u, z, W_, c, V, b, -7.0, 7.0)
+        report_diff("rnade_sample", out, ref)
+        torch.testing.assert_close(out, ref, **tol)
 
 
 def test_bad_inputs_raise_value_error():

@@ -394,26 +394,84 @@ def test_adam_is_fused_and_matches_the_default_to_an_ulp():
         assert ((a - b).abs() <= ulp).all()
 
 
-@pytest.mark.parametrize("kind", ["meta device", "non-contiguous"])
+@pytest.mark.parametrize("kind", ["meta device", "not dense"])
 def test_adam_falls_back_to_multi_tensor_where_fused_is_unsafe(kind):
-    """Parameters the fused kernel does not serve (on the meta device), or serves wrongly
-    (non-contiguous: see make_optimizer), get the multi-tensor Adam, whose updates are
-    right for any layout of parameter, gradient and state."""
+    """Parameters the fused kernel does not serve (on the meta device), or would serve wrongly
+    (not dense: a strided view, which the fused kernel would read as flat memory), get the
+    multi-tensor Adam, whose updates are right for any layout of parameter, gradient and
+    state."""
     from pixelar.training.config import make_optimizer
 
     if kind == "meta device":
         param = torch.empty(3, device="meta", requires_grad=True)
     else:
-        param = torch.nn.Parameter(torch.randn(5, 3).t())
+        param = torch.nn.Parameter(torch.randn(5, 6)[:, ::2])
     opt = make_optimizer("adam", [param], 1e-3)
     assert opt.param_groups[0]["foreach"] is True and not opt.param_groups[0]["fused"]
-    if kind == "non-contiguous":
-        # a contiguous gradient for the transposed parameter: the multi-tensor update is the
-        # per-tensor loop's
+    if kind == "not dense":
         ref = param.detach().clone().requires_grad_(True)
         ref_opt = torch.optim.Adam([ref], lr=1e-3, foreach=False)
-        grad = torch.randn(3, 5)
+        grad = torch.randn(5, 3)
         param.grad, ref.grad = grad.clone(), grad.clone()
         opt.step()
         ref_opt.step()
         assert torch.equal(param.detach(), ref.detach())
+
+
+def test_adam_is_fused_for_a_transposed_parameter_whatever_the_layouts_of_grad_and_state():
+    """A dense parameter stored transposed (the NADE models' W) gets the fused Adam; the
+    gradient set by hand and the state loaded from a state dict come contiguous, unlike the
+    parameter, and make_optimizer's step pre-hook re-lays them out: the updates stay the
+    per-tensor loop's to within an ulp (the fused kernel reading them as flat memory would
+    otherwise pair each parameter entry with another entry's gradient and moments)."""
+    from pixelar.training.config import make_optimizer
+
+    torch.manual_seed(0)
+    param = torch.nn.Parameter(torch.randn(5, 3).t())
+    ref = param.detach().clone().requires_grad_(True)
+    opt = make_optimizer("adam", [param], 1e-2)
+    ref_opt = torch.optim.Adam([ref], lr=1e-2, foreach=False)
+    assert opt.param_groups[0]["fused"] is True
+    g = torch.Generator().manual_seed(1)
+
+    def steps(n):
+        for _ in range(n):
+            grad = torch.randn(3, 5, generator=g)  # contiguous, unlike param
+            param.grad, ref.grad = grad.clone(), grad.clone()
+            opt.step()
+            ref_opt.step()
+
+    steps(2)
+    state = opt.state_dict()
+    for entry in state["state"].values():  # as a checkpoint stores them: contiguous
+        for key, value in entry.items():
+            if value.dim():
+                entry[key] = value.contiguous()
+    assert not state["state"][0]["exp_avg"].t().is_contiguous()
+    opt = make_optimizer("adam", [param], 1e-2)
+    opt.load_state_dict(state)
+    steps(3)
+    assert opt.state[param]["exp_avg"].stride() == param.stride()
+    ulp = torch.finfo(torch.float32).eps * ref.detach().abs().clamp_min(1.0)
+    assert ((param.detach() - ref.detach()).abs() <= 4 * ulp).all()
+
+
+def test_nade_weights_are_stored_transposed_and_train_with_the_fused_adam():
+    """NADE keeps W (hidden, D) stored transposed (W.t() contiguous: the kernels read W^T in
+    place); autograd gives its gradient that layout, and make_optimizer's Adam is the fused
+    one, whose steps keep it."""
+    from pixelar.models import NADE
+    from pixelar.training.config import make_optimizer
+
+    model = NADE(image_shape=(1, 4, 5), hidden=7)
+    assert model.W.shape == (7, 20) and model.W.t().is_contiguous()
+    opt = make_optimizer("adam", model.parameters(), 1e-2)
+    assert opt.param_groups[0]["fused"] is True
+    x = torch.randint(0, 2, (6, 1, 4, 5))
+    for _ in range(2):
+        opt.zero_grad()
+        (-model.log_prob(x).mean()).backward()
+        assert model.W.grad.stride() == model.W.stride()
+        opt.step()
+    assert model.W.t().is_contiguous()
+    assert opt.state[model.W]["exp_avg"].stride() == model.W.stride()

@@ -112,9 +112,11 @@ PIXELAR_SIMD_CLONES void transpose_columns(const T* src, int64_t rs, int64_t cs,
 // The transpose of a 2-D tensor m (R, C), any strides, contiguous (C, R), in parallel over
 // blocks of columns of m (ATen's strided copy of m.t() reads a cache line per element:
 // about 10x slower for the 500 x 784 NADE weights). With kTemporary, the result lives in
-// reused memory (Reused::kTransposed) and must not outlive the call.
+// reused memory (Reused::kTransposed) and must not outlive the call; where m is stored
+// transposed (m.t() contiguous, as the NADE models keep W) it is the view m.t(), no copy.
 template <bool kTemporary = false>
 inline at::Tensor transposed(const at::Tensor& m) {
+  if (kTemporary && m.t().is_contiguous()) return m.t();
   const int64_t R = m.size(0), C = m.size(1);
   at::Tensor out = kTemporary ? reused_empty(Reused::kTransposed, {C, R}, m.scalar_type())
                               : at::empty({C, R}, m.options());

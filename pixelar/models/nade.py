@@ -10,11 +10,20 @@ from .base import AutoregressiveModel, check_positive_int
 from .raster import from_sequence, to_sequence
 
 
+def stored_transposed(w):
+    """w: (Hd, D) -> the same values, stored transposed (its .t() contiguous). The NADE
+    kernels walk W^T (D, Hd) row by row: with W stored so, neither the forward, the backward
+    nor the sampler copies a transpose of it, and the backward's gradient of W^T is W's
+    gradient as it is (in W's layout, as autograd wants it)."""
+    return w.t().contiguous().t()
+
+
 class NADE(AutoregressiveModel):
     """p(x_d = 1 | x_<d) = sigmoid(b_d + V_d . sigmoid(c + W[:, :d] x_<d)), binary images,
     computed with the incremental update a_{d+1} = a_d + W[:, d] x_d (``ops.nade_forward``).
 
-    Parameters: W (hidden, D), c (hidden,), V (D, 1, hidden), b (D, 1).
+    Parameters: W (hidden, D) (stored transposed: ``stored_transposed``), c (hidden,),
+    V (D, 1, hidden), b (D, 1).
     forward(x: (B, C, H, W)) -> (B, C, H, W) Bernoulli logits.
     """
 
@@ -28,7 +37,7 @@ class NADE(AutoregressiveModel):
             f"hidden={hidden} with image_shape={self.image_shape}",
         )
         self.hidden = hidden
-        self.W = nn.Parameter(torch.randn(hidden, D) / math.sqrt(D))
+        self.W = nn.Parameter(stored_transposed(torch.randn(hidden, D) / math.sqrt(D)))
         self.c = nn.Parameter(torch.zeros(hidden))
         self.V = nn.Parameter(torch.randn(D, 1, hidden) / math.sqrt(hidden))
         self.b = nn.Parameter(torch.zeros(D, 1))

@@ -9,6 +9,7 @@ import torch.nn as nn
 from .. import ops
 from ..ops.draw import check_finite_logits, draw_categorical
 from .base import check_model_size, check_positive_int, check_sample_size
+from .nade import stored_transposed
 
 LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 7.0
 
@@ -18,6 +19,8 @@ class RNADE(nn.Module):
     read off the NADE hidden state h_d = sigmoid(c + W[:, :d] x_<d) (sigmoid units, computed
     by the incremental update of ``ops.nade_forward``).
 
+    Parameters: W (hidden, D) (stored transposed, as NADE's), c (hidden,),
+    V (D, 3 components, hidden), b (D, 3 components).
     forward(x: (B, D) float) -> (logit_pi, mu, log_sigma), each (B, D, components).
     """
 
@@ -34,7 +37,7 @@ class RNADE(nn.Module):
         self._config = dict(num_inputs=num_inputs, hidden=hidden, components=components)
         self.num_inputs, self.hidden, self.components = num_inputs, hidden, components
         D, K = num_inputs, components
-        self.W = nn.Parameter(torch.randn(hidden, D) / math.sqrt(D))
+        self.W = nn.Parameter(stored_transposed(torch.randn(hidden, D) / math.sqrt(D)))
         self.c = nn.Parameter(torch.zeros(hidden))
         self.V = nn.Parameter(torch.randn(D, 3 * K, hidden) / math.sqrt(hidden))
         # spread the initial means so the components differ

@@ -90,11 +90,17 @@ def nade_checkpoints_ref(x, W, c):
     return torch.stack(out)
 
 
+def weight_layout(W):
+    """W as the kernels take it: contiguous, or stored transposed (W.t() contiguous, as the
+    NADE models keep it: the kernels read W^T and then need no transpose)."""
+    return W if W.t().is_contiguous() else W.contiguous()
+
+
 def _compiled(x, W, c, V, b):
     """The compiled kernels. When autograd will need the backward, through the checkpointed
     forward: its autograd hands the forward's hidden-state checkpoints to the backward (the
     CPU backward then skips the walk that finds them)."""
-    args = tuple(t.contiguous() for t in (x, W, c, V, b))
+    args = (x.contiguous(), weight_layout(W), *(t.contiguous() for t in (c, V, b)))
     if torch.is_grad_enabled() and any(t.requires_grad for t in args):
         out, _ = torch.ops.pixelar.nade_forward_checkpointed(*args)
         return out
@@ -156,9 +162,14 @@ def _register():
 
     def _setup_context_checkpointed(ctx, inputs, output):
         ctx.mark_non_differentiable(output[1])
+        # No zero-filled gradient for the checkpoints (a (ceil(D / 32), B, Hd) fill: 0.7 ms
+        # of a 10 ms NADE training step at B = 64, Hd = 500, 28x28).
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(*inputs, output[1])
 
     def _backward_checkpointed(ctx, grad_out, _grad_checkpoints):
+        if grad_out is None:  # the outputs were not used: no gradient flows
+            return (None,) * 5
         *inputs, checkpoints = ctx.saved_tensors
         return _gradients(ctx, grad_out, inputs, checkpoints)
 

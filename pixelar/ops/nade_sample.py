@@ -46,6 +46,7 @@ from ._checks import (
     check_uniforms,
 )
 from .draw import check_finite_logits, draw_bernoulli, draw_categorical
+from .nade_forward import weight_layout as _weight_layout
 
 
 def _check_params(op, W, c, V, b, O=None):
@@ -139,7 +140,8 @@ def _nade_compiled(u, cond, W, c, V, b):
     return torch.ops.pixelar.nade_sample(
         u.contiguous(),
         None if cond is None else cond.contiguous(),
-        *(t.contiguous() for t in (W, c, V, b)),
+        _weight_layout(W),
+        *(t.contiguous() for t in (c, V, b)),
     )
 
 
@@ -182,7 +184,8 @@ def _rnade_compiled(u, z, W, c, V, b, log_scale_min, log_scale_max):
     return torch.ops.pixelar.rnade_sample(
         u.contiguous(),
         z.contiguous(),
-        *(t.contiguous() for t in (W, c, V, b)),
+        _weight_layout(W),
+        *(t.contiguous() for t in (c, V, b)),
         float(log_scale_min),
         float(log_scale_max),
     )

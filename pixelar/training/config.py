@@ -205,18 +205,47 @@ def build_model(name, model_args, image_shape, levels, device=None):
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 
+def _dense(p):
+    """True when p covers its memory exactly (contiguous in some order of its dimensions,
+    as a transposed-stored weight is): the strides that empty_like(p) would give."""
+    return p.stride() == torch.empty_like(p, device="meta").stride()
+
+
+def _match_parameter_layouts(optimizer, args, kwargs):
+    """Step pre-hook of a fused Adam: gives every gradient and every state tensor its
+    parameter's strides. torch's fused CPU Adam reads a parameter, its gradient and its state
+    as flat memory, so a gradient or state laid out otherwise than a non-contiguous parameter
+    (a state loaded from a checkpoint is contiguous; a gradient set by hand may be) would get
+    silently wrong updates (seen in torch 2.14.1)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None and p.grad.stride() != p.stride():
+                p.grad = torch.empty_like(p).copy_(p.grad)
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if (
+                    torch.is_tensor(value)
+                    and value.shape == p.shape
+                    and value.dim() > 0
+                    and value.stride() != p.stride()
+                ):
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def make_optimizer(name, params, lr, weight_decay=0.0):
     """The optimizer ``name`` ("adam" or "rmsprop") over ``params``, in torch's fastest
     implementation that serves them:
 
     - Adam: the fused one (``fused=True``: one kernel per step instead of a dozen grouped
-      ops; 3-4x faster on 2 CPU threads) when every parameter is a contiguous floating
-      tensor on the CPU or a CUDA device. Its updates equal the per-tensor loop's to within
-      1 ulp (a different order of the same float operations), not bit for bit. Contiguous,
-      because torch's fused CPU Adam reads a parameter, its gradient and its state as flat
-      memory: a gradient or a state tensor laid out otherwise than its parameter (a state
-      loaded from a checkpoint is contiguous) gets silently wrong updates (seen in torch
-      2.14.1). Autograd gives a contiguous parameter a contiguous gradient.
+      ops; 3-4x faster on 2 CPU threads) when every parameter is a dense floating tensor
+      (contiguous, or contiguous in another order of its dimensions, as the NADE models'
+      transposed-stored W) on the CPU or a CUDA device. Its updates equal the per-tensor
+      loop's to within 1 ulp (a different order of the same float operations), not bit for
+      bit. torch's fused Adam reads a parameter, its gradient and its state as flat memory,
+      so they must share one layout: autograd gives a dense parameter a gradient of its
+      layout, Adam makes its state so, and where some parameter is not contiguous a step
+      pre-hook (``_match_parameter_layouts``) re-lays out any gradient or state that differs
+      (a state loaded from a checkpoint, a gradient set by hand) before each step.
     - Otherwise, and for RMSprop (torch has no fused RMSprop): the multi-tensor ("foreach")
       implementation, on every device (torch's default only on GPUs), whose updates equal
       the per-tensor loop's bit for bit.
@@ -225,8 +254,10 @@ def make_optimizer(name, params, lr, weight_decay=0.0):
         raise TrainingError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
     params = list(params)
     fused = name == "adam" and all(
-        p.is_floating_point() and p.is_contiguous() and p.device.type in FUSED_ADAM_DEVICES
-        for p in params
+        p.is_floating_point() and p.device.type in FUSED_ADAM_DEVICES and _dense(p) for p in params
     )
     impl = dict(fused=True) if fused else dict(foreach=True)
-    return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay, **impl)
+    optimizer = OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay, **impl)
+    if fused and not all(p.is_contiguous() for p in params):
+        optimizer.register_step_pre_hook(_match_parameter_layouts)
+    return optimizer
