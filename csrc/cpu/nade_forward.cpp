@@ -4,8 +4,8 @@
 //
 // Hidden units never interact except through the sums out_d = sum_h V[d, :, h] h_d[h] and
 // grad_x[b, d] = sum_h W[h, d] S_d[h]. So the work is tiled over (batch block, hidden
-// chunk): a tile keeps its rows' state (a, e = exp(-a), h: kBatchBlock x chunk) in
-// L1 and walks d once, streaming W^T[d, chunk] and V[d, :, chunk]; each hidden chunk writes
+// chunk; Tiling): a tile keeps its rows' state (a, e = exp(-a), h: kBatchBlock x chunk)
+// and walks d once, streaming W^T[d, chunk] and V[d, :, chunk]; each hidden chunk writes
 // its partial sums of those two reductions, added up afterwards in a fixed order (results
 // do not depend on the thread count). Every other gradient (W, c, V) is owned by one chunk.
 //
