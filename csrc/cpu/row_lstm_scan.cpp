@@ -5,8 +5,9 @@
 // batch is cut into one contiguous slice per thread and each slice runs the whole scan on
 // its own (one parallel region per call, no synchronization between rows; one thread when
 // B = 1). Within a slice of Bs elements, every (batch, column) position of a row is
-// independent, so the state-to-state 1 x 3 convolution of a row is one matrix product,
-// done by torch's BLAS (at::mm_out, single-threaded inside the region):
+// independent, so the state-to-state 1 x 3 convolution of a row is one matrix product
+// (row_product: a register-blocked float GEMM, small_gemm; torch's at::mm_out for double;
+// single-threaded inside the region):
 //   pre (4H, Bs*W) = Wflat (4H, 3H) @ hcol (3H, Bs*W),
 //   Wflat[g][k*H + u] = w_ss[g, u, k],   hcol[k*H + u][b*W + w] = h[b, u, r-1, w+k-1]
 // (zero where w+k-1 falls outside the row). Everything else (adding x_gates, the gates,
