@@ -12,6 +12,7 @@
 #include <ATen/core/LegacyTypeDispatch.h>
 
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 
 #include "pixelar/inline.h"
@@ -59,6 +60,19 @@ inline at::Tensor like_layout(const at::Tensor& value, const at::Tensor& like) {
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// work(task, scratch) for every task in [0, n), on torch's threads (at most n of them). The
+// tasks are handed out one at a time from a shared counter, so a thread that the OS gives
+// less time (a busy machine) takes fewer of them. make_scratch() runs once per thread; its
+// result is passed to each of that thread's tasks.
+template <typename MakeScratch, typename Work>
+void parallel_tasks(int64_t n, const MakeScratch& make_scratch, const Work& work) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), n), 1, [&](int64_t, int64_t) {
+    auto scratch = make_scratch();
+    for (int64_t task = next++; task < n; task = next++) work(task, scratch);
+  });
+}
 
 // Memory for a kernel's large temporaries, kept from one call to the next: one buffer per
 // calling thread and slot, grown when too small. Fresh memory of a megabyte comes from mmap

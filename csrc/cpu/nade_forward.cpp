@@ -25,7 +25,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <tuple>
@@ -447,28 +446,24 @@ std::tuple<at::Tensor, at::Tensor> forward(const char* op, const at::Tensor& x_i
   }
   const at::Tensor wt = transposed</*kTemporary=*/true>(W_in);
   const nade::Columns cols = nade::column_facts(wt);
-  // at least kForwardMinTiles tiles (handed out dynamically); not the thread count: the
+  // at least kForwardMinTiles tiles (parallel_tasks); not the thread count: the
   // chunks' partial sums, and so the outputs' bits, must not depend on it
   const Tiling t = tiling(d, kMaxChunkForward, kForwardMinTiles);
   at::Tensor part = at::empty({t.n_chunks, d.B, d.D, d.O}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nade_forward_cpu", [&] {
     const Args<scalar_t> A = args<scalar_t>(x, wt, cols, c, V, d);
     scalar_t* partp = part.data_ptr<scalar_t>();
-    // Tiles are handed out one at a time from a shared counter: on a shared machine a
-    // thread that loses its core for a while leaves its tiles to the other.
-    const int64_t tiles = t.n_bblocks * t.n_chunks;
-    std::atomic<int64_t> next{0};
-    at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), tiles), 1, [&](int64_t, int64_t) {
-      std::vector<scalar_t> scratch(3 * kBatchBlock * t.chunk);
-      for (int64_t task = next++; task < tiles; task = next++) {
-        const int64_t bb = task / t.n_chunks, ch = task % t.n_chunks;
-        const int64_t b0 = bb * kBatchBlock, nb = std::min(kBatchBlock, d.B - b0);
-        const int64_t h0 = ch * t.chunk, nh = std::min(t.chunk, d.Hd - h0);
-        forward_tile<scalar_t>(A, b0, nb, h0, nh, partp + ch * d.B * d.D * d.O,
-                               ckpt.defined() ? ckpt.data_ptr<scalar_t>() : nullptr,
-                               scratch.data());
-      }
-    });
+    parallel_tasks(
+        t.n_bblocks * t.n_chunks,
+        [&] { return std::vector<scalar_t>(3 * kBatchBlock * t.chunk); },
+        [&](int64_t task, std::vector<scalar_t>& scratch) {
+          const int64_t bb = task / t.n_chunks, ch = task % t.n_chunks;
+          const int64_t b0 = bb * kBatchBlock, nb = std::min(kBatchBlock, d.B - b0);
+          const int64_t h0 = ch * t.chunk, nh = std::min(t.chunk, d.Hd - h0);
+          forward_tile<scalar_t>(A, b0, nb, h0, nh, partp + ch * d.B * d.D * d.O,
+                                 ckpt.defined() ? ckpt.data_ptr<scalar_t>() : nullptr,
+                                 scratch.data());
+        });
   });
   at::Tensor out = t.n_chunks == 1 ? part[0] : part.sum(0);
   return {out.add_(b), ckpt};
@@ -533,28 +528,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
       scalar_t* gcp = gc.data_ptr<scalar_t>();
       scalar_t* gxp = grad_x_wanted ? gx_part.data_ptr<scalar_t>() : nullptr;
       const int64_t scratch_size = backward_scratch(d.D, t.chunk);
-      // Tasks handed out one at a time, as the forward's tiles.
-      const int64_t tasks = n_groups * t.n_chunks;
-      std::atomic<int64_t> next{0};
-      at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), tasks), 1,
-                       [&](int64_t, int64_t) {
-        std::unique_ptr<scalar_t[]> scratch(new scalar_t[scratch_size]);  // no zero fill
-        for (int64_t task = next++; task < tasks; task = next++) {
-          const int64_t grp = task / t.n_chunks, ch = task % t.n_chunks;
-          const int64_t h0 = ch * t.chunk, nh = std::min(t.chunk, d.Hd - h0);
-          zero_columns(gwtp + grp * d.D * d.Hd, d.D, d.Hd, h0, nh);
-          zero_columns(gvp + grp * d.D * d.O * d.Hd, d.D * d.O, d.Hd, h0, nh);
-          zero_columns(gcp + grp * d.Hd, 1, d.Hd, h0, nh);
-          const int64_t bb_end = std::min(t.n_bblocks, (grp + 1) * blocks_per_group);
-          for (int64_t bb = grp * blocks_per_group; bb < bb_end; ++bb) {
-            const int64_t b0 = bb * kBatchBlock, nb = std::min(kBatchBlock, d.B - b0);
-            backward_tile<scalar_t>(A, gp, ckptp, grads_finite, b0, nb, h0, nh,
-                                    gwtp + grp * d.D * d.Hd,
-                                    gvp + grp * d.D * d.O * d.Hd, gcp + grp * d.Hd,
-                                    gxp ? gxp + ch * d.B * d.D : nullptr, scratch.get());
-          }
-        }
-      });
+      parallel_tasks(
+          n_groups * t.n_chunks,
+          [&] { return std::unique_ptr<scalar_t[]>(new scalar_t[scratch_size]); },  // no fill
+          [&](int64_t task, std::unique_ptr<scalar_t[]>& scratch) {
+            const int64_t grp = task / t.n_chunks, ch = task % t.n_chunks;
+            const int64_t h0 = ch * t.chunk, nh = std::min(t.chunk, d.Hd - h0);
+            zero_columns(gwtp + grp * d.D * d.Hd, d.D, d.Hd, h0, nh);
+            zero_columns(gvp + grp * d.D * d.O * d.Hd, d.D * d.O, d.Hd, h0, nh);
+            zero_columns(gcp + grp * d.Hd, 1, d.Hd, h0, nh);
+            const int64_t bb_end = std::min(t.n_bblocks, (grp + 1) * blocks_per_group);
+            for (int64_t bb = grp * blocks_per_group; bb < bb_end; ++bb) {
+              const int64_t b0 = bb * kBatchBlock, nb = std::min(kBatchBlock, d.B - b0);
+              backward_tile<scalar_t>(A, gp, ckptp, grads_finite, b0, nb, h0, nh,
+                                      gwtp + grp * d.D * d.Hd,
+                                      gvp + grp * d.D * d.O * d.Hd, gcp + grp * d.Hd,
+                                      gxp ? gxp + ch * d.B * d.D : nullptr, scratch.get());
+            }
+          });
     });
   }
   // One batch group (the usual case): its gradients are the totals, no copy.

@@ -178,20 +178,19 @@ at::Tensor nade_sample_cpu(const at::Tensor& u_, const std::optional<at::Tensor>
   const nade::Columns cols = nade::column_facts(Wt);
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "nade_sample_cpu", [&] {
     const int64_t tile = tile_size(n), tiles = (n + tile - 1) / tile;
-    std::atomic<int64_t> next{0};  // tiles handed out one at a time (balance on a busy machine)
-    at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), tiles), 1, [&](int64_t, int64_t) {
-      std::vector<scalar_t> a(tile * Hd), h(tile * Hd), e(tile * Hd);
-      for (int64_t t = next++; t < tiles; t = next++) {
-        const int64_t d = nade_tile<scalar_t>(u.data_ptr<double>(),
-                            cond.defined() ? cond.data_ptr<int64_t>() : nullptr,
-                            Wt.data_ptr<scalar_t>(),
-                            cols.ew.defined() ? cols.ew.data_ptr<scalar_t>() : nullptr,
-                            cols.wmax.data_ptr<float>(), c.data_ptr<scalar_t>(),
-                            V.data_ptr<scalar_t>(),
-                            b.data_ptr<scalar_t>(), x.data_ptr<int64_t>(), t * tile,
-                            std::min(n, (t + 1) * tile), D, Hd, a.data(), h.data(), e.data());
-        sampling::record_nonfinite(bad, d);
-      }
+    // one buffer per thread: a, h, e of a tile
+    parallel_tasks(tiles, [&] { return std::vector<scalar_t>(3 * tile * Hd); },
+                   [&](int64_t t, std::vector<scalar_t>& buf) {
+      scalar_t *a = buf.data(), *h = a + tile * Hd, *e = h + tile * Hd;
+      const int64_t d = nade_tile<scalar_t>(u.data_ptr<double>(),
+                          cond.defined() ? cond.data_ptr<int64_t>() : nullptr,
+                          Wt.data_ptr<scalar_t>(),
+                          cols.ew.defined() ? cols.ew.data_ptr<scalar_t>() : nullptr,
+                          cols.wmax.data_ptr<float>(), c.data_ptr<scalar_t>(),
+                          V.data_ptr<scalar_t>(),
+                          b.data_ptr<scalar_t>(), x.data_ptr<int64_t>(), t * tile,
+                          std::min(n, (t + 1) * tile), D, Hd, a, h, e);
+      sampling::record_nonfinite(bad, d);
     });
   });
   const int64_t first_bad = bad.load();
@@ -219,18 +218,18 @@ at::Tensor rnade_sample_cpu(const at::Tensor& u_, const at::Tensor& z_, const at
   std::atomic<int64_t> bad{sampling::kNoBadDimension};  // as in nade_sample_cpu
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "rnade_sample_cpu", [&] {
     const int64_t tiles = (n + kRnadeTile - 1) / kRnadeTile;
-    std::atomic<int64_t> next{0};
-    at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), tiles), 1, [&](int64_t, int64_t) {
-      std::vector<scalar_t> a(kRnadeTile * Hd), h(kRnadeTile * Hd), out(O), dots(O * kRnadeTile);
-      for (int64_t t = next++; t < tiles; t = next++) {
-        const int64_t d = rnade_tile<scalar_t>(u.data_ptr<double>(), z.data_ptr<double>(),
-                             Wt.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
-                             V.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
-                             x.data_ptr<scalar_t>(), t * kRnadeTile,
-                             std::min(n, (t + 1) * kRnadeTile), D, Hd, K, log_scale_min,
-                             log_scale_max, a.data(), h.data(), out.data(), dots.data());
-        sampling::record_nonfinite(bad, d);
-      }
+    const int64_t th = kRnadeTile * Hd;
+    // one buffer per thread: a and h of a tile, the outputs of an image, the tile's dots
+    parallel_tasks(tiles, [&] { return std::vector<scalar_t>(2 * th + O + O * kRnadeTile); },
+                   [&](int64_t t, std::vector<scalar_t>& buf) {
+      scalar_t *a = buf.data(), *h = a + th, *out = h + th, *dots = out + O;
+      const int64_t d = rnade_tile<scalar_t>(u.data_ptr<double>(), z.data_ptr<double>(),
+                           Wt.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
+                           V.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+                           x.data_ptr<scalar_t>(), t * kRnadeTile,
+                           std::min(n, (t + 1) * kRnadeTile), D, Hd, K, log_scale_min,
+                           log_scale_max, a, h, out, dots);
+      sampling::record_nonfinite(bad, d);
     });
   });
   const int64_t first_bad = bad.load();

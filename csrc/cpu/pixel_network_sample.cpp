@@ -287,14 +287,10 @@ void pixel_network_sample_step_cpu(const at::Tensor& x, at::TensorList state,
     n.levels = levels;
     n.blk = blk.data();
     const int64_t scratch = n.scratch_size();
-    // Images are handed out one at a time from a shared counter, so a thread that the OS
-    // gives less time (a busy machine) takes fewer of them.
-    std::atomic<int64_t> next{0};
-    const int64_t workers = std::min<int64_t>(at::get_num_threads(), B);
-    at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-      std::vector<scalar_t> buf(scratch);
-      for (int64_t b = next++; b < B; b = next++)
-        sampling::record_nonfinite(bad, sample_image(n, b, start, stop, buf.data()));
+    // Images one at a time from a shared counter (parallel_tasks).
+    parallel_tasks(B, [&] { return std::vector<scalar_t>(scratch); },
+                   [&](int64_t b, std::vector<scalar_t>& buf) {
+      sampling::record_nonfinite(bad, sample_image(n, b, start, stop, buf.data()));
     });
   });
   const int64_t first_bad = bad.load();
