@@ -18,7 +18,9 @@ when present, else the embedded digits28-binary.
 
 Timing: every row runs in ``--procs`` fresh processes; in each, the fast path and its
 baseline alternate for ``--rounds`` rounds (so bursts of load from other processes hit both),
-and the row's ratio is min(baseline) / min(fast) per process. The table gives the median
+and the row's ratio is min(baseline) / min(fast) per process over those rounds only (as many
+samples on each side). The fast path then runs 2 x rounds more times alone, for its img/s
+and within-process spread. The table gives the median
 over processes of the per-process best img/s, the spread (min..max) across processes, the
 FLOPs per step (multiply-adds x 2 of the convolutions, scans and NADE products; backward
 counted as twice the forward) and x floor = time / (FLOPs / matmul rate). The matmul rate
@@ -287,12 +289,25 @@ def worker(name, threads, rounds, max_seconds, fast_only=False):
             samples[k].append(time.perf_counter() - t0)
         if i >= 2 and time.perf_counter() - start > max_seconds:
             break
-    # More samples of the fast path alone (cheap), for the within-process spread.
-    for _ in range(2 * len(samples["fast"])):
+    rounds_done = len(samples["fast"])
+    # More samples of the fast path alone (cheap), for the within-process spread and img/s;
+    # the ratio to the baseline reads only the first rounds_done (the interleaved ones).
+    for _ in range(2 * rounds_done):
         t0 = time.perf_counter()
         fns["fast"]()
         samples["fast"].append(time.perf_counter() - t0)
-    print(json.dumps(dict(name=name, samples=samples, flops=flops, images=images, data=data_name)))
+    print(
+        json.dumps(
+            dict(
+                name=name,
+                samples=samples,
+                interleaved_rounds=rounds_done,
+                flops=flops,
+                images=images,
+                data=data_name,
+            )
+        )
+    )
 
 
 def profile_row(name, threads, steps, out):
@@ -373,7 +388,9 @@ def summarize(name, procs, rate):
     best = [min(p["samples"]["fast"]) for p in procs]
     med = [statistics.median(p["samples"]["fast"]) for p in procs]
     base = [min(p["samples"]["baseline"]) for p in procs if "baseline" in p["samples"]]
-    ratios = [b / f for b, f in zip(base, best)]
+    # each side's best of the same interleaved rounds (as many samples on each side)
+    best_interleaved = [min(p["samples"]["fast"][: p["interleaved_rounds"]]) for p in procs]
+    ratios = [b / f for b, f in zip(base, best_interleaved)]
     # each process's matmul rate (best of its rounds) and its x floor at that rate
     rates = [2.0 * MATMUL_N**3 / min(p["samples"]["matmul"]) for p in procs]
     x_floor_procs = [f / (flops / r) for f, r in zip(best, rates)]
@@ -424,7 +441,7 @@ def main(argv=None):
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--procs", type=int, default=3, help="fresh processes per row")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per process")
+    p.add_argument("--rounds", type=int, default=8, help="interleaved rounds per process")
     p.add_argument(
         "--max-seconds",
         type=float,

@@ -51,6 +51,29 @@ def test_masked_conv_output_ignores_future_inputs():
     assert g[3, 2:4].abs().min() > 0 and g[1:3, 2:7].abs().min() > 0
 
 
+@pytest.mark.parametrize("kernel_size", [(1, 3), (1, 5), (3, 3), (7, 7)])
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+@pytest.mark.parametrize("colours", [1, 3])
+def test_masked_conv_equals_the_full_kernel_convolution(kernel_size, mask_type, colours):
+    """MaskedConv2d's forward (causal_conv2d: a one-row kernel without its closed columns
+    right of the centre) equals the 'same' convolution with the whole masked kernel, values
+    and all gradients, fp64, odd non-square maps; strided (non-contiguous) input too."""
+    torch.manual_seed(0)
+    conv = MaskedConv2d(3 * colours, 4 * colours, kernel_size, mask_type, colours).double()
+    x = torch.randn(2, 3 * colours, 5, 11, dtype=torch.float64)[..., ::2].requires_grad_()
+    y = conv(x)
+    ref = torch.nn.functional.conv2d(
+        x, conv.weight * conv.mask, conv.bias, padding=(kernel_size[0] // 2, kernel_size[1] // 2)
+    )
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, conv.weight, conv.bias), g)
+    want = torch.autograd.grad(ref, (x, conv.weight, conv.bias), g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.equal(got[1] * (1 - conv.mask), torch.zeros_like(got[1]))
+
+
 def test_shift_down():
     x = torch.arange(6.0).reshape(1, 2, 3)
     assert shift_down(x).tolist() == [[[0, 0, 0], [0, 1, 2]]]

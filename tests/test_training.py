@@ -456,6 +456,41 @@ def test_adam_is_fused_for_a_transposed_parameter_whatever_the_layouts_of_grad_a
     assert ((param.detach() - ref.detach()).abs() <= 4 * ulp).all()
 
 
+def test_fused_adam_gets_transposed_parameters_as_contiguous_views(monkeypatch):
+    """make_optimizer hands torch's fused Adam kernel a transposed-stored parameter, its
+    gradient and its state as contiguous views of their memory (DenseLayoutAdam; the kernel
+    copies a non-contiguous gradient it never reads), and the updates stay the per-tensor
+    loop's to within an ulp."""
+    from pixelar.training.config import DenseLayoutAdam, make_optimizer
+
+    seen = []
+    fused = torch._fused_adam_
+
+    def spy(params, grads, exp_avgs, exp_avg_sqs, *args, **kwargs):
+        seen.append([t.is_contiguous() for t in (*params, *grads, *exp_avgs, *exp_avg_sqs)])
+        return fused(params, grads, exp_avgs, exp_avg_sqs, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_adam_", spy)
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(6, 4).t()), torch.nn.Parameter(torch.randn(5))]
+    refs = [p.detach().clone().requires_grad_(True) for p in params]
+    opt = make_optimizer("adam", params, 1e-2, weight_decay=1e-3)
+    ref_opt = torch.optim.Adam(refs, lr=1e-2, weight_decay=1e-3, foreach=False)
+    assert isinstance(opt, DenseLayoutAdam) and opt.param_groups[0]["fused"] is True
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        for p, r in zip(params, refs):
+            p.grad = torch.randn(p.shape, generator=g).as_strided(p.shape, p.stride())
+            r.grad = p.grad.clone()
+        opt.step()
+        ref_opt.step()
+    assert len(seen) == 3 and all(all(flags) for flags in seen)
+    assert params[0].stride() == (1, 4) and opt.state[params[0]]["exp_avg"].stride() == (1, 4)
+    for p, r in zip(params, refs):
+        ulp = torch.finfo(torch.float32).eps * r.detach().abs().clamp_min(1.0)
+        assert ((p.detach() - r.detach()).abs() <= 4 * ulp).all()
+
+
 def test_nade_weights_are_stored_transposed_and_train_with_the_fused_adam():
     """NADE keeps W (hidden, D) stored transposed (W.t() contiguous: the kernels read W^T in
     place); autograd gives its gradient that layout, and make_optimizer's Adam is the fused

@@ -232,6 +232,40 @@ def _match_parameter_layouts(optimizer, args, kwargs):
                     state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
+def _contiguous_order(t):
+    """t itself when contiguous, else t permuted to its contiguous order of dimensions (a
+    view of the same memory, contiguous when t is dense)."""
+    if t.is_contiguous():
+        return t
+    order = sorted(range(t.dim()), key=lambda d: (-t.stride(d), d))
+    view = t.permute(order)
+    return view if view.is_contiguous() else t
+
+
+class DenseLayoutAdam(torch.optim.Adam):
+    """torch's Adam for dense parameters some of which are stored non-contiguous (the NADE
+    models' transposed W): the fused kernel gets every parameter, gradient and state tensor
+    permuted to its contiguous order of dimensions, views of the same memory. torch 2.14.1's
+    fused CPU kernel otherwise makes a contiguous copy of a non-contiguous gradient that it
+    never reads: 0.6 ms of NADE's 9 ms training step (H=500, B=64, 2 threads). The updates
+    are those of the fused Adam on the tensors as they are (an elementwise update over the
+    same memory), and ``_match_parameter_layouts`` (a step pre-hook) first gives every
+    gradient and state its parameter's strides, so that the permutation of the parameter's
+    dimensions makes all of them contiguous."""
+
+    def __init__(self, params, **kwargs):
+        super().__init__(params, **kwargs)
+        self.register_step_pre_hook(_match_parameter_layouts)
+
+    def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps):
+        has_complex = super()._init_group(
+            group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps
+        )
+        for tensors in (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs):
+            tensors[:] = [_contiguous_order(t) for t in tensors]
+        return has_complex
+
+
 def make_optimizer(name, params, lr, weight_decay=0.0):
     """The optimizer ``name`` ("adam" or "rmsprop") over ``params``, in torch's fastest
     implementation that serves them:
@@ -245,7 +279,8 @@ def make_optimizer(name, params, lr, weight_decay=0.0):
       so they must share one layout: autograd gives a dense parameter a gradient of its
       layout, Adam makes its state so, and where some parameter is not contiguous a step
       pre-hook (``_match_parameter_layouts``) re-lays out any gradient or state that differs
-      (a state loaded from a checkpoint, a gradient set by hand) before each step.
+      (a state loaded from a checkpoint, a gradient set by hand) before each step; the kernel
+      then gets them all as contiguous views (``DenseLayoutAdam``).
     - Otherwise, and for RMSprop (torch has no fused RMSprop): the multi-tensor ("foreach")
       implementation, on every device (torch's default only on GPUs), whose updates equal
       the per-tensor loop's bit for bit.
@@ -256,8 +291,7 @@ def make_optimizer(name, params, lr, weight_decay=0.0):
     fused = name == "adam" and all(
         p.is_floating_point() and p.device.type in FUSED_ADAM_DEVICES and _dense(p) for p in params
     )
-    impl = dict(fused=True) if fused else dict(foreach=True)
-    optimizer = OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay, **impl)
     if fused and not all(p.is_contiguous() for p in params):
-        optimizer.register_step_pre_hook(_match_parameter_layouts)
-    return optimizer
+        return DenseLayoutAdam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    impl = dict(fused=True) if fused else dict(foreach=True)
+    return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay, **impl)
