@@ -324,6 +324,21 @@ def test_nade_forward_backward(emu, limits, B, D, Hd, O, dtype, max_threads):
         torch.testing.assert_close(gk.double(), r_grad.detach(), **tg)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_nade_backward_gives_grad_w_in_the_layout_of_w(emu, dtype):
+    """A W stored transposed (W.t() contiguous, as the NADE models keep it) gets its gradient
+    in its own layout (the strides the fake kernel promises), with the values of the
+    contiguous W's gradient; a contiguous W gets a contiguous one."""
+    x, W, c, V, b = nade_inputs(5, 6, 37, 2, dtype)
+    Wt = W.t().contiguous().t()
+    go = torch.randn(5, 6, 2, generator=torch.Generator().manual_seed(4)).to(dtype)
+    plain = emu.nade_forward_backward(go, x, W, c, V, b)
+    stored = emu.nade_forward_backward(go, x, Wt, c, V, b)
+    assert plain[1].is_contiguous() and stored[1].stride() == Wt.stride()
+    for a, r in zip(stored, plain):
+        assert torch.equal(a, r)
+
+
 @pytest.mark.parametrize(
     "B,D,Hd,O,dtype,max_threads", NADE_CASES + [(5, 70, 37, 1, torch.float32, 64)]
 )

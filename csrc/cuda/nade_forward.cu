@@ -324,7 +324,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
   // Without grad_x: an empty (0,) tensor in its place.
   at::Tensor gx = !grad_x ? at::empty({0}, x.options())
                           : (g.y == 1 ? gx_part[0] : gx_part.sum(0)).to(dt);
-  return {gx, gwt.t().contiguous().to(dt), gc.to(dt), gv.to(dt), go.sum(0).to(dt)};
+  // grad W in W's layout, as the CPU kernel and the fake give it: for a W stored transposed
+  // (W.t() contiguous, as the NADE models keep it) the accumulated grad of W^T viewed
+  // transposed (no transpose copy here, and none by autograd to match W's strides).
+  at::Tensor gw = W_in.t().is_contiguous() && !W_in.is_contiguous()
+                      ? gwt.to(dt).t()
+                      : gwt.t().contiguous().to(dt);
+  return {gx, gw, gc.to(dt), gv.to(dt), go.sum(0).to(dt)};
 }
 
 }  // namespace cuda
