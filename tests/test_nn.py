@@ -51,7 +51,7 @@ def test_masked_conv_output_ignores_future_inputs():
     assert g[3, 2:4].abs().min() > 0 and g[1:3, 2:7].abs().min() > 0
 
 
-@pytest.mark.parametrize("kernel_size", [(1, 3), (1, 5), (3, 3), (7, 7)])
+@pytest.mark.parametrize("kernel_size", [(1, 1), (1, 3), (1, 5), (3, 3), (7, 7)])
 @pytest.mark.parametrize("mask_type", ["A", "B"])
 @pytest.mark.parametrize("colours", [1, 3])
 def test_masked_conv_equals_the_full_kernel_convolution(kernel_size, mask_type, colours):

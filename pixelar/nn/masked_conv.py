@@ -117,15 +117,17 @@ def causal_conv2d(x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
     (out, in, kh, kw) odd sizes, masked, bias (out,) or None -> (B, out, R, W), equal to
     F.conv2d(x, weight, bias, padding=(kh // 2, kw // 2)) up to rounding.
 
-    A one-row kernel (a Row LSTM's 1 x k input-to-state convolution) is closed right of its
-    centre by every causal mask: the input is padded on the left only and convolved with the
-    kernel's columns 0 .. kw // 2 (1 x 3 -> 1 x 2, a third fewer products). The Row LSTM
-    7 x 16 training step (B = 16, 2 threads), one process alternating the two forms, median
-    of 16-24 rounds' minima: 1-9% faster in each of 11 processes (e.g. 67.1 vs 69.2 ms).
+    A one-row kernel wider than one column (a Row LSTM's 1 x k input-to-state convolution)
+    is closed right of its centre by every causal mask: the input is padded on the left only
+    and convolved with the kernel's columns 0 .. kw // 2 (1 x 3 -> 1 x 2, a third fewer
+    products). The Row LSTM 7 x 16 training step (B = 16, 2 threads), one process
+    alternating the two forms, median of 16-24 rounds' minima: 1-9% faster in each of 11
+    processes (e.g. 67.1 vs 69.2 ms).
     Taller kernels keep the plain convolution (without the rows below the centre, the 7 x 7
-    input convolution of one channel was no faster: 2.04 vs 2.02 ms forward + backward)."""
+    input convolution of one channel was no faster: 2.04 vs 2.02 ms forward + backward), and
+    so do 1 x 1 kernels (nothing to drop; F.pad with no padding would still copy x)."""
     kh, kw = weight.shape[-2:]
-    if kh == 1:
+    if kh == 1 and kw > 1:
         return F.conv2d(F.pad(x, (kw // 2, 0)), weight[..., : kw // 2 + 1], bias)
     return F.conv2d(x, weight, bias, padding=(kh // 2, kw // 2))
 
