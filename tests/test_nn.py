@@ -54,21 +54,32 @@ def test_masked_conv_output_ignores_future_inputs():
 @pytest.mark.parametrize("kernel_size", [(1, 1), (1, 3), (1, 5), (3, 3), (7, 7)])
 @pytest.mark.parametrize("mask_type", ["A", "B"])
 @pytest.mark.parametrize("colours", [1, 3])
-def test_masked_conv_equals_the_full_kernel_convolution(kernel_size, mask_type, colours):
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_masked_conv_equals_the_full_kernel_convolution(
+    kernel_size, mask_type, colours, layout, bias
+):
     """MaskedConv2d's forward (causal_conv2d: a one-row kernel without its closed columns
-    right of the centre) equals the 'same' convolution with the whole masked kernel, values
-    and all gradients, fp64, odd non-square maps; strided (non-contiguous) input too."""
+    right of the centre; a 1x1 kernel on a contiguous map as a batched matrix product)
+    equals the 'same' convolution with the whole masked kernel, values and all gradients,
+    fp64, odd non-square maps, contiguous and strided (non-contiguous) input, with and
+    without bias."""
     torch.manual_seed(0)
-    conv = MaskedConv2d(3 * colours, 4 * colours, kernel_size, mask_type, colours).double()
-    x = torch.randn(2, 3 * colours, 5, 11, dtype=torch.float64)[..., ::2].requires_grad_()
+    conv = MaskedConv2d(3 * colours, 4 * colours, kernel_size, mask_type, colours, bias=bias)
+    conv = conv.double()
+    x = torch.randn(2, 3 * colours, 5, 11, dtype=torch.float64)
+    x = (x[..., ::2] if layout == "strided" else x[..., :6].contiguous()).requires_grad_()
+    assert x.is_contiguous() == (layout == "contiguous")
     y = conv(x)
     ref = torch.nn.functional.conv2d(
         x, conv.weight * conv.mask, conv.bias, padding=(kernel_size[0] // 2, kernel_size[1] // 2)
     )
+    assert y.shape == ref.shape and y.is_contiguous()
     torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
     g = torch.randn_like(y)
-    got = torch.autograd.grad(y, (x, conv.weight, conv.bias), g)
-    want = torch.autograd.grad(ref, (x, conv.weight, conv.bias), g)
+    params = (x, conv.weight) + ((conv.bias,) if bias else ())
+    got = torch.autograd.grad(y, params, g)
+    want = torch.autograd.grad(ref, params, g)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert torch.equal(got[1] * (1 - conv.mask), torch.zeros_like(got[1]))

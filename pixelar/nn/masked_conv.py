@@ -125,11 +125,34 @@ def causal_conv2d(x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
     processes (e.g. 67.1 vs 69.2 ms).
     Taller kernels keep the plain convolution (without the rows below the centre, the 7 x 7
     input convolution of one channel was no faster: 2.04 vs 2.02 ms forward + backward), and
-    so do 1 x 1 kernels (nothing to drop; F.pad with no padding would still copy x)."""
+    so do 1 x 1 kernels on other devices or strided input (nothing to drop; F.pad with no
+    padding would still copy x).
+
+    A 1 x 1 kernel on a contiguous CPU map (the Row LSTM's block outputs and head) is one
+    batched matrix product, weight (out, in) @ x (B, in, R * W): forward + backward of a
+    16 -> 32 map at B = 16, 28 x 28, 2 threads, took 0.59 / 0.75 ms against 1.03 / 1.18 ms
+    for F.conv2d (min of 40, two processes); the Row LSTM 7 x 16 training step, one process
+    alternating the two, min of 16 rounds: 1-7% faster in each of 6 processes (e.g. 70.2 vs
+    74.5 ms)."""
     kh, kw = weight.shape[-2:]
+    if kh == 1 and kw == 1 and x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous():
+        return _pointwise_nchw(x, weight, bias)
     if kh == 1 and kw > 1:
         return F.conv2d(F.pad(x, (kw // 2, 0)), weight[..., : kw // 2 + 1], bias)
     return F.conv2d(x, weight, bias, padding=(kh // 2, kw // 2))
+
+
+def _pointwise_nchw(x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
+    """A 1x1 convolution of a contiguous NCHW map as one batched matrix product: x (B, in,
+    R, W), weight (out, in, 1, 1), bias (out,) or None -> (B, out, R, W) contiguous."""
+    B, C, R, W = x.shape
+    w = weight[:, :, 0, 0].expand(B, -1, -1)  # (B, out, in), a view
+    x3 = x.view(B, C, R * W)
+    if bias is None:
+        y = torch.bmm(w, x3)
+    else:
+        y = torch.baddbmm(bias[None, :, None].expand(B, -1, R * W), w, x3)
+    return y.view(B, -1, R, W)
 
 
 def conv_weight(conv: nn.Conv2d) -> torch.Tensor:
