@@ -197,13 +197,16 @@ def test_kernels_called_directly_refuse_the_same_values():
         lambda: torch.ops.pixelar.nade_sample(u, cond, W, c, V, b),
         lambda: nade_sample(u, cond, W, c, V, b),
     )
-    u_bad = u.clone()
-    u_bad[1, 1] = 5.0
-    same_words(
-        lambda: torch.ops.pixelar.nade_sample(u_bad, None, W, c, V, b),
-        lambda: nade_sample(u_bad, None, W, c, V, b),
-    )
-    for kwargs in (dict(lo=NAN, hi=-100.0), dict(lo=3.0, hi=-3.0), dict(z_bad=NAN)):
+    for bad in (5.0, NAN, -0.5, 1.0, float("-inf")):  # one reduction over u (checks.h)
+        u_bad = u.clone()
+        u_bad[1, 1] = bad
+        same_words(
+            lambda: torch.ops.pixelar.nade_sample(u_bad, None, W, c, V, b),
+            lambda: nade_sample(u_bad, None, W, c, V, b),
+        )
+    rnade_cases = [dict(lo=NAN, hi=-100.0), dict(lo=3.0, hi=-3.0)]
+    rnade_cases += [dict(z_bad=v) for v in (NAN, float("inf"), float("-inf"))]
+    for kwargs in rnade_cases:
         args = _rnade_args(**kwargs)()
         same_words(lambda: torch.ops.pixelar.rnade_sample(*args), lambda: rnade_sample(*args))
     for kwargs in (dict(cond_value=99), dict(u_bad=NAN)):

@@ -183,12 +183,16 @@ inline void check_scan_states(const char* op, const at::Tensor& x_gates,
 
 // ---- values of the samplers' inputs (ValueError, the Python wrappers' words)
 
-// u: uniforms, every value in [0, 1) (NaN refused).
+// u: uniforms, every value in [0, 1) (NaN refused: aminmax propagates it, and NaN fails
+// both comparisons). One reduction pass, no temporaries: at::logical_and(u >= 0, u < 1).all()
+// took three passes and three temporaries, 0.1-0.3 ms of a 2.5-3 ms CPU NADE sampling call
+// of 64 images (the rest of the call's setup is exp(-W^T), 0.2 ms).
 inline void check_uniforms(const char* op, const char* name, const at::Tensor& u) {
   if (u.numel() == 0) return;
-  TORCH_CHECK_VALUE(at::logical_and(u >= 0, u < 1).all().item<bool>(), op, ": ", name,
-                    " must hold uniforms in [0, 1), got values in [", u.min().item<double>(),
-                    ", ", u.max().item<double>(), "]");
+  const auto [lo_t, hi_t] = at::aminmax(u);
+  const double lo = lo_t.item<double>(), hi = hi_t.item<double>();
+  TORCH_CHECK_VALUE(lo >= 0 && hi < 1, op, ": ", name,
+                    " must hold uniforms in [0, 1), got values in [", lo, ", ", hi, "]");
 }
 
 // cond: values < levels; negative entries mean "sample this dimension".
@@ -201,10 +205,13 @@ inline void check_condition(const char* op, const char* name, const at::Tensor& 
                     hi, "]");
 }
 
+// t: no NaN or inf. A floating tensor is finite when its min and max are (aminmax gives
+// NaN when t holds one): one reduction pass, as check_uniforms.
 inline void check_finite(const char* op, const char* name, const at::Tensor& t) {
-  if (t.numel() == 0) return;
-  TORCH_CHECK_VALUE(at::isfinite(t).all().item<bool>(), op, ": ", name,
-                    " must be finite, got NaN or inf values");
+  if (t.numel() == 0 || !t.is_floating_point()) return;
+  const auto [lo_t, hi_t] = at::aminmax(t);
+  TORCH_CHECK_VALUE(std::isfinite(lo_t.item<double>()) && std::isfinite(hi_t.item<double>()),
+                    op, ": ", name, " must be finite, got NaN or inf values");
 }
 
 // The clamp of RNADE's log_sigma: finite, lo <= hi.
