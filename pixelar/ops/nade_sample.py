@@ -15,8 +15,9 @@ float64 and rounded to the model's dtype. The draw rule is pixelar/ops/draw.py's
 these match the naive samplers fed the same randomness.
 
 The CPU kernel (csrc/cpu/nade_sample.cpp) runs tiles of up to 16 images (fewer when that
-would leave a thread without a tile) in lockstep over the dimensions. For float32 NADE it carries e = exp(-a) as a product (e *= exp(-W[:, d]) when
-x_d = 1, h = 1 / (1 + e)) and recomputes it from a after at most 32 products, or sooner
+would leave a thread without a tile) in lockstep over the dimensions. For float32 NADE it
+carries e = exp(-a) as a product (e *= exp(-W[:, d]) when x_d = 1, h = 1 / (1 + e)) and
+recomputes it from a after at most 32 products, or sooner
 when the columns' max |W| since the last exact e add up to more than 60 (the hidden walk
 of csrc/cpu/nade_hidden.h, shared with nade_forward), so h is within ~4e-6 (relative) of
 sigmoid(a); float64 computes sigmoid(a) at every update.
