@@ -17,10 +17,10 @@ these match the naive samplers fed the same randomness.
 The CPU kernel (csrc/cpu/nade_sample.cpp) runs tiles of up to 16 images (fewer when that
 would leave a thread without a tile) in lockstep over the dimensions. For float32 NADE it
 carries e = exp(-a) as a product (e *= exp(-W[:, d]) when x_d = 1, h = 1 / (1 + e)) and
-recomputes it from a after at most 32 products, or sooner
-when the columns' max |W| since the last exact e add up to more than 60 (the hidden walk
-of csrc/cpu/nade_hidden.h, shared with nade_forward), so h is within ~4e-6 (relative) of
-sigmoid(a); float64 computes sigmoid(a) at every update.
+recomputes it from a after at most 32 products, or sooner when the columns' max |W| since
+the last exact e add up to more than 60 (the hidden walk of csrc/cpu/nade_hidden.h, shared
+with nade_forward), so h is within ~4e-6 (relative) of sigmoid(a); float64 computes
+sigmoid(a) at every update.
 
 The CUDA kernel (csrc/cuda/nade_sample.cu) runs one thread block per image, the whole
 loop in one launch: threads over the hidden units (a and h in shared memory), block sums
