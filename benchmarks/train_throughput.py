@@ -30,7 +30,12 @@ table gives the median over processes, and their min..max. (The machine's rate d
 between minutes; a rate measured once at the start, kept in the JSON as
 x_floor_start_rate, can sit in a slow or a fast minute that the steps do not share.)
 The 1-minute load average before and after is recorded: on a shared machine the absolute
-figures are depressed; the ratios much less so.
+figures are depressed; the ratios much less so. Each process also counts the minor page
+faults of every call (``faults_per_fast_call_procs``: the mean over its fast calls): fresh
+memory costs a fault per 4 KiB page at first touch, ~2.5 us each on this machine, and
+whether a step's temporaries get fresh pages depends on the process's malloc history (in
+these processes the 2048^3 matmul's 16 MB frees raise glibc's dynamic mmap threshold, so
+they rarely do; README, "Performance stability").
 
     python benchmarks/train_throughput.py                 # 2 threads, 3 processes per row
     python benchmarks/train_throughput.py --quick         # 1 process, fewer rounds
@@ -48,6 +53,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -271,6 +277,11 @@ def matmul_control():
     return lambda: torch.matmul(a, b)
 
 
+def minor_faults():
+    """The process's minor page faults so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def worker(name, threads, rounds, max_seconds, fast_only=False):
     torch.set_num_threads(threads)
     fns, flops, images, data_name = make_pair(name)
@@ -281,26 +292,30 @@ def worker(name, threads, rounds, max_seconds, fast_only=False):
         fn()
     fns["fast"]()
     samples = {k: [] for k in fns}
+    faults = {k: [] for k in fns}
     start = time.perf_counter()
     for i in range(rounds):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            f0, t0 = minor_faults(), time.perf_counter()
             fn()
             samples[k].append(time.perf_counter() - t0)
+            faults[k].append(minor_faults() - f0)
         if i >= 2 and time.perf_counter() - start > max_seconds:
             break
     rounds_done = len(samples["fast"])
     # More samples of the fast path alone (cheap), for the within-process spread and img/s;
     # the ratio to the baseline reads only the first rounds_done (the interleaved ones).
     for _ in range(2 * rounds_done):
-        t0 = time.perf_counter()
+        f0, t0 = minor_faults(), time.perf_counter()
         fns["fast"]()
         samples["fast"].append(time.perf_counter() - t0)
+        faults["fast"].append(minor_faults() - f0)
     print(
         json.dumps(
             dict(
                 name=name,
                 samples=samples,
+                faults=faults,
                 interleaved_rounds=rounds_done,
                 flops=flops,
                 images=images,
@@ -394,6 +409,7 @@ def summarize(name, procs, rate):
     # each process's matmul rate (best of its rounds) and its x floor at that rate
     rates = [2.0 * MATMUL_N**3 / min(p["samples"]["matmul"]) for p in procs]
     x_floor_procs = [f / (flops / r) for f, r in zip(best, rates)]
+    faults = [statistics.mean(p["faults"]["fast"]) for p in procs]
     t = statistics.median(best)
     floor = flops / rate
     return dict(
@@ -416,6 +432,7 @@ def summarize(name, procs, rate):
         matmul_rate_procs=rates,
         x_floor_procs=x_floor_procs,
         x_floor=statistics.median(x_floor_procs),
+        faults_per_fast_call_procs=faults,
     )
 
 
@@ -495,7 +512,11 @@ def main(argv=None):
             if r["speedup_vs_baseline"] is not None
             else ""
         )
-        print(f"  {r['label']}: {r['images_per_s']:.1f} img/s, x floor {r['x_floor']:.1f}{vs}")
+        faults = ", ".join(f"{f:.0f}" for f in r["faults_per_fast_call_procs"])
+        print(
+            f"  {r['label']}: {r['images_per_s']:.1f} img/s, x floor {r['x_floor']:.1f}{vs}; "
+            f"page faults per fast call (per process) {faults}"
+        )
     load_after = os.getloadavg()[0]
     print_table(rows)
     print(f"load average: {load_before:.2f} before, {load_after:.2f} after ({os.cpu_count()} CPUs)")
