@@ -32,7 +32,7 @@ x_floor_start_rate, can sit in a slow or a fast minute that the steps do not sha
 The 1-minute load average before and after is recorded: on a shared machine the absolute
 figures are depressed; the ratios much less so. Each process also counts the minor page
 faults of every call (``faults_per_fast_call_procs``: the mean over its fast calls): fresh
-memory costs a fault per 4 KiB page at first touch, ~2.5 us each on this machine, and
+memory costs a fault per 4 KiB page at first touch, ~2.6 us each on this machine, and
 whether a step's temporaries get fresh pages depends on the process's malloc history (in
 these processes the 2048^3 matmul's 16 MB frees raise glibc's dynamic mmap threshold, so
 they rarely do; README, "Performance stability").
@@ -292,14 +292,15 @@ def worker(name, threads, rounds, max_seconds, fast_only=False):
         fn()
     fns["fast"]()
     samples = {k: [] for k in fns}
-    faults = {k: [] for k in fns}
+    faults = []  # the fast path's, one count per call
     start = time.perf_counter()
     for i in range(rounds):
         for k, fn in fns.items():
             f0, t0 = minor_faults(), time.perf_counter()
             fn()
             samples[k].append(time.perf_counter() - t0)
-            faults[k].append(minor_faults() - f0)
+            if k == "fast":
+                faults.append(minor_faults() - f0)
         if i >= 2 and time.perf_counter() - start > max_seconds:
             break
     rounds_done = len(samples["fast"])
@@ -309,7 +310,7 @@ def worker(name, threads, rounds, max_seconds, fast_only=False):
         f0, t0 = minor_faults(), time.perf_counter()
         fns["fast"]()
         samples["fast"].append(time.perf_counter() - t0)
-        faults["fast"].append(minor_faults() - f0)
+        faults.append(minor_faults() - f0)
     print(
         json.dumps(
             dict(
@@ -409,7 +410,7 @@ def summarize(name, procs, rate):
     # each process's matmul rate (best of its rounds) and its x floor at that rate
     rates = [2.0 * MATMUL_N**3 / min(p["samples"]["matmul"]) for p in procs]
     x_floor_procs = [f / (flops / r) for f, r in zip(best, rates)]
-    faults = [statistics.mean(p["faults"]["fast"]) for p in procs]
+    faults = [statistics.mean(p["faults"]) for p in procs]
     t = statistics.median(best)
     floor = flops / rate
     return dict(
