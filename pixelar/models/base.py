@@ -120,13 +120,45 @@ def check_images(x, image_shape, levels, name="x", allow_negative=False):
     return x
 
 
+class _BernoulliLogProb(torch.autograd.Function):
+    """sum_d log p(x_d | l_d) of binary x under Bernoulli logits l: (B, ...) and (B, ...) of
+    one float dtype -> (B,). Per dimension x l - softplus(l), with softplus(l) = max(l, 0) -
+    log(sigmoid(|l|)) (sigmoid(|l|) lies in [1/2, 1]: no underflow, and an absolute error of
+    an ulp of 1 at most). Written so because torch's log1p, log_sigmoid and softplus (and so
+    binary_cross_entropy_with_logits) are scalar loops on the CPU, its sigmoid and log
+    vectorized: 64 x 784 logits at 2 threads, forward 0.27 ms with BCE. The backward is the
+    analytic one, grad (x - sigmoid(l)), instead of a node per operation."""
+
+    @staticmethod
+    def forward(logits, x):
+        ll = x * logits - logits.clamp_min(0) + torch.log(torch.sigmoid(logits.abs()))
+        return ll.flatten(1).sum(dim=1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, x = ctx.saved_tensors
+        g = grad.reshape(-1, *([1] * (logits.dim() - 1)))
+        grad_logits = (x - torch.sigmoid(logits)) * g if ctx.needs_input_grad[0] else None
+        grad_x = logits * g if ctx.needs_input_grad[1] else None
+        return grad_logits, grad_x
+
+
+def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Log-probability in nats of binary values x under Bernoulli logits (of value 1), summed
+    over every dimension but the first: (B, ...) logits, (B, ...) x -> (B,)."""
+    return _BernoulliLogProb.apply(logits, x.to(logits.dtype))
+
+
 def log_prob_from_logits(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Exact log-probability in nats of images x (B, C, H, W) under per-dimension logits:
     (B, C, H, W) Bernoulli logits of value 1, or (B, C, H, W, L) categorical logits -> (B,)."""
     if logits.dim() == x.dim():
-        ll = -F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none")
-    else:
-        ll = torch.gather(F.log_softmax(logits, dim=-1), -1, x.unsqueeze(-1)).squeeze(-1)
+        return bernoulli_log_prob(logits, x)
+    ll = torch.gather(F.log_softmax(logits, dim=-1), -1, x.unsqueeze(-1)).squeeze(-1)
     return ll.flatten(1).sum(dim=1)
 
 

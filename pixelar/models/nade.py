@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from .. import ops
-from .base import AutoregressiveModel, check_positive_int
+from .base import AutoregressiveModel, bernoulli_log_prob, check_positive_int
 from .raster import from_sequence, to_sequence
 
 
@@ -47,6 +47,13 @@ class NADE(AutoregressiveModel):
         seq = to_sequence(self.to_input(self.check_images(x)))
         logits = ops.nade_forward(seq, self.W, self.c, self.V, self.b)[..., 0]
         return from_sequence(logits, self.image_shape)
+
+    def log_prob(self, x):
+        """Exact log-probability of images x: (B, C, H, W) integers -> (B,) nats. The logits stay
+        in the (B, D) order of the op (no round trip through the image layout)."""
+        seq = to_sequence(self.to_input(self.check_images(x)))
+        logits = ops.nade_forward(seq, self.W, self.c, self.V, self.b).squeeze(-1)
+        return bernoulli_log_prob(logits, seq)
 
     def features(self, x):
         """Hidden representation of whole images: sigmoid(c + W x), (B, C, H, W) -> (B, hidden)."""
