@@ -57,6 +57,23 @@ def test_gradient_matches_binary_cross_entropy():
     torch.testing.assert_close(ours, theirs)
 
 
+def test_torch_func_transforms_and_double_backward():
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
+    x = torch.randint(0, 2, (3, 5, 2), generator=g).double()
+    # vmap over an extra leading dimension, against a loop
+    batched = torch.func.vmap(bernoulli_log_prob)(logits, x)
+    looped = torch.stack([bernoulli_log_prob(lo, xo) for lo, xo in zip(logits, x)])
+    torch.testing.assert_close(batched, looped)
+    # torch.func.grad, against the cross-entropy's
+    ours = torch.func.grad(lambda lo: bernoulli_log_prob(lo, x).sum())(logits)
+    theirs = torch.func.grad(lambda lo: bce_log_prob(lo, x).sum())(logits)
+    torch.testing.assert_close(ours, theirs)
+    # second derivatives by gradgradcheck
+    lo = logits.clone().requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda t: bernoulli_log_prob(t, x), (lo,))
+
+
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 @pytest.mark.parametrize("levels", [2, 3])
 def test_log_prob_is_the_likelihood_of_the_forward(name, levels):

@@ -127,7 +127,10 @@ class _BernoulliLogProb(torch.autograd.Function):
     an ulp of 1 at most). Written so because on this project's CPU torch 2.14's log1p,
     log_sigmoid and softplus (and so binary_cross_entropy_with_logits) take 7-8x the time of
     its exp, log or sigmoid on the same tensor. The backward is the analytic one,
-    grad (x - sigmoid(l)), instead of a node per operation."""
+    grad (x - sigmoid(l)), instead of a node per operation. torch.func transforms (vmap,
+    grad) and double backward work as they did through the cross-entropy."""
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(logits, x):
