@@ -42,17 +42,20 @@ class NADE(AutoregressiveModel):
         self.V = nn.Parameter(torch.randn(D, 1, hidden) / math.sqrt(hidden))
         self.b = nn.Parameter(torch.zeros(D, 1))
 
+    def _sequence_logits(self, x):
+        """x: (B, C, H, W) integers in {0, 1} -> the inputs and logits in the op's order:
+        (B, D) floats, (B, D) Bernoulli logits."""
+        seq = to_sequence(self.to_input(self.check_images(x)))
+        return seq, ops.nade_forward(seq, self.W, self.c, self.V, self.b)[..., 0]
+
     def forward(self, x):
         """x: (B, C, H, W) integers in {0, 1} -> (B, C, H, W) Bernoulli logits."""
-        seq = to_sequence(self.to_input(self.check_images(x)))
-        logits = ops.nade_forward(seq, self.W, self.c, self.V, self.b)[..., 0]
-        return from_sequence(logits, self.image_shape)
+        return from_sequence(self._sequence_logits(x)[1], self.image_shape)
 
     def log_prob(self, x):
         """Exact log-probability of images x: (B, C, H, W) integers -> (B,) nats. The logits stay
         in the (B, D) order of the op (no round trip through the image layout)."""
-        seq = to_sequence(self.to_input(self.check_images(x)))
-        logits = ops.nade_forward(seq, self.W, self.c, self.V, self.b).squeeze(-1)
+        seq, logits = self._sequence_logits(x)
         return bernoulli_log_prob(logits, seq)
 
     def features(self, x):
