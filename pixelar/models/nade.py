@@ -46,7 +46,7 @@ class NADE(AutoregressiveModel):
         """x: (B, C, H, W) integers in {0, 1} -> the inputs and logits in the op's order:
         (B, D) floats, (B, D) Bernoulli logits."""
         seq = to_sequence(self.to_input(self.check_images(x)))
-        return seq, ops.nade_forward(seq, self.W, self.c, self.V, self.b)[..., 0]
+        return seq, ops.nade_forward(seq, self.W, self.c, self.V, self.b).squeeze(-1)
 
     def forward(self, x):
         """x: (B, C, H, W) integers in {0, 1} -> (B, C, H, W) Bernoulli logits."""
