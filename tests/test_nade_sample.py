@@ -33,6 +33,34 @@ def test_nade_sample_matches_reference(dtype, n):
         assert out.dtype == torch.int64 and torch.equal(out, ref)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    "n, D, Hd, scale",
+    [
+        (70, 90, 41, 0.01),  # tiles of 32 + 32 + 6; 16 + 16 + 8 + 1 units; 32-product chains
+        (5, 40, 24, 2.0),  # one tile; 16 + 8 units; exact steps forced by the drift bound
+        (8, 1, 17, 1.0),  # a single dimension: no hidden step at all
+    ],
+)
+def test_nade_sample_walk_paths_match_reference(dtype, n, D, Hd, scale):
+    """The kernel's walk (nade_hidden.h: product, exact and restart steps, each fused with the
+    next dimension's dot product, and the kept rows' shared dots) on unit counts that use
+    its 16-, 8- and 1-unit loops, chains of products cut by either bound, and tiles of 32."""
+    g = torch.Generator().manual_seed(1)
+    W = torch.randn(Hd, D, generator=g, dtype=dtype) * scale
+    c, V, b = (
+        torch.randn(Hd, generator=g, dtype=dtype),
+        torch.randn(D, 1, Hd, generator=g, dtype=dtype),
+        torch.randn(D, 1, generator=g, dtype=dtype),
+    )
+    outs = []
+    for seed in range(3):
+        u = torch.rand(n, D, generator=g, dtype=torch.float64)
+        outs.append(pixelar.ops.nade_sample(u, None, W, c, V, b))
+        assert torch.equal(outs[-1], pixelar.ops.nade_sample_ref(u, None, W, c, V, b)), seed
+    assert 0 < torch.cat(outs).float().mean() < 1  # both values drawn
+
+
 def _nade_case(seed, dtype, n, D, Hd):
     g = torch.Generator().manual_seed(seed)
     W, c = (torch.randn(Hd, D, generator=g, dtype=dtype), torch.randn(Hd, generator=g, dtype=dtype))

@@ -110,7 +110,7 @@ PIXELAR_SIMD_CLONES void forward_tile(Args<T> A, int64_t b0, int64_t nb, int64_t
       const int64_t b = b0 + i;
       const Step s = step_to(A, rows[i], b, dd);
       const T xp = dd > 0 ? A.x[b * D + dd - 1] : T(0);
-      nade::step<T>(s, rows[i], a + i * nh, e + i * nh, h + i * nh, wp, ewp, xp, nh);
+      nade::step(s, rows[i], a + i * nh, e + i * nh, h + i * nh, wp, ewp, xp, nh);
     }
     // A segment start's step is exact (no pending columns): a is a_dd.
     if (ckpt && dd % kSegment == 0) {
@@ -298,7 +298,7 @@ PIXELAR_SIMD_CLONES void backward_tile(Args<T> A, const T* g, const T* fwd_ckpt,
           continue;
         }
         const T xp = dd > 0 ? A.x[b * D + dd - 1] : T(0);
-        nade::step<T>(s, rows[i], a + i * nh, e + i * nh, hseg + t * tile + i * nh, wp, ewp, xp,
+        nade::step(s, rows[i], a + i * nh, e + i * nh, hseg + t * tile + i * nh, wp, ewp, xp,
                       nh);
         src[t][i] = static_cast<uint8_t>(t);
       }

@@ -136,23 +136,49 @@ PIXELAR_HOST_DEVICE_INLINE void add_columns(float* __restrict a, const float* co
   for (int j = 0; j < NV; ++j) simd::store(a + k + 8 * j, acc[j]);
 }
 
+// h[k .. k + 8 * NV) = 1 / (1 + e') for the NV vectors of e' given, stored with e'; with
+// kDot, acc[j] += v * h (the next dimension's dot product, from the h still in registers).
+template <int NV, bool kDot>
+PIXELAR_HOST_DEVICE_INLINE void store_state(float* __restrict e, float* __restrict h,
+                                            const float* __restrict v, const simd::v8sf* ek,
+                                            simd::v8sf* acc, int64_t k) {
+  for (int j = 0; j < NV; ++j) {
+    const simd::v8sf hk = 1.0f / (1.0f + ek[j]);
+    simd::store(e + k + 8 * j, ek[j]);
+    simd::store(h + k + 8 * j, hk);
+    if (kDot) acc[j] = acc[j] + simd::load<simd::v8sf>(v + k + 8 * j) * hk;
+  }
+}
+
 // Applies step S (not kKeep) to a row over n units: a, e, h (n each) are its state; w, ew
-// the column (W^T[d], exp(-W^T[d]), at the same unit offset), xd its input.
-template <Step S, typename T>
+// the column (W^T[d], exp(-W^T[d]), at the same unit offset), xd its input. With kDot, also
+// returns sum_k v[k] * h[k] of the new h (v: the next dimension's output weights), taken
+// while h is in registers rather than read back (the sampler's walk: nade_sample.cpp);
+// float sums it in two chains of vectors, then the tail; double calls simd::dot after.
+template <Step S, bool kDot = false, typename T>
 PIXELAR_HOST_DEVICE_INLINE
-void step(Row<T>& row, T* __restrict a, T* __restrict e, T* __restrict h,
-          const T* __restrict w, const T* __restrict ew, T xd, int64_t n) {
+T step(Row<T>& row, T* __restrict a, T* __restrict e, T* __restrict h,
+       const T* __restrict w, const T* __restrict ew, T xd, int64_t n,
+       const T* __restrict v = nullptr) {
   static_assert(S != Step::kKeep, "kKeep changes nothing");
   const int np = S == Step::kProduct ? 0 : row.npending;
   const T* const* pend = row.pending;
+  T total = 0;
   int64_t k = 0;
   if constexpr (std::is_same<T, float>::value) {
+    using simd::load;
     using simd::v8sf;
+    v8sf acc[2] = {};
     if constexpr (S == Step::kProduct) {
-      for (; k + 8 <= n; k += 8) {
-        const v8sf ek = simd::load<v8sf>(e + k) * simd::load<v8sf>(ew + k);
-        simd::store(e + k, ek);
-        simd::store(h + k, 1.0f / (1.0f + ek));
+      for (; k + 16 <= n; k += 16) {
+        const v8sf ek[2] = {load<v8sf>(e + k) * load<v8sf>(ew + k),
+                            load<v8sf>(e + k + 8) * load<v8sf>(ew + k + 8)};
+        store_state<2, kDot>(e, h, v, ek, acc, k);
+      }
+      if (k + 8 <= n) {
+        const v8sf ek[1] = {load<v8sf>(e + k) * load<v8sf>(ew + k)};
+        store_state<1, kDot>(e, h, v, ek, acc, k);
+        k += 8;
       }
     } else {
       constexpr bool kUpdate = S == Step::kExact;
@@ -160,12 +186,17 @@ void step(Row<T>& row, T* __restrict a, T* __restrict e, T* __restrict h,
       if (k + 32 <= n) add_columns<4, kUpdate>(a, pend, np, w, xd, k), k += 32;
       if (k + 16 <= n) add_columns<2, kUpdate>(a, pend, np, w, xd, k), k += 16;
       if (k + 8 <= n) add_columns<1, kUpdate>(a, pend, np, w, xd, k), k += 8;
-      for (int64_t j = 0; j < k; j += 8) {
-        const v8sf ej = simd::vexp(-simd::load<v8sf>(a + j));
-        simd::store(e + j, ej);
-        simd::store(h + j, 1.0f / (1.0f + ej));
+      int64_t j = 0;
+      for (; j + 16 <= k; j += 16) {
+        const v8sf ej[2] = {simd::vexp(-load<v8sf>(a + j)), simd::vexp(-load<v8sf>(a + j + 8))};
+        store_state<2, kDot>(e, h, v, ej, acc, j);
+      }
+      if (j < k) {
+        const v8sf ej[1] = {simd::vexp(-load<v8sf>(a + j))};
+        store_state<1, kDot>(e, h, v, ej, acc, j);
       }
     }
+    if (kDot) total = simd::reduce_add(acc[0] + acc[1]);
   }
   for (; k < n; ++k) {  // double, and the float tail: the same formulas per element
     if constexpr (S == Step::kProduct) {
@@ -183,24 +214,28 @@ void step(Row<T>& row, T* __restrict a, T* __restrict e, T* __restrict h,
         h[k] = math::sigmoid<T>(ak);
       }
     }
+    if (kDot && std::is_same<T, float>::value) total += v[k] * h[k];
   }
   if constexpr (S == Step::kProduct) {
     row.pending[row.npending++] = w;
   } else {
     row.npending = 0;
   }
+  if constexpr (kDot && !std::is_same<T, float>::value) total = simd::dot(v, h, n);
+  return total;
 }
 
-// step() with S chosen at run time; kKeep does nothing.
-template <typename T>
+// step() with S chosen at run time; kKeep does nothing (and returns 0: with kDot, the
+// caller takes the dot of an unchanged h itself).
+template <bool kDot = false, typename T>
 PIXELAR_HOST_DEVICE_INLINE
-void step(Step s, Row<T>& row, T* a, T* e, T* h, const T* w, const T* ew, T xd,
-          int64_t n) {
+T step(Step s, Row<T>& row, T* a, T* e, T* h, const T* w, const T* ew, T xd, int64_t n,
+       const T* v = nullptr) {
   switch (s) {
-    case Step::kKeep: return;
-    case Step::kProduct: return step<Step::kProduct>(row, a, e, h, w, ew, xd, n);
-    case Step::kExact: return step<Step::kExact>(row, a, e, h, w, ew, xd, n);
-    default: return step<Step::kRestart>(row, a, e, h, w, ew, xd, n);
+    case Step::kKeep: return T(0);
+    case Step::kProduct: return step<Step::kProduct, kDot>(row, a, e, h, w, ew, xd, n, v);
+    case Step::kExact: return step<Step::kExact, kDot>(row, a, e, h, w, ew, xd, n, v);
+    default: return step<Step::kRestart, kDot>(row, a, e, h, w, ew, xd, n, v);
   }
 }
 

@@ -14,8 +14,10 @@ softmax(logit_pi) at u_d (float64), x_d = mu_k + exp(log_sigma_k) * z_d, compute
 float64 and rounded to the model's dtype. The draw rule is pixelar/ops/draw.py's, so
 these match the naive samplers fed the same randomness.
 
-The CPU kernel (csrc/cpu/nade_sample.cpp) runs tiles of up to 16 images (fewer when that
-would leave a thread without a tile) in lockstep over the dimensions. For float32 NADE it
+The CPU kernel (csrc/cpu/nade_sample.cpp) runs tiles of up to 32 images (fewer when that
+would leave a thread without a tile) in lockstep over the dimensions; an image whose hidden
+state changes at d takes its dot product V[d + 1] @ h from the new h while it is in
+registers. For float32 NADE it
 carries e = exp(-a) as a product (e *= exp(-W[:, d]) when x_d = 1, h = 1 / (1 + e)) and
 recomputes it from a after at most 32 products, or sooner when the columns' max |W| since
 the last exact e add up to more than 60 (the hidden walk of csrc/cpu/nade_hidden.h, shared
