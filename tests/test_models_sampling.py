@@ -65,3 +65,23 @@ def test_draw_categorical_inverse_cdf():
     logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]], dtype=torch.float64)).expand(5, 3)
     u = torch.tensor([0.0, 0.19, 0.21, 0.69, 0.71], dtype=torch.float64)
     assert draw_categorical(logits, u).tolist() == [0, 0, 1, 1, 2]
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_sampling_runs_in_eval_mode_and_restores_the_mode(fast):
+    """sample() runs every submodule in eval mode and leaves the model's mode as it found it:
+    training stays training, eval stays eval, and a submodule left in training mode under an
+    eval model is switched for sampling (then the whole model back to eval, as train(False))."""
+    model = make_model("pixelrnn_row", (1, 3, 4), 2)
+    seen = []
+    for m in model.modules():
+        m.register_forward_pre_hook(lambda mod, args: seen.append(mod.training))
+    g = torch.Generator().manual_seed(0)
+    for start in ("train", "eval", "mixed"):
+        model.train(start == "train")
+        if start == "mixed":
+            next(m for m in model.modules() if m is not model).train()
+        seen.clear()
+        model.sample(2, fast=fast, generator=g)
+        assert not any(seen) and (fast or seen), start  # every forward ran in eval mode
+        assert all(m.training == (start == "train") for m in model.modules()), start

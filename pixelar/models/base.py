@@ -264,13 +264,17 @@ class AutoregressiveModel(nn.Module):
         cond = self._check_condition(n, condition)
         u = self._draw_uniforms(n, generator)
         was_training = self.training
-        self.eval()
+        # eval() and train() set every submodule: skipped when all are in eval mode already
+        switch = any(m.training for m in self.modules())
+        if switch:
+            self.eval()
         try:
             if fast:
                 return self._sample_fast(u, cond, progress)
             return self._sample_naive(u, cond, progress)
         finally:
-            self.train(was_training)
+            if switch:
+                self.train(was_training)
 
     def _sample_naive(self, u, cond, progress=False):
         """One full forward pass per dimension. u: (n, C, H, W) float64 uniforms."""

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from .. import ops
+from ..ops.nade_sample import nade_sample_prechecked
 from .base import AutoregressiveModel, bernoulli_log_prob, check_positive_int
 from .raster import from_sequence, to_sequence
 
@@ -66,9 +67,10 @@ class NADE(AutoregressiveModel):
     @torch.no_grad()
     def _sample_fast(self, u, cond, progress=False):
         """The whole D-step loop (draw, then a_{d+1} = a_d + W[:, d] x_d) in one op call
-        (``ops.nade_sample``): O(D * hidden) per image. u: (n, C, H, W) float64 uniforms,
-        cond: (n, C, H, W) int64 or None (negative: sample) -> (n, C, H, W) int64."""
-        x = ops.nade_sample(
+        (``ops.nade_sample``, less the wrapper's checks): O(D * hidden) per image.
+        u: (n, C, H, W) float64 uniforms, cond: (n, C, H, W) int64 or None (negative:
+        sample) -> (n, C, H, W) int64."""
+        x = nade_sample_prechecked(  # the inputs are valid by construction (its docstring)
             to_sequence(u),
             None if cond is None else to_sequence(cond),
             self.W.detach(),

@@ -139,6 +139,16 @@ def nade_sample(u, cond, W, c, V, b):
     return dispatch("nade_sample", u.device)(u, cond, W, c, V, b)
 
 
+def nade_sample_prechecked(u, cond, W, c, V, b):
+    """:func:`nade_sample` without the wrapper's Python checks (~0.1-0.2 ms a call), for
+    callers whose inputs are valid by construction: ``NADE.sample`` passes its own parameters,
+    uniforms from ``torch.rand`` and a condition it has checked. The implementations still
+    check what they rely on: the reference everything (``_check_nade``), the C++ kernel
+    shapes, dtypes, devices, the uniforms' range and cond's values, the CUDA kernel shapes,
+    dtypes and devices; all of them raise on a non-finite logit."""
+    return dispatch("nade_sample", u.device)(u, cond, W, c, V, b)
+
+
 def _nade_compiled(u, cond, W, c, V, b):
     return torch.ops.pixelar.nade_sample(
         u.contiguous(),
