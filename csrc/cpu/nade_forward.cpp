@@ -299,7 +299,7 @@ PIXELAR_SIMD_CLONES void backward_tile(Args<T> A, const T* g, const T* fwd_ckpt,
         }
         const T xp = dd > 0 ? A.x[b * D + dd - 1] : T(0);
         nade::step(s, rows[i], a + i * nh, e + i * nh, hseg + t * tile + i * nh, wp, ewp, xp,
-                      nh);
+                   nh);
         src[t][i] = static_cast<uint8_t>(t);
       }
     }

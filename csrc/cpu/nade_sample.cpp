@@ -108,12 +108,12 @@ PIXELAR_SIMD_CLONES int64_t nade_tile(const double* u, const int64_t* cond, cons
     int64_t kept_at[kMaxTile], nkept = 0;
     for (int64_t s = 0; s < nb; ++s) {
       const T xd = static_cast<T>(values[s]);
-      const nade::Step step = rows[s].next(xd, wmax[d]);
-      if (step == nade::Step::kKeep) {
+      const nade::Step kind = rows[s].next(xd, wmax[d]);
+      if (kind == nade::Step::kKeep) {
         kept[nkept] = h + s * Hd;
         kept_at[nkept++] = s;
       } else {
-        logits[s] = nade::step<true>(step, rows[s], a + s * Hd, e + s * Hd, h + s * Hd, wd, ewd,
+        logits[s] = nade::step<true>(kind, rows[s], a + s * Hd, e + s * Hd, h + s * Hd, wd, ewd,
                                      xd, Hd, vn);
       }
     }
