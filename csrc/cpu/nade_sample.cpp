@@ -48,19 +48,25 @@ PIXELAR_HOST_DEVICE_INLINE void update_hidden(T* a, T* h, const T* w, T xd, int6
   simd::hidden_update(a, h, w, xd, Hd);
 }
 
+// out[s] = sum_j v[j] * rows[s][j] for s < nb: one weight row's dot products with nb hidden
+// states, in groups that share v's loads (simd::dot_rows), then one by one.
+template <typename T>
+PIXELAR_HOST_DEVICE_INLINE void row_dots(const T* v, const T* const* rows, int64_t nb,
+                                         int64_t Hd, T* out) {
+  constexpr int S = sizeof(T) == 4 ? 8 : 4;
+  int64_t s = 0;
+  for (; s + S <= nb; s += S) simd::dot_rows<S>(v, rows + s, Hd, out + s);
+  for (; s < nb; ++s) out[s] = simd::dot(v, rows[s], Hd);
+}
+
 // out[o * nb + s] = sum_j v[o * Hd + j] * h[s * Hd + j] for o < O, s < nb (<= kMaxTile): the
 // dot products of O weight rows with the hidden states of the tile's images.
 template <typename T>
 PIXELAR_HOST_DEVICE_INLINE void tile_dots(const T* v, const T* h, int64_t O, int64_t nb, int64_t Hd,
                                           T* out) {
-  constexpr int S = sizeof(T) == 4 ? 8 : 4;
   const T* rows[kMaxTile];
   for (int64_t s = 0; s < nb; ++s) rows[s] = h + s * Hd;
-  for (int64_t o = 0; o < O; ++o) {
-    int64_t s = 0;
-    for (; s + S <= nb; s += S) simd::dot_rows<S>(v + o * Hd, rows + s, Hd, out + o * nb + s);
-    for (; s < nb; ++s) out[o * nb + s] = simd::dot(v + o * Hd, rows[s], Hd);
-  }
+  for (int64_t o = 0; o < O; ++o) row_dots(v + o * Hd, rows, nb, Hd, out + o * nb);
 }
 
 // Images [b0, b1) (at most kMaxTile), in lockstep over d. Wt: (D, Hd) = W transposed; ew, wmax:
@@ -68,14 +74,13 @@ PIXELAR_HOST_DEVICE_INLINE void tile_dots(const T* v, const T* h, int64_t O, int
 // nade_hidden.h's walk (float: e = exp(-a) updated by products for x_d = 1), fused with the
 // dot product of the next dimension: an image whose h changes at d takes its logit of d + 1
 // from the h in registers (step<S, kDot>); the others (kKeep) share V[d + 1]'s loads in
-// simd::dot_rows. Returns the smallest dimension drawn from a non-finite logit
+// row_dots. Returns the smallest dimension drawn from a non-finite logit
 // (sampling::kNoBadDimension if none).
 template <typename T>
 PIXELAR_SIMD_CLONES int64_t nade_tile(const double* u, const int64_t* cond, const T* Wt,
                                    const T* ew, const float* wmax, const T* c, const T* V,
                                    const T* bias, int64_t* x, int64_t b0, int64_t b1, int64_t D,
                                    int64_t Hd, T* a, T* h, T* e) {
-  constexpr int S = sizeof(T) == 4 ? 8 : 4;  // rows per dot_rows
   const int64_t nb = b1 - b0;
   int64_t bad = sampling::kNoBadDimension;
   if (D == 0) return bad;
@@ -118,10 +123,8 @@ PIXELAR_SIMD_CLONES int64_t nade_tile(const double* u, const int64_t* cond, cons
       }
     }
     T dots[kMaxTile];
-    int64_t r = 0;
-    for (; r + S <= nkept; r += S) simd::dot_rows<S>(vn, kept + r, Hd, dots + r);
-    for (; r < nkept; ++r) dots[r] = simd::dot(vn, kept[r], Hd);
-    for (r = 0; r < nkept; ++r) logits[kept_at[r]] = dots[r];
+    row_dots(vn, kept, nkept, Hd, dots);
+    for (int64_t r = 0; r < nkept; ++r) logits[kept_at[r]] = dots[r];
   }
   return bad;
 }
