@@ -16,6 +16,7 @@ from pixelar.nn import (
     channel_groups,
     shift_down,
 )
+from pixelar.nn.masked_conv import UNFOLD_MAX_CHANNELS, _unfold_ready
 
 
 def test_channel_groups_split_features_evenly_in_order():
@@ -83,6 +84,43 @@ def test_masked_conv_equals_the_full_kernel_convolution(
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert torch.equal(got[1] * (1 - conv.mask), torch.zeros_like(got[1]))
+
+
+@pytest.mark.parametrize("kernel_size", [(3, 3), (5, 3), (7, 7)])
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+@pytest.mark.parametrize("channels", [1, 3, 4, 5])
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "channels_last"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_tall_masked_conv_of_few_channels(kernel_size, mask_type, channels, layout, bias):
+    """A tall causal kernel on a map of at most UNFOLD_MAX_CHANNELS channels, not
+    channels-last, runs as an unfold and a batched product (_causal_conv2d_unfold); other
+    maps keep F.conv2d. Either way: the 'same' convolution with the whole masked kernel,
+    values and all gradients, fp64, odd non-square maps."""
+    torch.manual_seed(0)
+    colours = 3 if channels == 3 else 1
+    conv = MaskedConv2d(channels, 6, kernel_size, mask_type, colours, bias=bias).double()
+    x = torch.randn(3, channels, 7, 18, dtype=torch.float64)
+    if layout == "strided":
+        x = x[..., ::2]
+    elif layout == "channels_last":
+        x = x[..., :9].contiguous(memory_format=torch.channels_last)
+    else:
+        x = x[..., :9].contiguous()
+    x.requires_grad_()
+    unfolds = channels <= UNFOLD_MAX_CHANNELS and layout != "channels_last"
+    assert _unfold_ready(x) == unfolds
+    y = conv(x)
+    ref = torch.nn.functional.conv2d(
+        x, conv.weight * conv.mask, conv.bias, padding=(kernel_size[0] // 2, kernel_size[1] // 2)
+    )
+    assert y.shape == ref.shape
+    if unfolds:
+        assert y.is_contiguous()
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(y)
+    params = (x, conv.weight) + ((conv.bias,) if bias else ())
+    for a, b in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(ref, params, g)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_shift_down():
