@@ -52,6 +52,24 @@ def test_masked_conv_output_ignores_future_inputs():
     assert g[3, 2:4].abs().min() > 0 and g[1:3, 2:7].abs().min() > 0
 
 
+def check_against_full_kernel(conv, x):
+    """conv(x) and its gradients (x, weight, bias) equal F.conv2d's with the whole masked
+    kernel, fp64 to 1e-12. Returns (y, the gradients of conv(x))."""
+    y = conv(x)
+    kh, kw = conv.kernel_size
+    ref = torch.nn.functional.conv2d(
+        x, conv.weight * conv.mask, conv.bias, padding=(kh // 2, kw // 2)
+    )
+    assert y.shape == ref.shape
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(y)
+    params = (x, conv.weight) + ((conv.bias,) if conv.bias is not None else ())
+    got = torch.autograd.grad(y, params, g)
+    for a, b in zip(got, torch.autograd.grad(ref, params, g)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    return y, got
+
+
 @pytest.mark.parametrize("kernel_size", [(1, 1), (1, 3), (1, 5), (3, 3), (7, 7)])
 @pytest.mark.parametrize("mask_type", ["A", "B"])
 @pytest.mark.parametrize("colours", [1, 3])
@@ -71,18 +89,8 @@ def test_masked_conv_equals_the_full_kernel_convolution(
     x = torch.randn(2, 3 * colours, 5, 11, dtype=torch.float64)
     x = (x[..., ::2] if layout == "strided" else x[..., :6].contiguous()).requires_grad_()
     assert x.is_contiguous() == (layout == "contiguous")
-    y = conv(x)
-    ref = torch.nn.functional.conv2d(
-        x, conv.weight * conv.mask, conv.bias, padding=(kernel_size[0] // 2, kernel_size[1] // 2)
-    )
-    assert y.shape == ref.shape and y.is_contiguous()
-    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
-    g = torch.randn_like(y)
-    params = (x, conv.weight) + ((conv.bias,) if bias else ())
-    got = torch.autograd.grad(y, params, g)
-    want = torch.autograd.grad(ref, params, g)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    y, got = check_against_full_kernel(conv, x)
+    assert y.is_contiguous()
     assert torch.equal(got[1] * (1 - conv.mask), torch.zeros_like(got[1]))
 
 
@@ -109,18 +117,9 @@ def test_tall_masked_conv_of_few_channels(kernel_size, mask_type, channels, layo
     x.requires_grad_()
     unfolds = channels <= UNFOLD_MAX_CHANNELS and layout != "channels_last"
     assert _unfold_ready(x) == unfolds
-    y = conv(x)
-    ref = torch.nn.functional.conv2d(
-        x, conv.weight * conv.mask, conv.bias, padding=(kernel_size[0] // 2, kernel_size[1] // 2)
-    )
-    assert y.shape == ref.shape
+    y, _ = check_against_full_kernel(conv, x)
     if unfolds:
         assert y.is_contiguous()
-    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
-    g = torch.randn_like(y)
-    params = (x, conv.weight) + ((conv.bias,) if bias else ())
-    for a, b in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(ref, params, g)):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_shift_down():
