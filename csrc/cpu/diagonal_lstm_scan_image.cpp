@@ -167,7 +167,7 @@ PIXELAR_HOST_DEVICE_INLINE void cell_forward(const T* __restrict pre, int64_t ld
                                              const T* __restrict c_prev, T* __restrict c,
                                              T* __restrict h, T* __restrict act, int64_t lda,
                                              int64_t n) {
-  using M = math::SimdMath;
+  using M = math::CellMath;
   for (int64_t k = 0; k < n; ++k) {
     const T i = math::sigmoid<T, M>(pre[k]);
     const T f = math::sigmoid<T, M>(pre[ldp + k]);
@@ -193,7 +193,7 @@ PIXELAR_HOST_DEVICE_INLINE void cell_backward(const T* __restrict act, int64_t l
                                               const T* __restrict dh, const T* __restrict dc_out,
                                               T* __restrict dc_carry, T* __restrict dpre,
                                               int64_t ldd, int64_t n) {
-  using M = math::SimdMath;
+  using M = math::CellMath;
   for (int64_t k = 0; k < n; ++k) {
     const T i = act[k], f = act[lda + k], o = act[2 * lda + k], g = act[3 * lda + k];
     const T tc = M::tanh(c[k]);

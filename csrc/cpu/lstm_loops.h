@@ -1,5 +1,5 @@
 // Loops of LSTM cells over n contiguous elements, shared by the CPU scan kernels. Each
-// element runs the cell of pixelar/lstm_math.h (SimdMath); the __restrict parameters tell
+// element runs the cell of pixelar/lstm_math.h (CellMath); the __restrict parameters tell
 // the compiler the arrays do not overlap, so the loops vectorize without runtime checks.
 // Include after kernel_common.h.
 #pragma once
@@ -25,7 +25,7 @@ void lstm_forward_loop(const T* __restrict pi, const T* __restrict pf,
                        int64_t n) {
   for (int64_t k = 0; k < n; ++k) {
     T cn, hn;
-    math::lstm_cell_forward<T, math::SimdMath>(pi[k] + qi[k], pf[k] + qf[k], po[k] + qo[k],
+    math::lstm_cell_forward<T, math::CellMath>(pi[k] + qi[k], pf[k] + qf[k], po[k] + qo[k],
                                                pg[k] + qg[k], c_prev[k], &cn, &hn);
     c[k] = cn;
     h[k] = hn;
@@ -47,7 +47,7 @@ void lstm_backward_loop(const T* __restrict pi, const T* __restrict pf,
                         T* __restrict d_o, T* __restrict dg, int64_t n) {
   for (int64_t k = 0; k < n; ++k) {
     T a, b, e, f, dcp;
-    math::lstm_cell_backward<T, math::SimdMath>(pi[k] + qi[k], pf[k] + qf[k], po[k] + qo[k],
+    math::lstm_cell_backward<T, math::CellMath>(pi[k] + qi[k], pf[k] + qf[k], po[k] + qo[k],
                                                 pg[k] + qg[k], c_prev[k], c[k], dh[k],
                                                 dc_out[k] + dc_carry[k], &a, &b, &e, &f, &dcp);
     di[k] = a;

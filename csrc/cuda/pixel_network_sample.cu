@@ -18,7 +18,7 @@
 // last pixel, column by column, two stages per column. The kernel calls one __device__
 // function per stage group: input_conv, conv_layer / row_layer / diagonal_layer, head_and_draw,
 // commit_column, right_to_left_row. LSTM cells: lstm_math.h with
-// math::SimdMath, as the CPU kernel. Kernel, launcher and registration are compiled by
+// math::CellMath, as the CPU kernel. Kernel, launcher and registration are compiled by
 // nvcc, all but the registration by the CPU emulation tests.
 #if !defined(PIXELAR_CUDA_EMULATION)  // the CUDA build: the registration below
 #include <torch/library.h>
@@ -204,7 +204,7 @@ __device__ __forceinline__ void row_layer(const Net<T>& n, const Block<T>& k, in
   for (int j = k.tid; j < U; j += k.nt) {
     const T c_prev = r >= 1 ? cs[(above * W + c) * U + j] : T(0);
     T cn, hn;
-    math::lstm_cell_forward<T, math::SimdMath>(pre[j], pre[U + j], pre[2 * U + j],
+    math::lstm_cell_forward<T, math::CellMath>(pre[j], pre[U + j], pre[2 * U + j],
                                                pre[3 * U + j], c_prev, &cn, &hn);
     hc[j] = hn;
     ph[j] = hn;
@@ -244,7 +244,7 @@ __device__ __forceinline__ void diagonal_layer(const Net<T>& n, const Block<T>& 
   for (int j = k.tid; j < U; j += k.nt) {
     const T c_prev = c >= 1 ? cl[j] : T(0);
     T cn, hn;
-    math::lstm_cell_forward<T, math::SimdMath>(pre[j], pre[U + j], pre[2 * U + j],
+    math::lstm_cell_forward<T, math::CellMath>(pre[j], pre[U + j], pre[2 * U + j],
                                                pre[3 * U + j], c_prev, &cn, &hn);
     ph[j] = hn;
     pc[j] = cn;
@@ -344,7 +344,7 @@ __device__ __forceinline__ void right_to_left_row(const Net<T>& n, const Block<T
       __syncthreads();
       for (int j = k.tid; j < U; j += k.nt) {
         T cn, hn;
-        math::lstm_cell_forward<T, math::SimdMath>(pre[j], pre[U + j], pre[2 * U + j],
+        math::lstm_cell_forward<T, math::CellMath>(pre[j], pre[U + j], pre[2 * U + j],
                                                    pre[3 * U + j], cell[j], &cn, &hn);
         bl[cc * U + j] = hn;
         cell[j] = cn;

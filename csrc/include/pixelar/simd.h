@@ -219,7 +219,7 @@ PIXELAR_HOST_DEVICE_INLINE void affine(T* __restrict__ out, const T* __restrict_
   }
 }
 
-// ---- float transcendentals on 8 lanes: math::exp_poly / tanh_poly on vectors
+// ---- float transcendentals on 8 lanes: math::exp_poly / tanh_rational on vectors
 }  // namespace simd
 
 namespace math {
@@ -240,24 +240,29 @@ PIXELAR_HOST_DEVICE_INLINE v8sf vexp(v8sf x) { return math::exp_poly(x); }
 
 PIXELAR_HOST_DEVICE_INLINE v8sf vsigmoid(v8sf x) { return 1.0f / (1.0f + vexp(-x)); }
 
-PIXELAR_HOST_DEVICE_INLINE v8sf vtanh(v8sf x) { return math::tanh_poly(x); }
+// The LSTM cells' tanh and sigmoid (math::CellMath) on vectors.
+PIXELAR_HOST_DEVICE_INLINE v8sf vcell_tanh(v8sf x) { return math::tanh_rational(x); }
 
-// LSTM cells over U units: pre = [i, f, o, g] blocks of U; writes h and c.
+PIXELAR_HOST_DEVICE_INLINE v8sf vcell_sigmoid(v8sf x) {
+  return 0.5f + 0.5f * math::tanh_rational(0.5f * x);
+}
+
+// LSTM cells over U units (math::CellMath): pre = [i, f, o, g] blocks of U; writes h and c.
 PIXELAR_HOST_DEVICE_INLINE void lstm_cells(const float* __restrict__ pre,
                                            const float* __restrict__ c_prev, int64_t U,
                                            float* __restrict__ h, float* __restrict__ c) {
   int64_t j = 0;
   for (; j + 8 <= U; j += 8) {
-    const v8sf i = vsigmoid(load<v8sf>(pre + j));
-    const v8sf f = vsigmoid(load<v8sf>(pre + U + j));
-    const v8sf o = vsigmoid(load<v8sf>(pre + 2 * U + j));
-    const v8sf g = vtanh(load<v8sf>(pre + 3 * U + j));
+    const v8sf i = vcell_sigmoid(load<v8sf>(pre + j));
+    const v8sf f = vcell_sigmoid(load<v8sf>(pre + U + j));
+    const v8sf o = vcell_sigmoid(load<v8sf>(pre + 2 * U + j));
+    const v8sf g = vcell_tanh(load<v8sf>(pre + 3 * U + j));
     const v8sf cn = f * load<v8sf>(c_prev + j) + i * g;
     store(c + j, cn);
-    store(h + j, o * vtanh(cn));
+    store(h + j, o * vcell_tanh(cn));
   }
   for (; j < U; ++j) {
-    math::lstm_cell_forward<float, math::SimdMath>(pre[j], pre[U + j], pre[2 * U + j],
+    math::lstm_cell_forward<float, math::CellMath>(pre[j], pre[U + j], pre[2 * U + j],
                                                    pre[3 * U + j], c_prev[j], &c[j], &h[j]);
   }
 }
