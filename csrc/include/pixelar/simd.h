@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "pixelar/inline.h"
 #include "pixelar/lstm_math.h"  // also silences -Wpsabi: 32-byte vector arguments of
@@ -51,9 +52,26 @@ PIXELAR_HOST_DEVICE_INLINE void store(T* p, V v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
+// A vector of lanes all equal to x: lane 0 shuffled to all lanes, which GCC (12 and later)
+// and Clang compile to one vbroadcastss / vbroadcastsd, from memory where x is loaded. (With
+// V{} + x, GCC kept the add, which is not a no-op for x = -0: a scalar add and a register
+// broadcast, two FP operations per broadcast in the register-blocked products; a vector of
+// x's, or x - V{}, it built lane by lane in the target_clones functions.)
 template <typename V, typename T>
 PIXELAR_HOST_DEVICE_INLINE V broadcast(T x) {
+  static_assert(std::is_same<V, v8sf>::value || std::is_same<V, v4df>::value,
+                "simd::broadcast: a float or double vector");
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+  if constexpr (std::is_same<V, v8sf>::value) {
+    const v8sf t = {static_cast<float>(x)};
+    return __builtin_shufflevector(t, t, 0, 0, 0, 0, 0, 0, 0, 0);
+  } else {
+    const v4df t = {static_cast<double>(x)};
+    return __builtin_shufflevector(t, t, 0, 0, 0, 0);
+  }
+#else
   return V{} + x;
+#endif
 }
 
 // out[0 .. NV * lanes) += sum_k act(x[k]) * w[k * ldw + ...]: NV vectors of sums in two
