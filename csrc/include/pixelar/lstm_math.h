@@ -18,7 +18,7 @@
 #include "pixelar/inline.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
-// exp_poly / tanh_poly below also take GCC float vectors (pixelar/simd.h); they are always
+// exp_poly, tanh_rational and the sigmoids below also take GCC float vectors (pixelar/simd.h); they are always
 // inlined, so no ABI is involved in passing them.
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
@@ -32,20 +32,18 @@ PIXELAR_HOST_DEVICE_INLINE double exp_(double x) { return exp(x); }
 PIXELAR_HOST_DEVICE_INLINE float tanh_(float x) { return tanhf(x); }
 PIXELAR_HOST_DEVICE_INLINE double tanh_(double x) { return tanh(x); }
 
-// ---- Where exp and tanh come from: a policy type, the last template argument of the
-// functions below (default LibmMath, so existing calls are unchanged).
-//   LibmMath  the C / CUDA math library (expf, tanhf, ...).
-//   SimdMath  float exp and tanh as branch-free polynomial arithmetic (exp_poly, tanh_poly),
-//             so that a compiler can vectorize a loop that calls them (a libm call in a loop
-//             blocks vectorization); double uses the math library. The CPU kernels use it.
-//             Accuracy (float, measured against double libm over [-20, 20]): exp within
-//             1.4 ulp, tanh within 1e-7 absolute, sigmoid within 1.5e-7 relative. NaN in,
-//             NaN out; exp saturates at the ends of the float range (0 < exp(x) <= FLT_MAX).
-//   CellMath  the LSTM cells' policy (below): float tanh as a rational function, sigmoid
-//             through it; double as LibmMath.
+// ---- Where tanh and sigmoid come from: a policy type, the last template argument of the
+// functions below (default LibmMath, so existing calls are unchanged). Float policies other
+// than LibmMath are branch-free arithmetic, so that a compiler can vectorize a loop that
+// calls them (a libm call in a loop blocks vectorization); double always uses the math
+// library, so fp64 models are computed as the references do.
+//   LibmMath  the C / CUDA math library (expf, tanhf, ...): the CUDA scans.
+//   SimdMath  float sigmoid = 1 / (1 + exp_poly(-x)) (Cephes expf: exp within 1.4 ulp,
+//             sigmoid within 1.5e-7 relative over [-20, 20]; NaN in, NaN out; exp
+//             saturates at the ends of the float range, 0 < exp(x) <= FLT_MAX): NADE.
+//   CellMath  float tanh as a rational function, sigmoid through it (below): the LSTM
+//             cells of the CPU scans and of both devices' cached samplers.
 struct LibmMath {
-  template <typename T>
-  PIXELAR_HOST_DEVICE_INLINE static T exp(T x) { return exp_(x); }
   template <typename T>
   PIXELAR_HOST_DEVICE_INLINE static T tanh(T x) { return tanh_(x); }
   template <typename T>
@@ -62,7 +60,7 @@ PIXELAR_HOST_DEVICE_INLINE float bits_to_float(int bits) {
 
 // 2^n for an integral n in [-127, 127], built from the exponent bits (2^-127 gives 0).
 // F: float here; float vectors specialise it (pixelar/simd.h), so that exp_poly
-// and tanh_poly below are one formula for scalars and vectors.
+// below is one formula for scalars and vectors.
 template <typename F>
 struct Pow2;
 template <>
@@ -99,29 +97,15 @@ PIXELAR_HOST_DEVICE_INLINE F exp_poly(F x) {
   return p * Pow2<F>::of(n_finite);
 }
 
-// tanh(|x|) = (1 - e) / (1 + e) with e = exp(-2|x|); below |x| = 1/16, where that loses
-// relative precision, its Taylor series to x^7 (truncation error < 1e-13 relative).
+// sigmoid(x) = 1 / (1 + exp(-x)) with exp_poly (SimdMath's float sigmoid; simd::vsigmoid).
 template <typename F>
-PIXELAR_HOST_DEVICE_INLINE F tanh_poly(F x) {
-  const F zero{};
-  const F ax = x < zero ? -x : x;
-  const F e = exp_poly(-2.0f * ax);
-  const F big = (1.0f - e) / (1.0f + e);
-  const F x2 = ax * ax;
-  const F small = ax + ax * x2 * (-0.333333333333f + x2 * (0.133333333333f
-                                                           + x2 * -0.053968253968f));
-  const F small_range = zero + 0.0625f;
-  const F t = ax < small_range ? small : big;
-  return x < zero ? -t : t;
+PIXELAR_HOST_DEVICE_INLINE F sigmoid_poly(F x) {
+  return 1.0f / (1.0f + exp_poly(-x));
 }
 
 struct SimdMath {
-  PIXELAR_HOST_DEVICE_INLINE static float exp(float x) { return exp_poly(x); }
-  PIXELAR_HOST_DEVICE_INLINE static float tanh(float x) { return tanh_poly(x); }
-  PIXELAR_HOST_DEVICE_INLINE static float sigmoid(float x) { return 1.0f / (1.0f + exp_poly(-x)); }
-  PIXELAR_HOST_DEVICE_INLINE static double exp(double x) { return exp_(x); }
-  PIXELAR_HOST_DEVICE_INLINE static double tanh(double x) { return tanh_(x); }
-  PIXELAR_HOST_DEVICE_INLINE static double sigmoid(double x) { return 1.0 / (1.0 + exp_(-x)); }
+  PIXELAR_HOST_DEVICE_INLINE static float sigmoid(float x) { return sigmoid_poly(x); }
+  PIXELAR_HOST_DEVICE_INLINE static double sigmoid(double x) { return LibmMath::sigmoid(x); }
 };
 
 // tanh as a rational function, Eigen's and XLA's fast float tanh: x clamped to +-7.9053
@@ -129,7 +113,7 @@ struct SimdMath {
 // Error against double tanh <= 4e-7 absolute (at most 3.9e-7 compiled without FMA, 2.7e-7
 // with, over [-12, 12] in steps of 1e-5, [-0.01, 0.01] in steps of 1e-7 and [-100, 100];
 // tests/test_lstm_math.py); |tanh| <= 1; NaN in, NaN out. One division and no exp: about
-// half the operations of tanh_poly.
+// half the operations of tanh from exp_poly ((1 - e) / (1 + e), e = exp(-2|x|)).
 template <typename F>
 PIXELAR_HOST_DEVICE_INLINE F tanh_rational(F x) {
   const F zero{};
@@ -149,6 +133,13 @@ PIXELAR_HOST_DEVICE_INLINE F tanh_rational(F x) {
   return x * p / q;
 }
 
+// sigmoid(x) = (1 + tanh(x / 2)) / 2 with tanh_rational (CellMath's float sigmoid;
+// simd::vcell_sigmoid).
+template <typename F>
+PIXELAR_HOST_DEVICE_INLINE F sigmoid_rational(F x) {
+  return 0.5f + 0.5f * tanh_rational(0.5f * x);
+}
+
 // The LSTM cells' math (the scans' forward and backward, the cached samplers' cells): float
 // tanh = tanh_rational, sigmoid(x) = (1 + tanh(x / 2)) / 2 (error <= 2.5e-7 absolute over
 // the ranges above; 0 and 1 at the ends); double as LibmMath. The Diagonal BiLSTM's forward
@@ -156,11 +147,9 @@ PIXELAR_HOST_DEVICE_INLINE F tanh_rational(F x) {
 // SimdMath's exp-based sigmoid and tanh.
 struct CellMath {
   PIXELAR_HOST_DEVICE_INLINE static float tanh(float x) { return tanh_rational(x); }
-  PIXELAR_HOST_DEVICE_INLINE static float sigmoid(float x) {
-    return 0.5f + 0.5f * tanh_rational(0.5f * x);
-  }
+  PIXELAR_HOST_DEVICE_INLINE static float sigmoid(float x) { return sigmoid_rational(x); }
   PIXELAR_HOST_DEVICE_INLINE static double tanh(double x) { return tanh_(x); }
-  PIXELAR_HOST_DEVICE_INLINE static double sigmoid(double x) { return 1.0 / (1.0 + exp_(-x)); }
+  PIXELAR_HOST_DEVICE_INLINE static double sigmoid(double x) { return LibmMath::sigmoid(x); }
 };
 
 // sigmoid(x) = 1 / (1 + exp(-x)) by the policy M (CellMath: through its tanh).

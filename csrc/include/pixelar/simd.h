@@ -237,7 +237,7 @@ PIXELAR_HOST_DEVICE_INLINE void affine(T* __restrict__ out, const T* __restrict_
   }
 }
 
-// ---- float transcendentals on 8 lanes: math::exp_poly / tanh_rational on vectors
+// ---- float transcendentals on 8 lanes: lstm_math.h's formulas on vectors
 }  // namespace simd
 
 namespace math {
@@ -256,14 +256,12 @@ namespace simd {
 
 PIXELAR_HOST_DEVICE_INLINE v8sf vexp(v8sf x) { return math::exp_poly(x); }
 
-PIXELAR_HOST_DEVICE_INLINE v8sf vsigmoid(v8sf x) { return 1.0f / (1.0f + vexp(-x)); }
+PIXELAR_HOST_DEVICE_INLINE v8sf vsigmoid(v8sf x) { return math::sigmoid_poly(x); }
 
 // The LSTM cells' tanh and sigmoid (math::CellMath) on vectors.
 PIXELAR_HOST_DEVICE_INLINE v8sf vcell_tanh(v8sf x) { return math::tanh_rational(x); }
 
-PIXELAR_HOST_DEVICE_INLINE v8sf vcell_sigmoid(v8sf x) {
-  return 0.5f + 0.5f * math::tanh_rational(0.5f * x);
-}
+PIXELAR_HOST_DEVICE_INLINE v8sf vcell_sigmoid(v8sf x) { return math::sigmoid_rational(x); }
 
 // LSTM cells over U units (math::CellMath): pre = [i, f, o, g] blocks of U; writes h and c.
 PIXELAR_HOST_DEVICE_INLINE void lstm_cells(const float* __restrict__ pre,
