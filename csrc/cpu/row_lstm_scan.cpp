@@ -23,9 +23,9 @@
 // Row LSTM training step, and split each row's pass over hidden units, a parallel region
 // per row and product: on a busy machine the threads mostly spin-waited at those joins.)
 //
-// Backward of a slice: hcol of every row from the saved h (B, H, R, W) directly, and pre
-// of every row, in one product; then per row, in reverse: Q = Wflat^T @ dpre(r+1) (the
-// gradient reaching h(r)) and the fused cell backward; finally the slice's grad_Wflat =
+// Backward of a slice: hcol of every row from the saved h (B, H, R, W) directly; then per
+// row, in reverse: Q = Wflat^T @ dpre(r+1) (the gradient reaching h(r)), pre(r) = Wflat @
+// hcol(r) recomputed, and the fused cell backward; finally the slice's grad_Wflat =
 // dpre @ hcol^T over all rows in one product. The slices' grad_Wflat are summed in slice
 // order (so grad_w's rounding depends on the thread count).
 #include <ATen/ATen.h>
@@ -102,19 +102,19 @@ PIXELAR_SIMD_CLONES void forward_row(const T* x, int64_t gx, const T* pre, int64
 }
 
 // Backward of one row for hidden unit u. gh, gc, c: the row of grad_h, grad_c, c; c_prev
-// the row above; x: gate k at x + k * xg; pre: gate k at pre + k * g; q: Q's three rows
+// the row above; x: gate k at x + k * xg; pre: gate k at pre + k * pg; q: Q's three rows
 // for u at q + k * qg (nullptr for the last row); dcar: the carried dc (in: from row r + 1,
-// out: to row r - 1). Writes the pre-activation gradients to gx (gate k at gx + k * g).
+// out: to row r - 1). Writes the pre-activation gradients to gx (gate k at gx + k * gg).
 // tmp: B*W scratch.
 template <typename T>
 PIXELAR_SIMD_CLONES void backward_row(const T* gh, const T* gc, const T* x, int64_t xg,
-                                      const T* pre, int64_t g, const T* c, const T* c_prev,
-                                      const T* q, int64_t qg, T* dcar, T* gx, T* tmp,
-                                      int64_t B, int64_t W) {
+                                      const T* pre, int64_t pg, const T* c, const T* c_prev,
+                                      const T* q, int64_t qg, T* dcar, T* gx, int64_t gg,
+                                      T* tmp, int64_t B, int64_t W) {
   shifted_sum<T>(gh, q, qg, tmp, B, W);
-  lstm_backward_loop<T>(x, x + xg, x + 2 * xg, x + 3 * xg, pre, pre + g, pre + 2 * g,
-                        pre + 3 * g, c_prev, c, tmp, gc, dcar, gx, gx + g, gx + 2 * g,
-                        gx + 3 * g, B * W);
+  lstm_backward_loop<T>(x, x + xg, x + 2 * xg, x + 3 * xg, pre, pre + pg, pre + 2 * pg,
+                        pre + 3 * pg, c_prev, c, tmp, gc, dcar, gx, gx + gg, gx + 2 * gg,
+                        gx + 3 * gg, B * W);
 }
 
 struct Dims {
@@ -359,15 +359,15 @@ std::tuple<at::Tensor, at::Tensor> row_lstm_scan_backward_cpu(
   const at::Tensor wflat_t = wflat.t().contiguous();
   const int64_t n = num_slices(B);
   std::vector<at::Tensor> gw_parts(n);  // each slice's grad_Wflat (G, 3H)
-  // Per slice: hcol, pre and dpre of every row (3H / G / G, R, Bs*W); one row at a time:
+  // Per slice: hcol and dpre of every row (3H / G, R, Bs*W); one row at a time: pre(r),
   // x(r), grad_h(r), grad_c(r), c(r), c(r - 1), Q, the carried dc, and scratch.
   const int64_t RW = R * W;
-  const Workspace ws(B, opts, {3 * H * RW, G * RW, G * RW, G * W, H * W, H * W, H * W,
+  const Workspace ws(B, opts, {3 * H * RW, G * W, G * RW, G * W, H * W, H * W, H * W,
                                H * W, 3 * H * W, H * W, W});
   for_each_slice(n, [&](int64_t i) {
     const int64_t b0 = i * B / n, Bs = (i + 1) * B / n - b0, BW = Bs * W, RBW = R * BW;
     at::Tensor hcol = ws.get(0, b0, Bs, {3 * H, R, BW});
-    at::Tensor pre = ws.get(1, b0, Bs, {G, R, BW});
+    at::Tensor pre = ws.get(1, b0, Bs, {G, BW});  // of the row being walked
     at::Tensor dp = ws.get(2, b0, Bs, {G, R, BW});  // the pre-activation gradients
     at::Tensor xr = ws.get(3, b0, Bs, {G, BW}), ghr = ws.get(4, b0, Bs, {H, BW}),
                gcr = ws.get(5, b0, Bs, {H, BW}), cr = ws.get(6, b0, Bs, {H, BW}),
@@ -375,16 +375,11 @@ std::tuple<at::Tensor, at::Tensor> row_lstm_scan_backward_cpu(
                dcar = ws.get(9, b0, Bs, {H, BW}).zero_(), tmp = ws.get(10, b0, Bs, {BW});
     AT_DISPATCH_FLOATING_TYPES(xr.scalar_type(), "row_lstm_scan_backward_cpu", [&] {
       // hcol of every row r >= 1 (from h(r - 1)); row 0 (no state input) is left out of
-      // the products. Then pre of every row in one product (row_product: float's
-      // register-blocked small_gemm, single-threaded inside the region, where at::mm_out was
-      // ~3% slower for the whole backward at B = 16, H = 16, 28 x 28: min 3.34 / 3.35 /
-      // 2.46 ms against 3.45 / 3.47 / 2.55, one process alternating the two, three times).
-      if (R > 1) {
-        fill_hcol_rows<scalar_t>(hcol.data_ptr<scalar_t>(), h_in, b0, Bs);
-        at::Tensor pre_rest = pre.view({G, RBW}).narrow(1, BW, RBW - BW);
-        row_product(pre_rest, wflat, hcol.view({3 * H, RBW}).narrow(1, BW, RBW - BW));
-      }
-      pre.select(1, 0).zero_();
+      // the products. pre of each row is recomputed as the walk reaches it (row_product:
+      // float's register-blocked small_gemm, single-threaded inside the region), so that
+      // the cell reads it from cache: one product for all rows up front wrote a G x R x
+      // Bs*W buffer (1.6 MB per slice at B = 16, H = 16, 28 x 28) read back row by row.
+      if (R > 1) fill_hcol_rows<scalar_t>(hcol.data_ptr<scalar_t>(), h_in, b0, Bs);
       scalar_t* xp = xr.data_ptr<scalar_t>();
       scalar_t* ghp = ghr.data_ptr<scalar_t>();
       scalar_t* gcp = gcr.data_ptr<scalar_t>();
@@ -398,6 +393,11 @@ std::tuple<at::Tensor, at::Tensor> row_lstm_scan_backward_cpu(
       gather_row<scalar_t>(cp, c_in, b0, Bs, R - 1);
       for (int64_t r = R - 1; r >= 0; --r) {
         if (r < R - 1) row_product(q, wflat_t, dp.select(1, r + 1));  // reaching h(r)
+        if (r > 0) {
+          row_product(pre, wflat, hcol.select(1, r));
+        } else {
+          pre.zero_();  // row 0: no state input
+        }
         gather_row<scalar_t>(xp, x_gates_in, b0, Bs, r);
         gather_row<scalar_t>(ghp, grad_h_in, b0, Bs, r);
         gather_row<scalar_t>(gcp, grad_c_in, b0, Bs, r);
@@ -408,10 +408,10 @@ std::tuple<at::Tensor, at::Tensor> row_lstm_scan_backward_cpu(
         }
         for (int64_t u = 0; u < H; ++u) {
           const int64_t o = u * RBW + r * BW;
-          backward_row<scalar_t>(ghp + u * BW, gcp + u * BW, xp + u * BW, H * BW, prep + o,
-                                 H * RBW, cp + u * BW, cpp + u * BW,
+          backward_row<scalar_t>(ghp + u * BW, gcp + u * BW, xp + u * BW, H * BW,
+                                 prep + u * BW, H * BW, cp + u * BW, cpp + u * BW,
                                  r < R - 1 ? qp + u * BW : nullptr, H * BW, dcarp + u * BW,
-                                 dpp + o, tmpp, Bs, W);
+                                 dpp + o, H * RBW, tmpp, Bs, W);
         }
         scatter_row<scalar_t>(grad_x, dpp + r * BW, RBW, b0, Bs, r);
         std::swap(cp, cpp);  // c(r - 1) is the next row's c

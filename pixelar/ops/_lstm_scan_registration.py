@@ -31,6 +31,7 @@ def register_lstm_scan(op_name: str) -> None:
     def _setup_context(ctx, inputs, output):
         x_gates, w_ss = inputs
         h, c = output
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for an unused h or c
         ctx.save_for_backward(x_gates, w_ss, h, c)
 
     def _backward(ctx, grad_h, grad_c):
