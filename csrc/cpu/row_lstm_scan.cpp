@@ -23,10 +23,9 @@
 // Row LSTM training step, and split each row's pass over hidden units, a parallel region
 // per row and product: on a busy machine the threads mostly spin-waited at those joins.)
 //
-// Backward of a slice: hcol of every row from the saved h (B, H, R, W) directly; then per
-// row, in reverse: Q = Wflat^T @ dpre(r+1) (the gradient reaching h(r)), pre(r) = Wflat @
-// hcol(r) recomputed, and the fused cell backward; finally the slice's grad_Wflat =
-// dpre @ hcol^T over all rows in one product. The slices' grad_Wflat are summed in slice
+// Backward of a slice, per row in reverse: Q = Wflat^T @ dpre(r+1) (the gradient reaching
+// h(r)), hcol(r) from the saved h (B, H, R, W) directly, pre(r) = Wflat @ hcol(r)
+// recomputed, the fused cell backward, and the slice's grad_Wflat += dpre(r) @ hcol(r)^T. The slices' grad_Wflat are summed in slice
 // order (so grad_w's rounding depends on the thread count).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -199,6 +198,63 @@ inline void row_product(at::Tensor& out, const at::Tensor& a, const at::Tensor& 
   }
 }
 
+// c (M, N) += a (M, K) @ b (N, K)^T, float, row-major with leading dimensions lda, ldb,
+// ldc: blocks of MR rows of a x NR rows of b, each entry a dot product of two contiguous
+// rows, MR x NR vectors of sums in registers while k runs (each a and b vector loaded once
+// for the block), lane sums at the end.
+template <int MR, int NR>
+PIXELAR_HOST_DEVICE_INLINE void gemm_nt_block(const float* a, int64_t lda, const float* b,
+                                              int64_t ldb, float* c, int64_t ldc, int64_t K) {
+  using simd::v8sf;
+  v8sf acc[MR][NR] = {};
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    v8sf av[MR], bv[NR];
+    for (int i = 0; i < MR; ++i) av[i] = simd::load<v8sf>(a + i * lda + k);
+    for (int j = 0; j < NR; ++j) bv[j] = simd::load<v8sf>(b + j * ldb + k);
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] += av[i] * bv[j];
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NR; ++j) {
+      float sum = simd::reduce_add(acc[i][j]);
+      for (int64_t t = k; t < K; ++t) sum += a[i * lda + t] * b[j * ldb + t];
+      c[i * ldc + j] += sum;
+    }
+  }
+}
+
+// The weight gradient's products (grad_Wflat += dpre(r) @ hcol(r)^T, (4H, Bs*W) @ (Bs*W,
+// 3H), one per row), accumulated row by row as the backward walks, so that dpre and hcol
+// of a row are read while in cache.
+PIXELAR_SIMD_CLONES void small_gemm_nt_acc(const float* a, int64_t lda, const float* b,
+                                           int64_t ldb, float* c, int64_t ldc, int64_t M,
+                                           int64_t N, int64_t K) {
+  int64_t m = 0;
+  for (; m + 4 <= M; m += 4) {
+    int64_t n = 0;
+    for (; n + 3 <= N; n += 3)
+      gemm_nt_block<4, 3>(a + m * lda, lda, b + n * ldb, ldb, c + m * ldc + n, ldc, K);
+    for (; n < N; ++n)
+      gemm_nt_block<4, 1>(a + m * lda, lda, b + n * ldb, ldb, c + m * ldc + n, ldc, K);
+  }
+  for (; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n)
+      gemm_nt_block<1, 1>(a + m * lda, lda, b + n * ldb, ldb, c + m * ldc + n, ldc, K);
+}
+
+// out += a @ b^T: small_gemm_nt_acc for float, addmm_ otherwise. a, b, out: 2-D with unit
+// stride along their rows.
+inline void row_product_nt_acc(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  if (out.scalar_type() == at::kFloat) {
+    small_gemm_nt_acc(a.data_ptr<float>(), a.stride(0), b.data_ptr<float>(), b.stride(0),
+                      out.data_ptr<float>(), out.stride(0), out.size(0), out.size(1),
+                      a.size(1));
+  } else {
+    out.addmm_(a, b.t());
+  }
+}
+
 // f(i) for every slice i, in parallel (one slice per thread).
 template <typename F>
 void for_each_slice(int64_t n, const F& f) {
@@ -245,28 +301,27 @@ void scatter_row(at::Tensor& t, const T* __restrict buf, int64_t ld, int64_t b0,
   }
 }
 
-// hcol (3H, R, Bs*W) of every row r >= 1 of batch elements [b0, b0 + Bs), from
-// h (B, H, R, W), any strides: hcol[k*H + u][r][b*W + w] = h[b0 + b, u, r - 1, w + k - 1]
-// (zero outside the row). Row 0 is left unwritten.
+// hcol (3H, Bs*W) of row r >= 1 of batch elements [b0, b0 + Bs), from h (B, H, R, W),
+// any strides: hcol[k*H + u][b*W + w] = h[b0 + b, u, r - 1, w + k - 1] (zero outside the
+// row).
 template <typename T>
-void fill_hcol_rows(T* __restrict hcol, const at::Tensor& h, int64_t b0, int64_t Bs) {
-  const int64_t H = h.size(1), R = h.size(2), W = h.size(3), BW = Bs * W;
-  const int64_t sb = h.stride(0), sc = h.stride(1), sr = h.stride(2), sw = h.stride(3);
-  const int64_t hg = H * R * BW;
-  const T* base = h.const_data_ptr<T>() + b0 * sb;
+void fill_hcol_row(T* __restrict hcol, const at::Tensor& h, int64_t b0, int64_t Bs,
+                   int64_t r) {
+  const int64_t H = h.size(1), W = h.size(3), BW = Bs * W;
+  const int64_t sb = h.stride(0), sc = h.stride(1), sw = h.stride(3);
+  const int64_t hg = H * BW;
+  const T* base = h.const_data_ptr<T>() + b0 * sb + (r - 1) * h.stride(2);
   for (int64_t b = 0; b < Bs; ++b) {
     for (int64_t u = 0; u < H; ++u) {
-      for (int64_t r = 1; r < R; ++r) {
-        const T* __restrict src = base + b * sb + u * sc + (r - 1) * sr;
-        T* __restrict h0 = hcol + (u * R + r) * BW + b * W;
-        T* __restrict h1 = h0 + hg;
-        T* __restrict h2 = h0 + 2 * hg;
-        for (int64_t w = 0; w < W; ++w) h1[w] = src[w * sw];
-        h0[0] = T(0);
-        for (int64_t w = 0; w + 1 < W; ++w) h0[w + 1] = src[w * sw];
-        for (int64_t w = 1; w < W; ++w) h2[w - 1] = src[w * sw];
-        h2[W - 1] = T(0);
-      }
+      const T* __restrict src = base + b * sb + u * sc;
+      T* __restrict h0 = hcol + u * BW + b * W;
+      T* __restrict h1 = h0 + hg;
+      T* __restrict h2 = h0 + 2 * hg;
+      for (int64_t w = 0; w < W; ++w) h1[w] = src[w * sw];
+      h0[0] = T(0);
+      for (int64_t w = 0; w + 1 < W; ++w) h0[w + 1] = src[w * sw];
+      for (int64_t w = 1; w < W; ++w) h2[w - 1] = src[w * sw];
+      h2[W - 1] = T(0);
     }
   }
 }
@@ -358,45 +413,51 @@ std::tuple<at::Tensor, at::Tensor> row_lstm_scan_backward_cpu(
   const at::Tensor wflat = flat_weights(w_ss_in);
   const at::Tensor wflat_t = wflat.t().contiguous();
   const int64_t n = num_slices(B);
-  std::vector<at::Tensor> gw_parts(n);  // each slice's grad_Wflat (G, 3H)
-  // Per slice: hcol and dpre of every row (3H / G, R, Bs*W); one row at a time: pre(r),
-  // x(r), grad_h(r), grad_c(r), c(r), c(r - 1), Q, the carried dc, and scratch.
-  const int64_t RW = R * W;
-  const Workspace ws(B, opts, {3 * H * RW, G * W, G * RW, G * W, H * W, H * W, H * W,
+  // Each slice's grad_Wflat (G, 3H), made by the calling thread.
+  std::vector<at::Tensor> gw_parts(n);
+  for (int64_t i = 0; i < n; ++i) gw_parts[i] = at::zeros({G, 3 * H}, opts);
+  // Per slice, one row at a time: hcol(r), pre(r), the pre-activation gradients of rows r
+  // and r + 1, x(r), grad_h(r), grad_c(r), c(r), c(r - 1), Q, the carried dc, and scratch.
+  const Workspace ws(B, opts, {3 * H * W, G * W, 2 * G * W, G * W, H * W, H * W, H * W,
                                H * W, 3 * H * W, H * W, W});
   for_each_slice(n, [&](int64_t i) {
-    const int64_t b0 = i * B / n, Bs = (i + 1) * B / n - b0, BW = Bs * W, RBW = R * BW;
-    at::Tensor hcol = ws.get(0, b0, Bs, {3 * H, R, BW});
-    at::Tensor pre = ws.get(1, b0, Bs, {G, BW});  // of the row being walked
-    at::Tensor dp = ws.get(2, b0, Bs, {G, R, BW});  // the pre-activation gradients
+    const int64_t b0 = i * B / n, Bs = (i + 1) * B / n - b0, BW = Bs * W;
+    at::Tensor hcol = ws.get(0, b0, Bs, {3 * H, BW});
+    at::Tensor pre = ws.get(1, b0, Bs, {G, BW});
+    at::Tensor dp2 = ws.get(2, b0, Bs, {2, G, BW});  // dpre(r) at r % 2
     at::Tensor xr = ws.get(3, b0, Bs, {G, BW}), ghr = ws.get(4, b0, Bs, {H, BW}),
                gcr = ws.get(5, b0, Bs, {H, BW}), cr = ws.get(6, b0, Bs, {H, BW}),
                cprev = ws.get(7, b0, Bs, {H, BW}), q = ws.get(8, b0, Bs, {3 * H, BW}),
                dcar = ws.get(9, b0, Bs, {H, BW}).zero_(), tmp = ws.get(10, b0, Bs, {BW});
+    at::Tensor& gw = gw_parts[i];
     AT_DISPATCH_FLOATING_TYPES(xr.scalar_type(), "row_lstm_scan_backward_cpu", [&] {
-      // hcol of every row r >= 1 (from h(r - 1)); row 0 (no state input) is left out of
-      // the products. pre of each row is recomputed as the walk reaches it (row_product:
-      // float's register-blocked small_gemm, single-threaded inside the region), so that
-      // the cell reads it from cache: one product for all rows up front wrote a G x R x
-      // Bs*W buffer (1.6 MB per slice at B = 16, H = 16, 28 x 28) read back row by row.
-      if (R > 1) fill_hcol_rows<scalar_t>(hcol.data_ptr<scalar_t>(), h_in, b0, Bs);
+      // Everything a row needs is made as the walk reaches it, so that the row's products
+      // and cell read it from cache (row_product, row_product_nt_acc: float's
+      // register-blocked kernels, single-threaded inside the region): hcol(r) from h(r - 1),
+      // pre(r) = Wflat @ hcol(r), and after the cell, grad_Wflat += dpre(r) @ hcol(r)^T.
+      // (Rows r >= 1; row 0 has no state input.) Products over all rows at once wrote
+      // buffers of R rows (pre, dpre, hcol: 1.6, 1.6 and 1.2 MB per slice at B = 16, H = 16,
+      // 28 x 28) that were read back out of cache.
       scalar_t* xp = xr.data_ptr<scalar_t>();
       scalar_t* ghp = ghr.data_ptr<scalar_t>();
       scalar_t* gcp = gcr.data_ptr<scalar_t>();
       scalar_t* cp = cr.data_ptr<scalar_t>();
       scalar_t* cpp = cprev.data_ptr<scalar_t>();
+      scalar_t* hcolp = hcol.data_ptr<scalar_t>();
       const scalar_t* prep = pre.data_ptr<scalar_t>();
       const scalar_t* qp = q.data_ptr<scalar_t>();
       scalar_t* dcarp = dcar.data_ptr<scalar_t>();
-      scalar_t* dpp = dp.data_ptr<scalar_t>();
       scalar_t* tmpp = tmp.data_ptr<scalar_t>();
       gather_row<scalar_t>(cp, c_in, b0, Bs, R - 1);
       for (int64_t r = R - 1; r >= 0; --r) {
-        if (r < R - 1) row_product(q, wflat_t, dp.select(1, r + 1));  // reaching h(r)
+        at::Tensor dpr = dp2.select(0, r % 2);
+        scalar_t* dpp = dpr.data_ptr<scalar_t>();
+        if (r < R - 1) row_product(q, wflat_t, dp2.select(0, (r + 1) % 2));  // reaching h(r)
         if (r > 0) {
-          row_product(pre, wflat, hcol.select(1, r));
+          fill_hcol_row<scalar_t>(hcolp, h_in, b0, Bs, r);
+          row_product(pre, wflat, hcol);
         } else {
-          pre.zero_();  // row 0: no state input
+          pre.zero_();
         }
         gather_row<scalar_t>(xp, x_gates_in, b0, Bs, r);
         gather_row<scalar_t>(ghp, grad_h_in, b0, Bs, r);
@@ -407,20 +468,16 @@ std::tuple<at::Tensor, at::Tensor> row_lstm_scan_backward_cpu(
           std::fill(cpp, cpp + H * BW, scalar_t(0));
         }
         for (int64_t u = 0; u < H; ++u) {
-          const int64_t o = u * RBW + r * BW;
           backward_row<scalar_t>(ghp + u * BW, gcp + u * BW, xp + u * BW, H * BW,
                                  prep + u * BW, H * BW, cp + u * BW, cpp + u * BW,
                                  r < R - 1 ? qp + u * BW : nullptr, H * BW, dcarp + u * BW,
-                                 dpp + o, H * RBW, tmpp, Bs, W);
+                                 dpp + u * BW, H * BW, tmpp, Bs, W);
         }
-        scatter_row<scalar_t>(grad_x, dpp + r * BW, RBW, b0, Bs, r);
+        scatter_row<scalar_t>(grad_x, dpp, BW, b0, Bs, r);
+        if (r > 0) row_product_nt_acc(gw, dpr, hcol);
         std::swap(cp, cpp);  // c(r - 1) is the next row's c
       }
     });
-    // grad_Wflat of the slice = sum over rows r >= 1 of dp(r) @ hcol(r)^T, one product.
-    gw_parts[i] = R > 1 ? at::mm(dp.view({G, RBW}).narrow(1, BW, RBW - BW),
-                                 hcol.view({3 * H, RBW}).narrow(1, BW, RBW - BW).t())
-                        : at::zeros({G, 3 * H}, opts);
   });
   at::Tensor gwflat = gw_parts[0];
   for (int64_t i = 1; i < n; ++i) gwflat.add_(gw_parts[i]);
