@@ -226,21 +226,14 @@ PIXELAR_HOST_DEVICE_INLINE void gemm_nt_block(const float* a, int64_t lda, const
 
 // The weight gradient's products (grad_Wflat += dpre(r) @ hcol(r)^T, (4H, Bs*W) @ (Bs*W,
 // 3H), one per row), accumulated row by row as the backward walks, so that dpre and hcol
-// of a row are read while in cache.
+// of a row are read while in cache. M = 4H and N = 3H: whole blocks of 4 x 3.
 PIXELAR_SIMD_CLONES void small_gemm_nt_acc(const float* a, int64_t lda, const float* b,
                                            int64_t ldb, float* c, int64_t ldc, int64_t M,
                                            int64_t N, int64_t K) {
-  int64_t m = 0;
-  for (; m + 4 <= M; m += 4) {
-    int64_t n = 0;
-    for (; n + 3 <= N; n += 3)
+  TORCH_INTERNAL_ASSERT(M % 4 == 0 && N % 3 == 0, "small_gemm_nt_acc: M = 4H, N = 3H");
+  for (int64_t m = 0; m < M; m += 4)
+    for (int64_t n = 0; n < N; n += 3)
       gemm_nt_block<4, 3>(a + m * lda, lda, b + n * ldb, ldb, c + m * ldc + n, ldc, K);
-    for (; n < N; ++n)
-      gemm_nt_block<4, 1>(a + m * lda, lda, b + n * ldb, ldb, c + m * ldc + n, ldc, K);
-  }
-  for (; m < M; ++m)
-    for (int64_t n = 0; n < N; ++n)
-      gemm_nt_block<1, 1>(a + m * lda, lda, b + n * ldb, ldb, c + m * ldc + n, ldc, K);
 }
 
 // out += a @ b^T: small_gemm_nt_acc for float, addmm_ otherwise. a, b, out: 2-D with unit
