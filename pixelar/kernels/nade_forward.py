@@ -102,7 +102,7 @@ def _nade_bwd_kernel(
     """Reverse scan. Accumulates into gwt: (D, Hd), gc: (Hd,), gv: (D, O, Hd) (zeroed,
     atomic adds over batch tiles); writes gx_part: (nH, B, D) (summed over hidden tiles)."""
     ph, rb, rk, ro, bm, km, om = _program_tile(B, Hd, O, BB, BH, OP)
-    vm = om[:, None] & km[None, :]
+    vm = om[:, None] & km[None, :]  # the (OP, BH) tile of V and grad V in range
     # a_D = c + sum_d x_d W[:, d], in float64: a_d is recovered below by subtraction.
     a = (
         tl.zeros([BB, BH], dtype=tl.float64)
@@ -129,14 +129,29 @@ def _nade_bwd_kernel(
             mask=bm[:, None] & om[None, :],
             other=0.0,
         ).to(ACC)
-        v = tl.load(v_ptr + (d * O + ro[:, None]) * Hd + rk[None, :], mask=vm, other=0.0).to(ACC)
         if USE_DOT:
+            v = tl.load(v_ptr + (d * O + ro[:, None]) * Hd + rk[None, :], mask=vm, other=0.0).to(
+                ACC
+            )
             gv = tl.dot(tl.trans(g), h, input_precision=PREC)
             gh = tl.dot(g, v, input_precision=PREC)
+            tl.atomic_add(gv_ptr + (d * O + ro[:, None]) * Hd + rk[None, :], gv, mask=vm)
         else:
-            gv = tl.sum(g[:, :, None] * h[:, None, :], axis=0)
-            gh = tl.sum(g[:, :, None] * v[None, :, :], axis=1)
-        tl.atomic_add(gv_ptr + (d * O + ro[:, None]) * Hd + rk[None, :], gv, mask=vm)
+            # One output at a time, in 2-D tiles only. The 3-D form, gh = sum over axis 1 of
+            # g[:, :, None] * v[None, :, :], compiled by Triton 3.6 for an H200, counted each
+            # term once per thread its layout put along the padded output axis: grad x, W
+            # and c came out 8 times too large at O = 1 and 2 times at O = 3 (grad V, b and
+            # the forward were right; benchmarks/results/gpu_triton_nade_grads.txt). The
+            # interpreter (numpy) cannot show it; benchmarks/gpu.py checks it on a GPU.
+            gh = tl.zeros([BB, BH], dtype=ACC)
+            for o in tl.static_range(OP):
+                if o < O:
+                    g_o = tl.sum(tl.where(ro[None, :] == o, g, 0.0), axis=1)  # (BB,)
+                    v_o = tl.load(v_ptr + (d * O + o) * Hd + rk, mask=km, other=0.0).to(ACC)
+                    tl.atomic_add(
+                        gv_ptr + (d * O + o) * Hd + rk, tl.sum(g_o[:, None] * h, axis=0), mask=km
+                    )
+                    gh += g_o[:, None] * v_o[None, :]
         G += gh * h * (1.0 - h)
     tl.atomic_add(gc_ptr + rk, tl.sum(G, axis=0), mask=km)
 
