@@ -16,9 +16,13 @@ Environment variables:
                          in the source tree), so a reinstall recompiles only what changed.
     PIXELAR_CCACHE=0     do not put ccache in front of the compilers (torch does when it is
                          on PATH).
+    PIXELAR_ALLOW_STATIC_LIBSTDCXX=1
+                         keep a pixelar._C that links libstdc++ statically (refused by
+                         default: pixelar/_link_check.py says why).
 """
 
 import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -116,6 +120,34 @@ class PersistentBuildExt(BuildExtension):
         super().finalize_options()
         self.build_temp = _build_temp()
         os.makedirs(self.build_temp, exist_ok=True)
+
+    def build_extension(self, ext):
+        super().build_extension(ext)
+        _check_libstdcxx(self.get_ext_fullpath(ext.name))
+
+
+def _check_libstdcxx(path):
+    """Refuse a pixelar._C that carries its own copy of libstdc++ (pixelar/_link_check.py)."""
+    spec = importlib.util.spec_from_file_location(
+        "_link_check", os.path.join(ROOT, "pixelar", "_link_check.py")
+    )
+    link_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(link_check)
+    if link_check.links_libstdcxx_dynamically(path):
+        return
+    if os.environ.get("PIXELAR_ALLOW_STATIC_LIBSTDCXX") == "1":
+        print(f"warning: {path} links libstdc++ statically (PIXELAR_ALLOW_STATIC_LIBSTDCXX=1)")
+        return
+    compiler = os.environ.get("CXX", "the default C++ compiler")
+    sys.exit(
+        f"{path} does not load libstdc++ as a shared library: {compiler} linked the C++ "
+        "standard library into it statically (a compiler wrapper that adds "
+        "-static-libstdc++?). A second, exported copy of libstdc++ beside torch's crashes "
+        "the process (a segmentation fault instead of the error message) when a kernel's "
+        "input check formats its message. Build with the system compiler, e.g.\n"
+        "    CC=/usr/bin/gcc CXX=/usr/bin/g++ pip install --no-build-isolation -e .\n"
+        "or set PIXELAR_ALLOW_STATIC_LIBSTDCXX=1 to keep this build anyway."
+    )
 
 
 def extensions():
