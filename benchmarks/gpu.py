@@ -11,9 +11,15 @@
    torch.nn.LSTM (cuDNN) with the same hidden size and sequence length (batch = every
    sequence the scan advances at once; cuDNN also does the input projection the scans get
    precomputed, so it does slightly more work).
+   Beside the numeric check, torch.library.opcheck of every raw op on CUDA tensors (schema,
+   fake kernel against the CUDA kernel, autograd registration, AOT dispatch).
 3. With --sampling: the fast (cached) samplers, model.sample(n) on the binarized 28x28
    models of benchmarks/sampling.py, on the GPU (CUDA sampling kernels) against the CPU
    (C++ kernels): wall-clock median of --sampling-iters runs after one warm-up.
+4. With --train: the trainer's own step (benchmarks/train_throughput.py's trainer_step:
+   forward, backward, Adam, loss.item()) of the Diagonal BiLSTM 7x16, Row LSTM 7x16,
+   PixelCNN 15x16 and NADE H=500 on the GPU, per backend (reference, cuda, triton), at
+   --train-batches; CUDA events, median of --iters steps after --warmup.
 Prints a table and writes JSON to benchmarks/results/gpu.json. Exits with a message and
 status 1 when no CUDA GPU is visible.
 """
@@ -80,6 +86,20 @@ OPS = {
         # cuDNN LSTM: sequence = the S skewed columns, batch = B * R rows
         lstm=lambda B, H, R, W: dict(hidden=H, seq=R + W - 1, batch=B * R),
         note="one scan; a 7-layer Diagonal BiLSTM runs 14",
+    ),
+    "diagonal_lstm_scan_image": dict(
+        # the second direction of a Diagonal BiLSTM layer: right to left, with the bias
+        fn=lambda x, w, b: ops.diagonal_lstm_scan_image(x, w, True, b),
+        ref=lambda x, w, b: ops.diagonal_lstm_scan_image_ref(x, w, True, b),
+        raw_args=lambda x, w, b: (x, w, True, b),
+        checks=[(1, 3, 5, 7), (3, 20, 9, 4)],
+        paper=(16, 16, 28, 28),
+        inputs=lambda B, H, R, W, dev, dt: (
+            *_scan_inputs(B, H, R, W, 2, dev, dt),
+            torch.randn(4 * H, device=dev, dtype=dt) * 0.1,
+        ),
+        lstm=lambda B, H, R, W: dict(hidden=H, seq=R + W - 1, batch=B * R),
+        note="one direction of one layer as DiagonalLSTM runs it",
     ),
     "row_lstm_scan": dict(
         fn=ops.row_lstm_scan,
@@ -191,6 +211,35 @@ def check(op_names, backends, dtype, device="cuda", paper=True):
     return rows
 
 
+def opchecks(op_names, dtype, device="cuda"):
+    """torch.library.opcheck of each raw op on device tensors (schema, fake kernel against
+    the CUDA kernel's outputs, autograd registration, AOT dispatch with dynamic shapes), at
+    the first small check shape; nade_forward also as the checkpointed op training runs."""
+    rows = []
+    for name in op_names:
+        spec = OPS[name]
+        raw = [name] + (["nade_forward_checkpointed"] if name == "nade_forward" else [])
+        for raw_name in raw:
+            torch.manual_seed(0)
+            inputs = [
+                t.requires_grad_() if t.is_floating_point() else t
+                for t in spec["inputs"](*spec["checks"][0], device, dtype)
+            ]
+            args = spec.get("raw_args", lambda *t: t)(*inputs)
+            try:
+                torch.library.opcheck(getattr(torch.ops.pixelar, raw_name).default, tuple(args))
+                rows.append(dict(op=raw_name, ok=True))
+            except Exception as exc:  # report and go on
+                rows.append(dict(op=raw_name, ok=False, error=f"{type(exc).__name__}: {exc}"[:500]))
+    return rows
+
+
+def print_opchecks(rows):
+    print(f"\n{'opcheck (CUDA tensors)':28s} result")
+    for r in rows:
+        print(f"{r['op']:28s} {'ok' if r['ok'] else 'FAIL ' + r['error']}")
+
+
 # --- timing -------------------------------------------------------------------------------
 
 
@@ -263,6 +312,66 @@ def bench(op_names, backends, dtype, warmup, iters):
     return rows
 
 
+# --- training steps: the trainer's own step on the GPU, per backend ------------------------
+
+
+def bench_training(batches, warmup, iters):
+    """Milliseconds and images/s of the trainer's step (forward, backward, Adam, loss.item())
+    for the models of benchmarks/train_throughput.py, on the GPU, per backend: reference
+    (pure PyTorch on the GPU), cuda, triton; on the embedded digits28-binary images."""
+    from train_throughput import MODELS, step_flops, trainer_step
+
+    from pixelar import data
+    from pixelar.training.trainer import build_model
+
+    configs = dict(MODELS, nade=("nade", {"hidden": 500}))
+    images = data.load("digits28-binary", "train").images
+    backends = ["reference"] + available_backends()
+    rows = []
+    for name, (kind, kwargs) in configs.items():
+        for batch in batches:
+            x = images[:batch].cuda()
+            row = dict(model=name, batch=batch, ms={}, img_s={})
+            for backend in backends:
+                torch.manual_seed(0)
+                model = build_model(kind, kwargs, (1, 28, 28), 2).cuda()
+                step = trainer_step(model, x)
+
+                def run(step=step, backend=backend):
+                    with ops.backend(backend):
+                        step()
+
+                try:
+                    ms = time_ms(run, warmup, iters)
+                except Exception as exc:  # report and go on: one broken backend, one cell
+                    ms = None
+                    print(f"  train {name} B={batch} {backend}: {type(exc).__name__}: {exc}"[:300])
+                row["ms"][backend] = ms
+                row["img_s"][backend] = batch * 1000 / ms if ms else None
+            row["gflop_per_step"] = step_flops(name, model, batch, 784) / 1e9
+            rows.append(row)
+    return rows
+
+
+def print_training(rows):
+    cols = ["reference", "cuda", "triton"]
+    print(
+        f"\n{'training step (GPU)':20s} {'batch':>5s} "
+        + " ".join(f"{c + ' ms':>14s}" for c in cols)
+        + " "
+        + " ".join(f"{c + ' img/s':>14s}" for c in cols)
+    )
+    for r in rows:
+        ms = [r["ms"].get(c) for c in cols]
+        ips = [r["img_s"].get(c) for c in cols]
+        print(
+            f"{r['model']:20s} {r['batch']:5d} "
+            + " ".join(f"{v:14.2f}" if v else f"{'-':>14s}" for v in ms)
+            + " "
+            + " ".join(f"{v:14.0f}" if v else f"{'-':>14s}" for v in ips)
+        )
+
+
 # --- fast sampling: the CUDA sampling kernels against the C++ kernels ---------------------
 
 
@@ -330,18 +439,18 @@ def print_sampling(rows):
 
 def print_checks(rows):
     print(
-        f"\n{'op':20s} {'shape':22s} {'backend':8s} {'fwd rel err':>12s} "
+        f"\n{'op':24s} {'shape':22s} {'backend':8s} {'fwd rel err':>12s} "
         f"{'grad rel err':>12s}  result"
     )
     for r in rows:
         if "error" in r:
             print(
-                f"{r['op']:20s} {str(r['shape']):22s} {r['backend']:8s} "
+                f"{r['op']:24s} {str(r['shape']):22s} {r['backend']:8s} "
                 f"{'':>12s} {'':>12s}  ERROR {r['error']}"
             )
             continue
         print(
-            f"{r['op']:20s} {str(r['shape']):22s} {r['backend']:8s} "
+            f"{r['op']:24s} {str(r['shape']):22s} {r['backend']:8s} "
             f"{r['fwd_rel_err']:12.2e} {r['grad_rel_err']:12.2e}  "
             f"{'ok' if r['ok'] else 'FAIL'}"
         )
@@ -350,7 +459,7 @@ def print_checks(rows):
 def print_timings(rows):
     cols = ["reference", "cuda", "triton", "cudnn_lstm"]
     print(
-        f"\n{'op':20s} {'shape':20s} {'mode':8s} "
+        f"\n{'op':24s} {'shape':20s} {'mode':8s} "
         + " ".join(f"{c + ' ms':>14s}" for c in cols)
         + "  speed-up vs reference"
     )
@@ -361,7 +470,7 @@ def print_timings(rows):
         best = {c: ref / ms[c] for c in ("cuda", "triton") if ms.get(c) and ref}
         speed = ", ".join(f"{c} {s:.1f}x" for c, s in best.items())
         print(
-            f"{r['op']:20s} {str(r['shape']):20s} {r['mode']:8s} " + " ".join(cells) + f"  {speed}"
+            f"{r['op']:24s} {str(r['shape']):20s} {r['mode']:8s} " + " ".join(cells) + f"  {speed}"
         )
 
 
@@ -393,6 +502,12 @@ def main(argv=None):
         help="also time the fast samplers, CUDA kernels vs C++ kernels",
     )
     parser.add_argument("--sampling-iters", type=int, default=3)
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="also time the trainer's step of each model on the GPU, per backend",
+    )
+    parser.add_argument("--train-batches", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--out", default=RESULTS, help="JSON results (default: %(default)s)")
     args = parser.parse_args(argv)
 
@@ -423,12 +538,17 @@ def main(argv=None):
 
     checks = check(args.ops, backends, dtype, paper=not args.quick)
     print_checks(checks)
+    op_checks = opchecks(args.ops, dtype) if "cuda" in backends else []
+    print_opchecks(op_checks)
     timings = [] if args.check_only else bench(args.ops, backends, dtype, args.warmup, args.iters)
     if timings:
         print_timings(timings)
     sampling = bench_sampling(args.sampling_iters) if args.sampling else []
     if sampling:
         print_sampling(sampling)
+    training = bench_training(args.train_batches, args.warmup, args.iters) if args.train else []
+    if training:
+        print_training(training)
     result = dict(
         device=torch.cuda.get_device_name(),
         torch=torch.__version__,
@@ -440,14 +560,16 @@ def main(argv=None):
         warmup=args.warmup,
         iters=args.iters,
         checks=checks,
+        opchecks=op_checks,
         timings=timings,
         sampling=sampling,
+        training=training,
     )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     print(f"\nwrote {args.out}")
-    return 0 if all(r["ok"] for r in checks) else 1
+    return 0 if all(r["ok"] for r in checks + op_checks) else 1
 
 
 def _triton_version():
