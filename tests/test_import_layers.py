@@ -2,7 +2,7 @@
 
 The layers, lowest first (a module may import its own layer and the layers below it):
 
-    _extension (and the compiled _C) <- kernels <- ops <- nn <- models <- training <- cli
+    _extension (and _C, _link_check) <- kernels <- ops <- nn <- models <- training <- cli
     data imports no other pixelar layer (training and cli read it); the package root
     pixelar/__init__.py, cli.py and __main__.py are the top.
 
@@ -26,6 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = {
     "_C": 0,
     "_extension": 0,
+    "_link_check": 0,  # setup.py's build check: imports nothing of pixelar
     "kernels": 1,
     "ops": 2,
     "nn": 3,
