@@ -21,16 +21,14 @@ import os
 import pytest
 import torch
 
-import pixelar
 from pixelar import ops
 from pixelar._extension import has_kernel
 from pixelar.ops._backend import triton_available
 
-REL_TOL = {torch.float32: 2e-4, torch.float64: 1e-10}
-
 
 def _load_gpu_benchmark():
-    """benchmarks/gpu.py, whose input makers (the paper's scalings) the GPU check uses."""
+    """benchmarks/gpu.py: the GPU check's input makers (the paper's scalings), its runner
+    (outputs and gradients under a backend, fixed cotangents), error and tolerances."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     spec = importlib.util.spec_from_file_location(
         "pixelar_gpu_benchmark", os.path.join(root, "benchmarks", "gpu.py")
@@ -41,6 +39,7 @@ def _load_gpu_benchmark():
 
 
 _GPU = _load_gpu_benchmark()
+REL_TOL = _GPU.TOL  # float32 2e-4, float64 1e-10 (relative to the largest reference value)
 
 
 def _scan(B, H, R, S, K, dev, dt):
@@ -133,29 +132,6 @@ def _require(device, backend, raw_name):
         pytest.skip(f"no {key} kernel of {raw_name} is built")
 
 
-def _outputs(result):
-    return list(result) if isinstance(result, (tuple, list)) else [result]
-
-
-def _run(fn, inputs, backend, cotangent_seed=1):
-    """Outputs and the gradients of every input of fn under backend (fixed cotangents)."""
-    leaves = [t.detach().clone().requires_grad_() for t in inputs]
-    with pixelar.ops.backend(backend):
-        outs = _outputs(fn(*leaves))
-    gen = torch.Generator(device=outs[0].device).manual_seed(cotangent_seed)
-    cots = [
-        torch.randn(o.shape, generator=gen, device=o.device, dtype=torch.float64).to(o.dtype)
-        for o in outs
-    ]
-    grads = torch.autograd.grad(sum((o * g).sum() for o, g in zip(outs, cots)), leaves)
-    return [o.detach() for o in outs], list(grads)
-
-
-def _rel_err(out, ref):
-    scale = ref.double().abs().max().clamp_min(1e-30)
-    return ((out.double() - ref.double()).abs().max() / scale).item()
-
-
 def _non_contiguous(t):
     """The same values in memory of reversed dimension order (strides not contiguous)."""
     if t.dim() < 2:
@@ -175,14 +151,14 @@ def test_op_matches_the_float64_reference(device, backend, case, dtype, contiguo
     inputs = make(device, dtype)
     if not contiguous:
         inputs = [_non_contiguous(t) for t in inputs]
-    ref_out, ref_grads = _run(fn, [t.double() for t in inputs], "reference")
-    out, grads = _run(fn, inputs, backend)
+    ref_out, ref_grads = _GPU.run_with_grads(fn, [t.double() for t in inputs], "reference")
+    out, grads = _GPU.run_with_grads(fn, inputs, backend)
     for i, (o, r) in enumerate(zip(out, ref_out)):
         assert o.dtype == dtype and o.device.type == device
-        err = _rel_err(o, r)
+        err = _GPU.rel_err(o, r)
         assert err <= REL_TOL[dtype], f"{case} output {i}: relative error {err:.2e}"
     for i, (g, r) in enumerate(zip(grads, ref_grads)):
-        err = _rel_err(g, r)
+        err = _GPU.rel_err(g, r)
         assert err <= REL_TOL[dtype], f"{case} gradient of input {i}: relative error {err:.2e}"
 
 
