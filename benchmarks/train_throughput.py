@@ -29,6 +29,12 @@ the process's x floor is its best step time over the FLOP time at its best matmu
 table gives the median over processes, and their min..max. (The machine's rate drifts 2x
 between minutes; a rate measured once at the start, kept in the JSON as
 x_floor_start_rate, can sit in a slow or a fast minute that the steps do not share.)
+Each process also measures, at the start of every round, the core-to-core round trip of
+a cache line between its two CPUs (core_latency.py; ``round_trip_ns`` in the JSON, printed
+per process with the share of rounds in the far placement, >= 260 ns): on the team's
+2-vCPU machine the host sometimes places the two vCPUs far apart for seconds to minutes,
+and steps whose two threads hand data to each other slow down there (README,
+"Performance stability: slow NADE processes, explained").
 The 1-minute load average before and after is recorded: on a shared machine the absolute
 figures are depressed; the ratios much less so. Each process also counts the minor page
 faults of every call (``faults_per_fast_call_procs``: the mean over its fast calls): fresh
@@ -64,6 +70,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # this checkout's pixelar, not an installed one
 sys.path.insert(0, HERE)
+import core_latency  # noqa: E402
+
 ROWS = (
     "pixelrnn_diagonal",
     "pixelrnn_row",
@@ -293,8 +301,10 @@ def worker(name, threads, rounds, max_seconds, fast_only=False):
     fns["fast"]()
     samples = {k: [] for k in fns}
     faults = []  # the fast path's, one count per call
+    trips = []  # the CPUs' core-to-core round trip at each round's start (None: unmeasurable)
     start = time.perf_counter()
     for i in range(rounds):
+        trips.append(core_latency.round_trip_ns())
         for k, fn in fns.items():
             f0, t0 = minor_faults(), time.perf_counter()
             fn()
@@ -317,6 +327,7 @@ def worker(name, threads, rounds, max_seconds, fast_only=False):
                 name=name,
                 samples=samples,
                 faults=faults,
+                round_trip_ns=trips,
                 interleaved_rounds=rounds_done,
                 flops=flops,
                 images=images,
@@ -411,6 +422,7 @@ def summarize(name, procs, rate):
     rates = [2.0 * MATMUL_N**3 / min(p["samples"]["matmul"]) for p in procs]
     x_floor_procs = [f / (flops / r) for f, r in zip(best, rates)]
     faults = [statistics.mean(p["faults"]) for p in procs]
+    trips = [[x for x in p.get("round_trip_ns", []) if x is not None] for p in procs]
     t = statistics.median(best)
     floor = flops / rate
     return dict(
@@ -434,6 +446,10 @@ def summarize(name, procs, rate):
         x_floor_procs=x_floor_procs,
         x_floor=statistics.median(x_floor_procs),
         faults_per_fast_call_procs=faults,
+        round_trip_ns_procs=[statistics.median(x) if x else None for x in trips],
+        far_rounds_procs=[
+            sum(v >= core_latency.FAR_NS for v in x) / len(x) if x else None for x in trips
+        ],
     )
 
 
@@ -452,6 +468,19 @@ def print_table(rows):
             f"{r['flops'] / 1e9:6.2f} {r['x_floor']:7.1f} {flo:4.1f}..{fhi:<4.1f} {ratio}  "
             f"{r['bar']}"
         )
+
+
+def print_placement(rows):
+    """Per row and process: the median core-to-core round trip and the share of rounds in the
+    far placement (core_latency.py), where the 2-thread NADE step runs at 1-thread speed."""
+    far = f">= {core_latency.FAR_NS:.0f} ns"
+    print(f"\ncore-to-core round trip per process: median ns (share of rounds far, {far})")
+    for r in rows:
+        procs = [
+            f"{ns:.0f} ({far:.0%})" if ns is not None else "-"
+            for ns, far in zip(r["round_trip_ns_procs"], r["far_rounds_procs"])
+        ]
+        print(f"{r['label']:44s} {', '.join(procs)}")
 
 
 def main(argv=None):
@@ -520,6 +549,7 @@ def main(argv=None):
         )
     load_after = os.getloadavg()[0]
     print_table(rows)
+    print_placement(rows)
     print(f"load average: {load_before:.2f} before, {load_after:.2f} after ({os.cpu_count()} CPUs)")
     meta = dict(
         threads=args.threads,

@@ -272,6 +272,23 @@ def test_one_and_two_threads_agree():
 
 
 @needs_cpp
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("shape", [(20, 45, 300, 1), (11, 33, 130, 6)])
+def test_backward_matches_reference_at_every_thread_count(shape, threads):
+    """The backward's accumulators at each thread count (csrc/cpu/nade_forward.cpp,
+    Accumulators): one block per hidden chunk (Hd = 300 and 130 give two chunks at 2
+    threads and more), and batch groups with their own blocks, added up, where there are
+    fewer chunks than threads (3 and 4 threads at B = 20; B = 11 is one batch block)."""
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        _compare(sample_inputs(*shape, dtype=torch.float64), torch.float64, raw_op=True)
+        _compare(sample_inputs(*shape, dtype=torch.float32), torch.float32, raw_op=True)
+    finally:
+        torch.set_num_threads(previous)
+
+
+@needs_cpp
 def test_gradcheck_fp64():
     inputs = sample_inputs(3, 6, 4, 2, binary=False, requires_grad=True)
     with pixelar.ops.backend("cpp"):

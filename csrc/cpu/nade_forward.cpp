@@ -213,20 +213,21 @@ void backward_group_o1(bool grad_x, const T* const* hd, T* const* S, const T* g0
 }
 
 // The same for any O: gh = sum_o g_o V[d, o], grad_V[d, o] += g_o h_d, S += gh h_d (1 - h_d).
-// Returns the chunk's part of grad_x[b, d] (0 without grad_x).
+// V[d, o] is at vd + o * Hd, grad_V[d, o] at gvd + o * gstride. Returns the chunk's part of
+// grad_x[b, d] (0 without grad_x).
 template <typename T>
 PIXELAR_HOST_DEVICE_INLINE
 T backward_step(const T* __restrict hd, T* __restrict S, const T* __restrict wd,
                 T* __restrict gwd, const T* __restrict vd, T* __restrict gvd,
-                const T* go, int64_t O, int64_t Hd, T xd, T* __restrict gh,
-                int64_t n, bool grad_x) {
+                const T* go, int64_t O, int64_t Hd, int64_t gstride, T xd,
+                T* __restrict gh, int64_t n, bool grad_x) {
   const T total = grad_x ? simd::dot(wd, S, n) : T(0);
   for (int64_t k = 0; k < n; ++k) gwd[k] += xd * S[k];
   std::fill(gh, gh + n, T(0));
   for (int64_t o = 0; o < O; ++o) {
     const T go_o = go[o];
     const T* __restrict vo = vd + o * Hd;
-    T* __restrict gvo = gvd + o * Hd;
+    T* __restrict gvo = gvd + o * gstride;
     for (int64_t k = 0; k < n; ++k) {
       gh[k] += go_o * vo[k];
       gvo[k] += go_o * hd[k];
@@ -237,7 +238,9 @@ T backward_step(const T* __restrict hd, T* __restrict S, const T* __restrict wd,
 }
 
 // Backward of one tile (see forward_tile). g: grad_out (B, D, O). Accumulates into the
-// chunk's columns of gwt (D, Hd) (grad of W^T), gv (D, O, Hd), gc (Hd), and writes the
+// chunk's accumulators (Accumulators, below): gwt, gv and gc point at the chunk's first
+// column of grad W^T (D rows), grad V (D * O rows) and grad c (one row), rows gstride
+// apart; and writes the
 // chunk's partial gx[b][d] = sum_{h in chunk} W[h, d] S_d[b, h] unless gx_part is null (no
 // grad_x: the sums are skipped). fwd_ckpt: the forward's checkpoints (ceil(D / kSegment),
 // B, Hd), or null: then the tile walks a to find them.
@@ -247,8 +250,8 @@ T backward_step(const T* __restrict hd, T* __restrict S, const T* __restrict wd,
 template <typename T>
 PIXELAR_SIMD_CLONES void backward_tile(Args<T> A, const T* g, const T* fwd_ckpt,
                                        bool grads_finite, int64_t b0, int64_t nb, int64_t h0,
-                                       int64_t nh, T* gwt, T* gv, T* gc, T* gx_part,
-                                       T* scratch) {
+                                       int64_t nh, T* gwt, T* gv, T* gc, int64_t gstride,
+                                       T* gx_part, T* scratch) {
   const int64_t D = A.d.D, Hd = A.d.Hd, O = A.d.O, tile = nb * nh;
   const int64_t nseg = ceil_div(D, kSegment);
   const bool grad_x = gx_part != nullptr;
@@ -307,8 +310,8 @@ PIXELAR_SIMD_CLONES void backward_tile(Args<T> A, const T* g, const T* fwd_ckpt,
       const int64_t t = dd - d_begin;
       const T* __restrict wd = A.wt + dd * Hd + h0;
       const T* __restrict vd = A.v + dd * O * Hd + h0;
-      T* __restrict gwd = gwt + dd * Hd + h0;
-      T* __restrict gvd = gv + dd * O * Hd + h0;
+      T* __restrict gwd = gwt + dd * gstride;
+      T* __restrict gvd = gv + dd * O * gstride;
       if (O == 1) {
         constexpr int R = 4;
         const T* hd[R];
@@ -340,24 +343,86 @@ PIXELAR_SIMD_CLONES void backward_tile(Args<T> A, const T* g, const T* fwd_ckpt,
         const int64_t b = b0 + i;
         const T* hd = hseg + src[t][i] * tile + i * nh;
         const T gxd = backward_step(hd, S + i * nh, wd, gwd, vd, gvd, g + (b * D + dd) * O, O,
-                                    Hd, A.x[b * D + dd], gh, nh, grad_x);
+                                    Hd, gstride, A.x[b * D + dd], gh, nh, grad_x);
         if (grad_x) gx_part[b * D + dd] = gxd;
       }
     }
   }
   // grad_c = sum over the batch of S_{-1} = sum_d grad_a_d.
   for (int64_t i = 0; i < nb; ++i) {
-    T* __restrict gcc = gc + h0;
     const T* __restrict Si = S + i * nh;
-    for (int64_t k = 0; k < nh; ++k) gcc[k] += Si[k];
+    for (int64_t k = 0; k < nh; ++k) gc[k] += Si[k];
   }
 }
 
-// Zeroes columns [h0, h0 + nh) of the rows x cols matrix m.
+// Zeroes the first nh elements of rows rows of m, stride apart.
 template <typename T>
-void zero_columns(T* m, int64_t rows, int64_t cols, int64_t h0, int64_t nh) {
-  for (int64_t r = 0; r < rows; ++r) std::fill(m + r * cols + h0, m + r * cols + h0 + nh, T(0));
+void zero_rows(T* m, int64_t rows, int64_t stride, int64_t nh) {
+  for (int64_t r = 0; r < rows; ++r) std::fill(m + r * stride, m + r * stride + nh, T(0));
 }
+
+// Where the backward accumulates the weight gradients: per batch group, grad W^T (D rows),
+// grad V (D * O rows) and grad c (one row) of Hd columns each.
+//
+// With one hidden chunk (one thread, or Hd <= kMaxChunkBackward) they are the gradients'
+// own layout, (groups, rows, Hd), and the groups are added up afterwards. With several
+// chunks, each chunk accumulates into a block of its own, (groups, chunks, rows, pitch)
+// (pitch: the chunk rounded up to 128 bytes), and gather() packs the blocks into
+// (rows, Hd), adding up the groups, in parallel over rows. With the chunks side by side in
+// every row instead (W^T's layout, as before 2026-12-04), the two threads wrote next to
+// each other's columns in all D rows at about the same d; when the machine's host placed
+// its two vCPUs far apart (a core-to-core round trip of 300-520 ns instead of 50-250 ns;
+// benchmarks/core_latency.py) the lines and their neighbours that the prefetchers pull in
+// went back and forth between the cores, and the 2-thread backward of NADE H = 500 at
+// B = 64 took 9.5-10 ms against 3.8-3.9 ms (and 8 ms on one thread). In blocks it takes
+// 4.9 ms there and 3.8 ms otherwise, the gather included (README, "Performance stability:
+// slow NADE processes, explained"). Padding the rows' chunks to separate lines was not
+// enough (13.4 ms). The gather writes by rows, the split the fused Adam then reads them in.
+struct Accumulators {
+  int64_t groups, Hd, chunk, n_chunks, pitch;
+
+  Accumulators(int64_t groups, int64_t Hd, int64_t chunk, int64_t n_chunks, int64_t elem_size)
+      : groups(groups), Hd(Hd), chunk(chunk), n_chunks(n_chunks) {
+    const int64_t line_pair = 128 / elem_size;
+    pitch = blocks() ? ceil_div(chunk, line_pair) * line_pair : Hd;
+  }
+  bool blocks() const { return n_chunks > 1; }
+  // The accumulators of `rows` rows: (groups, chunks * rows, pitch) or (groups, rows, Hd).
+  std::vector<int64_t> shape(int64_t rows) const {
+    return {groups, blocks() ? n_chunks * rows : rows, pitch};
+  }
+  int64_t stride() const { return pitch; }
+  // Chunk ch's first element within a group's accumulators of `rows` rows.
+  int64_t offset(int64_t ch, int64_t rows) const {
+    return blocks() ? ch * rows * pitch : ch * chunk;
+  }
+
+  // The gradient (rows, Hd): the groups added up, and the chunks' blocks packed.
+  at::Tensor total(const at::Tensor& acc, int64_t rows) const {
+    if (!blocks()) return groups == 1 ? acc[0] : acc.sum(0);
+    at::Tensor out = at::empty({rows, Hd}, acc.options());
+    AT_DISPATCH_FLOATING_TYPES(acc.scalar_type(), "nade_backward_gather", [&] {
+      const scalar_t* src = acc.data_ptr<scalar_t>();
+      scalar_t* dst = out.data_ptr<scalar_t>();
+      const int64_t group_size = n_chunks * rows * pitch;
+      at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          for (int64_t ch = 0; ch < n_chunks; ++ch) {
+            const int64_t h0 = ch * chunk, nh = std::min(chunk, Hd - h0);
+            const scalar_t* in = src + offset(ch, rows) + r * pitch;
+            scalar_t* __restrict o = dst + r * Hd + h0;
+            std::copy(in, in + nh, o);
+            for (int64_t g = 1; g < groups; ++g) {
+              const scalar_t* __restrict ig = in + g * group_size;
+              for (int64_t k = 0; k < nh; ++k) o[k] += ig[k];
+            }
+          }
+        }
+      });
+    });
+    return out;
+  }
+};
 
 int64_t backward_scratch(int64_t D, int64_t chunk) {
   return (ceil_div(D, kSegment) + kSegment + 3) * kBatchBlock * chunk + chunk;
@@ -507,15 +572,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
       : std::max<int64_t>(1, std::min(t.n_bblocks, ceil_div(at::get_num_threads(), t.n_chunks)));
   const int64_t blocks_per_group = ceil_div(t.n_bblocks, n_groups);
   const auto opts = x.options();
+  const Accumulators acc(n_groups, d.Hd, t.chunk, t.n_chunks, x.element_size());
   // The weight gradients are zeroed by the tasks that accumulate them (in parallel, in the
   // memory order they use), unless there is no work at all.
   const bool work = d.B * d.D * d.Hd > 0;
   const auto alloc = [&](at::IntArrayRef shape) {
     return work ? at::empty(shape, opts) : at::zeros(shape, opts);
   };
-  at::Tensor gwt = alloc({n_groups, d.D, d.Hd});
-  at::Tensor gv = alloc({n_groups, d.D, d.O, d.Hd});
-  at::Tensor gc = alloc({n_groups, d.Hd});
+  at::Tensor gwt = alloc(acc.shape(d.D));
+  at::Tensor gv = alloc(acc.shape(d.D * d.O));
+  at::Tensor gc = alloc(acc.shape(1));
   // Every (chunk, b, d) is written by exactly one tile walk: no zero fill.
   at::Tensor gx_part = grad_x_wanted ? at::empty({t.n_chunks, d.B, d.D}, opts) : at::Tensor();
   if (work) {
@@ -523,9 +589,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
       const Args<scalar_t> A = args<scalar_t>(x, wt, cols, c, V, d);
       const scalar_t* gp = g.data_ptr<scalar_t>();
       const scalar_t* ckptp = ckpt.defined() ? ckpt.data_ptr<scalar_t>() : nullptr;
-      scalar_t* gwtp = gwt.data_ptr<scalar_t>();
-      scalar_t* gvp = gv.data_ptr<scalar_t>();
-      scalar_t* gcp = gc.data_ptr<scalar_t>();
       scalar_t* gxp = grad_x_wanted ? gx_part.data_ptr<scalar_t>() : nullptr;
       const int64_t scratch_size = backward_scratch(d.D, t.chunk);
       parallel_tasks(
@@ -534,32 +597,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
           [&](int64_t task, std::unique_ptr<scalar_t[]>& scratch) {
             const int64_t grp = task / t.n_chunks, ch = task % t.n_chunks;
             const int64_t h0 = ch * t.chunk, nh = std::min(t.chunk, d.Hd - h0);
-            zero_columns(gwtp + grp * d.D * d.Hd, d.D, d.Hd, h0, nh);
-            zero_columns(gvp + grp * d.D * d.O * d.Hd, d.D * d.O, d.Hd, h0, nh);
-            zero_columns(gcp + grp * d.Hd, 1, d.Hd, h0, nh);
+            scalar_t* gwtp = gwt[grp].data_ptr<scalar_t>() + acc.offset(ch, d.D);
+            scalar_t* gvp = gv[grp].data_ptr<scalar_t>() + acc.offset(ch, d.D * d.O);
+            scalar_t* gcp = gc[grp].data_ptr<scalar_t>() + acc.offset(ch, 1);
+            zero_rows(gwtp, d.D, acc.stride(), nh);
+            zero_rows(gvp, d.D * d.O, acc.stride(), nh);
+            zero_rows(gcp, 1, acc.stride(), nh);
             const int64_t bb_end = std::min(t.n_bblocks, (grp + 1) * blocks_per_group);
             for (int64_t bb = grp * blocks_per_group; bb < bb_end; ++bb) {
               const int64_t b0 = bb * kBatchBlock, nb = std::min(kBatchBlock, d.B - b0);
-              backward_tile<scalar_t>(A, gp, ckptp, grads_finite, b0, nb, h0, nh,
-                                      gwtp + grp * d.D * d.Hd,
-                                      gvp + grp * d.D * d.O * d.Hd, gcp + grp * d.Hd,
+              backward_tile<scalar_t>(A, gp, ckptp, grads_finite, b0, nb, h0, nh, gwtp, gvp,
+                                      gcp, acc.stride(),
                                       gxp ? gxp + ch * d.B * d.D : nullptr, scratch.get());
             }
           });
     });
   }
-  // One batch group (the usual case): its gradients are the totals, no copy.
+  // grad_x: the chunks' partial sums, added up (one chunk: no copy).
   const auto total = [](const at::Tensor& parts) {
     return parts.size(0) == 1 ? parts[0] : parts.sum(0);
   };
+  const at::Tensor gwt_total = acc.total(gwt, d.D);
   // Without grad_x: an empty (0,) tensor in its place.
   at::Tensor grad_x = grad_x_wanted ? like_layout(total(gx_part), x_in) : at::empty({0}, opts);
   // grad W in W's layout: for a W stored transposed (W.t() contiguous, as the NADE models
-  // keep it) that is the accumulated grad of W^T itself, viewed transposed: no copy.
+  // keep it) that is grad W^T itself, viewed transposed.
   at::Tensor grad_W = W_in.t().is_contiguous() && !W_in.is_contiguous()
-      ? total(gwt).t() : like_layout(transposed(total(gwt)), W_in);
-  at::Tensor grad_c = total(gc);
-  at::Tensor grad_V = total(gv);
+      ? gwt_total.t() : like_layout(transposed(gwt_total), W_in);
+  at::Tensor grad_c = acc.total(gc, 1).view({d.Hd});
+  at::Tensor grad_V = acc.total(gv, d.D * d.O).view({d.D, d.O, d.Hd});
   at::Tensor grad_b = g.sum(0);
   return {grad_x, grad_W, like_layout(grad_c, c_in), like_layout(grad_V, V_in),
           like_layout(grad_b, b_in)};
