@@ -34,7 +34,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "core_latency.c")
 # Round trips at or above this are the "far" placement: on the team's machine 50-250 ns
-# near, 300-520 ns far (histograms in the README), nothing measured in between.
+# near, 300-520 ns far (histograms: benchmarks/results/slow_nade_2026-12-04/summary.md),
+# nothing measured in between.
 FAR_NS = 260.0
 
 

@@ -473,8 +473,8 @@ def print_table(rows):
 def print_placement(rows):
     """Per row and process: the median core-to-core round trip and the share of rounds in the
     far placement (core_latency.py), where the 2-thread NADE step runs at 1-thread speed."""
-    far = f">= {core_latency.FAR_NS:.0f} ns"
-    print(f"\ncore-to-core round trip per process: median ns (share of rounds far, {far})")
+    threshold = f">= {core_latency.FAR_NS:.0f} ns"
+    print(f"\ncore-to-core round trip per process: median ns (share of rounds far, {threshold})")
     for r in rows:
         procs = [
             f"{ns:.0f} ({far:.0%})" if ns is not None else "-"

@@ -8,8 +8,8 @@ otherwise). The cases are the ones that matter on a GPU: the Triton NADE backwar
 8 times the gradients of x, W and c at O = 1 on the first GPU run (2026-12-04, an H200),
 which the interpreter could not show, so NADE runs at O = 1, 3 and 30. Each raw op also
 passes torch.library.opcheck on the device. (benchmarks/gpu.py adds the paper's shapes and
-the timings.) This file was written after that GPU lease ended: its GPU half, float64 on
-the GPU included, had not run when it landed.
+the timings.) Its GPU half, float64 on the GPU included, first ran on the second GPU lease
+(2026-12-04 18:27, an H200; README, "GPU status").
 
 Tolerance: the error relative to the largest reference value, float32 2e-4 (GPU sums run
 in another order and with -prec-div=false divisions), float64 1e-10.

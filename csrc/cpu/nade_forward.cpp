@@ -240,8 +240,7 @@ T backward_step(const T* __restrict hd, T* __restrict S, const T* __restrict wd,
 // Backward of one tile (see forward_tile). g: grad_out (B, D, O). Accumulates into the
 // chunk's accumulators (Accumulators, below): gwt, gv and gc point at the chunk's first
 // column of grad W^T (D rows), grad V (D * O rows) and grad c (one row), rows gstride
-// apart; and writes the
-// chunk's partial gx[b][d] = sum_{h in chunk} W[h, d] S_d[b, h] unless gx_part is null (no
+// apart. Writes the chunk's partial gx[b][d] = sum_{h in chunk} W[h, d] S_d[b, h] unless gx_part is null (no
 // grad_x: the sums are skipped). fwd_ckpt: the forward's checkpoints (ceil(D / kSegment),
 // B, Hd), or null: then the tile walks a to find them.
 // Scratch (backward_scratch): ckpt (ceil(D / kSegment) tiles: a at each segment start),
@@ -367,19 +366,20 @@ void zero_rows(T* m, int64_t rows, int64_t stride, int64_t nh) {
 // With one hidden chunk (one thread, or Hd <= kMaxChunkBackward) they are the gradients'
 // own layout, (groups, rows, Hd), and the groups are added up afterwards. With several
 // chunks, each chunk accumulates into a block of its own, (groups, chunks, rows, pitch)
-// (pitch: the chunk rounded up to 128 bytes), and gather() packs the blocks into
+// (pitch: the chunk rounded up to 128 bytes), and total() packs the blocks into
 // (rows, Hd), adding up the groups, in parallel over rows. With the chunks side by side in
 // every row instead (W^T's layout, as before 2026-12-04), the two threads wrote next to
 // each other's columns in all D rows at about the same d; when the machine's host placed
 // its two vCPUs far apart (a core-to-core round trip of 300-520 ns instead of 50-250 ns;
 // benchmarks/core_latency.py) the lines and their neighbours that the prefetchers pull in
 // went back and forth between the cores, and the 2-thread backward of NADE H = 500 at
-// B = 64 took 9.5-10 ms against 3.8-3.9 ms (and 8 ms on one thread). In blocks it takes
+// B = 64 took 9.5-10.5 ms against 3.8-4.4 ms (and 8 ms on one thread). In blocks it takes
 // 4.9 ms there and 3.8 ms otherwise, the gather included (README, "Performance stability:
 // slow NADE processes, explained"). Padding the rows' chunks to separate lines was not
 // enough (13.4 ms). The gather writes by rows, the split the fused Adam then reads them in.
 struct Accumulators {
-  int64_t groups, Hd, chunk, n_chunks, pitch;
+  int64_t groups, Hd, chunk, n_chunks;
+  int64_t pitch;  // the accumulators' row stride: Hd, or the chunk rounded up to 128 bytes
 
   Accumulators(int64_t groups, int64_t Hd, int64_t chunk, int64_t n_chunks, int64_t elem_size)
       : groups(groups), Hd(Hd), chunk(chunk), n_chunks(n_chunks) {
@@ -391,7 +391,6 @@ struct Accumulators {
   std::vector<int64_t> shape(int64_t rows) const {
     return {groups, blocks() ? n_chunks * rows : rows, pitch};
   }
-  int64_t stride() const { return pitch; }
   // Chunk ch's first element within a group's accumulators of `rows` rows.
   int64_t offset(int64_t ch, int64_t rows) const {
     return blocks() ? ch * rows * pitch : ch * chunk;
@@ -600,14 +599,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
             scalar_t* gwtp = gwt[grp].data_ptr<scalar_t>() + acc.offset(ch, d.D);
             scalar_t* gvp = gv[grp].data_ptr<scalar_t>() + acc.offset(ch, d.D * d.O);
             scalar_t* gcp = gc[grp].data_ptr<scalar_t>() + acc.offset(ch, 1);
-            zero_rows(gwtp, d.D, acc.stride(), nh);
-            zero_rows(gvp, d.D * d.O, acc.stride(), nh);
-            zero_rows(gcp, 1, acc.stride(), nh);
+            zero_rows(gwtp, d.D, acc.pitch, nh);
+            zero_rows(gvp, d.D * d.O, acc.pitch, nh);
+            zero_rows(gcp, 1, acc.pitch, nh);
             const int64_t bb_end = std::min(t.n_bblocks, (grp + 1) * blocks_per_group);
             for (int64_t bb = grp * blocks_per_group; bb < bb_end; ++bb) {
               const int64_t b0 = bb * kBatchBlock, nb = std::min(kBatchBlock, d.B - b0);
               backward_tile<scalar_t>(A, gp, ckptp, grads_finite, b0, nb, h0, nh, gwtp, gvp,
-                                      gcp, acc.stride(),
+                                      gcp, acc.pitch,
                                       gxp ? gxp + ch * d.B * d.D : nullptr, scratch.get());
             }
           });
