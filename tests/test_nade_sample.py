@@ -107,6 +107,34 @@ def test_nade_kernels_reuse_their_temporaries_safely():
     assert not errors and all(all(r) for r in results.values()) and len(results) == 2
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nade_sample_sees_every_change_of_W(dtype):
+    """The CPU sampler keeps exp(-W^T) and the columns' max |W| from one call to the next
+    while W's bytes are unchanged (nade_hidden.h: ColumnCache). A W changed where no version
+    counter sees it (through .data), in a single element, or replaced by another tensor of
+    the same shape is seen at once; each change is checked to change the reference's
+    samples, so a kernel that kept stale facts would fail here."""
+    u, _, W, c, V, b = _nade_case(3, dtype, 24, 40, 33)
+    W2 = torch.randn(W.shape, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    changes = [
+        ("none", W, None),
+        ("in place through .data", W, lambda: W.data.mul_(-2.0)),
+        ("one element", W, lambda: W.data[5].fill_(6.0)),
+        ("another tensor", W2, None),
+        ("back to the first", W, None),
+    ]
+    previous = None
+    for name, W_now, change in changes:
+        if change is not None:
+            change()
+        ref = pixelar.ops.nade_sample_ref(u, None, W_now, c, V, b)
+        out = pixelar.ops.nade_sample(u, None, W_now, c, V, b)
+        assert torch.equal(out, ref), name
+        if name != "none":
+            assert not torch.equal(ref, previous), f"{name}: the change does not show"
+        previous = ref
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_rnade_sample_matches_reference(dtype):
     g = torch.Generator().manual_seed(0)

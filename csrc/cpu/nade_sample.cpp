@@ -8,7 +8,8 @@
 // (Hd); dimension d costs one dot product per output, the draw, and, when x_d != 0,
 // a += x_d W[:, d] and h = sigmoid(a) (NADE skips both for x_d = 0: h does not change; its
 // float update: nade_hidden.h, which also takes the next dimension's dot product from the new
-// h while it is in registers).
+// h while it is in registers). exp(-W^T) and the columns' max |W| are kept from one call to
+// the next while W's bytes do not change (nade::ColumnCache).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -70,7 +71,7 @@ PIXELAR_HOST_DEVICE_INLINE void tile_dots(const T* v, const T* h, int64_t O, int
 }
 
 // Images [b0, b1) (at most kMaxTile), in lockstep over d. Wt: (D, Hd) = W transposed; ew, wmax:
-// nade::column_facts(Wt); a, h, e: (b1 - b0) * Hd scratch. The hidden update of each image is
+// nade::Columns of Wt; a, h, e: (b1 - b0) * Hd scratch. The hidden update of each image is
 // nade_hidden.h's walk (float: e = exp(-a) updated by products for x_d = 1), fused with the
 // dot product of the next dimension: an image whose h changes at d takes its logit of d + 1
 // from the h in registers (step<S, kDot>); the others (kKeep) share V[d + 1]'s loads in
@@ -199,7 +200,8 @@ at::Tensor nade_sample_cpu(const at::Tensor& u_, const std::optional<at::Tensor>
   at::Tensor x = at::empty({n, D}, u.options().dtype(at::kLong));
   // the smallest dimension drawn from a non-finite logit: raised after the parallel region
   std::atomic<int64_t> bad{sampling::kNoBadDimension};
-  const nade::Columns cols = nade::column_facts(Wt);
+  // exp(-W^T) and the columns' max |W|, reused while W's bytes are unchanged (ColumnCache)
+  const nade::Columns cols = nade::column_cache().get(Wt);
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "nade_sample_cpu", [&] {
     const int64_t tile = tile_size(n), tiles = (n + tile - 1) / tile;
     // one buffer per thread: a, h, e of a tile
