@@ -47,6 +47,8 @@ they rarely do; README, "Performance stability").
     python benchmarks/train_throughput.py --quick         # 1 process, fewer rounds
     python benchmarks/train_throughput.py --rows pixelrnn_diagonal --threads 1
     python benchmarks/train_throughput.py --profile pixelrnn_diagonal   # torch.profiler top 10
+    python benchmarks/train_throughput.py --profile nade_bernoulli --by-placement 180
+                                                      # its ops near against far
 
 On a machine shared with other busy processes, run it with OMP_WAIT_POLICY=PASSIVE as well
 (the workers inherit the environment; the JSON records it): see the README's note on
@@ -385,6 +387,84 @@ def profile_row(name, threads, steps, out):
     print(f"wrote {out}")
 
 
+def profile_by_placement(name, threads, seconds, out):
+    """The fast step's ops by self CPU time, near against far (README, "Performance
+    stability"): for ``seconds``, each round measures the core-to-core round trip, times 3
+    plain steps, then profiles 3 more; the rounds are split by their round trip (far:
+    >= core_latency.FAR_NS) and each op's median ms per step is printed for both sides
+    (the 15 ops largest near), and written as JSON to ``out``. The placement changes on
+    its own, on a scale of seconds to minutes: a run may see only one side."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(threads)
+    step = make_pair(name)[0]["fast"]
+    for _ in range(3):
+        step()
+    rounds, t_end = [], time.time() + seconds
+    while time.time() < t_end:
+        trip = core_latency.round_trip_ns()
+        t0 = time.perf_counter()
+        for _ in range(3):
+            step()
+        plain = (time.perf_counter() - t0) / 3
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                step()
+        ops = {e.key: e.self_cpu_time_total / 3e3 for e in prof.key_averages()}
+        rounds.append(dict(round_trip_ns=trip, step_ms=plain * 1e3, ops_ms=ops))
+    sides = {
+        "near": [r for r in rounds if r["round_trip_ns"] < core_latency.FAR_NS],
+        "far": [r for r in rounds if r["round_trip_ns"] >= core_latency.FAR_NS],
+    }
+
+    def median(side, get):
+        values = [get(r) for r in sides[side]]
+        return statistics.median(values) if values else None
+
+    first = "near" if sides["near"] else "far"
+    keys = sorted(
+        rounds[0]["ops_ms"], key=lambda k: -(median(first, lambda r: r["ops_ms"].get(k, 0.0)))
+    )
+    table = [
+        dict(op=k, **{s: median(s, lambda r, k=k: r["ops_ms"].get(k, 0.0)) for s in sides})
+        for k in keys[:15]
+    ]
+    steps = {s: median(s, lambda r: r["step_ms"]) for s in sides}
+
+    def ms(v):
+        return f"{v:8.2f}" if v is not None else f"{'-':>8s}"
+
+    print(
+        f"{LABELS[name]}, {threads} thread(s), {seconds:.0f} s: {len(sides['near'])} rounds near, "
+        f"{len(sides['far'])} far; step {ms(steps['near'])} ms near, {ms(steps['far'])} ms far "
+        "(medians of 3-step rounds, no profiler)"
+    )
+    print(
+        f"  {'op (self CPU ms per step, median of rounds under the profiler)':62s} "
+        f"{'near':>8s} {'far':>8s}"
+    )
+    for t in table:
+        print(f"  {t['op'][:62]:62s} {ms(t['near'])} {ms(t['far'])}")
+    for r in rounds:  # each round's ms of the shown ops, in the order of "ops"
+        r["ops_ms"] = [round(r["ops_ms"].get(t["op"], 0.0), 3) for t in table]
+    result = dict(
+        row=name,
+        threads=threads,
+        seconds=seconds,
+        far_ns=core_latency.FAR_NS,
+        rounds_near=len(sides["near"]),
+        rounds_far=len(sides["far"]),
+        step_ms=steps,
+        ops=table,
+        rounds=rounds,
+        date=time.strftime("%Y-%m-%d %H:%M"),
+    )
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f)  # one line: thousands of rounds
+    print(f"wrote {out}")
+
+
 # ------------------------------------------------------------------------------ driver
 
 
@@ -508,9 +588,23 @@ def main(argv=None):
         help="instead of timing: torch.profiler's top ten ops of one row's fast step",
     )
     p.add_argument("--profile-steps", type=int, default=5)
+    p.add_argument(
+        "--by-placement",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --profile: profile for this long, the ops near against far",
+    )
     p.add_argument("--out", default=None)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.by_placement is not None and not args.profile:
+        p.error("--by-placement needs --profile ROW")
+    if args.profile and args.by_placement is not None:
+        out = args.out or os.path.join(
+            HERE, "results", f"train_profile_{args.profile}_{args.threads}t_placement.json"
+        )
+        return profile_by_placement(args.profile, args.threads, args.by_placement, out)
     if args.profile:
         out = args.out or os.path.join(
             HERE, "results", f"train_profile_{args.profile}_{args.threads}t.json"
