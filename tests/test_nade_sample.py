@@ -109,8 +109,9 @@ def test_nade_kernels_reuse_their_temporaries_safely():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_nade_sample_sees_every_change_of_W(dtype):
-    """The CPU sampler keeps exp(-W^T) and the columns' max |W| from one call to the next
-    while W's bytes are unchanged (nade_hidden.h: ColumnCache). A W changed where no version
+    """The CPU kernels keep exp(-W^T) and the columns' max |W| from one call to the next
+    while W's bytes are unchanged (nade_hidden.h: ColumnCache), the sampler and the training
+    forward and backward alike. A W changed where no version
     counter sees it (through .data), in a single element, or replaced by another tensor of
     the same shape is seen at once; each change is checked to change the reference's
     samples, so a kernel that kept stale facts would fail here."""
@@ -133,6 +134,18 @@ def test_nade_sample_sees_every_change_of_W(dtype):
         if name != "none":
             assert not torch.equal(ref, previous), f"{name}: the change does not show"
         previous = ref
+        # the training ops share the kept facts: forward, then backward with the same W
+        x = (u < 0.5).to(dtype)
+        W_grad = W_now.detach().clone().requires_grad_()
+        logits = pixelar.ops.nade_forward(x, W_grad, c, V, b)
+        logits_ref = pixelar.ops.nade_forward_ref(x, W_now, c, V, b)
+        torch.testing.assert_close(logits, logits_ref, msg=name)
+        (grad_W,) = torch.autograd.grad(logits.sin().sum(), W_grad)
+        W_ref = W_now.detach().clone().requires_grad_()
+        (grad_W_ref,) = torch.autograd.grad(
+            pixelar.ops.nade_forward_ref(x, W_ref, c, V, b).sin().sum(), W_ref
+        )
+        torch.testing.assert_close(grad_W, grad_W_ref, msg=name)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

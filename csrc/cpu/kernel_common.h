@@ -79,8 +79,9 @@ void parallel_tasks(int64_t n, const MakeScratch& make_scratch, const Work& work
 // and costs a page fault per 4 KiB page at first touch, on every call; with NADE's W^T and
 // exp(-W^T) (1.5 MB each at 500 x 784), that made NADE sampling of 64 images take 3.3 ms
 // instead of 2.5 ms in about half the processes (glibc's malloc thresholds decide which;
-// README, "Performance stability"). Only for temporaries that do not outlive the call.
-enum class Reused : int { kTransposed, kColumnExp, kCount };
+// README, "Performance stability"; exp(-W^T) is now kept by nade::ColumnCache,
+// nade_hidden.h). Only for temporaries that do not outlive the call.
+enum class Reused : int { kTransposed, kCount };
 
 inline at::Tensor reused_empty(Reused slot, at::IntArrayRef sizes, at::ScalarType dtype) {
   thread_local at::Tensor kept[static_cast<int>(Reused::kCount)];

@@ -509,7 +509,8 @@ std::tuple<at::Tensor, at::Tensor> forward(const char* op, const at::Tensor& x_i
     return {out, ckpt};
   }
   const at::Tensor wt = transposed</*kTemporary=*/true>(W_in);
-  const nade::Columns cols = nade::column_facts(wt);
+  // exp(-W^T) and the columns' max |W|: kept for the backward (nade::ColumnCache)
+  const nade::Columns cols = nade::column_cache().get(wt);
   // at least kForwardMinTiles tiles (parallel_tasks); not the thread count: the
   // chunks' partial sums, and so the outputs' bits, must not depend on it
   const Tiling t = tiling(d, kMaxChunkForward, kForwardMinTiles);
@@ -561,7 +562,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
   const at::Tensor g = grad_out_in.contiguous(), x = x_in.contiguous(), c = c_in.contiguous();
   const at::Tensor V = V_in.contiguous();
   const at::Tensor wt = transposed</*kTemporary=*/true>(W_in);
-  const nade::Columns cols = nade::column_facts(wt);
+  // the forward's, when W has not changed since (nade::ColumnCache)
+  const nade::Columns cols = nade::column_cache().get(wt);
   const bool grads_finite = tensor_finite(g) && tensor_finite(V);
   // a hidden chunk per thread or more (fewer: the batch is split into groups, below)
   const Tiling t = tiling(d, kMaxChunkBackward, at::get_num_threads());

@@ -38,15 +38,17 @@ enum class Step { kKeep, kProduct, kExact, kRestart };
 constexpr int kMaxProducts = 32;
 constexpr float kMaxDrift = 60.0f;
 
-// Per-column facts of W^T (D, Hd), computed once per call: ew = exp(-W^T) (float only) and
-// wmax[d] = max_k |W[k, d]|, +inf where column d has an inf or NaN.
+// Per-column facts of W^T (D, Hd), from ColumnCache (below): ew = exp(-W^T) (float only)
+// and wmax[d] = max_k |W[k, d]|, +inf where column d has an inf or NaN.
 struct Columns {
   at::Tensor ew;    // (D, Hd) float, or undefined for double
   at::Tensor wmax;  // (D,) float32
 };
 
+// The facts of rows [d0, d1) of wt (D, Hd); with copy, also copies those rows of wt there
+// (the ColumnCache's record of them: no second pass over W^T).
 template <typename T>
-PIXELAR_SIMD_CLONES void column_facts_rows(const T* wt, T* ew, float* wmax, int64_t d0,
+PIXELAR_SIMD_CLONES void column_facts_rows(const T* wt, T* ew, float* wmax, T* copy, int64_t d0,
                                            int64_t d1, int64_t Hd) {
   using V = typename simd::Vec<T>::type;
   constexpr int L = simd::Vec<T>::lanes;
@@ -61,6 +63,7 @@ PIXELAR_SIMD_CLONES void column_facts_rows(const T* wt, T* ew, float* wmax, int6
       m = ak > m ? ak : m;
       nonfinite += wk - wk;
       if constexpr (std::is_same<T, float>::value) simd::store(ew + d * Hd + k, simd::vexp(-wk));
+      if (copy) simd::store(copy + d * Hd + k, wk);
     }
     T m_all = 0, nf_all = simd::reduce_add(nonfinite);
     for (int l = 0; l < L; ++l) m_all = m[l] > m_all ? m[l] : m_all;
@@ -69,34 +72,24 @@ PIXELAR_SIMD_CLONES void column_facts_rows(const T* wt, T* ew, float* wmax, int6
       m_all = ak > m_all ? ak : m_all;
       nf_all += w[k] - w[k];
       if constexpr (std::is_same<T, float>::value) ew[d * Hd + k] = math::exp_poly(-w[k]);
+      if (copy) copy[d * Hd + k] = w[k];
     }
     wmax[d] = nf_all == T(0) ? static_cast<float>(m_all) : INFINITY;
   }
 }
 
 // Fills out (ew: (D, Hd) float or undefined, wmax: (D,)) with the facts of wt (D, Hd)
-// contiguous.
-inline void fill_column_facts(const at::Tensor& wt, const Columns& out) {
+// contiguous, and copy (D, Hd) with wt.
+inline void fill_column_facts(const at::Tensor& wt, const Columns& out, const at::Tensor& copy) {
   const int64_t D = wt.size(0), Hd = wt.size(1);
   AT_DISPATCH_FLOATING_TYPES(wt.scalar_type(), "nade_column_facts", [&] {
     at::parallel_for(0, D, 16, [&](int64_t d0, int64_t d1) {
       column_facts_rows<scalar_t>(wt.data_ptr<scalar_t>(),
                                   out.ew.defined() ? out.ew.data_ptr<scalar_t>() : nullptr,
-                                  out.wmax.data_ptr<float>(), d0, d1, Hd);
+                                  out.wmax.data_ptr<float>(), copy.data_ptr<scalar_t>(), d0,
+                                  d1, Hd);
     });
   });
-}
-
-// ew lives in reused memory (Reused::kColumnExp, kernel_common.h): it must not outlive the
-// kernel's call.
-inline Columns column_facts(const at::Tensor& wt) {  // wt: (D, Hd) contiguous
-  const int64_t D = wt.size(0), Hd = wt.size(1);
-  Columns out{wt.scalar_type() == at::kFloat
-                  ? reused_empty(Reused::kColumnExp, {D, Hd}, at::kFloat)
-                  : at::Tensor(),
-              at::empty({D}, wt.options().dtype(at::kFloat))};
-  fill_column_facts(wt, out);
-  return out;
 }
 
 // Whether a and b (contiguous, the same dtype and number of elements) hold the same bytes:
@@ -113,16 +106,19 @@ inline bool same_bytes(const at::Tensor& a, const at::Tensor& b) {
   return !differ.load();
 }
 
-// The sampler's column facts, kept from one call to the next beside a copy of the W^T they
-// were computed from: a call whose W^T holds the same bytes as the copy (a model sampled
-// again with unchanged weights: the usual case) reuses them instead of computing D * Hd
-// exps. The copy makes the reuse exact whatever changed W in between (an optimizer, a
-// load, writes through .data that no version counter sees). One entry per process; a
-// caller keeps its Columns alive however the entry is replaced meanwhile. When the
-// threads' two CPUs are far apart (README, "Performance stability"), this also spares each
-// thread reading the half of exp(-W^T) that the other one wrote. NADE.sample of 64 images
-// (H = 500, 28x28, 2 threads), 90 s alternating in one process, medians of the rounds' best:
-// 2.14 against 2.21 ms a call near (399 rounds), 2.56 against 2.77 ms far (299 rounds).
+// The column facts, kept from one call to the next beside a copy of the W^T they were
+// computed from: a call whose W^T holds the same bytes as the copy reuses them instead of
+// computing D * Hd exps. That is the training backward after its forward (the same W), and
+// every sampling call after the first while the weights do not change. The copy makes the
+// reuse exact whatever changed W in between (an optimizer, a load, writes through .data
+// that no version counter sees). One entry per process; a caller keeps its Columns alive
+// however the entry is replaced meanwhile. When the threads' two CPUs are far apart
+// (README, "Performance stability"), a hit also spares each thread reading the half of a
+// fresh exp(-W^T) that the other one wrote. In-process A/B, H = 500, 2 threads, medians of
+// the rounds' best: NADE.sample of 64 images 2.14 against 2.21 ms near (399 rounds), 2.56
+// against 2.77 ms far (299); the trainer's NADE step, B = 64, Bernoulli(0.5) pixels, 8.16
+// against 8.22 ms near (300), 10.61 against 10.97 ms far (368) (measured with the copy as
+// a pass of its own; it is now written by the pass that computes the facts).
 class ColumnCache {
  public:
   Columns get(const at::Tensor& wt) {  // wt: (D, Hd) contiguous
@@ -138,8 +134,7 @@ class ColumnCache {
                                                      : at::Tensor(),
                       at::empty({wt.size(0)}, wt.options().dtype(at::kFloat))};
     }
-    copy_.copy_(wt);
-    fill_column_facts(wt, cols_);
+    fill_column_facts(wt, cols_, copy_);
     return cols_;
   }
 
