@@ -108,15 +108,17 @@ def test_nade_kernels_reuse_their_temporaries_safely():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_nade_sample_sees_every_change_of_W(dtype):
+def test_nade_kernels_see_every_change_of_W(dtype):
     """The CPU kernels keep exp(-W^T) and the columns' max |W| from one call to the next
-    while W's bytes are unchanged (nade_hidden.h: ColumnCache), the sampler and the training
-    forward and backward alike. A W changed where no version
-    counter sees it (through .data), in a single element, or replaced by another tensor of
-    the same shape is seen at once; each change is checked to change the reference's
-    samples, so a kernel that kept stale facts would fail here."""
+    while W's bytes are unchanged (nade_hidden.h: ColumnCache), shared by the training
+    forward, its backward and the sampler. A W changed where no version counter sees it
+    (through .data), in a single element, or replaced by another tensor of the same shape
+    is seen at once: the forward (which meets the change first), W's gradient and the
+    samples follow the references. Each change is checked to change the reference's
+    samples, so kernels that kept stale facts would fail here."""
     u, _, W, c, V, b = _nade_case(3, dtype, 24, 40, 33)
     W2 = torch.randn(W.shape, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    x = (u < 0.5).to(dtype)
     changes = [
         ("none", W, None),
         ("in place through .data", W, lambda: W.data.mul_(-2.0)),
@@ -128,24 +130,22 @@ def test_nade_sample_sees_every_change_of_W(dtype):
     for name, W_now, change in changes:
         if change is not None:
             change()
-        ref = pixelar.ops.nade_sample_ref(u, None, W_now, c, V, b)
-        out = pixelar.ops.nade_sample(u, None, W_now, c, V, b)
-        assert torch.equal(out, ref), name
-        if name != "none":
-            assert not torch.equal(ref, previous), f"{name}: the change does not show"
-        previous = ref
-        # the training ops share the kept facts: forward, then backward with the same W
-        x = (u < 0.5).to(dtype)
         W_grad = W_now.detach().clone().requires_grad_()
         logits = pixelar.ops.nade_forward(x, W_grad, c, V, b)
-        logits_ref = pixelar.ops.nade_forward_ref(x, W_now, c, V, b)
-        torch.testing.assert_close(logits, logits_ref, msg=name)
+        torch.testing.assert_close(
+            logits, pixelar.ops.nade_forward_ref(x, W_now, c, V, b), msg=name
+        )
         (grad_W,) = torch.autograd.grad(logits.sin().sum(), W_grad)
         W_ref = W_now.detach().clone().requires_grad_()
         (grad_W_ref,) = torch.autograd.grad(
             pixelar.ops.nade_forward_ref(x, W_ref, c, V, b).sin().sum(), W_ref
         )
         torch.testing.assert_close(grad_W, grad_W_ref, msg=name)
+        ref = pixelar.ops.nade_sample_ref(u, None, W_now, c, V, b)
+        assert torch.equal(pixelar.ops.nade_sample(u, None, W_now, c, V, b), ref), name
+        if name != "none":
+            assert not torch.equal(ref, previous), f"{name}: the change does not show"
+        previous = ref
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
