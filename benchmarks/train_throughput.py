@@ -339,16 +339,30 @@ def worker(name, threads, rounds, max_seconds, fast_only=False):
     )
 
 
-def profile_row(name, threads, steps, out):
-    """torch.profiler of the fast path's step: the top ten ops by self CPU time per step
-    (printed, and written as JSON to ``out``)."""
-    from torch.profiler import ProfilerActivity, profile
+def write_json(out, obj, indent=1):
+    """Writes obj as JSON to the path out (creating its folder) and says so."""
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(obj, f, indent=indent)
+    print(f"wrote {out}")
 
+
+def warm_fast_step(name, threads):
+    """One row's fast step at ``threads`` threads, run 3 times: (step, images per step)."""
     torch.set_num_threads(threads)
     fns, _, images, _ = make_pair(name)
     step = fns["fast"]
     for _ in range(3):
         step()
+    return step, images
+
+
+def profile_row(name, threads, steps, out):
+    """torch.profiler of the fast path's step: the top ten ops by self CPU time per step
+    (printed, and written as JSON to ``out``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step, images = warm_fast_step(name, threads)
     t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
@@ -381,10 +395,7 @@ def profile_row(name, threads, steps, out):
         load_average=os.getloadavg()[0],
         date=time.strftime("%Y-%m-%d %H:%M"),
     )
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {out}")
+    write_json(out, result)
 
 
 def profile_by_placement(name, threads, seconds, out):
@@ -396,10 +407,7 @@ def profile_by_placement(name, threads, seconds, out):
     its own, on a scale of seconds to minutes: a run may see only one side."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.set_num_threads(threads)
-    step = make_pair(name)[0]["fast"]
-    for _ in range(3):
-        step()
+    step, _ = warm_fast_step(name, threads)
     rounds, t_end = [], time.time() + seconds
     while time.time() < t_end:
         trip = core_latency.round_trip_ns()
@@ -459,10 +467,7 @@ def profile_by_placement(name, threads, seconds, out):
         rounds=rounds,
         date=time.strftime("%Y-%m-%d %H:%M"),
     )
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f)  # one line: thousands of rounds
-    print(f"wrote {out}")
+    write_json(out, result, indent=None)  # one line: thousands of rounds
 
 
 # ------------------------------------------------------------------------------ driver
@@ -660,10 +665,7 @@ def main(argv=None):
         date=time.strftime("%Y-%m-%d %H:%M"),
     )
     out = args.out or os.path.join(HERE, "results", "train_throughput.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1)
-    print(f"wrote {out}")
+    write_json(out, dict(meta=meta, rows=rows))
 
 
 if __name__ == "__main__":

@@ -240,9 +240,9 @@ T backward_step(const T* __restrict hd, T* __restrict S, const T* __restrict wd,
 // Backward of one tile (see forward_tile). g: grad_out (B, D, O). Accumulates into the
 // chunk's accumulators (Accumulators, below): gwt, gv and gc point at the chunk's first
 // column of grad W^T (D rows), grad V (D * O rows) and grad c (one row), rows gstride
-// apart. Writes the chunk's partial gx[b][d] = sum_{h in chunk} W[h, d] S_d[b, h] unless gx_part is null (no
-// grad_x: the sums are skipped). fwd_ckpt: the forward's checkpoints (ceil(D / kSegment),
-// B, Hd), or null: then the tile walks a to find them.
+// apart. Writes the chunk's partial gx[b][d] = sum_{h in chunk} W[h, d] S_d[b, h] unless
+// gx_part is null (no grad_x: the sums are skipped). fwd_ckpt: the forward's checkpoints
+// (ceil(D / kSegment), B, Hd), or null: then the tile walks a to find them.
 // Scratch (backward_scratch): ckpt (ceil(D / kSegment) tiles: a at each segment start),
 // hseg (kSegment tiles: the h the forward computed at each step of a segment, where it
 // computed one), S, a, e (a tile each), gh (nh).
@@ -360,6 +360,11 @@ void zero_rows(T* m, int64_t rows, int64_t stride, int64_t nh) {
   for (int64_t r = 0; r < rows; ++r) std::fill(m + r * stride, m + r * stride + nh, T(0));
 }
 
+// parts (n, ...) added up over the first dimension (one part: itself, no copy).
+inline at::Tensor sum_parts(const at::Tensor& parts) {
+  return parts.size(0) == 1 ? parts[0] : parts.sum(0);
+}
+
 // Where the backward accumulates the weight gradients: per batch group, grad W^T (D rows),
 // grad V (D * O rows) and grad c (one row) of Hd columns each.
 //
@@ -398,7 +403,7 @@ struct Accumulators {
 
   // The gradient (rows, Hd): the groups added up, and the chunks' blocks packed.
   at::Tensor total(const at::Tensor& acc, int64_t rows) const {
-    if (!blocks()) return groups == 1 ? acc[0] : acc.sum(0);
+    if (!blocks()) return sum_parts(acc);
     at::Tensor out = at::empty({rows, Hd}, acc.options());
     AT_DISPATCH_FLOATING_TYPES(acc.scalar_type(), "nade_backward_gather", [&] {
       const scalar_t* src = acc.data_ptr<scalar_t>();
@@ -614,13 +619,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> nade_forw
           });
     });
   }
-  // grad_x: the chunks' partial sums, added up (one chunk: no copy).
-  const auto total = [](const at::Tensor& parts) {
-    return parts.size(0) == 1 ? parts[0] : parts.sum(0);
-  };
   const at::Tensor gwt_total = acc.total(gwt, d.D);
-  // Without grad_x: an empty (0,) tensor in its place.
-  at::Tensor grad_x = grad_x_wanted ? like_layout(total(gx_part), x_in) : at::empty({0}, opts);
+  // grad_x: the chunks' partial sums, added up; without grad_x: an empty (0,) tensor.
+  at::Tensor grad_x = grad_x_wanted ? like_layout(sum_parts(gx_part), x_in) : at::empty({0}, opts);
   // grad W in W's layout: for a W stored transposed (W.t() contiguous, as the NADE models
   // keep it) that is grad W^T itself, viewed transposed.
   at::Tensor grad_W = W_in.t().is_contiguous() && !W_in.is_contiguous()

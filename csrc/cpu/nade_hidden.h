@@ -45,8 +45,8 @@ struct Columns {
   at::Tensor wmax;  // (D,) float32
 };
 
-// The facts of rows [d0, d1) of wt (D, Hd); with copy, also copies those rows of wt there
-// (the ColumnCache's record of them: no second pass over W^T).
+// The facts of rows [d0, d1) of wt (D, Hd), and those rows of wt copied to copy (the
+// ColumnCache's record of them: no second pass over W^T).
 template <typename T>
 PIXELAR_SIMD_CLONES void column_facts_rows(const T* wt, T* ew, float* wmax, T* copy, int64_t d0,
                                            int64_t d1, int64_t Hd) {
@@ -63,7 +63,7 @@ PIXELAR_SIMD_CLONES void column_facts_rows(const T* wt, T* ew, float* wmax, T* c
       m = ak > m ? ak : m;
       nonfinite += wk - wk;
       if constexpr (std::is_same<T, float>::value) simd::store(ew + d * Hd + k, simd::vexp(-wk));
-      if (copy) simd::store(copy + d * Hd + k, wk);
+      simd::store(copy + d * Hd + k, wk);
     }
     T m_all = 0, nf_all = simd::reduce_add(nonfinite);
     for (int l = 0; l < L; ++l) m_all = m[l] > m_all ? m[l] : m_all;
@@ -72,7 +72,7 @@ PIXELAR_SIMD_CLONES void column_facts_rows(const T* wt, T* ew, float* wmax, T* c
       m_all = ak > m_all ? ak : m_all;
       nf_all += w[k] - w[k];
       if constexpr (std::is_same<T, float>::value) ew[d * Hd + k] = math::exp_poly(-w[k]);
-      if (copy) copy[d * Hd + k] = w[k];
+      copy[d * Hd + k] = w[k];
     }
     wmax[d] = nf_all == T(0) ? static_cast<float>(m_all) : INFINITY;
   }
@@ -126,8 +126,9 @@ class ColumnCache {
     const bool fits = copy_.defined() && copy_.scalar_type() == wt.scalar_type() &&
                       copy_.sizes() == wt.sizes();
     if (fits && same_bytes(copy_, wt)) return cols_;
-    // refill in place when no caller holds the old entry, else in new memory
-    if (!fits || copy_.use_count() > 1 || cols_.wmax.use_count() > 1 ||
+    // refill in place when no caller holds the old entry (copy_ is never handed out), else
+    // in new memory
+    if (!fits || cols_.wmax.use_count() > 1 ||
         (cols_.ew.defined() && cols_.ew.use_count() > 1)) {
       copy_ = at::empty(wt.sizes(), wt.options());
       cols_ = Columns{wt.scalar_type() == at::kFloat ? at::empty(wt.sizes(), wt.options())
